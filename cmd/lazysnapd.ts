@@ -1,0 +1,62 @@
+#!/usr/bin/env node
+// lazysnapd: the snapshotter daemon containerd dials as a [proxy_plugins] snapshotter.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Command } from 'commander';
+import { ConfigError, loadConfig } from '../config/config';
+import { newLogger } from '../log/logger';
+import { Snapshotter } from '../snapshotter/snapshotter';
+import { serve, shutdown } from '../snapshotter/server';
+import { SocketError } from '../snapshotter/socket';
+
+/** Startup problems an operator can fix: printed as one line, exit 1. */
+class StartupError extends Error {}
+
+function checkRoot(root: string) {
+  const parent = path.dirname(root);
+  if (!fs.existsSync(parent)) throw new StartupError(`root ${root}: parent directory ${parent} does not exist`);
+  if (fs.existsSync(root) && !fs.statSync(root).isDirectory()) throw new StartupError(`root ${root} is not a directory`);
+}
+
+async function main(argv: string[]) {
+  const program = new Command('lazysnapd')
+    .description('containerd remote snapshotter (proxy plugin) serving lazy nydus images and plain OCI images')
+    .option('--config <file>', 'TOML config file (defaults are embedded; see `lazysnap config default`)')
+    .option('--root <dir>', 'state directory (overrides config "root")')
+    .option('--address <socket>', 'unix socket to serve on (overrides config "address")')
+    .option('--log-level <level>', 'overrides config log.level')
+    .exitOverride()
+    .parse(argv);
+  const opts = program.opts<{ config?: string; root?: string; address?: string; logLevel?: string }>();
+  const cfg = loadConfig(opts.config);
+  if (opts.root) cfg.root = path.resolve(opts.root);
+  if (opts.address) cfg.address = path.resolve(opts.address);
+  if (opts.logLevel) cfg.log.level = opts.logLevel as typeof cfg.log.level;
+  const log = newLogger(cfg.log.level);
+
+  checkRoot(cfg.root);
+  const sn = Snapshotter.open(cfg.root, log);
+  const server = await serve(sn, cfg.address, log);
+  log.info({ root: cfg.root, address: cfg.address, version: process.env.npm_package_version }, 'lazysnapd serving');
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    await shutdown(server);
+    sn.close();
+    fs.rmSync(cfg.address, { force: true });
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+main(process.argv).catch((err: Error & { code?: string }) => {
+  if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
+  if (err.code?.startsWith('commander.')) process.exit(2);
+  const known = err instanceof ConfigError || err instanceof SocketError || err instanceof StartupError;
+  process.stderr.write(`lazysnapd: ${known ? err.message : (err.stack ?? err.message)}\n`);
+  process.exit(1);
+});

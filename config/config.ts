@@ -1,0 +1,83 @@
+// lazysnapd's configuration: TOML, every key optional, unknown keys refused
+// (a typo must not silently fall back to a default). Errors are one line.
+import fs from 'node:fs';
+import { parse, TomlError } from 'smol-toml';
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  /** where snapshots and metadata live */
+  root: string;
+  /** the unix socket containerd dials ([proxy_plugins] address) */
+  address: string;
+  log: { level: LogLevel };
+}
+
+/** The embedded defaults: lazysnapd runs with no config file at all. */
+export const DEFAULT_CONFIG_TOML = `# lazysnapd configuration (every key is optional)
+root = "/var/lib/lazysnap"
+address = "/run/lazysnap/snapshotter.sock"
+
+[log]
+level = "info"  # trace, debug, info, warn, error, fatal, silent
+`;
+
+export class ConfigError extends Error {}
+
+type Shape = { [k: string]: 'string' | Shape };
+const SHAPE: Shape = { root: 'string', address: 'string', log: { level: 'string' } };
+
+function check(obj: Record<string, unknown>, shape: Shape, where: string) {
+  for (const [k, v] of Object.entries(obj)) {
+    const want = shape[k];
+    const name = where ? `${where}.${k}` : k;
+    if (want === undefined) throw new ConfigError(`unknown key "${name}"`);
+    if (typeof want === 'string') {
+      if (typeof v !== want) throw new ConfigError(`"${name}" must be a ${want}, got ${JSON.stringify(v)}`);
+    } else {
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(`"${name}" must be a table`);
+      check(v as Record<string, unknown>, want, name);
+    }
+  }
+}
+
+/** Parses TOML text over the defaults. */
+export function parseConfig(text: string): Config {
+  let doc: Record<string, unknown>;
+  try {
+    doc = parse(text) as Record<string, unknown>;
+  } catch (e) {
+    if (e instanceof TomlError) {
+      throw new ConfigError(`line ${e.line}, column ${e.column}: ${e.message.split('\n')[0].replace(/^Invalid TOML document: /, '')}`);
+    }
+    throw e;
+  }
+  check(doc, SHAPE, '');
+  const base = parse(DEFAULT_CONFIG_TOML) as unknown as Config;
+  const log = { ...base.log, ...((doc.log as object) ?? {}) };
+  const cfg: Config = { ...base, ...(doc as Partial<Config>), log };
+  if (!LOG_LEVELS.includes(cfg.log.level)) {
+    throw new ConfigError(`"log.level" must be one of ${LOG_LEVELS.join(', ')}, got "${cfg.log.level}"`);
+  }
+  if (!cfg.root.startsWith('/')) throw new ConfigError(`"root" must be an absolute path, got "${cfg.root}"`);
+  if (!cfg.address.startsWith('/')) throw new ConfigError(`"address" must be an absolute path, got "${cfg.address}"`);
+  return cfg;
+}
+
+/** Reads a config file; no file means the embedded defaults. */
+export function loadConfig(file?: string): Config {
+  if (!file) return parseConfig('');
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`config ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  try {
+    return parseConfig(text);
+  } catch (e) {
+    if (e instanceof ConfigError) throw new ConfigError(`config ${file}: ${e.message}`);
+    throw e;
+  }
+}

@@ -1,0 +1,23 @@
+// The metadata schema. Each entry upgrades user_version by one; they run in
+// one transaction at open, so a crash mid-upgrade leaves the old schema.
+export const migrations: string[] = [
+  `
+  CREATE TABLE snapshots (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT, -- directory name; AUTOINCREMENT never reuses ids
+    key        TEXT    NOT NULL UNIQUE,           -- active/view key, or committed name
+    parent_id  INTEGER REFERENCES snapshots(id),
+    kind       INTEGER NOT NULL,                  -- Kind wire value
+    created_us INTEGER NOT NULL,
+    updated_us INTEGER NOT NULL,
+    size       INTEGER NOT NULL DEFAULT 0,        -- usage frozen at commit
+    inodes     INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE INDEX snapshots_parent ON snapshots(parent_id);
+  CREATE TABLE labels (
+    snapshot_id INTEGER NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,
+    name        TEXT    NOT NULL,
+    value       TEXT    NOT NULL,
+    PRIMARY KEY (snapshot_id, name)
+  ) WITHOUT ROWID;
+  `,
+];
