@@ -87,7 +87,8 @@ export function snapshotsHandlers(sn: Snapshotter, log: Logger): grpc.UntypedSer
       } catch (err) {
         const code = codeOf(err);
         log.debug({ method: 'List', code: grpc.status[code], err: (err as Error).message }, 'request failed');
-        call.destroy(Object.assign(new Error((err as Error).message), { code, details: (err as Error).message }));
+        // grpc-js ends a server stream with a status when 'error' is emitted on it.
+        call.emit('error', { code, details: (err as Error).message });
       }
     },
     Usage: unary('Usage', async (r: w.KeyRequest) => {
