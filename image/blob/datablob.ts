@@ -1,0 +1,107 @@
+// A nydus data blob, opened through its bootstrap entry: chunk infos, chunk
+// digests and the ToC. Answers "which chunks cover [off, off+len)" and reads a
+// chunk decompressed and verified: a digest mismatch is an error, never data.
+import crypto from 'node:crypto';
+import { FormatError } from '../errors';
+import { decompress } from '../codec/decompress';
+import { digest } from '../codec/digest';
+import { BlobEntry, BlobFeature } from '../rafs/bootstrap';
+import { CI_HEADER_SIZE, ChunkInfo, CiHeader, chunksCovering, parseChunkInfos, parseCiHeader } from './chunkinfo';
+import type { BlobSource } from './source';
+import { Toc, TocEntry, parseToc } from './toc';
+
+const DIGEST_SIZE = 32;
+const TOC_PROBE = 4096;
+
+export class DataBlob {
+  private constructor(
+    readonly entry: BlobEntry,
+    readonly src: BlobSource,
+    readonly header: CiHeader,
+    readonly chunks: ChunkInfo[],
+    /** digests in CI order, or null when the blob carries none */
+    readonly digests: Buffer[] | null,
+    readonly toc: Toc | null,
+  ) {}
+
+  static async open(entry: BlobEntry, src: BlobSource): Promise<DataBlob> {
+    const name = `blob ${entry.blobId}`;
+    if (entry.features & BlobFeature.ENCRYPTED) throw new FormatError(name, 'encrypted blobs are not supported');
+    if (src.size !== entry.compressedSize && entry.compressedSize !== 0) {
+      throw new FormatError(name, `blob is ${src.size} bytes, the bootstrap says ${entry.compressedSize}`);
+    }
+    const toc = entry.features & BlobFeature.HAS_TOC ? await readToc(src, entry) : null;
+
+    const ci = await src.read(entry.ciOffset, entry.ciCompressedSize + CI_HEADER_SIZE);
+    const header = parseCiHeader(ci.subarray(entry.ciCompressedSize), name);
+    if (header.ciEntries !== entry.chunkCount) {
+      throw new FormatError(name, `chunk info header has ${header.ciEntries} entries, the bootstrap says ${entry.chunkCount}`);
+    }
+    const raw = decompress(entry.ciCompressor, ci.subarray(0, entry.ciCompressedSize), entry.ciUncompressedSize, `${name} chunk info`);
+    const chunks = parseChunkInfos(raw, entry.features, entry.chunkCount, `${name} chunk info`);
+    for (const c of chunks) {
+      if (c.cOffset + c.cSize > src.size) throw new FormatError(name, `chunk ${c.index} [${c.cOffset}, +${c.cSize}) lies beyond the blob`);
+      if (c.uOffset + c.uSize > entry.uncompressedSize) {
+        throw new FormatError(name, `chunk ${c.index} ends at ${c.uOffset + c.uSize}, past uncompressed size ${entry.uncompressedSize}`);
+      }
+    }
+
+    let digests: Buffer[] | null = null;
+    const d = toc?.entries.find((e) => e.name === 'blob.digest');
+    if (d) {
+      const all = await readSection(src, d, name);
+      if (all.length !== entry.chunkCount * DIGEST_SIZE) {
+        throw new FormatError(name, `blob.digest holds ${all.length} bytes, want ${entry.chunkCount} × ${DIGEST_SIZE}`);
+      }
+      digests = chunks.map((_, i) => all.subarray(i * DIGEST_SIZE, (i + 1) * DIGEST_SIZE));
+    }
+    return new DataBlob(entry, src, header, chunks, digests, toc);
+  }
+
+  get name(): string {
+    return `blob ${this.entry.blobId}`;
+  }
+
+  chunksFor(off: number, len: number): ChunkInfo[] {
+    return chunksCovering(this.chunks, off, len);
+  }
+
+  /** Decompresses and verifies one chunk from its compressed bytes. */
+  decodeChunk(c: ChunkInfo, compressed: Buffer, dst?: Buffer): Buffer {
+    const what = `${this.name} chunk ${c.index}`;
+    if (compressed.length !== c.cSize) throw new FormatError(what, `got ${compressed.length} compressed bytes, want ${c.cSize}`);
+    const data = c.compressed ? decompress(this.entry.compressor, compressed, c.uSize, what, dst) : compressed;
+    if (!c.compressed && data.length !== c.uSize) throw new FormatError(what, `stored chunk is ${data.length} bytes, want ${c.uSize}`);
+    if (this.digests) {
+      const got = digest(this.entry.digester, data);
+      if (!got.equals(this.digests[c.index])) {
+        throw new FormatError(what, `digest mismatch: got ${got.toString('hex')}, want ${this.digests[c.index].toString('hex')}`);
+      }
+    }
+    return data;
+  }
+
+  async readChunk(c: ChunkInfo, dst?: Buffer): Promise<Buffer> {
+    return this.decodeChunk(c, await this.src.read(c.cOffset, c.cSize), dst);
+  }
+}
+
+async function readToc(src: BlobSource, entry: BlobEntry): Promise<Toc> {
+  const name = `blob ${entry.blobId}`;
+  const probe = Math.min(src.size, entry.tocSize || TOC_PROBE);
+  const toc = parseToc(await src.read(src.size - probe, probe), src.size, name);
+  if (entry.tocSize && toc.size !== entry.tocSize) throw new FormatError(name, `ToC is ${toc.size} bytes, the bootstrap says ${entry.tocSize}`);
+  if (!entry.tocDigest.every((x) => x === 0) && !toc.digest.equals(entry.tocDigest)) {
+    throw new FormatError(name, `ToC digest ${toc.digest.toString('hex')} does not match the bootstrap's ${entry.tocDigest.toString('hex')}`);
+  }
+  return toc;
+}
+
+/** Reads a ToC section, decompressed and checked against its sha256. */
+export async function readSection(src: BlobSource, e: TocEntry, name: string): Promise<Buffer> {
+  const raw = await src.read(e.compressedOffset, e.compressedSize);
+  const data = decompress(e.compressor, raw, e.uncompressedSize, `${name} section ${e.name}`);
+  const got = crypto.createHash('sha256').update(data).digest();
+  if (!got.equals(e.uncompressedDigest)) throw new FormatError(name, `section ${e.name}: sha256 ${got.toString('hex')} does not match the ToC`);
+  return data;
+}

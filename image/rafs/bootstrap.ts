@@ -1,0 +1,200 @@
+// A nydus RAFS v6 bootstrap: an EROFS image plus the RAFS extended superblock
+// (at 1152), the device table (one slot per blob, tag = blob id) and the blob
+// table (RafsV6Blob entries). Layouts: nydus rafs/src/metadata/layout/v6.rs.
+import { Bytes } from '../bytes';
+import { FormatError } from '../errors';
+import { ErofsImage } from '../erofs/image';
+import { COMPAT_RAFS_V6, INCOMPAT_DEVICE_TABLE } from '../erofs/superblock';
+
+export const RAFS_EXT_SB_OFFSET = 1152;
+export const DEVICE_SLOT_SIZE = 128;
+export const BLOB_ENTRY_SIZE = 256;
+
+export enum Compressor {
+  None = 0,
+  Lz4Block = 1,
+  Gzip = 2,
+  Zstd = 3,
+}
+export enum DigestAlgo {
+  Blake3 = 0,
+  Sha256 = 1,
+}
+
+/** s_flags of the RAFS extended superblock */
+export const RafsFlags = {
+  COMPRESSION_NONE: 0x1,
+  COMPRESSION_LZ4: 0x2,
+  HASH_BLAKE3: 0x4,
+  HASH_SHA256: 0x8,
+  EXPLICIT_UID_GID: 0x10,
+  HAS_XATTR: 0x20,
+  COMPRESSION_GZIP: 0x40,
+  COMPRESSION_ZSTD: 0x80,
+  INLINED_CHUNK_DIGEST: 0x100,
+  TARFS_MODE: 0x200,
+} as const;
+
+/** Blob features (RafsV6Blob.features, BlobCompressionContextHeader.features) */
+export const BlobFeature = {
+  ALIGNED: 0x1,
+  INLINED_FS_META: 0x2,
+  CHUNK_INFO_V2: 0x4,
+  ZRAN: 0x8,
+  SEPARATE: 0x10,
+  INLINED_CHUNK_DIGEST: 0x20,
+  TARFS: 0x40,
+  BATCH: 0x80,
+  ENCRYPTED: 0x100,
+  HAS_TAR_HEADER: 0x1000_0000,
+  HAS_TOC: 0x2000_0000,
+  CAP_TAR_TOC: 0x4000_0000,
+} as const;
+
+export interface RafsExtSuperblock {
+  flags: number;
+  blobTableOffset: number;
+  blobTableSize: number;
+  chunkSize: number;
+  chunkTableOffset: number;
+  chunkTableSize: number;
+  prefetchTableOffset: number;
+  prefetchTableSize: number;
+}
+
+/** erofs_deviceslot / RafsV6Device */
+export interface DeviceSlot {
+  tag: string;
+  blocks: number;
+  mappedBlkaddr: number;
+}
+
+/** RafsV6Blob */
+export interface BlobEntry {
+  blobId: string;
+  blobIndex: number;
+  chunkSize: number;
+  chunkCount: number;
+  compressor: Compressor;
+  digester: DigestAlgo;
+  features: number;
+  compressedSize: number;
+  uncompressedSize: number;
+  tocSize: number;
+  ciCompressor: Compressor;
+  ciOffset: number;
+  ciCompressedSize: number;
+  ciUncompressedSize: number;
+  tocDigest: Buffer;
+  metaDigest: Buffer;
+  metaSize: number;
+  cipherAlgo: number;
+}
+
+export class Bootstrap {
+  readonly erofs: ErofsImage;
+  readonly ext: RafsExtSuperblock;
+  readonly devices: DeviceSlot[];
+  readonly blobs: BlobEntry[];
+  /** inode numbers to prefetch first */
+  readonly prefetch: number[];
+
+  constructor(buf: Buffer, name = 'bootstrap') {
+    this.erofs = new ErofsImage(buf, name);
+    const b = this.erofs.bytes;
+    const sb = this.erofs.sb;
+    if (!(sb.featureCompat & COMPAT_RAFS_V6)) throw new FormatError(name, 'not a RAFS v6 bootstrap (feature_compat lacks RAFS_V6)');
+    this.ext = parseExt(b);
+    this.devices = sb.featureIncompat & INCOMPAT_DEVICE_TABLE ? parseDevices(b, sb.devtSlotoff, sb.extraDevices) : [];
+    this.blobs = parseBlobTable(b, this.ext);
+    this.prefetch = parsePrefetch(b, this.ext);
+    if (this.devices.length !== this.blobs.length) {
+      throw new FormatError(name, `${this.devices.length} device slots but ${this.blobs.length} blob table entries`);
+    }
+    this.blobs.forEach((blob, i) => {
+      if (blob.blobIndex !== i) throw new FormatError(name, `blob table entry ${i} has blob_index ${blob.blobIndex}`);
+    });
+  }
+
+  /** The blob behind an EROFS device id (1-based; 0 is the bootstrap itself). */
+  blobForDevice(deviceId: number): BlobEntry {
+    const blob = this.blobs[deviceId - 1];
+    if (!blob) throw new FormatError(this.erofs.bytes.name, `device id ${deviceId} has no blob (${this.blobs.length} blobs)`);
+    return blob;
+  }
+}
+
+function parseExt(b: Bytes): RafsExtSuperblock {
+  const o = RAFS_EXT_SB_OFFSET;
+  const at = (f: string) => `rafs superblock.${f}`;
+  return {
+    flags: b.u64(o, at('s_flags')),
+    blobTableOffset: b.u64(o + 8, at('blob_table_offset')),
+    blobTableSize: b.u32(o + 16, at('blob_table_size')),
+    chunkSize: b.u32(o + 20, at('chunk_size')),
+    chunkTableOffset: b.u64(o + 24, at('chunk_table_offset')),
+    chunkTableSize: b.u64(o + 32, at('chunk_table_size')),
+    prefetchTableOffset: b.u64(o + 40, at('prefetch_table_offset')),
+    prefetchTableSize: b.u32(o + 48, at('prefetch_table_size')),
+  };
+}
+
+function parseDevices(b: Bytes, slotoff: number, count: number): DeviceSlot[] {
+  const out: DeviceSlot[] = [];
+  for (let i = 0; i < count; i++) {
+    const o = slotoff * DEVICE_SLOT_SIZE + i * DEVICE_SLOT_SIZE;
+    const at = (f: string) => `device slot ${i}.${f}`;
+    out.push({ tag: b.cstr(o, 64, at('tag')), blocks: b.u32(o + 64, at('blocks')), mappedBlkaddr: b.u32(o + 68, at('mapped_blkaddr')) });
+  }
+  return out;
+}
+
+
+function parseBlobTable(b: Bytes, ext: RafsExtSuperblock): BlobEntry[] {
+  if (ext.blobTableSize % BLOB_ENTRY_SIZE !== 0) {
+    throw new FormatError(b.name, `blob table size ${ext.blobTableSize} is not a multiple of ${BLOB_ENTRY_SIZE}`);
+  }
+  b.check(ext.blobTableOffset, ext.blobTableSize, 'blob table');
+  const out: BlobEntry[] = [];
+  for (let i = 0; i < ext.blobTableSize / BLOB_ENTRY_SIZE; i++) {
+    const o = ext.blobTableOffset + i * BLOB_ENTRY_SIZE;
+    const at = (f: string) => `blob table entry ${i}.${f}`;
+    const e: BlobEntry = {
+      blobId: b.cstr(o, 64, at('blob_id')),
+      blobIndex: b.u32(o + 64, at('blob_index')),
+      chunkSize: b.u32(o + 68, at('chunk_size')),
+      chunkCount: b.u32(o + 72, at('chunk_count')),
+      compressor: b.u32(o + 76, at('compression_algo')),
+      digester: b.u32(o + 80, at('digest_algo')),
+      features: b.u32(o + 84, at('features')),
+      compressedSize: b.u64(o + 88, at('compressed_size')),
+      uncompressedSize: b.u64(o + 96, at('uncompressed_size')),
+      tocSize: b.u32(o + 104, at('blob_toc_size')),
+      ciCompressor: b.u32(o + 108, at('ci_compressor')),
+      ciOffset: b.u64(o + 112, at('ci_offset')),
+      ciCompressedSize: b.u64(o + 120, at('ci_compressed_size')),
+      ciUncompressedSize: b.u64(o + 128, at('ci_uncompressed_size')),
+      tocDigest: Buffer.from(b.slice(o + 136, 32, at('blob_toc_digest'))),
+      metaDigest: Buffer.from(b.slice(o + 168, 32, at('blob_meta_digest'))),
+      metaSize: b.u64(o + 200, at('blob_meta_size')),
+      cipherAlgo: b.u32(o + 216, at('cipher_algo')),
+    };
+    if (!/^[0-9a-f]{64}$/.test(e.blobId)) throw new FormatError(b.name, `${at('blob_id')} "${e.blobId}" is not 64 hex characters`);
+    if (!(e.compressor in Compressor)) throw new FormatError(b.name, `${at('compression_algo')} ${e.compressor} unknown`);
+    if (!(e.ciCompressor in Compressor)) throw new FormatError(b.name, `${at('ci_compressor')} ${e.ciCompressor} unknown`);
+    if (!(e.digester in DigestAlgo)) throw new FormatError(b.name, `${at('digest_algo')} ${e.digester} unknown`);
+    if (e.chunkCount > 1 << 24) throw new FormatError(b.name, `${at('chunk_count')} ${e.chunkCount} exceeds 2^24`);
+    out.push(e);
+  }
+  return out;
+}
+
+function parsePrefetch(b: Bytes, ext: RafsExtSuperblock): number[] {
+  if (ext.prefetchTableSize === 0) return [];
+  if (ext.prefetchTableSize % 4) throw new FormatError(b.name, `prefetch table size ${ext.prefetchTableSize} is not a multiple of 4`);
+  b.check(ext.prefetchTableOffset, ext.prefetchTableSize, 'prefetch table');
+  const out: number[] = [];
+  for (let i = 0; i < ext.prefetchTableSize / 4; i++) out.push(b.u32(ext.prefetchTableOffset + i * 4, `prefetch table[${i}]`));
+  return out;
+}
+
