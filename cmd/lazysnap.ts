@@ -2,6 +2,8 @@
 // lazysnap: the command-line tool for operators.
 import { Command } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_TOML, loadConfig } from '../config/config';
+import { FormatError } from '../image/errors';
+import { inspect } from './inspect';
 
 const program = new Command('lazysnap').description('lazysnap command-line tool').exitOverride();
 
@@ -19,12 +21,23 @@ config
     process.stdout.write(JSON.stringify(loadConfig(file), null, 2) + "\n");
   });
 
-try {
-  program.parse(process.argv);
-} catch (err) {
+program
+  .command('inspect <bootstrap>')
+  .description('print a RAFS v6 bootstrap: superblock, blobs, file tree; --verify checks every chunk')
+  .option('--blobs <dir>', 'directory holding the data blobs, named by blob id')
+  .option('--verify', 'read, decompress and check the digest of every chunk of every blob in --blobs')
+  .option('--json', 'print JSON')
+  .action(async (bootstrap: string, opts: { blobs?: string; verify?: boolean; json?: boolean }) => {
+    process.exitCode = await inspect(bootstrap, opts);
+  });
+
+function fail(err: unknown): never {
   const e = err as Error & { code?: string };
   if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') process.exit(0);
   if (e.code?.startsWith('commander.')) process.exit(2);
-  process.stderr.write(`lazysnap: ${e instanceof ConfigError ? e.message : (e.stack ?? e.message)}\n`);
+  const known = e instanceof ConfigError || e instanceof FormatError || (e.code && /^E[A-Z]+$/.test(e.code));
+  process.stderr.write(`lazysnap: ${known ? e.message : (e.stack ?? e.message)}\n`);
   process.exit(1);
 }
+
+program.parseAsync(process.argv).catch(fail);

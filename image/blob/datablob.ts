@@ -24,11 +24,16 @@ export class DataBlob {
     readonly toc: Toc | null,
   ) {}
 
-  static async open(entry: BlobEntry, src: BlobSource): Promise<DataBlob> {
+  /**
+   * Opens a blob. Chunk digests come from the blob's ToC (blob.digest) or, for
+   * blobs without one, from the bootstrap's chunk table (`tableDigests`).
+   */
+  static async open(entry: BlobEntry, src: BlobSource, tableDigests: Buffer[] | null = null): Promise<DataBlob> {
     const name = `blob ${entry.blobId}`;
     if (entry.features & BlobFeature.ENCRYPTED) throw new FormatError(name, 'encrypted blobs are not supported');
-    if (src.size !== entry.compressedSize && entry.compressedSize !== 0) {
-      throw new FormatError(name, `blob is ${src.size} bytes, the bootstrap says ${entry.compressedSize}`);
+    // compressed_size counts the chunk data; blob files may carry metadata sections after it.
+    if (src.size < entry.compressedSize) {
+      throw new FormatError(name, `blob is ${src.size} bytes, shorter than the bootstrap's compressed_size ${entry.compressedSize}`);
     }
     const toc = entry.features & BlobFeature.HAS_TOC ? await readToc(src, entry) : null;
 
@@ -46,7 +51,7 @@ export class DataBlob {
       }
     }
 
-    let digests: Buffer[] | null = null;
+    let digests: Buffer[] | null = tableDigests;
     const d = toc?.entries.find((e) => e.name === 'blob.digest');
     if (d) {
       const all = await readSection(src, d, name);
@@ -72,11 +77,11 @@ export class DataBlob {
     if (compressed.length !== c.cSize) throw new FormatError(what, `got ${compressed.length} compressed bytes, want ${c.cSize}`);
     const data = c.compressed ? decompress(this.entry.compressor, compressed, c.uSize, what, dst) : compressed;
     if (!c.compressed && data.length !== c.uSize) throw new FormatError(what, `stored chunk is ${data.length} bytes, want ${c.uSize}`);
-    if (this.digests) {
-      const got = digest(this.entry.digester, data);
-      if (!got.equals(this.digests[c.index])) {
-        throw new FormatError(what, `digest mismatch: got ${got.toString('hex')}, want ${this.digests[c.index].toString('hex')}`);
-      }
+    // Unverifiable data is never handed out.
+    if (!this.digests) throw new FormatError(what, 'no chunk digests: none in the blob ToC, none in the bootstrap chunk table');
+    const got = digest(this.entry.digester, data);
+    if (!got.equals(this.digests[c.index])) {
+      throw new FormatError(what, `digest mismatch: got ${got.toString('hex')}, want ${this.digests[c.index].toString('hex')}`);
     }
     return data;
   }

@@ -9,6 +9,7 @@ import { COMPAT_RAFS_V6, INCOMPAT_DEVICE_TABLE } from '../erofs/superblock';
 export const RAFS_EXT_SB_OFFSET = 1152;
 export const DEVICE_SLOT_SIZE = 128;
 export const BLOB_ENTRY_SIZE = 256;
+export const CHUNK_TABLE_ENTRY_SIZE = 80;
 
 export enum Compressor {
   None = 0,
@@ -91,6 +92,20 @@ export interface BlobEntry {
   cipherAlgo: number;
 }
 
+/** RafsV5ChunkInfo: the optional chunk table of a v6 bootstrap, one entry per chunk */
+export interface ChunkTableEntry {
+  digest: Buffer;
+  blobIndex: number;
+  flags: number;
+  compressedSize: number;
+  uncompressedSize: number;
+  compressedOffset: number;
+  uncompressedOffset: number;
+  fileOffset: number;
+  /** index in the blob's chunk info array */
+  index: number;
+}
+
 export class Bootstrap {
   readonly erofs: ErofsImage;
   readonly ext: RafsExtSuperblock;
@@ -114,6 +129,45 @@ export class Bootstrap {
     this.blobs.forEach((blob, i) => {
       if (blob.blobIndex !== i) throw new FormatError(name, `blob table entry ${i} has blob_index ${blob.blobIndex}`);
     });
+  }
+
+  /** The chunk table, if the bootstrap has one (nydus writes it; it carries chunk digests). */
+  chunkTable(): ChunkTableEntry[] {
+    const b = this.erofs.bytes;
+    const { chunkTableOffset: off, chunkTableSize: size } = this.ext;
+    if (size === 0) return [];
+    if (size % CHUNK_TABLE_ENTRY_SIZE) throw new FormatError(b.name, `chunk table size ${size} is not a multiple of ${CHUNK_TABLE_ENTRY_SIZE}`);
+    b.check(off, size, 'chunk table');
+    const out: ChunkTableEntry[] = [];
+    for (let i = 0; i < size / CHUNK_TABLE_ENTRY_SIZE; i++) {
+      const o = off + i * CHUNK_TABLE_ENTRY_SIZE;
+      const at = (f: string) => `chunk table entry ${i}.${f}`;
+      out.push({
+        digest: Buffer.from(b.slice(o, 32, at('block_id'))),
+        blobIndex: b.u32(o + 32, at('blob_index')),
+        flags: b.u32(o + 36, at('flags')),
+        compressedSize: b.u32(o + 40, at('compressed_size')),
+        uncompressedSize: b.u32(o + 44, at('uncompressed_size')),
+        compressedOffset: b.u64(o + 48, at('compressed_offset')),
+        uncompressedOffset: b.u64(o + 56, at('uncompressed_offset')),
+        fileOffset: b.u64(o + 64, at('file_offset')),
+        index: b.u32(o + 72, at('index')),
+      });
+    }
+    return out;
+  }
+
+  /** Chunk digests of one blob from the chunk table, by chunk info index; null if incomplete. */
+  chunkTableDigests(blobIndex: number): Buffer[] | null {
+    const blob = this.blobs[blobIndex];
+    const out: Buffer[] = new Array(blob.chunkCount);
+    for (const e of this.chunkTable()) {
+      if (e.blobIndex !== blobIndex) continue;
+      if (e.index >= blob.chunkCount) throw new FormatError(this.erofs.bytes.name, `chunk table names chunk ${e.index} of blob ${blobIndex}, which has ${blob.chunkCount}`);
+      out[e.index] = e.digest;
+    }
+    for (let i = 0; i < out.length; i++) if (!out[i]) return null;
+    return out;
   }
 
   /** The blob behind an EROFS device id (1-based; 0 is the bootstrap itself). */
