@@ -1,0 +1,34 @@
+// The upstream nydus fixtures in ../shared/fixtures/nydus. CI always has them;
+// a missing folder is an error, not a skip.
+import fs from 'node:fs';
+import path from 'node:path';
+import { sharedDir } from './shared';
+
+export const FIXTURE_BLOB_ID = 'be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef';
+export const TOC_BLOB_ID = '2fa78cad554b75ac91a4a125ed148d0ddeb25efa4aaa8bd80e5dc292690a4dca';
+
+export function nydusFixtures() {
+  const dir = path.join(sharedDir(), 'fixtures', 'nydus');
+  return {
+    dir,
+    bootstrapPath: path.join(dir, 'bootstrap', 'rafs-v6-2.2.boot'),
+    blobsDir: path.join(dir, 'blobs'),
+    bootstrap: () => fs.readFileSync(path.join(dir, 'bootstrap', 'rafs-v6-2.2.boot')),
+    blob: () => fs.readFileSync(path.join(dir, 'blobs', FIXTURE_BLOB_ID)),
+    tocBlob: () => fs.readFileSync(path.join(dir, 'toc', TOC_BLOB_ID)),
+    tocZstd: () => fs.readFileSync(path.join(dir, 'zstd', `${TOC_BLOB_ID}.zst`)),
+  };
+}
+
+/** A BlobSource over a buffer. */
+export function memorySource(buf: Buffer, name = 'memory') {
+  return {
+    name,
+    size: buf.length,
+    read: async (off: number, len: number) => {
+      if (off < 0 || len < 0 || off + len > buf.length) throw new Error(`read [${off}, +${len}) out of ${buf.length}`);
+      return Buffer.from(buf.subarray(off, off + len));
+    },
+    close: async () => {},
+  };
+}
