@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs everything and runs every test: unit tests, then the integration
+# tests against real containerd, docker-registry and containerd's own
+# snapshotter suite (../shared/conformance). Needs root and ../shared.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/install.sh
+# Leftovers of an earlier, interrupted run would confuse containerd's shims.
+for m in $(awk '$2 ~ /^\/tmp\/lazysnap-test-/ {print $2}' /proc/self/mounts | sort -r); do umount -l "$m" || true; done
+rm -rf /tmp/lazysnap-test-*
+# Unit tests first (fast), then the slower ones; one file at a time, since
+# integration tests share containerd's /run/containerd and the machine's 2 cores.
+mapfile -t files < <(find dist/test/unit -name '*.test.js' | sort; find dist/test -name '*.test.js' -not -path 'dist/test/unit/*' | sort)
+exec node --test --test-concurrency=1 "${files[@]}"
