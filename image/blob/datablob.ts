@@ -4,7 +4,7 @@
 import crypto from 'node:crypto';
 import { FormatError } from '../errors';
 import { decompress } from '../codec/decompress';
-import { digest } from '../codec/digest';
+import { digest, digestReady } from '../codec/digest';
 import { BlobEntry, BlobFeature } from '../rafs/bootstrap';
 import { CI_HEADER_SIZE, ChunkInfo, CiHeader, chunksCovering, parseChunkInfos, parseCiHeader } from './chunkinfo';
 import type { BlobSource } from './source';
@@ -30,6 +30,7 @@ export class DataBlob {
    */
   static async open(entry: BlobEntry, src: BlobSource, tableDigests: Buffer[] | null = null): Promise<DataBlob> {
     const name = `blob ${entry.blobId}`;
+    await digestReady();
     if (entry.features & BlobFeature.ENCRYPTED) throw new FormatError(name, 'encrypted blobs are not supported');
     // compressed_size counts the chunk data; blob files may carry metadata sections after it.
     if (src.size < entry.compressedSize) {
