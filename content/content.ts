@@ -1,0 +1,54 @@
+// The boundary between a kernel interface and where bytes come from.
+// One side (fscache on-demand today, fanotify pre-content later) says "the
+// kernel wants [off, off+len) of blob B"; this side fetches, verifies and
+// hands back whole 4 KiB-aligned pieces for it to write. Nothing here knows
+// which kernel interface asked.
+
+export const PAGE = 4096;
+
+/** Writes one aligned piece of the blob at its offset (into the cache file). */
+export type RangeSink = (off: number, data: Buffer) => Promise<void>;
+
+/** Allocates a zeroed buffer suitable for the sink (page-aligned for direct I/O). */
+export type Allocator = (size: number) => Buffer;
+
+/** A blob's bytes in its uncompressed address space. */
+export interface BlobContent {
+  /** what it is, for logs */
+  readonly name: string;
+  /** the size the kernel is told (copen) */
+  readonly size: number;
+  /**
+   * Delivers every byte of [alignDown(off), alignUp(off+len)) ∩ [0, alignUp(size))
+   * through sink, in page-aligned buffers whose lengths are multiples of 4 KiB.
+   * Rejects, having written nothing wrong, if any byte cannot be had and verified.
+   */
+  fill(off: number, len: number, sink: RangeSink, alloc: Allocator): Promise<void>;
+}
+
+/** Which blob a kernel cookie names. */
+export interface ContentResolver {
+  /**
+   * @param volume the fscache volume: a domain id, or an fsid when no domain is used
+   * @param cookie the cookie key: an fsid for a bootstrap, a device tag (blob id) for a data blob
+   * Rejects with UnknownBlobError when nothing matches.
+   */
+  resolve(volume: string, cookie: string): Promise<BlobContent>;
+}
+
+export class UnknownBlobError extends Error {
+  constructor(volume: string, cookie: string) {
+    super(`no image registered for volume "${volume}" has blob "${cookie}"`);
+    this.name = 'UnknownBlobError';
+  }
+}
+
+export const alignDown = (n: number) => Math.floor(n / PAGE) * PAGE;
+export const alignUp = (n: number) => Math.ceil(n / PAGE) * PAGE;
+
+/** The aligned window a fill must cover, clipped to the blob; null if it is past the end. */
+export function fillWindow(off: number, len: number, size: number): { start: number; end: number } | null {
+  const start = alignDown(off);
+  const end = Math.min(alignUp(off + len), alignUp(size));
+  return start < end ? { start, end } : null;
+}

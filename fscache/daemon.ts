@@ -1,0 +1,170 @@
+// Serving cachefiles on-demand requests: OPEN → resolve the blob and copen
+// it; READ → fill the range into the object's anon fd, then READ_COMPLETE;
+// CLOSE → drop the object. The device is behind DeviceIO, so all of this runs
+// in unit tests without a kernel.
+import type { Logger } from 'pino';
+import { Allocator, BlobContent, ContentResolver, UnknownBlobError } from '../content/content';
+import { CacheObject, ObjectTable } from './objects';
+import { Message, Opcode, OpenMsg, ReadMsg, CloseMsg, cmd, volumeName } from './protocol';
+
+const ENOENT = 2;
+const EIO = 5;
+
+/** The syscalls the daemon makes: /dev/cachefiles commands, and I/O on anon fds. */
+export interface DeviceIO {
+  command(line: string): void;
+  pwrite(fd: number, buf: Buffer, off: number): Promise<void>;
+  readComplete(fd: number, msgId: number): void;
+  close(fd: number): void;
+  alloc: Allocator;
+}
+
+export interface DaemonOptions {
+  /** attempts per READ before it is failed (the reader then gets EIO) */
+  readAttempts: number;
+  /** first retry delay; doubles each time */
+  retryDelayMs: number;
+}
+
+export interface DaemonStats {
+  opens: number;
+  opensRefused: number;
+  reads: number;
+  readsFailed: number;
+  readRetries: number;
+  bytesWritten: number;
+  closes: number;
+}
+
+export class FscacheDaemon {
+  readonly objects = new ObjectTable();
+  readonly stats: DaemonStats = { opens: 0, opensRefused: 0, reads: 0, readsFailed: 0, readRetries: 0, bytesWritten: 0, closes: 0 };
+  private inflight = 0;
+
+  constructor(
+    private readonly io: DeviceIO,
+    private readonly resolver: ContentResolver,
+    private readonly log: Logger,
+    private readonly opts: DaemonOptions = { readAttempts: 4, retryDelayMs: 50 },
+  ) {}
+
+  get pending(): number {
+    return this.inflight;
+  }
+
+  /** Handles one message. Never rejects: every failure is answered to the kernel and logged. */
+  async handle(m: Message): Promise<void> {
+    this.inflight++;
+    try {
+      switch (m.opcode) {
+        case Opcode.Open:
+          return await this.open(m);
+        case Opcode.Read:
+          return await this.read(m);
+        case Opcode.Close:
+          return this.close(m);
+      }
+    } catch (err) {
+      this.log.error({ err, msgId: m.msgId, opcode: m.opcode }, 'unexpected failure handling a cachefiles message');
+    } finally {
+      this.inflight--;
+    }
+  }
+
+  private async open(m: OpenMsg): Promise<void> {
+    const volume = volumeName(m.volumeKey);
+    let content: BlobContent;
+    try {
+      content = await this.resolver.resolve(volume, m.cookieKey);
+    } catch (err) {
+      const errno = err instanceof UnknownBlobError ? ENOENT : EIO;
+      this.stats.opensRefused++;
+      this.log.warn({ volume, cookie: m.cookieKey, errno, err: (err as Error).message }, 'refusing OPEN');
+      this.answer(`copen ${m.msgId},-${errno}`);
+      this.io.close(m.fd);
+      return;
+    }
+    // Recorded before copen: a READ for this object can follow the moment copen lands.
+    this.objects.add({ objectId: m.objectId, fd: m.fd, volume, cookie: m.cookieKey, content });
+    this.stats.opens++;
+    this.log.debug({ objectId: m.objectId, volume, cookie: m.cookieKey, size: content.size }, 'OPEN');
+    if (!this.answer(cmd.copen(m.msgId, content.size))) {
+      this.objects.delete(m.objectId);
+      this.io.close(m.fd);
+    }
+  }
+
+  private async read(m: ReadMsg): Promise<void> {
+    const obj = this.objects.get(m.objectId);
+    if (!obj) {
+      // Cannot happen with a sane kernel: a READ always follows its OPEN. Without the fd there is nothing to complete.
+      this.log.error({ msgId: m.msgId, objectId: m.objectId }, 'READ for an unknown object');
+      return;
+    }
+    this.stats.reads++;
+    obj.reads++;
+    const ok = await this.fillWithRetries(obj, m);
+    if (!ok) this.stats.readsFailed++;
+    try {
+      // Completing without data leaves a hole: the kernel fails the reader's read with EIO.
+      this.io.readComplete(obj.fd, m.msgId);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, msgId: m.msgId, objectId: m.objectId }, 'READ_COMPLETE failed (object closed?)');
+    }
+  }
+
+  private async fillWithRetries(obj: CacheObject, m: ReadMsg): Promise<boolean> {
+    if (m.off >= obj.content.size) {
+      this.log.warn({ objectId: obj.objectId, off: m.off, len: m.readLen, size: obj.content.size }, 'READ past the end of the object');
+      return false;
+    }
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await obj.content.fill(
+          m.off,
+          m.readLen,
+          async (off, data) => {
+            await this.io.pwrite(obj.fd, data, off);
+            obj.bytesWritten += data.length;
+            this.stats.bytesWritten += data.length;
+          },
+          this.io.alloc,
+        );
+        return true;
+      } catch (err) {
+        const last = attempt >= this.opts.readAttempts;
+        this.log[last ? 'error' : 'warn'](
+          { objectId: obj.objectId, blob: obj.content.name, off: m.off, len: m.readLen, attempt, err: (err as Error).message },
+          last ? 'READ failed; the reader gets EIO' : 'READ attempt failed; retrying',
+        );
+        if (last || isClosedFd(err)) return false;
+        this.stats.readRetries++;
+        await new Promise((r) => setTimeout(r, this.opts.retryDelayMs * 2 ** (attempt - 1)));
+      }
+    }
+  }
+
+  private close(m: CloseMsg): void {
+    const obj = this.objects.delete(m.objectId);
+    if (!obj) return;
+    this.stats.closes++;
+    this.log.debug({ objectId: m.objectId, cookie: obj.cookie }, 'CLOSE');
+    this.io.close(obj.fd);
+  }
+
+  private answer(line: string): boolean {
+    try {
+      this.io.command(line);
+      return true;
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, line }, 'the kernel refused a reply');
+      return false;
+    }
+  }
+}
+
+/** An anon fd the kernel has closed (object withdrawn): retrying cannot help. */
+function isClosedFd(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  return code === 'EBADF' || code === 'ENOBUFS';
+}

@@ -1,0 +1,42 @@
+// The objects the kernel has opened: object id → anon fd → blob. Everything
+// here can be rebuilt from OPEN messages, which is what makes failover work.
+import type { BlobContent } from '../content/content';
+
+export interface CacheObject {
+  objectId: number;
+  /** the anonymous fd the kernel gave with OPEN; READ data is written to it */
+  fd: number;
+  volume: string;
+  cookie: string;
+  content: BlobContent;
+  reads: number;
+  bytesWritten: number;
+}
+
+export class ObjectTable {
+  private readonly byId = new Map<number, CacheObject>();
+
+  add(o: Omit<CacheObject, 'reads' | 'bytesWritten'>): CacheObject {
+    const obj = { ...o, reads: 0, bytesWritten: 0 };
+    this.byId.set(o.objectId, obj);
+    return obj;
+  }
+
+  get(objectId: number): CacheObject | undefined {
+    return this.byId.get(objectId);
+  }
+
+  delete(objectId: number): CacheObject | undefined {
+    const o = this.byId.get(objectId);
+    this.byId.delete(objectId);
+    return o;
+  }
+
+  all(): CacheObject[] {
+    return [...this.byId.values()];
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+}

@@ -1,0 +1,206 @@
+// The fscache daemon's request handling, against a recording fake device and
+// real content sources (local files, the nydus fixture blob).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import pino from 'pino';
+import { FscacheDaemon, DeviceIO } from '../../fscache/daemon';
+import { encodeMessage, parseMessage, Opcode, ProtocolError, cmd } from '../../fscache/protocol';
+import { BlobContent, ContentResolver, UnknownBlobError } from '../../content/content';
+import { FlatFileContent } from '../../content/flatfile';
+import { NydusBlobContent } from '../../content/nydusblob';
+import { Bootstrap } from '../../image/rafs/bootstrap';
+import { DataBlob } from '../../image/blob/datablob';
+import { FileSource } from '../../image/blob/source';
+import { FIXTURE_BLOB_ID, nydusFixtures } from '../support/fixtures';
+
+const log = pino({ level: 'silent' });
+
+/** Records what the daemon does to the device, and keeps written bytes per fd. */
+class FakeDevice implements DeviceIO {
+  commands: string[] = [];
+  completed: [number, number][] = [];
+  closed: number[] = [];
+  files = new Map<number, Buffer>();
+  refuse = new Set<string>();
+  command(line: string) {
+    if ([...this.refuse].some((p) => line.startsWith(p))) throw Object.assign(new Error('EINVAL'), { code: 'EINVAL' });
+    this.commands.push(line);
+  }
+  async pwrite(fd: number, buf: Buffer, off: number) {
+    assert.equal(off % 4096, 0, 'writes start page-aligned');
+    assert.equal(buf.length % 4096, 0, 'writes are whole pages');
+    let f = this.files.get(fd) ?? Buffer.alloc(0);
+    if (f.length < off + buf.length) f = Buffer.concat([f, Buffer.alloc(off + buf.length - f.length)]);
+    buf.copy(f, off);
+    this.files.set(fd, f);
+  }
+  readComplete(fd: number, msgId: number) {
+    this.completed.push([fd, msgId]);
+  }
+  close(fd: number) {
+    this.closed.push(fd);
+  }
+  alloc = (n: number) => Buffer.alloc(n);
+}
+
+const open = (msgId: number, objectId: number, volume: string, cookie: string, fd: number) =>
+  parseMessage(encodeMessage({ opcode: Opcode.Open, msgId, objectId, volumeKey: `erofs,${volume}`, cookieKey: cookie, fd }));
+const read = (msgId: number, objectId: number, off: number, readLen: number) =>
+  parseMessage(encodeMessage({ opcode: Opcode.Read, msgId, objectId, off, readLen }));
+const close = (msgId: number, objectId: number) => parseMessage(encodeMessage({ opcode: Opcode.Close, msgId, objectId }));
+
+function tmpFile(data: Buffer): string {
+  const p = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-fsd-')), 'f');
+  fs.writeFileSync(p, data);
+  return p;
+}
+
+test('protocol: messages round-trip; malformed ones are ProtocolErrors', () => {
+  const o = open(7, 3, 'dom', 'fsid1', 42);
+  assert.deepEqual(o, { msgId: 7, opcode: Opcode.Open, len: o.len, objectId: 3, volumeKey: 'erofs,dom', cookieKey: 'fsid1', fd: 42, flags: 0 });
+  assert.deepEqual(read(8, 3, 4096, 65536), { msgId: 8, opcode: Opcode.Read, len: 32, objectId: 3, off: 4096, readLen: 65536 });
+  assert.equal(cmd.copen(7, 36864), 'copen 7,36864');
+  assert.equal(cmd.copen(7, -2), 'copen 7,-2');
+  const good = encodeMessage({ opcode: Opcode.Open, msgId: 1, objectId: 1, volumeKey: 'erofs,x', cookieKey: 'y', fd: 5 });
+  const bad: Buffer[] = [good.subarray(0, 10), good.subarray(0, 20), Buffer.concat([good, Buffer.alloc(1)])];
+  const lying = Buffer.from(good);
+  lying.writeUInt32LE(1000, 16); // volume_key_size beyond the message
+  bad.push(lying);
+  const unknownOp = Buffer.from(good);
+  unknownOp.writeUInt32LE(9, 4);
+  bad.push(unknownOp);
+  const shortRead = Buffer.from(encodeMessage({ opcode: Opcode.Read, msgId: 1, objectId: 1, off: 0, readLen: 1 }).subarray(0, 24));
+  shortRead.writeUInt32LE(24, 8);
+  bad.push(shortRead);
+  for (const b of bad) assert.throws(() => parseMessage(b), ProtocolError);
+});
+
+test('protocol fuzz: random and mutated messages never throw anything but ProtocolError', () => {
+  const seeds = [
+    encodeMessage({ opcode: Opcode.Open, msgId: 1, objectId: 1, volumeKey: 'erofs,x', cookieKey: 'a'.repeat(64), fd: 5 }),
+    encodeMessage({ opcode: Opcode.Read, msgId: 2, objectId: 1, off: 1 << 20, readLen: 4096 }),
+    encodeMessage({ opcode: Opcode.Close, msgId: 3, objectId: 1 }),
+  ];
+  for (let i = 0; i < 20000; i++) {
+    const s = seeds[i % seeds.length];
+    const b = i % 7 === 0 ? crypto.randomBytes(i % 64) : Buffer.from(s.subarray(0, Math.floor(Math.random() * (s.length + 1))));
+    for (let k = 0; k < 3 && b.length; k++) b[Math.floor(Math.random() * b.length)] = Math.floor(Math.random() * 256);
+    try {
+      parseMessage(b);
+    } catch (e) {
+      assert.ok(e instanceof ProtocolError, String(e));
+    }
+  }
+});
+
+test('OPEN, READ, CLOSE of a flat file: bytes land at their offsets, copen carries the size', async () => {
+  const data = crypto.randomBytes(3 * 4096 + 100);
+  const file = await FlatFileContent.open(tmpFile(data));
+  const resolver: ContentResolver = { resolve: async (v, c) => (v === 'img' && c === 'img' ? file : Promise.reject(new UnknownBlobError(v, c))) };
+  const dev = new FakeDevice();
+  const d = new FscacheDaemon(dev, resolver, log);
+  await d.handle(open(1, 10, 'img', 'img', 100));
+  assert.deepEqual(dev.commands, [`copen 1,${data.length}`]);
+  await Promise.all([d.handle(read(2, 10, 0, 4096)), d.handle(read(3, 10, 8192, 8192))]);
+  assert.deepEqual(dev.completed.sort(), [[100, 2], [100, 3]]);
+  const got = dev.files.get(100)!;
+  assert.ok(got.subarray(0, 4096).equals(data.subarray(0, 4096)));
+  assert.ok(got.subarray(8192, data.length).equals(data.subarray(8192)));
+  assert.ok(got.subarray(data.length, 4 * 4096).equals(Buffer.alloc(4 * 4096 - data.length)), 'the tail page is zero-padded');
+  await d.handle(close(4, 10));
+  assert.deepEqual(dev.closed, [100]);
+  assert.equal(d.objects.size, 0);
+});
+
+test('the nydus fixture blob through the daemon: READ(0, 4096) writes the whole verified chunk 0', async () => {
+  const fx = nydusFixtures();
+  const bs = new Bootstrap(fx.bootstrap());
+  const blob = await DataBlob.open(bs.blobs[0], await FileSource.open(path.join(fx.blobsDir, FIXTURE_BLOB_ID)));
+  const content = new NydusBlobContent(blob);
+  const dev = new FakeDevice();
+  const d = new FscacheDaemon(dev, { resolve: async () => content }, log);
+  await d.handle(open(1, 1, 'fs1', FIXTURE_BLOB_ID, 7));
+  assert.deepEqual(dev.commands, ['copen 1,36864']);
+  await d.handle(read(2, 1, 0, 4096));
+  const f = dev.files.get(7)!;
+  assert.equal(f.length, 20480, 'chunk 0 spans [0, 16931) rounded up to 20480');
+  const chunk0 = await blob.readChunk(blob.chunks[0]);
+  assert.ok(f.subarray(0, 16931).equals(chunk0));
+  await d.handle(read(3, 1, 0, 36864));
+  const all = dev.files.get(7)!;
+  assert.ok(all.subarray(20480, 20480 + 13400).equals(await blob.readChunk(blob.chunks[1])));
+  assert.equal(d.stats.readsFailed, 0);
+});
+
+test('OPEN of an unknown cookie is refused with -ENOENT and its fd closed', async () => {
+  const dev = new FakeDevice();
+  const d = new FscacheDaemon(dev, { resolve: async (v, c) => Promise.reject(new UnknownBlobError(v, c)) }, log);
+  await d.handle(open(5, 1, 'vol', 'nope', 33));
+  assert.deepEqual(dev.commands, ['copen 5,-2']);
+  assert.deepEqual(dev.closed, [33]);
+  assert.equal(d.objects.size, 0);
+  const d2 = new FscacheDaemon(dev, { resolve: async () => Promise.reject(new Error('disk on fire')) }, log);
+  await d2.handle(open(6, 2, 'vol', 'x', 34));
+  assert.equal(dev.commands.at(-1), 'copen 6,-5', 'other failures are -EIO');
+});
+
+test('a READ past the object size completes without data (the reader gets EIO)', async () => {
+  const file = await FlatFileContent.open(tmpFile(Buffer.alloc(8192, 1)));
+  const dev = new FakeDevice();
+  const d = new FscacheDaemon(dev, { resolve: async () => file }, log);
+  await d.handle(open(1, 1, 'v', 'c', 9));
+  await d.handle(read(2, 1, 1 << 30, 4096));
+  assert.deepEqual(dev.completed, [[9, 2]]);
+  assert.equal(dev.files.get(9), undefined);
+  assert.equal(d.stats.readsFailed, 1);
+});
+
+test('a failing source: retried, then failed with EIO; the daemon keeps serving', async () => {
+  let calls = 0;
+  const flaky: BlobContent = {
+    name: 'flaky',
+    size: 8192,
+    fill: async () => {
+      calls++;
+      throw new Error('registry said 503');
+    },
+  };
+  const dev = new FakeDevice();
+  const d = new FscacheDaemon(dev, { resolve: async () => flaky }, log, { readAttempts: 3, retryDelayMs: 1 });
+  await d.handle(open(1, 1, 'v', 'c', 9));
+  await d.handle(read(2, 1, 0, 4096));
+  assert.equal(calls, 3, 'three attempts');
+  assert.equal(d.stats.readRetries, 2);
+  assert.deepEqual(dev.completed, [[9, 2]], 'completed, without data');
+  // a source that recovers on the second attempt serves the read
+  let n = 0;
+  const recovering: BlobContent = {
+    name: 'recovering',
+    size: 4096,
+    fill: async (off, len, sink, alloc) => {
+      if (n++ === 0) throw new Error('reset');
+      await sink(0, alloc(4096).fill(7));
+    },
+  };
+  const d2 = new FscacheDaemon(dev, { resolve: async () => recovering }, log, { readAttempts: 3, retryDelayMs: 1 });
+  await d2.handle(open(3, 2, 'v', 'c', 11));
+  await d2.handle(read(4, 2, 0, 4096));
+  assert.ok(dev.files.get(11)!.equals(Buffer.alloc(4096, 7)));
+  assert.equal(d2.stats.readsFailed, 0);
+});
+
+test('a refused copen drops the object; READ of an unknown object is ignored, not fatal', async () => {
+  const file = await FlatFileContent.open(tmpFile(Buffer.alloc(4096)));
+  const dev = new FakeDevice();
+  dev.refuse.add('copen');
+  const d = new FscacheDaemon(dev, { resolve: async () => file }, log);
+  await d.handle(open(1, 1, 'v', 'c', 9));
+  assert.equal(d.objects.size, 0);
+  assert.deepEqual(dev.closed, [9]);
+  await d.handle(read(2, 99, 0, 4096));
+  assert.deepEqual(dev.completed, []);
+});
