@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // lazysnap: the command-line tool for operators.
+import path from 'node:path';
 import { Command } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_TOML, loadConfig } from '../config/config';
 import { FormatError } from '../image/errors';
 import { inspect } from './inspect';
+import { AdminClient, AdminError, DEFAULT_ADDRESS } from './admin-client';
 
 const program = new Command('lazysnap').description('lazysnap command-line tool').exitOverride();
 
@@ -31,11 +33,58 @@ program
     process.exitCode = await inspect(bootstrap, opts);
   });
 
+const withClient = async <T>(address: string, fn: (c: AdminClient) => Promise<T>): Promise<T> => {
+  const c = new AdminClient(address);
+  try {
+    return await fn(c);
+  } finally {
+    c.close();
+  }
+};
+
+program
+  .command('mount <bootstrap> <dir>')
+  .description("mount an image's rootfs read-only through the running lazysnapd (EROFS over fscache)")
+  .option('--blobs <dir>', 'directory holding the data blobs (default: the bootstrap\'s directory)')
+  .option('--domain <id>', 'shared fscache domain_id: blobs used by several images are fetched once')
+  .option('--fsid <id>', 'fscache fsid (default: derived from the image and the mountpoint)')
+  .option('--address <socket>', 'lazysnapd socket', DEFAULT_ADDRESS)
+  .action(async (bootstrap: string, dir: string, o: { blobs?: string; domain?: string; fsid?: string; address: string }) => {
+    const r = await withClient(o.address, (c) =>
+      c.mount({ bootstrap: path.resolve(bootstrap), mountpoint: path.resolve(dir), blobs_dir: o.blobs ? path.resolve(o.blobs) : '', domain: o.domain ?? '', fsid: o.fsid ?? '' }),
+    );
+    process.stdout.write(`mounted ${dir} (fsid ${r.fsid}${r.domain ? `, domain ${r.domain}` : ''})\n`);
+  });
+
+program
+  .command('umount <dir>')
+  .description('unmount a lazysnap mount')
+  .option('--address <socket>', 'lazysnapd socket', DEFAULT_ADDRESS)
+  .action(async (dir: string, o: { address: string }) => {
+    await withClient(o.address, (c) => c.umount(path.resolve(dir)));
+  });
+
+program
+  .command('status')
+  .description('mounts, fscache objects and the worker')
+  .option('--json', 'print JSON')
+  .option('--address <socket>', 'lazysnapd socket', DEFAULT_ADDRESS)
+  .action(async (o: { json?: boolean; address: string }) => {
+    const s = await withClient(o.address, (c) => c.status());
+    if (o.json) return void process.stdout.write(JSON.stringify(s, null, 2) + '\n');
+    const w = s.worker as { pid?: number; activations?: number; objects?: unknown[]; stats?: Record<string, number> } | undefined;
+    process.stdout.write(`lazysnapd pid ${s.pid}; fscache ${s.fscache}\n`);
+    if (w) process.stdout.write(`worker pid ${w.pid} (activations ${w.activations}); objects ${w.objects?.length ?? 0}; ${JSON.stringify(w.stats ?? {})}\n`);
+    for (const m of s.mounts as { fsid: string; domain: string; mountpoint: string }[]) {
+      process.stdout.write(`  ${m.mountpoint}  fsid=${m.fsid}${m.domain ? ` domain=${m.domain}` : ''}\n`);
+    }
+  });
+
 function fail(err: unknown): never {
   const e = err as Error & { code?: string };
   if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') process.exit(0);
   if (e.code?.startsWith('commander.')) process.exit(2);
-  const known = e instanceof ConfigError || e instanceof FormatError || (e.code && /^E[A-Z]+$/.test(e.code));
+  const known = e instanceof ConfigError || e instanceof FormatError || (e.code && /^E[A-Z]+$/.test(e.code)) || e instanceof AdminError;
   process.stderr.write(`lazysnap: ${known ? e.message : (e.stack ?? e.message)}\n`);
   process.exit(1);
 }

@@ -8,6 +8,10 @@ import { newLogger } from '../log/logger';
 import { Snapshotter } from '../snapshotter/snapshotter';
 import { serve, shutdown } from '../snapshotter/server';
 import { SocketError } from '../snapshotter/socket';
+import { adminService } from '../proto/load';
+import { adminHandlers } from '../admin/service';
+import { FscacheSetupError, startFscache } from '../fscache/setup';
+import { sdNotify } from '../native';
 
 /** Startup problems an operator can fix: printed as one line, exit 1. */
 class StartupError extends Error {}
@@ -36,8 +40,18 @@ async function main(argv: string[]) {
 
   checkRoot(cfg.root);
   const sn = Snapshotter.open(cfg.root, log);
-  const server = await serve(sn, cfg.address, log);
-  log.info({ root: cfg.root, address: cfg.address, version: process.env.npm_package_version }, 'lazysnapd serving');
+  const images = () => sn.store.fscacheImages;
+  const fscache = startFscache(cfg, images, log);
+  const admin = adminHandlers({
+    mounter: fscache.mounter,
+    supervisor: fscache.supervisor,
+    images,
+    fscacheDisabledReason: fscache.disabledReason,
+    log,
+  });
+  const server = await serve(sn, cfg.address, log, [{ definition: adminService().service, handlers: admin }]);
+  log.info({ root: cfg.root, address: cfg.address, fscache: fscache.disabledReason ?? 'enabled' }, 'lazysnapd serving');
+  sdNotify('READY=1');
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -45,6 +59,7 @@ async function main(argv: string[]) {
     stopping = true;
     log.info({ signal }, 'shutting down');
     await shutdown(server);
+    await fscache.supervisor?.stop();
     sn.close();
     fs.rmSync(cfg.address, { force: true });
     process.exit(0);
@@ -56,7 +71,7 @@ async function main(argv: string[]) {
 main(process.argv).catch((err: Error & { code?: string }) => {
   if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
   if (err.code?.startsWith('commander.')) process.exit(2);
-  const known = err instanceof ConfigError || err instanceof SocketError || err instanceof StartupError;
+  const known = err instanceof ConfigError || err instanceof SocketError || err instanceof StartupError || err instanceof FscacheSetupError;
   process.stderr.write(`lazysnapd: ${known ? err.message : (err.stack ?? err.message)}\n`);
   process.exit(1);
 });

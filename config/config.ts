@@ -12,6 +12,16 @@ export interface Config {
   /** the unix socket containerd dials ([proxy_plugins] address) */
   address: string;
   log: { level: LogLevel };
+  fscache: {
+    /** "auto": when /dev/cachefiles exists */
+    enabled: boolean | 'auto';
+    device: string;
+    /** the cachefiles cache dir; needs xattrs (ext4, xfs); "" = <root>/cache */
+    cache_dir: string;
+    tag: string;
+    /** keep a loaded standby worker so failover is a handover, not a process start */
+    standby_worker: boolean;
+  };
 }
 
 /** The embedded defaults: lazysnapd runs with no config file at all. */
@@ -21,12 +31,25 @@ address = "/run/lazysnap/snapshotter.sock"
 
 [log]
 level = "info"  # trace, debug, info, warn, error, fatal, silent
+
+[fscache]
+enabled = "auto"           # "auto" (when /dev/cachefiles exists), true, false
+device = "/dev/cachefiles"
+cache_dir = ""             # "" = <root>/cache; must support xattrs (ext4, xfs)
+tag = "lazysnap"
+standby_worker = true
 `;
 
 export class ConfigError extends Error {}
 
-type Shape = { [k: string]: 'string' | Shape };
-const SHAPE: Shape = { root: 'string', address: 'string', log: { level: 'string' } };
+type Leaf = 'string' | 'boolean' | 'string|boolean';
+type Shape = { [k: string]: Leaf | Shape };
+const SHAPE: Shape = {
+  root: 'string',
+  address: 'string',
+  log: { level: 'string' },
+  fscache: { enabled: 'string|boolean', device: 'string', cache_dir: 'string', tag: 'string', standby_worker: 'boolean' },
+};
 
 function check(obj: Record<string, unknown>, shape: Shape, where: string) {
   for (const [k, v] of Object.entries(obj)) {
@@ -34,7 +57,7 @@ function check(obj: Record<string, unknown>, shape: Shape, where: string) {
     const name = where ? `${where}.${k}` : k;
     if (want === undefined) throw new ConfigError(`unknown key "${name}"`);
     if (typeof want === 'string') {
-      if (typeof v !== want) throw new ConfigError(`"${name}" must be a ${want}, got ${JSON.stringify(v)}`);
+      if (!want.split('|').includes(typeof v)) throw new ConfigError(`"${name}" must be a ${want.replace('|', ' or ')}, got ${JSON.stringify(v)}`);
     } else {
       if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(`"${name}" must be a table`);
       check(v as Record<string, unknown>, want, name);
@@ -56,7 +79,13 @@ export function parseConfig(text: string): Config {
   check(doc, SHAPE, '');
   const base = parse(DEFAULT_CONFIG_TOML) as unknown as Config;
   const log = { ...base.log, ...((doc.log as object) ?? {}) };
-  const cfg: Config = { ...base, ...(doc as Partial<Config>), log };
+  const fscache = { ...base.fscache, ...((doc.fscache as object) ?? {}) };
+  const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache };
+  if (cfg.fscache.enabled !== true && cfg.fscache.enabled !== false && cfg.fscache.enabled !== 'auto') {
+    throw new ConfigError(`"fscache.enabled" must be true, false or "auto", got ${JSON.stringify(cfg.fscache.enabled)}`);
+  }
+  if (!/^[A-Za-z0-9._-]{1,32}$/.test(cfg.fscache.tag)) throw new ConfigError(`"fscache.tag" must be 1-32 characters of [A-Za-z0-9._-]`);
+  if (cfg.fscache.cache_dir && !cfg.fscache.cache_dir.startsWith('/')) throw new ConfigError(`"fscache.cache_dir" must be an absolute path`);
   if (!LOG_LEVELS.includes(cfg.log.level)) {
     throw new ConfigError(`"log.level" must be one of ${LOG_LEVELS.join(', ')}, got "${cfg.log.level}"`);
   }

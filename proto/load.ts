@@ -29,3 +29,9 @@ export function snapshotsService(): grpc.ServiceClientConstructor {
   const pkg = loadProto('containerd/services/snapshots/v1/snapshots.proto') as any;
   return pkg.containerd.services.snapshots.v1.Snapshots as grpc.ServiceClientConstructor;
 }
+
+/** lazysnap.v1.Admin: mount, umount, status for the CLI. */
+export function adminService(): grpc.ServiceClientConstructor {
+  const pkg = loadProto('lazysnap/v1/admin.proto') as any;
+  return pkg.lazysnap.v1.Admin as grpc.ServiceClientConstructor;
+}

@@ -64,3 +64,22 @@ export interface UsageResponse {
 export interface CleanupRequest {
   snapshotter: string;
 }
+
+/** lazysnap.v1.Admin messages */
+export interface MountRequest {
+  bootstrap: string;
+  mountpoint: string;
+  blobs_dir: string;
+  domain: string;
+  fsid: string;
+}
+export interface MountResponse {
+  fsid: string;
+  domain: string;
+}
+export interface UmountRequest {
+  mountpoint: string;
+}
+export interface StatusResponse {
+  json: string;
+}

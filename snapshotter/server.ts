@@ -7,13 +7,19 @@ import { snapshotsHandlers } from './service';
 import { Snapshotter } from './snapshotter';
 import { prepareSocket } from './socket';
 
-export async function serve(sn: Snapshotter, address: string, log: Logger): Promise<grpc.Server> {
+export interface ExtraService {
+  definition: grpc.ServiceDefinition;
+  handlers: grpc.UntypedServiceImplementation;
+}
+
+export async function serve(sn: Snapshotter, address: string, log: Logger, extra: ExtraService[] = []): Promise<grpc.Server> {
   await prepareSocket(address);
   const server = new grpc.Server({
     'grpc.max_receive_message_length': 16 << 20,
     'grpc.max_send_message_length': 16 << 20,
   });
   server.addService(snapshotsService().service, snapshotsHandlers(sn, log));
+  for (const e of extra) server.addService(e.definition, e.handlers);
   // The umask makes the socket 0600 from its creation, with no window in which others can connect.
   const old = process.umask(0o177);
   try {

@@ -22,7 +22,7 @@ export class Snapshotter implements Layout {
 
   private constructor(
     readonly root: string,
-    private readonly store: MetaStore,
+    readonly store: MetaStore,
     private readonly log: Logger,
   ) {
     this.snapshotsDir = path.join(root, 'snapshots');

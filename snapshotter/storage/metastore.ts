@@ -5,6 +5,7 @@
 import Database from 'better-sqlite3';
 import { migrations } from './schema';
 import { SnapshotTx } from './snapshots';
+import { FscacheImages } from '../../fscache/images';
 
 export class MetaStore {
   private readonly db: Database.Database;
@@ -37,6 +38,11 @@ export class MetaStore {
   /** Runs fn in a read transaction: a consistent view. */
   view<T>(fn: (tx: SnapshotTx) => T): T {
     return this.db.transaction(() => fn(new SnapshotTx(this.db))).deferred();
+  }
+
+  /** Images mounted through fscache (each call is its own transaction). */
+  get fscacheImages(): FscacheImages {
+    return new FscacheImages(this.db);
   }
 
   close() {

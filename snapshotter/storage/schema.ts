@@ -20,4 +20,18 @@ export const migrations: string[] = [
     PRIMARY KEY (snapshot_id, name)
   ) WITHOUT ROWID;
   `,
+  `
+  -- Images mounted through EROFS over fscache. The fscache worker resolves the
+  -- kernel's (volume, cookie) against this table, so a restarted worker needs
+  -- nothing but this file and the OPEN messages.
+  CREATE TABLE fscache_images (
+    fsid       TEXT PRIMARY KEY,
+    domain     TEXT NOT NULL DEFAULT '',  -- shared domain_id, '' for a private volume
+    bootstrap  TEXT NOT NULL,             -- the bootstrap (or plain EROFS image) file
+    blobs_dir  TEXT NOT NULL DEFAULT '',  -- local blobs, named by blob id or device tag
+    mountpoint TEXT,                      -- where it is mounted, once it is
+    created_us INTEGER NOT NULL
+  );
+  CREATE INDEX fscache_images_domain ON fscache_images(domain);
+  `,
 ];

@@ -1,0 +1,66 @@
+// lazysnap.v1.Admin: what the lazysnap CLI asks lazysnapd for.
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type * as w from '../proto/types';
+import type { FscacheSupervisor } from '../fscache/supervisor';
+import { Mounter, MountError } from '../fscache/mounter';
+import type { FscacheImages } from '../fscache/images';
+
+export interface AdminDeps {
+  mounter?: Mounter;
+  supervisor?: FscacheSupervisor;
+  images: () => FscacheImages;
+  fscacheDisabledReason?: string;
+  log: Logger;
+}
+
+export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
+  const unary =
+    <Req, Res>(fn: (req: Req) => Promise<Res>) =>
+    (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => {
+      fn(call.request).then(
+        (r) => cb(null, r),
+        (err: Error) => {
+          const code = err instanceof MountError ? grpc.status.FAILED_PRECONDITION : grpc.status.UNKNOWN;
+          if (code === grpc.status.UNKNOWN) d.log.error({ err }, 'admin request failed');
+          cb({ code, details: err.message });
+        },
+      );
+    };
+  const needFscache = () => {
+    if (!d.mounter) throw new MountError(`fscache is not available: ${d.fscacheDisabledReason ?? 'disabled'}`);
+    return d.mounter;
+  };
+  return {
+    Mount: unary(async (r: w.MountRequest): Promise<w.MountResponse> => {
+      const img = await needFscache().mount({
+        bootstrap: r.bootstrap,
+        mountpoint: r.mountpoint,
+        blobsDir: r.blobs_dir || undefined,
+        domain: r.domain || undefined,
+        fsid: r.fsid || undefined,
+      });
+      return { fsid: img.fsid, domain: img.domain };
+    }),
+    Umount: unary(async (r: w.UmountRequest) => {
+      await needFscache().umount(r.mountpoint);
+      return {};
+    }),
+    Status: unary(async (): Promise<w.StatusResponse> => {
+      const status: Record<string, unknown> = {
+        pid: process.pid,
+        fscache: d.supervisor ? 'enabled' : `disabled: ${d.fscacheDisabledReason ?? 'by config'}`,
+        mounts: d.images().all(),
+      };
+      if (d.supervisor) {
+        status.worker = { pid: d.supervisor.workerPid ?? null, activations: d.supervisor.activations };
+        try {
+          Object.assign(status.worker as object, await d.supervisor.status());
+        } catch (err) {
+          (status.worker as Record<string, unknown>).error = (err as Error).message;
+        }
+      }
+      return { json: JSON.stringify(status) };
+    }),
+  };
+}

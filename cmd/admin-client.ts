@@ -1,0 +1,41 @@
+// The CLI's client of lazysnapd's Admin service.
+import * as grpc from '@grpc/grpc-js';
+import { adminService } from '../proto/load';
+import type { MountRequest, MountResponse, StatusResponse } from '../proto/types';
+
+/** An error lazysnapd reported, or its absence: printed as one line. */
+export class AdminError extends Error {}
+
+export const DEFAULT_ADDRESS = '/run/lazysnap/snapshotter.sock';
+
+export class AdminClient {
+  private readonly c: any;
+  constructor(readonly address = DEFAULT_ADDRESS) {
+    const Ctor = adminService();
+    this.c = new Ctor(`unix://${address}`, grpc.credentials.createInsecure());
+  }
+
+  private call<T>(method: string, req: object, timeoutMs: number): Promise<T> {
+    return new Promise((resolve, reject) =>
+      this.c[method](req, { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: T) => {
+        if (!err) return resolve(res);
+        if (err.code === grpc.status.UNAVAILABLE) reject(new AdminError(`lazysnapd is not reachable at ${this.address} (${err.details})`));
+        else reject(new AdminError(err.details || err.message));
+      }),
+    );
+  }
+
+  mount(req: Partial<MountRequest> & { bootstrap: string; mountpoint: string }): Promise<MountResponse> {
+    return this.call('Mount', req, 180_000);
+  }
+  umount(mountpoint: string): Promise<object> {
+    return this.call('Umount', { mountpoint }, 180_000);
+  }
+  async status(): Promise<Record<string, unknown>> {
+    const r = await this.call<StatusResponse>('Status', {}, 15_000);
+    return JSON.parse(r.json);
+  }
+  close(): void {
+    this.c.close();
+  }
+}

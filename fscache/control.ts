@@ -1,0 +1,30 @@
+// The control channel between lazysnapd and its fscache worker: a unix
+// stream socket. First a one-byte message carries the /dev/cachefiles fd
+// (SCM_RIGHTS); then newline-delimited JSON in both directions.
+import net from 'node:net';
+import readline from 'node:readline';
+
+export const HANDOVER_BYTE = Buffer.from('F');
+
+export type WorkerEvent = { event: 'ready'; pid: number } | { event: 'retired'; pid: number };
+export type ControlRequest = { id: number; op: 'status' } | { id: number; op: 'retire' };
+export type ControlReply = { id: number; result?: unknown; error?: string };
+
+/** Reads JSON lines from a socket; a malformed line is reported and skipped. */
+export function onJsonLines(sock: net.Socket, fn: (msg: unknown) => void, onBad: (line: string) => void): void {
+  const rl = readline.createInterface({ input: sock, crlfDelay: Infinity });
+  rl.on('line', (line) => {
+    if (!line.trim()) return;
+    let msg: unknown;
+    try {
+      msg = JSON.parse(line);
+    } catch {
+      return onBad(line);
+    }
+    fn(msg);
+  });
+}
+
+export function sendJson(sock: net.Socket, msg: unknown): void {
+  if (!sock.destroyed) sock.write(JSON.stringify(msg) + '\n');
+}

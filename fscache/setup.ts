@@ -1,0 +1,73 @@
+// Bringing fscache up inside lazysnapd: take the /dev/cachefiles fd back from
+// systemd's fd store if it kept one, or open and bind the device; hand the
+// fd to systemd's fd store so an upgrade restart finds it again; start the
+// worker supervisor.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config';
+import { sdListenFds, sdNotify } from '../native';
+import { bindDevice, openDevice } from './device';
+import { Mounter } from './mounter';
+import { FscacheSupervisor } from './supervisor';
+import type { FscacheImages } from './images';
+
+export const FDSTORE_NAME = 'cachefiles';
+
+export class FscacheSetupError extends Error {}
+
+export interface Fscache {
+  supervisor?: FscacheSupervisor;
+  mounter?: Mounter;
+  /** why fscache is off, when it is */
+  disabledReason?: string;
+}
+
+export function startFscache(cfg: Config, images: () => FscacheImages, log: Logger): Fscache {
+  const want = cfg.fscache.enabled;
+  if (want === false) return { disabledReason: 'disabled in config (fscache.enabled = false)' };
+  const fail = (reason: string): Fscache => {
+    if (want === true) throw new FscacheSetupError(reason);
+    log.info({ reason }, 'fscache is off; lazy images cannot be served');
+    return { disabledReason: reason };
+  };
+
+  const stored = sdListenFds().find((f) => f.name === FDSTORE_NAME);
+  let devFd: number;
+  if (stored) {
+    devFd = stored.fd;
+    log.info({ fd: devFd }, 'took the /dev/cachefiles fd back from the systemd fd store');
+  } else {
+    if (!fs.existsSync(cfg.fscache.device)) {
+      return fail(`${cfg.fscache.device} does not exist (a kernel without CONFIG_CACHEFILES_ONDEMAND?)`);
+    }
+    try {
+      devFd = openDevice(cfg.fscache.device);
+    } catch (err) {
+      return fail(`cannot open ${cfg.fscache.device}: ${(err as Error).message}`);
+    }
+    const cacheDir = cfg.fscache.cache_dir || path.join(cfg.root, 'cache');
+    try {
+      fs.mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
+      bindDevice(devFd, cacheDir, cfg.fscache.tag);
+    } catch (err) {
+      fs.closeSync(devFd);
+      const code = (err as NodeJS.ErrnoException).code;
+      const hint = code === 'EOPNOTSUPP' ? ' (no on-demand mode in this kernel, or a cache dir without xattrs: tmpfs and hostfs refuse)' : '';
+      return fail(`cannot bind ${cfg.fscache.device} to ${cacheDir}: ${(err as Error).message}${hint}`);
+    }
+    log.info({ cacheDir, tag: cfg.fscache.tag }, 'bound /dev/cachefiles in on-demand mode');
+  }
+  if (sdNotify(`FDSTORE=1\nFDNAME=${FDSTORE_NAME}`, [devFd])) log.info('gave the /dev/cachefiles fd to the systemd fd store');
+
+  const supervisor = new FscacheSupervisor({
+    devFd,
+    dbPath: path.join(cfg.root, 'metadata.db'),
+    log,
+    logLevel: cfg.log.level,
+    standby: cfg.fscache.standby_worker,
+  });
+  supervisor.start();
+  const mounter = new Mounter(images, path.join(cfg.root, 'fscache', 'images'), log);
+  return { supervisor, mounter };
+}

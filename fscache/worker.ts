@@ -1,0 +1,87 @@
+// The fscache worker: a process of its own, so that a crash or upgrade of the
+// request-serving code never drops the /dev/cachefiles fd (lazysnapd keeps
+// it). It receives the fd on its control socket, writes `restore` (the kernel
+// then re-sends what the previous worker left unanswered, and re-OPENs
+// objects on demand), and serves. Its only state is rebuilt from OPENs and
+// the metadata database.
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { recvFds } from '../native';
+import { CachefilesDevice } from './device';
+import { FscacheDaemon } from './daemon';
+import { ControlRequest, HANDOVER_BYTE, onJsonLines, sendJson } from './control';
+import { cmd } from './protocol';
+import { MetadataResolver } from './resolver';
+
+export interface WorkerOptions {
+  controlFd: number;
+  dbPath: string;
+  log: Logger;
+  readAttempts?: number;
+}
+
+export async function runWorker(o: WorkerOptions): Promise<void> {
+  // Blocks until lazysnapd hands the device over: a standby worker waits here, fully loaded.
+  const got = recvFds(o.controlFd, 16, 4);
+  if (got.data.length === 0) {
+    o.log.info('lazysnapd closed the control socket before a handover; exiting');
+    process.exit(0);
+  }
+  if (!got.data.subarray(0, 1).equals(HANDOVER_BYTE) || got.fds.length !== 1) {
+    throw new Error(`bad handover message (${got.data.length} bytes, ${got.fds.length} fds)`);
+  }
+  const devFd = got.fds[0];
+  const resolver = MetadataResolver.open(o.dbPath);
+  const device = new CachefilesDevice(devFd);
+  const daemon = new FscacheDaemon(device, resolver, o.log, { readAttempts: o.readAttempts ?? 4, retryDelayMs: 50 });
+
+  const control = new net.Socket({ fd: o.controlFd, readable: true, writable: true });
+  let retiring = false;
+  onJsonLines(
+    control,
+    (m) => {
+      const req = m as ControlRequest;
+      if (req.op === 'status') {
+        sendJson(control, {
+          id: req.id,
+          result: {
+            pid: process.pid,
+            stats: daemon.stats,
+            pending: daemon.pending,
+            objects: daemon.objects.all().map((x) => ({
+              objectId: x.objectId,
+              volume: x.volume,
+              cookie: x.cookie,
+              size: x.content.size,
+              reads: x.reads,
+              bytesWritten: x.bytesWritten,
+            })),
+          },
+        });
+      } else if (req.op === 'retire') {
+        retiring = true;
+        device.stop();
+        const wait = setInterval(() => {
+          if (daemon.pending > 0) return;
+          clearInterval(wait);
+          sendJson(control, { id: req.id, result: 'retired' });
+          process.exit(0);
+        }, 10);
+      }
+    },
+    (line) => o.log.warn({ line: line.slice(0, 200) }, 'malformed control message'),
+  );
+  // Parent gone: keep serving; the fd stays bound as long as this process holds it.
+  control.on('close', () => {
+    if (!retiring) o.log.warn('control socket closed (lazysnapd exited?); still serving');
+  });
+  control.on('error', () => {});
+
+  device.command(cmd.restore());
+  device.serve(
+    (m) => void daemon.handle(m),
+    (err) => o.log.error({ err: err.message }, 'bad message from /dev/cachefiles'),
+  );
+  sendJson(control, { event: 'ready', pid: process.pid });
+  o.log.info({ pid: process.pid }, 'fscache worker serving');
+}

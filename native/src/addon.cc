@@ -1,0 +1,10 @@
+#include "native.h"
+
+static Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+  lazysnap::InitIo(env, exports);
+  lazysnap::InitPoller(env, exports);
+  lazysnap::InitFdPass(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(lazysnap_native, InitAll)

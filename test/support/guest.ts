@@ -1,0 +1,62 @@
+// Helpers for tests that run inside the UML test kernel (test/kernel/*).
+// Unix sockets do not work on hostfs, so daemons live under the guest's /run.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { runOk } from './proc';
+
+export const HOW_TO_RUN = 'run kernel tests inside the UML test kernel: ../shared/kernel/uml-run.sh -- node --test dist/test/kernel/';
+
+/** Fails (never skips) outside a kernel with fscache on-demand. */
+export function requireFscacheKernel(): string {
+  assert.ok(fs.existsSync('/dev/cachefiles'), `/dev/cachefiles is missing; ${HOW_TO_RUN}`);
+  const dir = process.env.FSCACHE_DIR;
+  assert.ok(dir && fs.existsSync(dir), `$FSCACHE_DIR (an ext4 cache dir) is missing; ${HOW_TO_RUN}`);
+  return dir;
+}
+
+/** A fresh directory under the guest's /run. */
+export function guestDir(label: string): string {
+  fs.mkdirSync('/run/lazysnap-kt', { recursive: true });
+  return fs.mkdtempSync(`/run/lazysnap-kt/${label}-`);
+}
+
+export function sha256File(p: string): string {
+  return crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
+}
+
+/** path → sha256 (regular files), "->target" (symlinks), "dir" — relative to root. */
+export function treeDigest(root: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (d: string) => {
+    for (const name of fs.readdirSync(d).sort()) {
+      const p = path.join(d, name);
+      const st = fs.lstatSync(p);
+      const rel = path.relative(root, p);
+      if (st.isSymbolicLink()) out.set(rel, `->${fs.readlinkSync(p)}`);
+      else if (st.isDirectory()) {
+        out.set(rel, 'dir');
+        walk(p);
+      } else if (st.isFile()) out.set(rel, sha256File(p));
+    }
+  };
+  walk(root);
+  return out;
+}
+
+/** A source tree of small and large random files, a symlink and nested dirs. */
+export function makeSourceTree(dir: string, opts: { files: number; bigFiles: number; bigSize: number; seed?: number }): void {
+  fs.mkdirSync(dir, { recursive: true });
+  for (let i = 0; i < opts.files; i++) {
+    const sub = path.join(dir, `d${i % 7}`, `e${i % 3}`);
+    fs.mkdirSync(sub, { recursive: true });
+    fs.writeFileSync(path.join(sub, `f${i}`), crypto.randomBytes(1 + ((i * 7919) % 70_000)));
+  }
+  for (let i = 0; i < opts.bigFiles; i++) fs.writeFileSync(path.join(dir, `big${i}`), crypto.randomBytes(opts.bigSize));
+  fs.symlinkSync('d0/e0/f0', path.join(dir, 'link'));
+}
+
+export async function mkfsErofs(image: string, src: string, extra: string[] = []): Promise<void> {
+  await runOk('mkfs.erofs', [...extra, image, src], { timeoutMs: 600_000 });
+}
