@@ -5,12 +5,12 @@ import { runWorker } from '../fscache/worker';
 import type { LogLevel } from '../config/config';
 
 const log = newLogger((process.env.LAZYSNAP_LOG_LEVEL as LogLevel) ?? 'info', 'lazysnap-fscache-worker');
-const dbPath = process.argv[2];
+const [dbPath, takeoverPath] = process.argv.slice(2);
 if (!dbPath) {
-  process.stderr.write('usage: lazysnap-fscache-worker METADATA_DB (control socket on fd 3)\n');
+  process.stderr.write('usage: lazysnap-fscache-worker METADATA_DB [TAKEOVER_SOCKET] (control socket on fd 3)\n');
   process.exit(2);
 }
-runWorker({ controlFd: 3, dbPath, log }).catch((err) => {
+runWorker({ controlFd: 3, dbPath, takeoverPath, log }).catch((err) => {
   log.fatal({ err }, 'fscache worker failed');
   process.exit(1);
 });

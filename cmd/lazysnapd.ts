@@ -13,6 +13,8 @@ import { adminHandlers } from '../admin/service';
 import { FscacheSetupError, startFscache } from '../fscache/setup';
 import { sdNotify } from '../native';
 
+const SYSTEM_CONFIG = '/etc/lazysnap/config.toml';
+
 /** Startup problems an operator can fix: printed as one line, exit 1. */
 class StartupError extends Error {}
 
@@ -25,14 +27,15 @@ function checkRoot(root: string) {
 async function main(argv: string[]) {
   const program = new Command('lazysnapd')
     .description('containerd remote snapshotter (proxy plugin) serving lazy nydus images and plain OCI images')
-    .option('--config <file>', 'TOML config file (defaults are embedded; see `lazysnap config default`)')
+    .option('--config <file>', `TOML config file (default ${'/etc/lazysnap/config.toml'} if it exists, else the embedded defaults)`)
     .option('--root <dir>', 'state directory (overrides config "root")')
     .option('--address <socket>', 'unix socket to serve on (overrides config "address")')
     .option('--log-level <level>', 'overrides config log.level')
     .exitOverride()
     .parse(argv);
   const opts = program.opts<{ config?: string; root?: string; address?: string; logLevel?: string }>();
-  const cfg = loadConfig(opts.config);
+  // Like containerd with /etc/containerd/config.toml: the system config is used when present.
+  const cfg = loadConfig(opts.config ?? (fs.existsSync(SYSTEM_CONFIG) ? SYSTEM_CONFIG : undefined));
   if (opts.root) cfg.root = path.resolve(opts.root);
   if (opts.address) cfg.address = path.resolve(opts.address);
   if (opts.logLevel) cfg.log.level = opts.logLevel as typeof cfg.log.level;
@@ -41,7 +44,7 @@ async function main(argv: string[]) {
   checkRoot(cfg.root);
   const sn = Snapshotter.open(cfg.root, log);
   const images = () => sn.store.fscacheImages;
-  const fscache = startFscache(cfg, images, log);
+  const fscache = await startFscache(cfg, images, log);
   const admin = adminHandlers({
     mounter: fscache.mounter,
     supervisor: fscache.supervisor,
@@ -59,7 +62,8 @@ async function main(argv: string[]) {
     stopping = true;
     log.info({ signal }, 'shutting down');
     await shutdown(server);
-    await fscache.supervisor?.stop();
+    // With images mounted, the serving worker stays: containers keep reading, and the next lazysnapd takes over.
+    await fscache.supervisor?.stop({ keepActive: images().all().length > 0 });
     sn.close();
     fs.rmSync(cfg.address, { force: true });
     process.exit(0);

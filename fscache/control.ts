@@ -13,6 +13,8 @@ export type ControlReply = { id: number; result?: unknown; error?: string };
 /** Reads JSON lines from a socket; a malformed line is reported and skipped. */
 export function onJsonLines(sock: net.Socket, fn: (msg: unknown) => void, onBad: (line: string) => void): void {
   const rl = readline.createInterface({ input: sock, crlfDelay: Infinity });
+  // A peer that dies resets the socket; its 'close' handling is elsewhere, and an unhandled 'error' would kill us.
+  rl.on('error', () => {});
   rl.on('line', (line) => {
     if (!line.trim()) return;
     let msg: unknown;

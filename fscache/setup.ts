@@ -10,6 +10,7 @@ import { sdListenFds, sdNotify } from '../native';
 import { bindDevice, openDevice } from './device';
 import { Mounter } from './mounter';
 import { FscacheSupervisor } from './supervisor';
+import { previousWorkers, retireWorkers, takeFdFrom } from './takeover';
 import type { FscacheImages } from './images';
 
 export const FDSTORE_NAME = 'cachefiles';
@@ -23,7 +24,7 @@ export interface Fscache {
   disabledReason?: string;
 }
 
-export function startFscache(cfg: Config, images: () => FscacheImages, log: Logger): Fscache {
+export async function startFscache(cfg: Config, images: () => FscacheImages, log: Logger): Promise<Fscache> {
   const want = cfg.fscache.enabled;
   if (want === false) return { disabledReason: 'disabled in config (fscache.enabled = false)' };
   const fail = (reason: string): Fscache => {
@@ -32,11 +33,19 @@ export function startFscache(cfg: Config, images: () => FscacheImages, log: Logg
     return { disabledReason: reason };
   };
 
+  const dir = path.join(cfg.root, 'fscache');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const takeoverPath = path.join(dir, 'takeover.sock');
+  const pidFile = path.join(dir, 'workers.json');
   const stored = sdListenFds().find((f) => f.name === FDSTORE_NAME);
+  const fromWorker = stored ? null : await takeFdFrom(takeoverPath);
   let devFd: number;
   if (stored) {
     devFd = stored.fd;
     log.info({ fd: devFd }, 'took the /dev/cachefiles fd back from the systemd fd store');
+  } else if (fromWorker !== null) {
+    devFd = fromWorker;
+    log.info({ fd: devFd }, 'took the /dev/cachefiles fd back from the running fscache worker');
   } else {
     if (!fs.existsSync(cfg.fscache.device)) {
       return fail(`${cfg.fscache.device} does not exist (a kernel without CONFIG_CACHEFILES_ONDEMAND?)`);
@@ -59,6 +68,8 @@ export function startFscache(cfg: Config, images: () => FscacheImages, log: Logg
     log.info({ cacheDir, tag: cfg.fscache.tag }, 'bound /dev/cachefiles in on-demand mode');
   }
   if (sdNotify(`FDSTORE=1\nFDNAME=${FDSTORE_NAME}`, [devFd])) log.info('gave the /dev/cachefiles fd to the systemd fd store');
+  // Workers of a previous lazysnapd may still serve (they outlive it); two readers of one device would split its requests.
+  await retireWorkers(previousWorkers(pidFile), log);
 
   const supervisor = new FscacheSupervisor({
     devFd,
@@ -66,6 +77,8 @@ export function startFscache(cfg: Config, images: () => FscacheImages, log: Logg
     log,
     logLevel: cfg.log.level,
     standby: cfg.fscache.standby_worker,
+    pidFile,
+    takeoverPath,
   });
   supervisor.start();
   const mounter = new Mounter(images, path.join(cfg.root, 'fscache', 'images'), log);

@@ -19,6 +19,10 @@ export interface SupervisorOptions {
   logLevel?: string;
   /** keep a loaded standby worker (default true) */
   standby?: boolean;
+  /** the workers' pids, so a restarted lazysnapd can retire them */
+  pidFile?: string;
+  /** the active worker serves the device fd here to a restarted lazysnapd */
+  takeoverPath?: string;
 }
 
 interface Worker {
@@ -72,7 +76,8 @@ export class FscacheSupervisor {
 
   private spawnWorker(): Worker {
     const [mine, theirs] = socketpair('stream');
-    const proc = spawn(process.execPath, [this.workerJs, this.o.dbPath], {
+    const args = [this.workerJs, this.o.dbPath, ...(this.o.takeoverPath ? [this.o.takeoverPath] : [])];
+    const proc = spawn(process.execPath, args, {
       stdio: ['ignore', 'inherit', 'inherit', theirs],
       env: { ...process.env, LAZYSNAP_LOG_LEVEL: this.o.logLevel ?? 'info' },
     });
@@ -101,8 +106,26 @@ export class FscacheSupervisor {
     );
     control.on('error', () => {});
     proc.on('error', (err) => this.o.log.error({ err: err.message }, 'cannot start the fscache worker'));
-    proc.on('exit', (code, signal) => this.onExit(w, code, signal));
+    proc.on('exit', (code, signal) => {
+      this.pids.delete(proc.pid!);
+      this.writePids();
+      this.onExit(w, code, signal);
+    });
+    if (proc.pid) this.pids.add(proc.pid);
+    this.writePids();
     return w;
+  }
+
+  private readonly pids = new Set<number>();
+
+  private writePids(): void {
+    if (!this.o.pidFile) return;
+    try {
+      fs.writeFileSync(`${this.o.pidFile}.tmp`, JSON.stringify([...this.pids]));
+      fs.renameSync(`${this.o.pidFile}.tmp`, this.o.pidFile);
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message }, 'cannot write the worker pid file');
+    }
   }
 
   private activate(w: Worker): void {
@@ -177,11 +200,19 @@ export class FscacheSupervisor {
     });
   }
 
-  /** Stops the workers (lazysnapd shutting down). The device fd stays open until the process exits. */
-  async stop(): Promise<void> {
+  /**
+   * Stops the workers (lazysnapd shutting down). With keepActive the serving
+   * worker is left running, holding the device: mounts keep working and the
+   * next lazysnapd takes the fd back from it.
+   */
+  async stop(opts: { keepActive?: boolean } = {}): Promise<void> {
     this.stopping = true;
     clearTimeout(this.timer);
-    const all = [this.active, this.standby].filter((w): w is Worker => !!w);
+    const all = [opts.keepActive ? undefined : this.active, this.standby].filter((w): w is Worker => !!w);
+    if (opts.keepActive && this.active) {
+      this.active.proc.unref();
+      this.active.control.destroy();
+    }
     await Promise.all(
       all.map(
         (w) =>

@@ -12,10 +12,13 @@ import { FscacheDaemon } from './daemon';
 import { ControlRequest, HANDOVER_BYTE, onJsonLines, sendJson } from './control';
 import { cmd } from './protocol';
 import { MetadataResolver } from './resolver';
+import { serveTakeover } from './takeover';
 
 export interface WorkerOptions {
   controlFd: number;
   dbPath: string;
+  /** where to hand the device fd to a restarted lazysnapd */
+  takeoverPath?: string;
   log: Logger;
   readAttempts?: number;
 }
@@ -82,6 +85,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     (m) => void daemon.handle(m),
     (err) => o.log.error({ err: err.message }, 'bad message from /dev/cachefiles'),
   );
+  if (o.takeoverPath) serveTakeover(o.takeoverPath, devFd, o.log);
   sendJson(control, { event: 'ready', pid: process.pid });
   o.log.info({ pid: process.pid }, 'fscache worker serving');
 }

@@ -61,6 +61,7 @@ interface Binding {
   recvFds(sock: number, maxData: number, maxFds: number, dontWait: boolean): RecvResult;
   sendDatagram(path: string, data: Uint8Array, fds: number[]): number;
   setCloexec(fd: number, on: boolean): void;
+  unixConnect(path: string): number;
   getCloexec(fd: number): boolean;
 }
 
@@ -78,7 +79,7 @@ function load(): Binding {
   }
   throw new Error(
     `lazysnap native addon not built (looked for ${addonCandidates.join(' and ')}); ` +
-      'run "npm ci" at the repository root, or "npx node-gyp rebuild -C native"',
+      'run "npm ci" (or "npm run install") at the repository root',
   );
 }
 
@@ -160,6 +161,14 @@ export function sendFds(sock: number, data: Uint8Array, fds: number[]): number {
  */
 export function recvFds(sock: number, maxData: number, maxFds: number, opts: { dontWait?: boolean } = {}): RecvResult {
   return native.recvFds(sock, maxData, maxFds, opts.dontWait === true);
+}
+
+/**
+ * A blocking AF_UNIX stream socket connected to `path` (close-on-exec), for
+ * recvFds without Node reading first: libuv drops SCM_RIGHTS fds it reads.
+ */
+export function unixConnect(path: string): number {
+  return native.unixConnect(path);
 }
 
 /** Set (or clear) FD_CLOEXEC on `fd`. */

@@ -38,6 +38,10 @@ export function parseSuperblock(b: Bytes): ErofsSuperblock {
   const o = EROFS_SUPER_OFFSET;
   const at = (f: string) => `superblock.${f}`;
   b.check(o, 128, 'superblock');
+  const magic = b.u32(o, at('magic'));
+  if (magic !== EROFS_MAGIC) {
+    throw new FormatError(b.name, `superblock.magic is 0x${magic.toString(16)}, not EROFS (0x${EROFS_MAGIC.toString(16)})`);
+  }
   const sb: ErofsSuperblock = {
     magic: b.u32(o, at('magic')),
     checksum: b.u32(o + 4, at('checksum')),
@@ -57,9 +61,6 @@ export function parseSuperblock(b: Bytes): ErofsSuperblock {
     extraDevices: b.u16(o + 86, at('extra_devices')),
     devtSlotoff: b.u16(o + 88, at('devt_slotoff')),
   };
-  if (sb.magic !== EROFS_MAGIC) {
-    throw new FormatError(b.name, `superblock.magic is 0x${sb.magic.toString(16)}, not EROFS (0x${EROFS_MAGIC.toString(16)})`);
-  }
   if (sb.blkszbits < 9 || sb.blkszbits > 16) throw new FormatError(b.name, `superblock.blkszbits ${sb.blkszbits} out of range`);
   const unknown = sb.featureIncompat & ~INCOMPAT_KNOWN;
   if (unknown) throw new FormatError(b.name, `superblock.feature_incompat has unsupported bits 0x${unknown.toString(16)}`);

@@ -177,6 +177,28 @@ static Napi::Value SendDatagram(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
+// unixConnect(path) -> fd: a blocking, close-on-exec AF_UNIX stream socket
+// connected to `path`. For receiving fds where Node must not read first: a
+// net.Socket starts reading on connect, and libuv drops any SCM_RIGHTS fds.
+static Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "The \"path\" argument must be a string");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  struct sockaddr_un sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof sa.sun_path) throw ErrnoError(env, ENAMETOOLONG, "connect");
+  std::memcpy(sa.sun_path, path.data(), path.size());
+  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) throw ErrnoError(env, errno, "socket");
+  if (connect(sock, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0) {
+    int err = errno;
+    close(sock);
+    throw ErrnoError(env, err, "connect");
+  }
+  return Napi::Number::New(env, sock);
+}
+
 // setCloexec(fd, on = true): FD_CLOEXEC, which Node has no call for (its
 // startup sets it only on fds 0..15, and its own opens use O_CLOEXEC).
 static Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
@@ -204,6 +226,7 @@ void InitFdPass(Napi::Env env, Napi::Object exports) {
   exports.Set("recvFds", Napi::Function::New(env, RecvFds, "recvFds"));
   exports.Set("sendDatagram", Napi::Function::New(env, SendDatagram, "sendDatagram"));
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec, "setCloexec"));
+  exports.Set("unixConnect", Napi::Function::New(env, UnixConnect, "unixConnect"));
   exports.Set("getCloexec", Napi::Function::New(env, GetCloexec, "getCloexec"));
 }
 

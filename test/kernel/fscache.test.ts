@@ -122,6 +122,8 @@ test('mount errors are clear: missing bootstrap, not a directory, not EROFS, dou
 });
 
 test('a worker that cannot start does not take lazysnapd down', async () => {
+  // Only one process at a time may open /dev/cachefiles (EBUSY): the main lazysnapd steps aside.
+  await d.stop();
   const sub = guestDir('badworker');
   const root = path.join(sub, 'root');
   const bad = await startLazysnapd({

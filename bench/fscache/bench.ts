@@ -1,0 +1,161 @@
+// bench/fscache: lazysnap's fscache worker against a minimal C daemon
+// (cdaemon.c) serving the same 512 MiB EROFS image from a local file, cold.
+// Runs inside the UML test kernel: npm run bench:fscache
+// Prints READ requests/s and MB/s for both, their ratio, and the reader's
+// stall per failover (p50, p99) when the worker is killed mid-read.
+import { spawn, execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startLazysnapd } from '../../test/support/lazysnapd';
+import { runOk } from '../../test/support/proc';
+import { guestDir, mkfsErofs, requireFscacheKernel } from '../../test/support/guest';
+
+const MB = 2 ** 20;
+const IMAGE_MB = Number(process.env.BENCH_IMAGE_MB ?? 512);
+const KILLS = Number(process.env.BENCH_KILLS ?? 30);
+const WORK = `/var/tmp/lazysnap-bench-fscache-${IMAGE_MB}m`;
+const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
+const HERE_SRC = path.resolve(__dirname, '../../../bench/fscache');
+
+async function image(): Promise<string> {
+  const img = path.join(WORK, 'image.erofs');
+  if (!fs.existsSync(path.join(WORK, 'done'))) {
+    fs.rmSync(WORK, { recursive: true, force: true });
+    const src = path.join(WORK, 'src');
+    fs.mkdirSync(src, { recursive: true });
+    for (let i = 0; i < 8; i++) fs.writeFileSync(path.join(src, `f${i}`), crypto.randomBytes((IMAGE_MB / 8) * MB));
+    await mkfsErofs(img, src);
+    fs.writeFileSync(path.join(WORK, 'done'), '');
+  }
+  return img;
+}
+
+interface ReadStats {
+  bytes: number;
+  seconds: number;
+  /** [start, end] ms of every read() call */
+  calls: [number, number][];
+}
+
+/** Reads every file under mnt in 1 MiB reads. */
+function readAll(mnt: string): ReadStats {
+  const buf = Buffer.alloc(MB);
+  const calls: [number, number][] = [];
+  let bytes = 0;
+  const t0 = performance.now();
+  for (const name of fs.readdirSync(mnt).sort()) {
+    const fd = fs.openSync(path.join(mnt, name), 'r');
+    for (;;) {
+      const s = performance.now();
+      const n = fs.readSync(fd, buf, 0, MB, null);
+      calls.push([s, performance.now()]);
+      if (n === 0) break;
+      bytes += n;
+    }
+    fs.closeSync(fd);
+  }
+  return { bytes, seconds: (performance.now() - t0) / 1000, calls };
+}
+
+async function baseline(img: string, cacheRoot: string, dir: string): Promise<{ mbps: number; rps: number; reads: number }> {
+  const bin = path.join(dir, 'cdaemon');
+  execFileSync('gcc', ['-O2', '-o', bin, path.join(HERE_SRC, 'cdaemon.c')]);
+  const cache = path.join(cacheRoot, 'bench-c');
+  fs.mkdirSync(cache, { recursive: true });
+  const d = spawn(bin, [cache, 'bench-c', img], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  d.stdout.on('data', (x) => (out += x));
+  await new Promise<void>((r) => d.stdout.once('data', () => r()));
+  const mnt = path.join(dir, 'mnt-c');
+  fs.mkdirSync(mnt);
+  await runOk('mount', ['-t', 'erofs', '-o', 'ro,fsid=bench-c', 'none', mnt]);
+  const r = readAll(mnt);
+  await runOk('umount', [mnt]);
+  d.kill('SIGTERM');
+  await new Promise((res) => d.once('exit', res));
+  const reads = Number(/reads=(\d+)/.exec(out)?.[1] ?? NaN);
+  return { mbps: r.bytes / MB / r.seconds, rps: reads / r.seconds, reads };
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : 0;
+}
+
+async function main() {
+  const fscacheDir = requireFscacheKernel();
+  const img = await image();
+  const dir = guestDir('bench');
+  const c = await baseline(img, fscacheDir, dir);
+
+  const root = path.join(dir, 'root');
+  const d = await startLazysnapd({
+    root,
+    address: path.join(dir, 'snap.sock'),
+    config: `root = "${root}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'bench-l')}"\n`,
+  });
+  const cli = async (...a: string[]) => (await runOk(process.execPath, [CLI, ...a, '--address', d.address], { timeoutMs: 600_000 })).stdout;
+  const status = async () => JSON.parse(await cli('status', '--json'));
+  try {
+    const mnt = path.join(dir, 'mnt-l');
+    fs.mkdirSync(mnt);
+    await cli('mount', img, mnt, '--fsid', 'bench-l');
+    const before = (await status()).worker.stats.reads;
+    const r = readAll(mnt);
+    const reads = (await status()).worker.stats.reads - before;
+    await cli('umount', mnt);
+    const l = { mbps: r.bytes / MB / r.seconds, rps: reads / r.seconds, reads };
+
+    // Failover: a cold read in a child process while the worker is killed KILLS times.
+    const mnt2 = path.join(dir, 'mnt-f');
+    fs.mkdirSync(mnt2);
+    await cli('mount', img, mnt2, '--fsid', 'bench-f');
+    const reader = spawn(process.execPath, ['-e', `(${readAllSource})(${JSON.stringify(mnt2)})`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let json = '';
+    reader.stdout.on('data', (x) => (json += x));
+    const kills: number[] = [];
+    const exited = new Promise((res) => reader.once('exit', res));
+    let running = true;
+    void exited.then(() => (running = false));
+    const t0 = Date.now();
+    while (running && kills.length < KILLS) {
+      await new Promise((res) => setTimeout(res, 300));
+      const pid = (await status()).worker.pid;
+      kills.push(performance.timeOrigin + performance.now());
+      process.kill(pid, 'SIGKILL');
+    }
+    await exited;
+    const calls: [number, number][] = JSON.parse(json);
+    // Stall per failover: the longest read() in flight when, or starting within 1 s after, the worker died.
+    const stalls = kills.map((k) => Math.max(0, ...calls.filter(([s, e]) => e >= k && s <= k + 1000).map(([s, e]) => e - Math.max(s, k))));
+    await cli('umount', mnt2);
+    const line = (name: string, x: { mbps: number; rps: number; reads: number }) =>
+      `${name.padEnd(22)} ${x.mbps.toFixed(1).padStart(8)} MB/s ${x.rps.toFixed(0).padStart(8)} READ/s  (${x.reads} READs)`;
+    console.log(`bench/fscache: ${IMAGE_MB} MiB EROFS image from a local file, cold, 1 MiB sequential reads, UML guest`);
+    console.log(line('C daemon (baseline)', c));
+    console.log(line('lazysnap worker', l));
+    console.log(`ratio lazysnap/C: MB/s ${(l.mbps / c.mbps).toFixed(2)}  READ/s ${(l.rps / c.rps).toFixed(2)}`);
+    console.log(`failover: kills=${kills.length} in ${((Date.now() - t0) / 1000).toFixed(1)} s; stall per failover p50=${pct(stalls, 50).toFixed(0)} ms p99=${pct(stalls, 99).toFixed(0)} ms`);
+  } finally {
+    await d.stop();
+  }
+}
+
+// The reader, as source for `node -e`: prints [start, end] of each read() (epoch ms).
+const readAllSource = `function (mnt) {
+  const fs = require('fs'), path = require('path');
+  const buf = Buffer.alloc(1 << 20); const calls = [];
+  const now = () => performance.timeOrigin + performance.now();
+  for (const name of fs.readdirSync(mnt).sort()) {
+    const fd = fs.openSync(path.join(mnt, name), 'r');
+    for (;;) { const s = now(); const n = fs.readSync(fd, buf, 0, buf.length, null); calls.push([s, now()]); if (n === 0) break; }
+    fs.closeSync(fd);
+  }
+  process.stdout.write(JSON.stringify(calls));
+}`;
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

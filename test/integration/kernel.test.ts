@@ -1,0 +1,37 @@
+// Runs the kernel-path tests inside the UML test kernel (built from Debian's
+// linux-source-6.12 by kernel/build.sh, cached after the first build). These
+// are never skipped: a machine that cannot boot the kernel fails them.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { run } from '../support/proc';
+
+const REPO = path.resolve(__dirname, '../../..');
+const KERNEL_RUN = path.join(REPO, 'scripts', 'kernel-run.sh');
+
+async function inGuest(args: string[], timeoutMs: number) {
+  const r = await run('bash', [KERNEL_RUN, ...args], { timeoutMs, cwd: REPO });
+  return { ...r, out: `${r.stdout}\n${r.stderr}` };
+}
+
+test('kernel tests in the UML guest (fscache on-demand, native addon)', { timeout: 40 * 60_000 }, async () => {
+  const files = fs.readdirSync(path.join(REPO, 'dist/test/kernel')).filter((f) => f.endsWith('.test.js')).map((f) => `dist/test/kernel/${f}`);
+  assert.ok(files.length >= 2, 'kernel test files are built');
+  const r = await inGuest(['-t', '1800', '--', 'node', '--test', '--test-concurrency=1', ...files], 40 * 60_000);
+  const summary = r.stdout.split('\n').filter((l) => /^# (tests|pass|fail)/.test(l)).join(', ');
+  console.log(`guest: ${summary}`);
+  assert.equal(r.code, 0, r.out.slice(-8000));
+  assert.match(r.stdout, /^# fail 0$/m);
+});
+
+test('failover: a reader never notices 100 kills of the fscache worker', { timeout: 60 * 60_000 }, async () => {
+  const r = await inGuest(['-t', '3000', '-m', '4G', '-f', '2048', '--', 'node', 'dist/test/kernel/failover.js'], 55 * 60_000);
+  const line = /^failover: kills=(\d+) reads_failed=(\d+) mismatched_bytes=(\d+) worst_stall_ms=(\d+)$/m.exec(r.stdout);
+  console.log(r.stdout.trim());
+  assert.ok(line, `no failover line:\n${r.out.slice(-6000)}`);
+  assert.ok(Number(line[1]) >= 100, `kills ${line[1]}`);
+  assert.equal(line[2], '0', 'reads_failed');
+  assert.equal(line[3], '0', 'mismatched_bytes');
+  assert.equal(r.code, 0, r.out.slice(-6000));
+});

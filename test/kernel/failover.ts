@@ -1,0 +1,154 @@
+// The failover acceptance test (npm run test:failover), run inside the UML
+// test kernel. A reader reads a cold EROFS image of >= 256 MiB through
+// fscache, pass after pass on fresh mounts (a fresh fsid is cold again),
+// while the active fscache worker is SIGKILLed every 200-500 ms, at least 100
+// times. Every byte is compared with the source; no read may fail.
+// Prints: failover: kills=N reads_failed=0 mismatched_bytes=0 worst_stall_ms=X
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { startLazysnapd } from '../support/lazysnapd';
+import { runOk } from '../support/proc';
+import { guestDir, mkfsErofs, requireFscacheKernel } from '../support/guest';
+
+const MIN_KILLS = Number(process.env.FAILOVER_KILLS ?? 100);
+const IMAGE_MB = Number(process.env.FAILOVER_IMAGE_MB ?? 260);
+const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
+const READER = path.resolve(__dirname, 'failover-reader.js');
+// The source tree and image are made once and kept on the host's disk (hostfs).
+const WORK = process.env.FAILOVER_WORK ?? `/var/tmp/lazysnap-failover-${IMAGE_MB}m`;
+
+/** Many small files and a few large ones, deterministic, ~IMAGE_MB MiB. */
+function makeSource(src: string): void {
+  const large = 8;
+  const largeSize = Math.floor((IMAGE_MB * 0.75 * 1024 * 1024) / large);
+  let seed = 1;
+  const bytes = (n: number) => {
+    const out = Buffer.alloc(n);
+    for (let off = 0; off < n; off += 32) {
+      const h = crypto.createHash('sha256').update(String(seed++)).digest();
+      h.copy(out, off, 0, Math.min(32, n - off));
+    }
+    return out;
+  };
+  for (let i = 0; i < large; i++) fs.writeFileSync(path.join(src, `large-${i}`), crypto.randomBytes(largeSize));
+  let small = IMAGE_MB * 0.25 * 1024 * 1024;
+  for (let i = 0; small > 0; i++) {
+    const dir = path.join(src, `dir-${i % 40}`);
+    fs.mkdirSync(dir, { recursive: true });
+    const n = 512 + ((i * 7919) % 120_000);
+    fs.writeFileSync(path.join(dir, `small-${i}`), i % 3 === 0 ? bytes(n) : crypto.randomBytes(n));
+    small -= n;
+  }
+}
+
+async function prepareImage(): Promise<{ src: string; image: string }> {
+  const src = path.join(WORK, 'src');
+  const image = path.join(WORK, 'image.erofs');
+  if (!fs.existsSync(path.join(WORK, 'done'))) {
+    fs.rmSync(WORK, { recursive: true, force: true });
+    fs.mkdirSync(src, { recursive: true });
+    makeSource(src);
+    await mkfsErofs(image, src);
+    fs.writeFileSync(path.join(WORK, 'done'), '');
+  }
+  return { src, image };
+}
+
+interface ReaderResult {
+  files: number;
+  bytes: number;
+  readsFailed: number;
+  mismatchedBytes: number;
+  worstStallMs: number;
+  errors: string[];
+}
+
+/** One cold pass in a child process, so a stalled read never blocks the killer. */
+function readPass(mnt: string, src: string): Promise<ReaderResult> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [READER, mnt, src], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.on('error', reject);
+    p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`reader exited ${code}: ${out}`))));
+  });
+}
+
+async function main() {
+  const fscacheDir = requireFscacheKernel();
+  const { src, image } = await prepareImage();
+  const imageMiB = fs.statSync(image).size / 2 ** 20;
+  assert.ok(imageMiB >= 256, `image is ${imageMiB.toFixed(0)} MiB`);
+  const dir = guestDir('failover');
+  const root = path.join(dir, 'root');
+  const d = await startLazysnapd({
+    root,
+    address: path.join(dir, 'snap.sock'),
+    config: `root = "${root}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'failover')}"\n`,
+  });
+  const cli = async (...a: string[]) => (await runOk(process.execPath, [CLI, ...a, '--address', d.address], { timeoutMs: 300_000 })).stdout;
+  const workerPid = async () => JSON.parse(await cli('status', '--json')).worker.pid as number;
+
+  let kills = 0;
+  let done = false;
+  const killer = (async () => {
+    while (!done) {
+      await new Promise((r) => setTimeout(r, 200 + Math.random() * 300));
+      if (done) break;
+      let pid: number;
+      try {
+        pid = await workerPid();
+      } catch {
+        continue; // lazysnapd busy failing over; try again
+      }
+      if (!pid) continue;
+      try {
+        process.kill(pid, 'SIGKILL');
+        kills++;
+      } catch {
+        // already gone
+      }
+    }
+  })();
+
+  const total: ReaderResult = { files: 0, bytes: 0, readsFailed: 0, mismatchedBytes: 0, worstStallMs: 0, errors: [] };
+  let passes = 0;
+  const started = Date.now();
+  try {
+    while (kills < MIN_KILLS || passes === 0) {
+      const mnt = path.join(dir, `mnt-${passes}`);
+      fs.mkdirSync(mnt);
+      await cli('mount', image, mnt, '--fsid', `failover-${passes}`);
+      const r = await readPass(mnt, src);
+      await cli('umount', mnt);
+      passes++;
+      total.files += r.files;
+      total.bytes += r.bytes;
+      total.readsFailed += r.readsFailed;
+      total.mismatchedBytes += r.mismatchedBytes;
+      total.worstStallMs = Math.max(total.worstStallMs, r.worstStallMs);
+      total.errors.push(...r.errors);
+      process.stderr.write(`pass ${passes}: ${r.files} files, ${(r.bytes / 2 ** 20).toFixed(0)} MiB, kills so far ${kills}\n`);
+      if (Date.now() - started > 40 * 60_000) throw new Error('failover test ran over 40 minutes');
+    }
+  } finally {
+    done = true;
+    await killer;
+    await d.stop();
+  }
+  for (const e of total.errors.slice(0, 10)) process.stderr.write(`error: ${e}\n`);
+  process.stdout.write(
+    `failover: passes=${passes} files=${total.files} MiB=${(total.bytes / 2 ** 20).toFixed(0)} image_MiB=${imageMiB.toFixed(0)}\n` +
+      `failover: kills=${kills} reads_failed=${total.readsFailed} mismatched_bytes=${total.mismatchedBytes} worst_stall_ms=${total.worstStallMs.toFixed(0)}\n`,
+  );
+  const ok = kills >= MIN_KILLS && total.readsFailed === 0 && total.mismatchedBytes === 0;
+  process.exit(ok ? 0 : 1);
+}
+
+main().catch((e) => {
+  process.stderr.write(`failover test: ${(e as Error).stack}\n`);
+  process.exit(1);
+});
