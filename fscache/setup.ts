@@ -62,7 +62,7 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
     } catch (err) {
       fs.closeSync(devFd);
       const code = (err as NodeJS.ErrnoException).code;
-      const hint = code === 'EOPNOTSUPP' ? ' (no on-demand mode in this kernel, or a cache dir without xattrs: tmpfs and hostfs refuse)' : '';
+      const hint = code === 'EOPNOTSUPP' || code === 'ENOTSUP' ? ' (no on-demand mode in this kernel, or a cache dir without xattrs: tmpfs and hostfs refuse)' : '';
       return fail(`cannot bind ${cfg.fscache.device} to ${cacheDir}: ${(err as Error).message}${hint}`);
     }
     log.info({ cacheDir, tag: cfg.fscache.tag }, 'bound /dev/cachefiles in on-demand mode');

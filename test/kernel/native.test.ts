@@ -1,7 +1,10 @@
 // The native addon against the real cachefiles on-demand device. Runs INSIDE
-// the UML test kernel (see /work/shared/kernel/README.md):
+// the UML test kernel (see /work/shared/kernel/README.md and kernel/):
 //
-//   /work/shared/kernel/uml-run.sh -t 300 -- node --test dist/test/kernel/native.test.js
+//   bash scripts/kernel-run.sh -t 300 -- node --test dist/test/kernel/native.test.js
+//
+// (/work/shared/kernel/uml-run.sh -k KERNEL … is the same wrapper; its own
+// prebuilt linux-uml needs glibc 2.38 and dies on hosts with AMX.)
 //
 // A test-local mini daemon (the real one lives in fscache/) binds
 // /dev/cachefiles, serves OPEN/READ/CLOSE for one EROFS image from Node's
@@ -25,7 +28,9 @@ import {
 } from '../../native';
 
 const DEV = '/dev/cachefiles';
-const HOW = 'run it inside the UML test kernel: /work/shared/kernel/uml-run.sh -t 300 -- node --test dist/test/kernel/native.test.js';
+const HOW =
+  'run it inside the UML test kernel: bash scripts/kernel-run.sh -t 300 -- node --test dist/test/kernel/native.test.js ' +
+  '(or npm run test:kernel; /work/shared/kernel/uml-run.sh -k KERNEL … also works)';
 
 // include/uapi/linux/cachefiles.h
 const OPEN = 0;
