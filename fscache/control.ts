@@ -6,7 +6,7 @@ import readline from 'node:readline';
 
 export const HANDOVER_BYTE = Buffer.from('F');
 
-export type WorkerEvent = { event: 'ready'; pid: number } | { event: 'retired'; pid: number };
+export type WorkerEvent = { event: 'loaded'; pid: number } | { event: 'ready'; pid: number };
 export type ControlRequest = { id: number; op: 'status' } | { id: number; op: 'retire' };
 export type ControlReply = { id: number; result?: unknown; error?: string };
 

@@ -32,6 +32,8 @@ export class Mounter {
     /** where bootstraps are copied: <root>/fscache/images */
     private readonly imagesDir: string,
     private readonly log: Logger,
+    /** the cachefiles cache dir (holds cache/I<volume key>/...) */
+    private readonly cacheDir?: string,
   ) {}
 
   async mount(spec: MountSpec): Promise<FscacheImage> {
@@ -83,6 +85,23 @@ export class Mounter {
     }
     this.images().remove(img.fsid);
     fs.rmSync(path.join(this.imagesDir, img.fsid), { recursive: true, force: true });
+    const volume = img.domain || img.fsid;
+    if (this.images().inVolume(volume).length === 0) this.dropVolume(volume);
     this.log.info({ fsid: img.fsid, mountpoint: mp }, 'unmounted');
+  }
+
+  /**
+   * Deletes the cache files of a volume nothing uses any more. The volume is
+   * released at umount (a domain when its last image goes), so the kernel
+   * holds none of these files; it would recreate them on the next mount.
+   */
+  private dropVolume(volume: string): void {
+    if (!this.cacheDir) return;
+    const dir = path.join(this.cacheDir, 'cache', `Ierofs,${volume}`);
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, dir }, 'cannot remove the cache files of an unused volume');
+    }
   }
 }

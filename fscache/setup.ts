@@ -39,6 +39,7 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
   const pidFile = path.join(dir, 'workers.json');
   const stored = sdListenFds().find((f) => f.name === FDSTORE_NAME);
   const fromWorker = stored ? null : await takeFdFrom(takeoverPath);
+  const cacheDir = cfg.fscache.cache_dir || path.join(cfg.root, 'cache');
   let devFd: number;
   if (stored) {
     devFd = stored.fd;
@@ -55,7 +56,6 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
     } catch (err) {
       return fail(`cannot open ${cfg.fscache.device}: ${(err as Error).message}`);
     }
-    const cacheDir = cfg.fscache.cache_dir || path.join(cfg.root, 'cache');
     try {
       fs.mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
       bindDevice(devFd, cacheDir, cfg.fscache.tag);
@@ -81,6 +81,6 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
     takeoverPath,
   });
   supervisor.start();
-  const mounter = new Mounter(images, path.join(cfg.root, 'fscache', 'images'), log);
+  const mounter = new Mounter(images, path.join(cfg.root, 'fscache', 'images'), log, cacheDir);
   return { supervisor, mounter };
 }

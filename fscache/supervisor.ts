@@ -32,10 +32,11 @@ interface Worker {
   startedAt: number;
   activatedAt?: number;
   ready: Promise<void>;
+  /** its code loaded: a later death is a kill or a crash, not a failed start */
+  loaded: boolean;
   pending: Map<number, (r: ControlReply) => void>;
 }
 
-const FAST_CRASH_MS = 2000;
 const MAX_BACKOFF_MS = 30_000;
 
 export class FscacheSupervisor {
@@ -43,7 +44,8 @@ export class FscacheSupervisor {
   private standby: Worker | undefined;
   private stopping = false;
   private nextId = 1;
-  private fastCrashes = 0;
+  /** workers in a row that died before they were ready: a crash loop, not a kill */
+  private failedStarts = 0;
   private timer: NodeJS.Timeout | undefined;
   /** how many times a worker was (re)activated; for status and tests */
   activations = 0;
@@ -89,6 +91,7 @@ export class FscacheSupervisor {
       control,
       ctrlFd: mine,
       startedAt: Date.now(),
+      loaded: false,
       ready: new Promise((r) => (resolveReady = r)),
       pending: new Map(),
     };
@@ -96,7 +99,10 @@ export class FscacheSupervisor {
       control,
       (m) => {
         const msg = m as WorkerEvent | ControlReply;
-        if ('event' in msg && msg.event === 'ready') resolveReady();
+        if ('event' in msg && msg.event === 'loaded') {
+          w.loaded = true;
+          this.failedStarts = 0;
+        } else if ('event' in msg && msg.event === 'ready') resolveReady();
         else if ('id' in msg) {
           w.pending.get(msg.id)?.(msg);
           w.pending.delete(msg.id);
@@ -148,17 +154,20 @@ export class FscacheSupervisor {
     if (w === this.standby) {
       this.standby = undefined;
       this.o.log.warn({ pid: w.proc.pid, code, signal }, 'standby fscache worker exited; starting another');
-      this.schedule(() => this.refillStandby(), this.backoff());
+      if (!w.loaded) this.failedStarts++;
+      this.schedule(() => this.refillStandby(), w.loaded ? 0 : this.backoff());
       return;
     }
     if (w !== this.active) return;
     const lived = Date.now() - (w.activatedAt ?? w.startedAt);
-    this.fastCrashes = lived < FAST_CRASH_MS ? this.fastCrashes + 1 : 0;
+    // A worker that dies after loading (killed, crashed) is replaced at once;
+    // only workers that never loaded count towards backing off.
+    if (!w.loaded) this.failedStarts++;
     this.active = undefined;
     this.o.log.warn({ pid: w.proc.pid, code, signal, livedMs: lived }, 'fscache worker exited; failing over');
     const next = this.standby;
     this.standby = undefined;
-    const delay = this.fastCrashes > 5 ? this.backoff() : 0;
+    const delay = this.failedStarts > 3 ? this.backoff() : 0;
     this.schedule(() => {
       this.activate(next && next.proc.exitCode === null && next.proc.signalCode === null ? next : this.spawnWorker());
       this.refillStandby();
@@ -171,7 +180,7 @@ export class FscacheSupervisor {
   }
 
   private backoff(): number {
-    return Math.min(MAX_BACKOFF_MS, 100 * 2 ** Math.min(this.fastCrashes, 10));
+    return Math.min(MAX_BACKOFF_MS, 100 * 2 ** Math.min(this.failedStarts, 10));
   }
 
   private schedule(fn: () => void, ms: number): void {

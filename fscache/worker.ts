@@ -4,6 +4,7 @@
 // then re-sends what the previous worker left unanswered, and re-OPENs
 // objects on demand), and serves. Its only state is rebuilt from OPENs and
 // the metadata database.
+import fs from 'node:fs';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { recvFds } from '../native';
@@ -24,6 +25,8 @@ export interface WorkerOptions {
 }
 
 export async function runWorker(o: WorkerOptions): Promise<void> {
+  // Loaded: from here on a death is a kill or a crash, not a worker that cannot start.
+  fs.writeSync(o.controlFd, JSON.stringify({ event: 'loaded', pid: process.pid }) + '\n');
   // Blocks until lazysnapd hands the device over: a standby worker waits here, fully loaded.
   const got = recvFds(o.controlFd, 16, 4);
   if (got.data.length === 0) {

@@ -21,12 +21,13 @@ if [ ! -c /dev/cachefiles ]; then
   minor=$(awk '$2 == "cachefiles" {print $1}' /proc/misc)
   [ -n "$minor" ] && mknod /dev/cachefiles c 10 "$minor"
 fi
-# cachefiles needs a cache dir with xattrs: ext4 on a loop file in guest RAM.
+# cachefiles needs a cache dir with xattrs: ext4 on a loop file in guest RAM;
+# discard hands deleted cache files back to RAM (the loop file is on tmpfs).
 if [ "${LS_FSCACHE_MB:-256}" != 0 ]; then
   mkdir -p /run/fscache
   truncate -s "${LS_FSCACHE_MB:-256}M" /run/fscache.img
   mkfs.ext4 -q -F -O ^has_journal /run/fscache.img >/dev/null 2>&1 &&
-    mount -o loop /run/fscache.img /run/fscache && export FSCACHE_DIR=/run/fscache
+    mount -o loop,discard /run/fscache.img /run/fscache && export FSCACHE_DIR=/run/fscache
 fi
 
 ( . "$LS_RUN/env.sh"; cd "$LS_CWD" && . "$LS_RUN/cmd.sh" ) </dev/null >"$LS_RUN/out" 2>"$LS_RUN/err"

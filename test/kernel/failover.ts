@@ -84,10 +84,15 @@ async function main() {
   assert.ok(imageMiB >= 256, `image is ${imageMiB.toFixed(0)} MiB`);
   const dir = guestDir('failover');
   const root = path.join(dir, 'root');
+  // The log goes to the host's disk, so it survives the guest for a post-mortem.
+  const logPath = path.join(WORK, 'lazysnapd.log');
+  fs.rmSync(logPath, { force: true });
+  process.stderr.write(`lazysnapd log: ${logPath}\n`);
   const d = await startLazysnapd({
     root,
+    logPath,
     address: path.join(dir, 'snap.sock'),
-    config: `root = "${root}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'failover')}"\n`,
+    config: `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'failover')}"\n`,
   });
   const cli = async (...a: string[]) => (await runOk(process.execPath, [CLI, ...a, '--address', d.address], { timeoutMs: 300_000 })).stdout;
   const workerPid = async () => JSON.parse(await cli('status', '--json')).worker.pid as number;

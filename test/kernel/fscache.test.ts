@@ -57,8 +57,11 @@ test('an image made by mkfs.erofs, mounted through fscache: every file matches i
   assert.ok(s.worker.objects.length >= 1, 'the worker holds the object');
   assert.equal(s.worker.stats.readsFailed, 0);
   assert.ok(s.worker.stats.bytesWritten >= 6 << 20);
+  const volumeDir = path.join(cacheDir, 'cache', `Ierofs,${s.mounts[0].fsid}`);
+  assert.ok(fs.existsSync(volumeDir), `cache files under ${volumeDir}`);
   await cli('umount', mnt);
   assert.equal((await status()).mounts.length, 0);
+  assert.ok(!fs.existsSync(volumeDir), 'umount removes the cache files of the unused volume');
 });
 
 test('the upstream nydus fixture through the device table: every file read, every chunk verified', async () => {
