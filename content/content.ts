@@ -6,7 +6,7 @@
 
 export const PAGE = 4096;
 
-/** Writes one aligned piece of the blob at its offset (into the cache file). */
+/** Writes one aligned piece of the blob at its offset (into the cache file); the buffer is the sink's afterwards. */
 export type RangeSink = (off: number, data: Buffer) => Promise<void>;
 
 /** Allocates a zeroed buffer suitable for the sink (page-aligned for direct I/O). */

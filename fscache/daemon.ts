@@ -13,6 +13,7 @@ const EIO = 5;
 /** The syscalls the daemon makes: /dev/cachefiles commands, and I/O on anon fds. */
 export interface DeviceIO {
   command(line: string): void;
+  /** Writes buf at off; buf is the device's afterwards (it may be reused). */
   pwrite(fd: number, buf: Buffer, off: number): Promise<void>;
   readComplete(fd: number, msgId: number): void;
   close(fd: number): void;

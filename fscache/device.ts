@@ -2,7 +2,7 @@
 // and binds it, reads messages when it is readable, and implements DeviceIO
 // with the native addon (aligned pwrite, READ_COMPLETE ioctl).
 import fs from 'node:fs';
-import { allocAligned, FdPoller, ioctlReadComplete, pwriteAll } from '../native';
+import { allocAligned, FdPoller, ioctlReadComplete, pwriteAllSync } from '../native';
 import type { DeviceIO } from './daemon';
 import { MSG_MAX_SIZE, Message, ProtocolError, cmd, parseMessage } from './protocol';
 
@@ -26,10 +26,31 @@ export function bindDevice(fd: number, cacheDir: string, tag: string): void {
   writeCommand(fd, cmd.bindOndemand());
 }
 
+/** Free aligned buffers by size, so steady-state READs allocate nothing. */
+class BufferPool {
+  private readonly free = new Map<number, Buffer[]>();
+  private held = 0;
+  constructor(private readonly maxBytes: number) {}
+  take(size: number): Buffer {
+    const b = this.free.get(size)?.pop();
+    if (!b) return allocAligned(size, 4096);
+    this.held -= size;
+    return b.fill(0);
+  }
+  give(b: Buffer): void {
+    if (this.held + b.length > this.maxBytes) return;
+    let list = this.free.get(b.length);
+    if (!list) this.free.set(b.length, (list = []));
+    list.push(b);
+    this.held += b.length;
+  }
+}
+
 export class CachefilesDevice implements DeviceIO {
   private poller: FdPoller | undefined;
   private readonly buf = Buffer.alloc(MSG_MAX_SIZE);
-  readonly alloc = (size: number) => allocAligned(size, 4096);
+  private readonly pool = new BufferPool(64 << 20);
+  readonly alloc = (size: number) => this.pool.take(size);
 
   constructor(readonly fd: number) {}
 
@@ -37,8 +58,12 @@ export class CachefilesDevice implements DeviceIO {
     writeCommand(this.fd, line);
   }
 
+  // Synchronous: a write into the local cache file takes well under a
+  // millisecond, less than handing it to the threadpool and back.
+  // The buffer belongs to the device once written (the DeviceIO contract), so it is reused.
   async pwrite(fd: number, buf: Buffer, off: number): Promise<void> {
-    await pwriteAll(fd, buf, off);
+    pwriteAllSync(fd, buf, off);
+    this.pool.give(buf);
   }
 
   readComplete(fd: number, msgId: number): void {

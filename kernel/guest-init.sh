@@ -12,7 +12,7 @@ mkdir -p /dev/pts /dev/shm
 [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs -o mode=755 tmpfs /run    # unix sockets do not work on hostfs
+mount -t tmpfs -o mode=755,size=90% tmpfs /run    # unix sockets do not work on hostfs; the cache fs lives here too
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 ip link set lo up 2>/dev/null || busybox ifconfig lo 127.0.0.1 up 2>/dev/null
 

@@ -74,6 +74,7 @@ async function baseline(img: string, cacheRoot: string, dir: string): Promise<{ 
   await runOk('umount', [mnt]);
   d.kill('SIGTERM');
   await new Promise((res) => d.once('exit', res));
+  fs.rmSync(cache, { recursive: true, force: true }); // give the guest's RAM back
   const reads = Number(/reads=(\d+)/.exec(out)?.[1] ?? NaN);
   return { mbps: r.bytes / MB / r.seconds, rps: reads / r.seconds, reads };
 }
@@ -92,6 +93,7 @@ async function main() {
   const root = path.join(dir, 'root');
   const d = await startLazysnapd({
     root,
+    logPath: path.join(WORK, 'lazysnapd.log'),
     address: path.join(dir, 'snap.sock'),
     config: `root = "${root}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'bench-l')}"\n`,
   });
