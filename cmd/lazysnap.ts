@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_TOML, loadConfig } from '../config/config';
 import { FormatError } from '../image/errors';
 import { inspect } from './inspect';
+import { convertCommand, ConvertCliOptions } from './convert';
 import { AdminClient, AdminError, DEFAULT_ADDRESS } from './admin-client';
 
 const program = new Command('lazysnap').description('lazysnap command-line tool').exitOverride();
@@ -78,6 +79,21 @@ program
     for (const m of s.mounts as { fsid: string; domain: string; mountpoint: string }[]) {
       process.stdout.write(`  ${m.mountpoint}  fsid=${m.fsid}${m.domain ? ` domain=${m.domain}` : ''}\n`);
     }
+  });
+
+program
+  .command('convert <src> <dst>')
+  .description('convert an OCI image (oci:DIR[:TAG], a layout path, or docker://HOST/REPO:TAG) into a nydus RAFS v6 image at DST')
+  .option('--chunk-size <size>', 'chunk size, a power of two from 4KiB to 16MiB', '1MiB')
+  .option('--level <n>', 'zstd level for chunks', '3')
+  .option('--workers <n>', 'zstd worker threads (0: compress on the main thread, the fastest here)', '0')
+  .option('--user <user:pass>', 'registry credentials (Basic, or for a Bearer token)')
+  .option('--plain-http', 'use http:// for registries (automatic for localhost and 127.0.0.1)')
+  .option('--platform <os/arch>', 'platform to pick from an image index', 'linux/amd64')
+  .option('--tmp-dir <dir>', 'staging directory for registry destinations')
+  .option('--json', 'print the result as JSON')
+  .action(async (src: string, dst: string, opts: ConvertCliOptions) => {
+    process.exitCode = await convertCommand(src, dst, opts);
   });
 
 function fail(err: unknown): never {

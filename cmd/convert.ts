@@ -1,0 +1,89 @@
+// `lazysnap convert SRC DST`: OCI image → nydus RAFS v6 image. A progress bar
+// on a TTY, otherwise one line per layer (logs stay readable).
+import { MultiBar, Presets, SingleBar } from 'cli-progress';
+import { convert, ConvertOptions, DEFAULT_CHUNK_SIZE } from '../image/convert';
+
+export interface ConvertCliOptions {
+  chunkSize?: string;
+  level?: string;
+  workers?: string;
+  user?: string;
+  plainHttp?: boolean;
+  platform?: string;
+  tmpDir?: string;
+  json?: boolean;
+}
+
+const KNOWN = new Set(['LayerError', 'ImageError', 'TreeError', 'TreeBuildError', 'XattrError', 'FormatError', 'TarFormatError', 'RangeError']);
+const short = (d: string) => d.replace(/^sha256:/, '').slice(0, 12);
+const mb = (n: number) => (n / 1e6).toFixed(1);
+
+/** "1048576", "1M", "1MiB", "512K", "4KiB" → bytes */
+export function parseSize(s: string): number {
+  const m = /^(\d+)\s*(k|m|ki|mi)?b?$/i.exec(s.trim());
+  if (!m) throw new Error(`bad size "${s}"`);
+  const unit = (m[2] ?? '').toLowerCase();
+  return parseInt(m[1], 10) * (unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1 << 20 : 1);
+}
+
+export async function convertCommand(src: string, dst: string, o: ConvertCliOptions): Promise<number> {
+  const tty = process.stderr.isTTY === true;
+  let multi: MultiBar | undefined;
+  let bar: SingleBar | undefined;
+  const opts: ConvertOptions = {
+    chunkSize: o.chunkSize ? parseSize(o.chunkSize) : DEFAULT_CHUNK_SIZE,
+    level: o.level ? parseInt(o.level, 10) : 3,
+    workers: o.workers !== undefined ? parseInt(o.workers, 10) : 0,
+    user: o.user,
+    plainHttp: o.plainHttp,
+    platform: o.platform,
+    tmpDir: o.tmpDir,
+    warn: (m) => (multi ? multi.log(`warning: ${m}\n`) : process.stderr.write(`warning: ${m}\n`)),
+    onLayerStart: (i, n, d) => {
+      if (!tty) return;
+      multi ??= new MultiBar({ format: ' {name} [{bar}] {percentage}% | {value}/{total} MB', clearOnComplete: false, hideCursor: true }, Presets.shades_classic);
+      bar = multi.create(Math.max(1, Math.round(d.size / 1e6)), 0, { name: `layer ${i + 1}/${n} ${short(d.digest)}` });
+    },
+    onLayerBytes: (_i, bytes) => bar?.update(Math.round(bytes / 1e6)),
+    onLayerDone: (i, n, d, r) => {
+      bar?.update(bar.getTotal());
+      const s = r.stats;
+      const b = r.blob;
+      const line =
+        `layer ${i + 1}/${n} ${d.digest}: ${mb(s.compressedBytes)} MB in, ${s.entries} entries, ${s.files} files, ${mb(s.fileBytes)} MB data → ` +
+        (b
+          ? `blob ${short(b.id)} ${mb(b.entry.compressedSize)} MB (${b.stats.chunks} chunks, ${b.stats.dedupHits} dedup, ${b.stats.holes} holes, ${b.stats.rawChunks} stored raw)`
+          : 'no blob (no file data)') +
+        ` in ${r.seconds.toFixed(2)} s`;
+      if (multi) {
+        multi.log(line + '\n');
+        multi.update(); // render now: the log is only flushed on a redraw
+      } else process.stderr.write(line + '\n');
+    },
+  };
+  let r;
+  try {
+    r = await convert(src, dst, opts);
+  } catch (e) {
+    // input problems get a one-line message; anything else keeps its stack
+    const err = e as Error;
+    if (!KNOWN.has(err.name) && !(err as { code?: string }).code?.startsWith('E')) throw e;
+    multi?.stop();
+    process.stderr.write(`lazysnap convert: ${err.message}\n`);
+    return 1;
+  } finally {
+    multi?.stop();
+  }
+  if (o.json) {
+    process.stdout.write(JSON.stringify({ manifest: r.manifest, blobs: r.blobs, bootstrap: r.bootstrap, bootstrapSize: r.bootstrapSize, seconds: r.seconds }, null, 2) + '\n');
+  } else {
+    process.stdout.write(
+      `converted ${r.source} → ${r.dest}\n` +
+        `  manifest ${r.manifest.digest}\n` +
+        r.blobs.map((b) => `  blob ${b.digest} ${b.size} bytes\n`).join('') +
+        `  bootstrap ${r.bootstrap.digest} (image.boot ${r.bootstrapSize} bytes)\n` +
+        `  ${mb(r.inputBytes)} MB in (${mb(r.uncompressedBytes)} MB uncompressed) in ${r.seconds.toFixed(2)} s: ${mb(r.uncompressedBytes / r.seconds)} MB/s\n`,
+    );
+  }
+  return 0;
+}

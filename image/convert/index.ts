@@ -1,0 +1,211 @@
+// `lazysnap convert`: an OCI image → a nydus RAFS v6 image. Each layer is
+// streamed once into its data blob and a layer tree; the trees are merged with
+// overlay semantics into one bootstrap; then the bootstrap layer, config and
+// manifest are written and everything is published to DST in one step.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { BlobResult, BlobWriter, ChunkCompressor, HOLE, InlineCompressor } from '../blob/writer';
+import { encodeChunkIndex, encodeHoleIndex, writeRafsBootstrap } from '../erofs/writer-rafs';
+import type { WriterNode } from '../erofs/writer';
+import { LayerStats, applyLayer } from './layer';
+import {
+  BlobLayer,
+  blobDescriptor,
+  bootstrapDescriptor,
+  bootstrapLayer,
+  manifestDescriptor,
+  nydusConfig,
+  nydusManifest,
+} from './manifest';
+import { emptyRoot, mergeLayer } from './merge';
+import { Descriptor, ImageDest, ImageError, ImageSource, LayoutDest, LayoutSource, parseLayoutRef, parsePlatform } from './oci';
+import { CompressorPool } from './pool';
+import { RegistryDest, RegistryOptions, RegistrySource, parseRegistryRef } from './registry';
+import { LayerBlob, LayerTree, Node } from './tree';
+
+export const DEFAULT_CHUNK_SIZE = 1 << 20;
+
+export interface ConvertOptions extends RegistryOptions {
+  chunkSize?: number;
+  /** zstd level for chunks */
+  level?: number;
+  /** compression threads (0: compress on the main thread) */
+  workers?: number;
+  /** os/arch[/variant] to pick from an index */
+  platform?: string;
+  /** staging directory root for registry destinations */
+  tmpDir?: string;
+  warn?(msg: string): void;
+  /** called as each layer starts, progresses and ends */
+  onLayerStart?(i: number, n: number, d: Descriptor): void;
+  onLayerBytes?(i: number, bytes: number): void;
+  onLayerDone?(i: number, n: number, d: Descriptor, r: LayerReport): void;
+}
+
+export interface LayerReport {
+  source: Descriptor;
+  stats: LayerStats;
+  blob: BlobResult | null;
+  /** blob index this layer's data went to (-1: no data) */
+  blobIndex: number;
+  seconds: number;
+}
+
+export interface ConvertResult {
+  source: string;
+  dest: string;
+  manifest: Descriptor;
+  layers: LayerReport[];
+  blobs: Descriptor[];
+  bootstrap: Descriptor;
+  bootstrapSize: number;
+  inputBytes: number;
+  uncompressedBytes: number;
+  seconds: number;
+}
+
+export function openSource(s: string, opts: ConvertOptions): ImageSource {
+  const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
+  const layout = parseLayoutRef(s);
+  if (layout) return new LayoutSource(layout, platform);
+  const reg = parseRegistryRef(s);
+  if (reg) return new RegistrySource(reg, opts, platform);
+  throw new ImageError(`cannot tell what "${s}" is: use oci:DIR[:TAG], a path, or docker://HOST/REPO:TAG`);
+}
+
+export function openDest(s: string, opts: ConvertOptions): ImageDest {
+  const layout = parseLayoutRef(s);
+  if (layout) return new LayoutDest(layout);
+  const reg = parseRegistryRef(s);
+  if (reg) return new RegistryDest(reg, opts, opts.tmpDir);
+  throw new ImageError(`cannot tell what "${s}" is: use oci:DIR[:TAG], a path, or docker://HOST/REPO:TAG`);
+}
+
+/** The 8-byte chunk indexes of a file, from its layer blob's chunk offsets. */
+function chunkIndexes(node: WriterNode): Buffer {
+  const n = node as Node;
+  const chunks = n.data?.chunks ?? new Int32Array(0);
+  const out = Buffer.alloc(chunks.length * 8);
+  chunks.forEach((ci, i) => {
+    if (ci === HOLE) encodeHoleIndex(out, i * 8);
+    else {
+      const b = n.data!.blob!;
+      encodeChunkIndex(out, i * 8, b.index, ci, b.uOffsets[ci] / 4096);
+    }
+  });
+  return out;
+}
+
+function seconds(t0: bigint): number {
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+export async function convert(src: string, dst: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
+  const t0 = process.hrtime.bigint();
+  const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  const warn = opts.warn ?? ((m: string) => process.stderr.write(`warning: ${m}\n`));
+  const source = openSource(src, opts);
+  const dest = openDest(dst, opts);
+  const image = await source.resolve();
+  const layers = image.manifest.layers;
+  if (layers.length === 0) throw new ImageError(`${source.name}: the image has no layers`);
+  if (image.config.rootfs.diff_ids.length !== layers.length) {
+    warn(`${source.name}: config lists ${image.config.rootfs.diff_ids.length} diff_ids for ${layers.length} layers; not checking them`);
+  }
+  // in-thread by default: per-chunk postMessage costs about what the worker saves (see bench/convert)
+  const workers = opts.workers ?? 0;
+  const stage = await dest.stage();
+  const blobDir = path.join(stage, 'blobs', 'sha256');
+  const compressor: ChunkCompressor = workers > 0 ? new CompressorPool(workers, opts.level ?? 3) : new InlineCompressor(opts.level ?? 3);
+  try {
+    const merged = emptyRoot();
+    const reports: LayerReport[] = [];
+    const blobs: BlobResult[] = [];
+    for (let i = 0; i < layers.length; i++) {
+      const d = layers[i];
+      const lt0 = process.hrtime.bigint();
+      opts.onLayerStart?.(i, layers.length, d);
+      const layerBlob: LayerBlob = { index: -1, uOffsets: [] };
+      const writer = await BlobWriter.create(path.join(blobDir, `.partial-${i}`), { chunkSize, compressor, inflight: workers > 0 ? 16 : 1 });
+      const tree = new LayerTree(merged);
+      let stats: LayerStats;
+      let blob: BlobResult | null;
+      try {
+        stats = await applyLayer(d, await source.blob(d), tree, writer, layerBlob, chunkSize, {
+          diffId: image.config.rootfs.diff_ids.length === layers.length ? image.config.rootfs.diff_ids[i] : undefined,
+          warn,
+          onBytes: (n) => opts.onLayerBytes?.(i, n),
+        });
+        blob = await writer.finish();
+      } catch (e) {
+        await writer.abort();
+        throw e;
+      }
+      mergeLayer(merged, tree.root);
+      let blobIndex = -1;
+      if (blob) {
+        // identical layers give identical blobs: one device serves both
+        blobIndex = blobs.findIndex((b) => b.id === blob!.id);
+        if (blobIndex < 0) {
+          blobIndex = blobs.length;
+          blob.entry.blobIndex = blobIndex;
+          blobs.push(blob);
+          blob.path = path.join(blobDir, blob.id);
+        }
+        await fs.rename(path.join(blobDir, `.partial-${i}`), path.join(blobDir, blob.id));
+        layerBlob.index = blobIndex;
+        layerBlob.uOffsets = blob.uOffsets;
+      }
+      const report: LayerReport = { source: d, stats, blob, blobIndex, seconds: seconds(lt0) };
+      reports.push(report);
+      opts.onLayerDone?.(i, layers.length, d, report);
+    }
+    if (blobs.length > 254) throw new ImageError(`${blobs.length} data blobs: nydus allows at most 254`);
+
+    const boot = writeRafsBootstrap(merged, {
+      chunkSize,
+      blobs: blobs.map((b) => b.entry),
+      chunkIndexes,
+      ...buildTime(image.config),
+    });
+    const bootLayer = bootstrapLayer(boot);
+    const blobLayers: BlobLayer[] = blobs.map((b) => ({ id: b.id, size: b.entry.compressedSize }));
+    const config = nydusConfig(image.config, blobLayers, bootLayer);
+    const manifest = nydusManifest(config, blobLayers, bootLayer);
+    const tag = dest instanceof LayoutDest ? (dest.ref.tag ?? 'latest') : undefined;
+    const mdesc = manifestDescriptor(manifest, image.platform, tag);
+    const configDesc = JSON.parse(manifest.toString()).config as Descriptor;
+    await fs.writeFile(path.join(blobDir, configDesc.digest.slice(7)), config);
+    await fs.writeFile(path.join(blobDir, bootLayer.digest.slice(7)), bootLayer.bytes);
+    await fs.writeFile(path.join(blobDir, mdesc.digest.slice(7)), manifest);
+    const pushed = [...blobLayers.map(blobDescriptor), bootstrapDescriptor(bootLayer), configDesc];
+    await dest.commit(pushed, manifest, mdesc);
+    return {
+      source: source.name,
+      dest: dest.name,
+      manifest: mdesc,
+      layers: reports,
+      blobs: blobLayers.map(blobDescriptor),
+      bootstrap: bootstrapDescriptor(bootLayer),
+      bootstrapSize: boot.length,
+      inputBytes: reports.reduce((n, r) => n + r.stats.compressedBytes, 0),
+      uncompressedBytes: reports.reduce((n, r) => n + r.stats.uncompressedBytes, 0),
+      seconds: seconds(t0),
+    };
+  } catch (e) {
+    await dest.abort();
+    throw e;
+  } finally {
+    await compressor.close();
+  }
+}
+
+/** build_time from the config's "created" (deterministic: derived from the input), else 0. */
+function buildTime(config: { created?: unknown }): { buildTime: number; buildTimeNsec: number } {
+  if (typeof config.created !== 'string') return { buildTime: 0, buildTimeNsec: 0 };
+  const m = /^(.*?)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/.exec(config.created);
+  const ms = Date.parse(m ? m[1] + m[3] : config.created);
+  if (!Number.isFinite(ms) || ms < 0) return { buildTime: 0, buildTimeNsec: 0 };
+  const nsec = m?.[2] ? parseInt(m[2].slice(0, 9).padEnd(9, '0'), 10) : 0;
+  return { buildTime: Math.floor(ms / 1000), buildTimeNsec: nsec };
+}
