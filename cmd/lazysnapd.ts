@@ -45,6 +45,7 @@ async function main(argv: string[]) {
   const sn = Snapshotter.open(cfg.root, log);
   const images = () => sn.store.fscacheImages;
   const fscache = await startFscache(cfg, images, log);
+  sn.lazy = fscache.lazy;
   const admin = adminHandlers({
     mounter: fscache.mounter,
     supervisor: fscache.supervisor,

@@ -19,6 +19,8 @@ export interface Config {
     /** the cachefiles cache dir; needs xattrs (ext4, xfs); "" = <root>/cache */
     cache_dir: string;
     tag: string;
+    /** shared fscache domain_id for images pulled through containerd ("" = one volume per image) */
+    domain: string;
     /** keep a loaded standby worker so failover is a handover, not a process start */
     standby_worker: boolean;
   };
@@ -37,6 +39,7 @@ enabled = "auto"           # "auto" (when /dev/cachefiles exists), true, false
 device = "/dev/cachefiles"
 cache_dir = ""             # "" = <root>/cache; must support xattrs (ext4, xfs)
 tag = "lazysnap"
+domain = "lazysnap"        # images share blobs (and their cache) in this domain; "" = none
 standby_worker = true
 `;
 
@@ -48,7 +51,7 @@ const SHAPE: Shape = {
   root: 'string',
   address: 'string',
   log: { level: 'string' },
-  fscache: { enabled: 'string|boolean', device: 'string', cache_dir: 'string', tag: 'string', standby_worker: 'boolean' },
+  fscache: { enabled: 'string|boolean', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean' },
 };
 
 function check(obj: Record<string, unknown>, shape: Shape, where: string) {
@@ -85,6 +88,7 @@ export function parseConfig(text: string): Config {
     throw new ConfigError(`"fscache.enabled" must be true, false or "auto", got ${JSON.stringify(cfg.fscache.enabled)}`);
   }
   if (!/^[A-Za-z0-9._-]{1,32}$/.test(cfg.fscache.tag)) throw new ConfigError(`"fscache.tag" must be 1-32 characters of [A-Za-z0-9._-]`);
+  if (cfg.fscache.domain && !/^[A-Za-z0-9._-]{1,64}$/.test(cfg.fscache.domain)) throw new ConfigError(`"fscache.domain" must be 1-64 characters of [A-Za-z0-9._-]`);
   if (cfg.fscache.cache_dir && !cfg.fscache.cache_dir.startsWith('/')) throw new ConfigError(`"fscache.cache_dir" must be an absolute path`);
   if (!LOG_LEVELS.includes(cfg.log.level)) {
     throw new ConfigError(`"log.level" must be one of ${LOG_LEVELS.join(', ')}, got "${cfg.log.level}"`);

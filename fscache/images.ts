@@ -10,6 +10,10 @@ export interface FscacheImage {
   blobsDir: string;
   mountpoint: string | null;
   createdUs: number;
+  /** the image reference its blobs are fetched from ('' = local blobs only) */
+  imageRef: string;
+  /** the bootstrap snapshot this mount serves, for images pulled through containerd */
+  snapshotId: number | null;
 }
 
 interface Row {
@@ -19,6 +23,8 @@ interface Row {
   blobs_dir: string;
   mountpoint: string | null;
   created_us: number;
+  image_ref: string;
+  snapshot_id: number | null;
 }
 
 const fromRow = (r: Row): FscacheImage => ({
@@ -28,15 +34,22 @@ const fromRow = (r: Row): FscacheImage => ({
   blobsDir: r.blobs_dir,
   mountpoint: r.mountpoint,
   createdUs: r.created_us,
+  imageRef: r.image_ref,
+  snapshotId: r.snapshot_id,
 });
 
 export class FscacheImages {
   constructor(private readonly db: Database.Database) {}
 
-  add(img: Omit<FscacheImage, 'createdUs' | 'mountpoint'>): void {
+  add(img: Omit<FscacheImage, 'createdUs' | 'mountpoint' | 'imageRef' | 'snapshotId'> & { imageRef?: string; snapshotId?: number }): void {
     this.db
-      .prepare('INSERT INTO fscache_images (fsid, domain, bootstrap, blobs_dir, created_us) VALUES (?, ?, ?, ?, ?)')
-      .run(img.fsid, img.domain, img.bootstrap, img.blobsDir, nowUs());
+      .prepare('INSERT INTO fscache_images (fsid, domain, bootstrap, blobs_dir, image_ref, snapshot_id, created_us) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(img.fsid, img.domain, img.bootstrap, img.blobsDir, img.imageRef ?? '', img.snapshotId ?? null, nowUs());
+  }
+
+  bySnapshot(snapshotId: number): FscacheImage | undefined {
+    const r = this.db.prepare<[number], Row>('SELECT * FROM fscache_images WHERE snapshot_id = ?').get(snapshotId);
+    return r && fromRow(r);
   }
 
   setMountpoint(fsid: string, mountpoint: string | null): void {

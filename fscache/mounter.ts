@@ -22,6 +22,9 @@ export interface MountSpec {
   blobsDir?: string;
   domain?: string;
   fsid?: string;
+  /** where the blobs are fetched from, for images pulled through containerd */
+  imageRef?: string;
+  snapshotId?: number;
 }
 
 const NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
@@ -58,7 +61,8 @@ export class Mounter {
     const bootstrap = path.join(dir, 'image.boot');
     fs.writeFileSync(`${bootstrap}.tmp`, buf);
     fs.renameSync(`${bootstrap}.tmp`, bootstrap);
-    this.images().add({ fsid, domain, bootstrap, blobsDir: path.resolve(spec.blobsDir ?? path.dirname(source)) });
+    const blobsDir = spec.imageRef && !spec.blobsDir ? '' : path.resolve(spec.blobsDir ?? path.dirname(source));
+    this.images().add({ fsid, domain, bootstrap, blobsDir, imageRef: spec.imageRef, snapshotId: spec.snapshotId });
     const opts = domain ? `domain_id=${domain},fsid=${fsid}` : `fsid=${fsid}`;
     try {
       await exec('mount', ['-t', 'erofs', '-o', `ro,${opts}`, 'none', mountpoint], { timeout: MOUNT_TIMEOUT_MS });
@@ -88,6 +92,16 @@ export class Mounter {
     const volume = img.domain || img.fsid;
     if (this.images().inVolume(volume).length === 0) this.dropVolume(volume);
     this.log.info({ fsid: img.fsid, mountpoint: mp }, 'unmounted');
+  }
+
+  /** Unregisters an image that is not mounted (any more). */
+  async forget(fsid: string): Promise<void> {
+    const img = this.images().get(fsid);
+    if (!img) return;
+    this.images().remove(fsid);
+    fs.rmSync(path.join(this.imagesDir, fsid), { recursive: true, force: true });
+    const volume = img.domain || img.fsid;
+    if (this.images().inVolume(volume).length === 0) this.dropVolume(volume);
   }
 
   /**

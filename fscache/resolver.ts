@@ -11,23 +11,29 @@ import { NydusBlobContent } from '../content/nydusblob';
 import { DataBlob } from '../image/blob/datablob';
 import { FileSource } from '../image/blob/source';
 import { COMPAT_RAFS_V6, EROFS_SUPER_OFFSET } from '../image/erofs/superblock';
-import { Bootstrap } from '../image/rafs/bootstrap';
+import { BlobEntry, Bootstrap } from '../image/rafs/bootstrap';
 import { FscacheImage, FscacheImages } from './images';
 
 const MAX_CACHED = 256;
+
+/** Opens a blob that lives in a registry (the fetcher provides it). */
+export type RemoteBlobOpener = (img: FscacheImage, entry: BlobEntry, tableDigests: Buffer[] | null) => Promise<BlobContent>;
 
 export class MetadataResolver implements ContentResolver {
   private readonly cache = new Map<string, Promise<BlobContent>>();
   private readonly bootstraps = new Map<string, Bootstrap | null>();
   private readonly images: FscacheImages;
 
-  constructor(private readonly db: Database.Database) {
+  constructor(
+    private readonly db: Database.Database,
+    private readonly remote?: RemoteBlobOpener,
+  ) {
     this.images = new FscacheImages(db);
   }
 
   /** Opens lazysnapd's metadata read-only. */
-  static open(dbPath: string): MetadataResolver {
-    return new MetadataResolver(new Database(dbPath, { readonly: true, fileMustExist: true }));
+  static open(dbPath: string, remote?: RemoteBlobOpener): MetadataResolver {
+    return new MetadataResolver(new Database(dbPath, { readonly: true, fileMustExist: true }), remote);
   }
 
   close(): void {
@@ -64,6 +70,11 @@ export class MetadataResolver implements ContentResolver {
       const i = bs.devices.findIndex((d) => d.tag === tag);
       if (i < 0) return null;
       const entry = bs.blobs[i];
+      if (!img.blobsDir) {
+        if (!img.imageRef) return null;
+        if (!this.remote) throw new Error(`blob ${entry.blobId} of ${img.imageRef} is in a registry, and no fetcher is configured`);
+        return this.remote(img, entry, bs.chunkTableDigests(i));
+      }
       const file = path.join(img.blobsDir, entry.blobId);
       const blob = await DataBlob.open(entry, await FileSource.open(file, `blob ${entry.blobId}`), bs.chunkTableDigests(i));
       return new NydusBlobContent(blob);

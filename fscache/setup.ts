@@ -11,6 +11,7 @@ import { bindDevice, openDevice } from './device';
 import { Mounter } from './mounter';
 import { FscacheSupervisor } from './supervisor';
 import { previousWorkers, retireWorkers, takeFdFrom } from './takeover';
+import { SnapshotMounts } from './lazy-mounts';
 import type { FscacheImages } from './images';
 
 export const FDSTORE_NAME = 'cachefiles';
@@ -20,6 +21,8 @@ export class FscacheSetupError extends Error {}
 export interface Fscache {
   supervisor?: FscacheSupervisor;
   mounter?: Mounter;
+  /** lazy mounts for snapshots above a nydus bootstrap layer */
+  lazy?: SnapshotMounts;
   /** why fscache is off, when it is */
   disabledReason?: string;
 }
@@ -82,5 +85,6 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
   });
   supervisor.start();
   const mounter = new Mounter(images, path.join(cfg.root, 'fscache', 'images'), log, cacheDir);
-  return { supervisor, mounter };
+  const lazy = new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log);
+  return { supervisor, mounter, lazy };
 }

@@ -61,9 +61,9 @@ export function snapshotsHandlers(sn: Snapshotter, log: Logger): grpc.UntypedSer
     };
 
   return {
-    Prepare: unary('Prepare', (r: w.PrepareSnapshotRequest) => ({ mounts: sn.prepare(r.key, r.parent, r.labels ?? {}) })),
-    View: unary('View', (r: w.ViewSnapshotRequest) => ({ mounts: sn.view(r.key, r.parent, r.labels ?? {}) })),
-    Mounts: unary('Mounts', (r: w.KeyRequest) => ({ mounts: sn.mounts(r.key) })),
+    Prepare: unary('Prepare', async (r: w.PrepareSnapshotRequest) => ({ mounts: await sn.prepare(r.key, r.parent, r.labels ?? {}) })),
+    View: unary('View', async (r: w.ViewSnapshotRequest) => ({ mounts: await sn.view(r.key, r.parent, r.labels ?? {}) })),
+    Mounts: unary('Mounts', async (r: w.KeyRequest) => ({ mounts: await sn.mounts(r.key) })),
     Commit: unary('Commit', async (r: w.CommitSnapshotRequest) => {
       await sn.commit(r.name, r.key, r.labels ?? {});
       return {};

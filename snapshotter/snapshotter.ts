@@ -15,10 +15,23 @@ import { matches, parseFilters } from './filters';
 import { MetaStore } from './storage/metastore';
 import { validateLabels } from './storage/snapshots';
 import { diskUsage } from './usage';
+import { LABEL, bootstrapIn, nydusLayer } from './remote';
+import { alreadyExists, failedPrecondition } from './errors';
+
+/** Lazy images: where the EROFS of a bootstrap layer is mounted (fscache). */
+export interface LazyMounts {
+  /** Mounts (once) the image whose bootstrap sits in snapshot `snapshotId`; resolves to its mountpoint. */
+  ensure(snapshotId: number, bootstrapFile: string, labels: Labels): Promise<string>;
+  /** The bootstrap snapshot is being removed: unmount its image. */
+  release(snapshotId: number): Promise<void>;
+}
 
 export class Snapshotter implements Layout {
   readonly snapshotsDir: string;
   readonly indexOff: boolean;
+
+  /** Set when fscache is available: nydus images are then served lazily. */
+  lazy: LazyMounts | undefined;
 
   private constructor(
     readonly root: string,
@@ -49,16 +62,63 @@ export class Snapshotter implements Layout {
     return path.join(this.snapshotsDir, String(id), 'work');
   }
 
-  prepare(key: string, parent: string, labels: Labels): Mount[] {
-    return mountsFor(this.create(Kind.Active, key, parent, labels), this);
+  async prepare(key: string, parent: string, labels: Labels): Promise<Mount[]> {
+    const target = labels[LABEL.snapshotRef];
+    if (nydusLayer(labels) === 'blob' && target) {
+      if (this.lazy) this.commitRemote(key, target, parent, labels);
+      this.log.warn({ key, target }, 'nydus blob layer, but fscache is off: it cannot be served lazily');
+    }
+    return this.mountsOf(this.create(Kind.Active, key, parent, labels));
   }
 
-  view(key: string, parent: string, labels: Labels): Mount[] {
-    return mountsFor(this.create(Kind.View, key, parent, labels), this);
+  async view(key: string, parent: string, labels: Labels): Promise<Mount[]> {
+    return this.mountsOf(this.create(Kind.View, key, parent, labels));
   }
 
-  mounts(key: string): Mount[] {
-    return mountsFor(this.store.view((tx) => tx.get(key)), this);
+  async mounts(key: string): Promise<Mount[]> {
+    return this.mountsOf(this.store.view((tx) => tx.get(key)));
+  }
+
+  /**
+   * A nydus data blob layer is committed without its content, which stays in
+   * the registry; containerd then finds it by its snapshot.ref label and
+   * parent (List) and skips the download. Always throws AlreadyExists, the
+   * answer containerd expects.
+   */
+  private commitRemote(key: string, target: string, parent: string, labels: Labels): never {
+    // Names are per namespace: the same chainID may have different parents in two namespaces.
+    const name = `${key.split('/')[0]}/remote/${target}`;
+    if (!this.store.view((tx) => tx.exists(name))) {
+      const td = fs.mkdtempSync(path.join(this.snapshotsDir, 'new-'));
+      try {
+        fs.mkdirSync(path.join(td, 'fs'));
+        fs.chmodSync(path.join(td, 'fs'), 0o755);
+        this.store.update((tx) => {
+          const s = tx.createCommitted(name, parent, labels);
+          const final = path.join(this.snapshotsDir, String(s.id));
+          fs.rmSync(final, { recursive: true, force: true });
+          fs.renameSync(td, final);
+        });
+      } catch (err) {
+        fs.rmSync(td, { recursive: true, force: true });
+        throw err;
+      }
+      this.log.info({ name, layer: labels[LABEL.layerDigest] }, 'committed a nydus blob layer without downloading it');
+    }
+    throw alreadyExists(`remote snapshot ${target}`);
+  }
+
+  /** Mounts of s; above a nydus bootstrap layer, that layer and the blobs below it are one EROFS mount. */
+  private async mountsOf(s: Snapshot): Promise<Mount[]> {
+    if (!this.lazy) return mountsFor(s, this);
+    for (let i = 0; i < s.parentIds.length; i++) {
+      const boot = bootstrapIn(this.upper(s.parentIds[i]));
+      if (!boot) continue;
+      const [layer] = this.store.view((tx) => tx.chain([s.parentIds[i]]));
+      const mountpoint = await this.lazy.ensure(layer.id, boot, layer.labels);
+      return mountsFor(s, this, [...s.parentIds.slice(0, i).map((id) => this.upper(id)), mountpoint]);
+    }
+    return mountsFor(s, this);
   }
 
   // Synchronous from mkdtemp to rename, so Cleanup (same event loop) never
@@ -105,6 +165,12 @@ export class Snapshotter implements Layout {
   }
 
   async remove(key: string): Promise<void> {
+    if (this.lazy) {
+      // The image's EROFS goes before the bootstrap layer does; a failed umount keeps the snapshot.
+      const { id } = this.store.view((tx) => tx.usage(key));
+      if (this.store.view((tx) => tx.hasChildren(key))) throw failedPrecondition(`cannot remove snapshot ${key} with child`);
+      if (bootstrapIn(this.upper(id))) await this.lazy.release(id);
+    }
     const { id } = this.store.update((tx) => tx.remove(key));
     const dir = path.join(this.snapshotsDir, String(id));
     const doomed = path.join(this.snapshotsDir, `rm-${id}`);

@@ -34,4 +34,10 @@ export const migrations: string[] = [
   );
   CREATE INDEX fscache_images_domain ON fscache_images(domain);
   `,
+  `
+  -- Where a lazily mounted image's blobs live in a registry (its
+  -- cri.image-ref), and the bootstrap snapshot it belongs to, if any.
+  ALTER TABLE fscache_images ADD COLUMN image_ref TEXT NOT NULL DEFAULT '';
+  ALTER TABLE fscache_images ADD COLUMN snapshot_id INTEGER;
+  `,
 ];

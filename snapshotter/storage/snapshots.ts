@@ -107,6 +107,33 @@ export class SnapshotTx {
     return { id, kind, parentIds: parentRow ? [parentRow.id, ...this.parentIds(parentRow)] : [] };
   }
 
+  /**
+   * A committed snapshot created directly, for a remote layer whose content
+   * is never downloaded: what Prepare + Commit would leave, in one step.
+   */
+  createCommitted(name: string, parent: string, labels: Labels): Snapshot {
+    const s = this.create(Kind.Active, name, parent, labels);
+    this.q.commit.run({ id: s.id, name, kind: Kind.Committed, now: nowUs(), size: 0, inodes: 0 });
+    return { ...s, kind: Kind.Committed };
+  }
+
+  exists(key: string): boolean {
+    return this.q.byKey.get(key) !== undefined;
+  }
+
+  hasChildren(key: string): boolean {
+    return this.q.hasChild.get(this.row(key).id) !== undefined;
+  }
+
+  /** Ids and keys of a chain, nearest first, with their labels: for finding a bootstrap layer. */
+  chain(ids: number[]): { id: number; key: string; labels: Labels }[] {
+    return ids.map((id) => {
+      const r = this.q.byId.get(id);
+      if (!r) throw notFound(`snapshot id ${id}`);
+      return { id, key: r.key, labels: this.labelsOf(id) };
+    });
+  }
+
   /** An active or view snapshot, for Mounts. */
   get(key: string): Snapshot {
     const r = this.row(key);

@@ -27,7 +27,7 @@ const code = (c: status) => (e: unknown) => e instanceof SnapshotError && e.code
 const dirs = () => fs.readdirSync(sn.snapshotsDir).sort();
 
 test('prepare, commit, view: kinds, parents, directories', async () => {
-  sn.prepare('a', '', { l: 'v' });
+  await sn.prepare('a', '', { l: 'v' });
   assert.equal(sn.stat('a').kind, Kind.Active);
   assert.equal((fs.statSync(path.join(sn.snapshotsDir, '1', 'fs')).mode & 0o777), 0o755);
   assert.equal((fs.statSync(path.join(sn.snapshotsDir, '1', 'work')).mode & 0o777), 0o711);
@@ -37,27 +37,27 @@ test('prepare, commit, view: kinds, parents, directories', async () => {
   assert.deepEqual(A.labels, { c: '1' }, 'commit replaces labels, as containerd does');
   assert.throws(() => sn.stat('a'), code(status.NOT_FOUND));
   assert.ok(!fs.existsSync(path.join(sn.snapshotsDir, '1', 'work')));
-  const m = sn.view('v', 'A', {});
+  const m = await sn.view('v', 'A', {});
   assert.deepEqual(m, [{ type: 'bind', source: path.join(sn.snapshotsDir, '1', 'fs'), options: ['ro', 'rbind'] }]);
   assert.equal(sn.stat('v').parent, 'A');
   assert.equal(sn.stat('v').kind, Kind.View);
   assert.ok(!fs.existsSync(path.join(sn.snapshotsDir, '2', 'work')), 'views have no work dir');
-  assert.deepEqual(sn.mounts('v'), m);
-  assert.throws(() => sn.mounts('A'), code(status.FAILED_PRECONDITION));
+  assert.deepEqual(await sn.mounts('v'), m);
+  await assert.rejects(sn.mounts('A'), code(status.FAILED_PRECONDITION));
 });
 
 test('error codes follow containerd errdefs', async () => {
-  sn.prepare('a', '', {});
-  assert.throws(() => sn.prepare('a', '', {}), code(status.ALREADY_EXISTS));
-  assert.throws(() => sn.prepare('b', 'missing', {}), code(status.NOT_FOUND));
-  assert.throws(() => sn.prepare('b', 'a', {}), code(status.INVALID_ARGUMENT), 'parent must be committed');
-  assert.throws(() => sn.prepare('', '', {}), code(status.INVALID_ARGUMENT));
-  assert.throws(() => sn.prepare('big', '', { k: 'x'.repeat(4096) }), code(status.INVALID_ARGUMENT));
+  await sn.prepare('a', '', {});
+  await assert.rejects(sn.prepare('a', '', {}), code(status.ALREADY_EXISTS));
+  await assert.rejects(sn.prepare('b', 'missing', {}), code(status.NOT_FOUND));
+  await assert.rejects(sn.prepare('b', 'a', {}), code(status.INVALID_ARGUMENT), 'parent must be committed');
+  await assert.rejects(sn.prepare('', '', {}), code(status.INVALID_ARGUMENT));
+  await assert.rejects(sn.prepare('big', '', { k: 'x'.repeat(4096) }), code(status.INVALID_ARGUMENT));
   await assert.rejects(sn.commit('A', 'missing', {}), code(status.NOT_FOUND));
   await sn.commit('A', 'a', {});
-  sn.prepare('a2', 'A', {});
+  await sn.prepare('a2', 'A', {});
   await assert.rejects(sn.commit('A', 'a2', {}), code(status.ALREADY_EXISTS));
-  sn.view('v', 'A', {});
+  await sn.view('v', 'A', {});
   await assert.rejects(sn.commit('V', 'v', {}), code(status.FAILED_PRECONDITION), 'only active snapshots commit');
   await assert.rejects(sn.remove('A'), code(status.FAILED_PRECONDITION), 'a snapshot with children stays');
   await assert.rejects(sn.remove('nope'), code(status.NOT_FOUND));
@@ -67,8 +67,8 @@ test('error codes follow containerd errdefs', async () => {
   assert.deepEqual(dirs(), ['1', '2', '3']);
 });
 
-test('update: whole label set, single labels, immutable fields', () => {
-  sn.prepare('a', '', { x: '1', y: '2' });
+test('update: whole label set, single labels, immutable fields', async () => {
+  await sn.prepare('a', '', { x: '1', y: '2' });
   const before = sn.stat('a');
   const base = { ...before, labels: { x: '9', z: '3' } };
   assert.deepEqual(sn.update(base, ['labels.x']).labels, { x: '9', y: '2' });
@@ -84,7 +84,7 @@ test('update: whole label set, single labels, immutable fields', () => {
 });
 
 test('list filters, remove and usage', async () => {
-  sn.prepare('a', '', {});
+  await sn.prepare('a', '', {});
   fs.writeFileSync(path.join(sn.upper(1), 'f'), Buffer.alloc(10000, 1));
   fs.mkdirSync(path.join(sn.upper(1), 'd'));
   fs.linkSync(path.join(sn.upper(1), 'f'), path.join(sn.upper(1), 'd', 'hardlink'));
@@ -93,7 +93,7 @@ test('list filters, remove and usage', async () => {
   assert.ok(u.size >= 10000 + 2 * 4096, `size ${u.size}`);
   await sn.commit('A', 'a', { 'containerd.io/snapshot.ref': 'sha256:x' });
   assert.deepEqual(await sn.usage('A'), u, 'usage is frozen at commit');
-  sn.prepare('b', 'A', {});
+  await sn.prepare('b', 'A', {});
   assert.deepEqual(sn.list([]).map((i) => i.name), ['A', 'b']);
   assert.deepEqual(sn.list(['kind==active']).map((i) => i.name), ['b']);
   assert.deepEqual(sn.list(['labels."containerd.io/snapshot.ref"==sha256:x,parent==""']).map((i) => i.name), ['A']);
@@ -105,19 +105,19 @@ test('list filters, remove and usage', async () => {
 });
 
 test('state survives a reopen; ids are never reused', async () => {
-  sn.prepare('a', '', { k: 'v' });
+  await sn.prepare('a', '', { k: 'v' });
   await sn.commit('A', 'a', {});
-  sn.prepare('b', 'A', {});
+  await sn.prepare('b', 'A', {});
   await sn.remove('b');
   sn.close();
   sn = Snapshotter.open(path.join(root, 'state'), log);
   assert.deepEqual(sn.stat('A').labels, {});
-  sn.prepare('c', 'A', {});
+  await sn.prepare('c', 'A', {});
   assert.deepEqual(dirs(), ['1', '3']);
 });
 
 test('cleanup removes what a crash can leave, and nothing else', async () => {
-  sn.prepare('a', '', {});
+  await sn.prepare('a', '', {});
   await sn.commit('A', 'a', {});
   fs.writeFileSync(path.join(sn.upper(1), 'keep'), 'x');
   // the leftovers of a kill -9: a create before its transaction, a remove after its transaction
@@ -129,9 +129,9 @@ test('cleanup removes what a crash can leave, and nothing else', async () => {
   assert.equal(fs.readFileSync(path.join(sn.upper(1), 'keep'), 'utf8'), 'x');
 });
 
-test('a create that reuses the id of an orphaned directory replaces it', () => {
+test('a create that reuses the id of an orphaned directory replaces it', async () => {
   // a crash between rename and commit leaves dir "1" that the DB never recorded
   fs.mkdirSync(path.join(sn.snapshotsDir, '1', 'fs', 'stale'), { recursive: true });
-  sn.prepare('a', '', {});
+  await sn.prepare('a', '', {});
   assert.deepEqual(fs.readdirSync(sn.upper(1)), []);
 });

@@ -1,0 +1,72 @@
+// LazyMounts over fscache: the image whose bootstrap a snapshot holds is
+// mounted once, at <root>/mounts/<snapshot id>, with an fsid derived from the
+// snapshot, in the configured shared domain (so a blob used by two images is
+// fetched once). Its blobs come from the registry named by cri.image-ref.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { LazyMounts } from '../snapshotter/snapshotter';
+import type { Labels } from '../snapshotter/info';
+import { LABEL } from '../snapshotter/remote';
+import type { FscacheImages } from './images';
+import { Mounter } from './mounter';
+
+export class SnapshotMounts implements LazyMounts {
+  /** ensure() calls in flight per snapshot: two Prepares on one image mount it once */
+  private readonly pending = new Map<number, Promise<string>>();
+
+  constructor(
+    private readonly mounter: Mounter,
+    private readonly images: () => FscacheImages,
+    private readonly mountsDir: string,
+    private readonly domain: string,
+    private readonly log: Logger,
+  ) {}
+
+  ensure(snapshotId: number, bootstrapFile: string, labels: Labels): Promise<string> {
+    let p = this.pending.get(snapshotId);
+    if (!p) {
+      p = this.mount(snapshotId, bootstrapFile, labels).finally(() => this.pending.delete(snapshotId));
+      this.pending.set(snapshotId, p);
+    }
+    return p;
+  }
+
+  private async mount(snapshotId: number, bootstrapFile: string, labels: Labels): Promise<string> {
+    const mountpoint = path.join(this.mountsDir, String(snapshotId));
+    const known = this.images().bySnapshot(snapshotId);
+    if (known?.mountpoint && isMounted(known.mountpoint)) return known.mountpoint;
+    if (known) {
+      // Registered but not mounted (a reboot, or a crash between the two): start over.
+      await this.mounter.forget(known.fsid);
+    }
+    const imageRef = labels[LABEL.imageRef] ?? '';
+    if (!imageRef) {
+      this.log.error({ snapshotId }, 'nydus bootstrap layer without a cri.image-ref label: its blobs cannot be located');
+    }
+    fs.mkdirSync(mountpoint, { recursive: true, mode: 0o700 });
+    const img = await this.mounter.mount({
+      bootstrap: bootstrapFile,
+      mountpoint,
+      fsid: `lazysnap-snap-${snapshotId}`,
+      domain: this.domain || undefined,
+      imageRef,
+      snapshotId,
+    });
+    this.log.info({ snapshotId, fsid: img.fsid, imageRef }, 'image mounted lazily');
+    return mountpoint;
+  }
+
+  async release(snapshotId: number): Promise<void> {
+    const img = this.images().bySnapshot(snapshotId);
+    if (!img) return;
+    if (img.mountpoint && isMounted(img.mountpoint)) await this.mounter.umount(img.mountpoint);
+    else await this.mounter.forget(img.fsid);
+    fs.rmSync(path.join(this.mountsDir, String(snapshotId)), { recursive: true, force: true });
+  }
+}
+
+export function isMounted(dir: string): boolean {
+  const text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  return text.split('\n').some((l) => l.split(' ')[4] === dir);
+}

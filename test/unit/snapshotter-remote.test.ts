@@ -1,0 +1,104 @@
+// Nydus images in the snapshotter: blob layers committed without content,
+// and snapshots above a bootstrap layer mounted through LazyMounts.
+import { test, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { status } from '@grpc/grpc-js';
+import { Snapshotter, LazyMounts } from '../../snapshotter/snapshotter';
+import { SnapshotError } from '../../snapshotter/errors';
+import { Kind, Labels } from '../../snapshotter/info';
+import { LABEL } from '../../snapshotter/remote';
+import { matches, parseFilters } from '../../snapshotter/filters';
+
+let root: string;
+let sn: Snapshotter;
+let calls: string[] = [];
+
+class FakeLazy implements LazyMounts {
+  async ensure(id: number, file: string, labels: Labels) {
+    calls.push(`ensure ${id} ${path.relative(sn.snapshotsDir, file)} ${labels[LABEL.imageRef] ?? ''}`);
+    return `/lazy/${id}`;
+  }
+  async release(id: number) {
+    calls.push(`release ${id}`);
+  }
+}
+
+beforeEach(() => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-remote-'));
+  sn = Snapshotter.open(path.join(root, 'state'), pino({ level: 'silent' }));
+  sn.lazy = new FakeLazy();
+  calls = [];
+});
+afterEach(() => {
+  sn.close();
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+const blobLabels = (chain: string, digest: string): Labels => ({
+  [LABEL.snapshotRef]: chain,
+  [LABEL.nydusBlob]: 'true',
+  [LABEL.imageRef]: '127.0.0.1:5001/test/app:1',
+  [LABEL.layerDigest]: digest,
+});
+const isCode = (c: status) => (e: unknown) => e instanceof SnapshotError && e.code === c;
+
+test('a nydus blob layer is committed without content and answered with AlreadyExists', async () => {
+  await assert.rejects(sn.prepare('default/1/extract-1 sha256:c1', '', blobLabels('sha256:c1', 'sha256:l1')), isCode(status.ALREADY_EXISTS));
+  await assert.rejects(
+    sn.prepare('default/3/extract-2 sha256:c2', 'default/remote/sha256:c1', blobLabels('sha256:c2', 'sha256:l2')),
+    isCode(status.ALREADY_EXISTS),
+  );
+  // what containerd looks up next (formats.md §1.5)
+  const f = parseFilters(['labels."containerd.io/snapshot.ref"==sha256:c2,parent=="default/remote/sha256:c1"']);
+  const found = sn.list([]).filter((i) => matches(f, i));
+  assert.equal(found.length, 1);
+  assert.equal(found[0].kind, Kind.Committed);
+  assert.equal(found[0].labels[LABEL.layerDigest], 'sha256:l2');
+  // the same layer again (another pull): AlreadyExists, nothing new
+  await assert.rejects(sn.prepare('default/5/extract-3 sha256:c1', '', blobLabels('sha256:c1', 'sha256:l1')), isCode(status.ALREADY_EXISTS));
+  assert.equal(sn.list([]).length, 2);
+  // in another namespace the same chain is its own snapshot
+  await assert.rejects(sn.prepare('k8s.io/9/extract-4 sha256:c1', '', blobLabels('sha256:c1', 'sha256:l1')), isCode(status.ALREADY_EXISTS));
+  assert.equal(sn.list([]).length, 3);
+});
+
+test('above a bootstrap layer, the image is one lazy EROFS mount; removing the layer releases it', async () => {
+  await assert.rejects(sn.prepare('default/1/x sha256:c1', '', blobLabels('sha256:c1', 'sha256:l1')));
+  const blob = 'default/remote/sha256:c1';
+  // the bootstrap layer: unpacked by containerd as usual
+  const bootLabels = { [LABEL.nydusBootstrap]: 'true', [LABEL.imageRef]: '127.0.0.1:5001/test/app:1' };
+  const m = await sn.prepare('default/2/extract-b', blob, bootLabels);
+  assert.ok(m[0].options.includes(`lowerdir=${path.join(sn.snapshotsDir, '1', 'fs')}`), 'unpacked over the (empty) blob layer, as usual');
+  const bootId = 2;
+  fs.mkdirSync(path.join(sn.upper(bootId), 'image'));
+  fs.writeFileSync(path.join(sn.upper(bootId), 'image', 'image.boot'), 'bootstrap');
+  await sn.commit('default/2/sha256:boot', 'default/2/extract-b', bootLabels);
+  assert.equal(calls.length, 0);
+
+  const c = await sn.prepare('default/3/container', 'default/2/sha256:boot', {});
+  assert.deepEqual(calls, [`ensure ${bootId} 2/fs/image/image.boot 127.0.0.1:5001/test/app:1`]);
+  assert.equal(c[0].type, 'overlay');
+  assert.ok(c[0].options.includes('lowerdir=/lazy/2'), c[0].options.join(' '));
+  assert.ok(c[0].options.some((o) => o.startsWith('upperdir=')));
+  assert.deepEqual(await sn.mounts('default/3/container'), c);
+  const v = await sn.view('default/4/view', 'default/2/sha256:boot', {});
+  assert.deepEqual(v, [{ type: 'bind', source: '/lazy/2', options: ['ro', 'rbind'] }]);
+
+  await assert.rejects(sn.remove('default/2/sha256:boot'), isCode(status.FAILED_PRECONDITION));
+  assert.ok(!calls.includes(`release ${bootId}`), 'not released while children exist');
+  await sn.remove('default/3/container');
+  await sn.remove('default/4/view');
+  await sn.remove('default/2/sha256:boot');
+  assert.equal(calls.at(-1), `release ${bootId}`);
+});
+
+test('without fscache, nydus layers are plain layers (and say so in the log)', async () => {
+  sn.lazy = undefined;
+  const m = await sn.prepare('default/1/x', '', blobLabels('sha256:c1', 'sha256:l1'));
+  assert.equal(m[0].type, 'bind');
+  assert.equal(sn.stat('default/1/x').kind, Kind.Active);
+});
