@@ -1,10 +1,13 @@
 #!/usr/bin/env node
 // lazysnap: the command-line tool for operators.
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_TOML, loadConfig } from '../config/config';
 import { FormatError } from '../image/errors';
 import { inspect } from './inspect';
+import { isLayoutRef, openNydusLayout } from '../image/nydus-layout';
 import { convertCommand, ConvertCliOptions } from './convert';
 import { AdminClient, AdminError, DEFAULT_ADDRESS } from './admin-client';
 
@@ -44,17 +47,31 @@ const withClient = async <T>(address: string, fn: (c: AdminClient) => Promise<T>
 };
 
 program
-  .command('mount <bootstrap> <dir>')
-  .description("mount an image's rootfs read-only through the running lazysnapd (EROFS over fscache)")
-  .option('--blobs <dir>', 'directory holding the data blobs (default: the bootstrap\'s directory)')
+  .command('mount <image> <dir>')
+  .description("mount an image's rootfs read-only through the running lazysnapd (EROFS over fscache); IMAGE is a bootstrap file or a converted image in an OCI layout (oci:DIR[:TAG])")
+  .option('--blobs <dir>', "directory holding the data blobs (default: the bootstrap's directory, or the layout's blobs)")
   .option('--domain <id>', 'shared fscache domain_id: blobs used by several images are fetched once')
   .option('--fsid <id>', 'fscache fsid (default: derived from the image and the mountpoint)')
   .option('--address <socket>', 'lazysnapd socket', DEFAULT_ADDRESS)
-  .action(async (bootstrap: string, dir: string, o: { blobs?: string; domain?: string; fsid?: string; address: string }) => {
-    const r = await withClient(o.address, (c) =>
-      c.mount({ bootstrap: path.resolve(bootstrap), mountpoint: path.resolve(dir), blobs_dir: o.blobs ? path.resolve(o.blobs) : '', domain: o.domain ?? '', fsid: o.fsid ?? '' }),
-    );
-    process.stdout.write(`mounted ${dir} (fsid ${r.fsid}${r.domain ? `, domain ${r.domain}` : ''})\n`);
+  .action(async (image: string, dir: string, o: { blobs?: string; domain?: string; fsid?: string; address: string }) => {
+    let bootstrap = path.resolve(image);
+    let blobs = o.blobs ? path.resolve(o.blobs) : '';
+    let tmp: string | undefined;
+    if (isLayoutRef(image)) {
+      const img = await openNydusLayout(image);
+      tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-mount-'));
+      bootstrap = path.join(tmp, 'image.boot');
+      fs.writeFileSync(bootstrap, img.bootstrap); // lazysnapd keeps its own copy
+      blobs ||= img.blobsDir;
+    }
+    try {
+      const r = await withClient(o.address, (c) =>
+        c.mount({ bootstrap, mountpoint: path.resolve(dir), blobs_dir: blobs, domain: o.domain ?? '', fsid: o.fsid ?? '' }),
+      );
+      process.stdout.write(`mounted ${dir} (fsid ${r.fsid}${r.domain ? `, domain ${r.domain}` : ''})\n`);
+    } finally {
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 
 program

@@ -59,4 +59,12 @@ test('a converted two-layer image through fscache equals umoci unpack of the ori
   const cookies = new Set(s.worker.objects.map((o: { cookie: string }) => o.cookie));
   for (const f of n.blobFiles) assert.ok(cookies.has(path.basename(f)), `blob ${path.basename(f)} was opened by its tag`);
   await runOk(process.execPath, [CLI, 'umount', mnt, '--address', d.address]);
+
+  // The same image mounted straight from its OCI layout: the CLI finds the bootstrap layer and the blobs.
+  await runOk(process.execPath, [CLI, 'mount', `oci:${out}:nydus`, mnt, '--address', d.address]);
+  assert.deepEqual(diffTrees(want, await dumpTree(mnt)), []);
+  await runOk(process.execPath, [CLI, 'umount', mnt, '--address', d.address]);
+  const notNydus = await run(process.execPath, [CLI, 'mount', `oci:${layoutDir}:${ref}`, mnt, '--address', d.address]);
+  assert.equal(notNydus.code, 1);
+  assert.match(notNydus.stderr, /not a nydus bootstrap .*convert it first/);
 });
