@@ -24,6 +24,15 @@ export interface Config {
     /** keep a loaded standby worker so failover is a handover, not a process start */
     standby_worker: boolean;
   };
+  /** where lazy images' blobs are fetched from */
+  registry: {
+    /** containerd's registry config_path: <dir>/<host>/hosts.toml (mirrors, CAs, plain HTTP) */
+    config_path: string;
+    /** docker's config.json: auths and credential helpers */
+    docker_config: string;
+    /** http:// for hosts without hosts.toml (loopback registries always use it) */
+    plain_http: boolean;
+  };
 }
 
 /** The embedded defaults: lazysnapd runs with no config file at all. */
@@ -41,6 +50,11 @@ cache_dir = ""             # "" = <root>/cache; must support xattrs (ext4, xfs)
 tag = "lazysnap"
 domain = "lazysnap"        # images share blobs (and their cache) in this domain; "" = none
 standby_worker = true
+
+[registry]
+config_path = "/etc/containerd/certs.d"   # hosts.toml per registry host, as containerd reads it
+docker_config = "/root/.docker/config.json"
+plain_http = false
 `;
 
 export class ConfigError extends Error {}
@@ -52,6 +66,7 @@ const SHAPE: Shape = {
   address: 'string',
   log: { level: 'string' },
   fscache: { enabled: 'string|boolean', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean' },
+  registry: { config_path: 'string', docker_config: 'string', plain_http: 'boolean' },
 };
 
 function check(obj: Record<string, unknown>, shape: Shape, where: string) {
@@ -83,7 +98,8 @@ export function parseConfig(text: string): Config {
   const base = parse(DEFAULT_CONFIG_TOML) as unknown as Config;
   const log = { ...base.log, ...((doc.log as object) ?? {}) };
   const fscache = { ...base.fscache, ...((doc.fscache as object) ?? {}) };
-  const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache };
+  const registry = { ...base.registry, ...((doc.registry as object) ?? {}) };
+  const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry };
   if (cfg.fscache.enabled !== true && cfg.fscache.enabled !== false && cfg.fscache.enabled !== 'auto') {
     throw new ConfigError(`"fscache.enabled" must be true, false or "auto", got ${JSON.stringify(cfg.fscache.enabled)}`);
   }

@@ -82,6 +82,7 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
     standby: cfg.fscache.standby_worker,
     pidFile,
     takeoverPath,
+    registry: { hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http },
   });
   supervisor.start();
   const mounter = new Mounter(images, path.join(cfg.root, 'fscache', 'images'), log, cacheDir);

@@ -23,6 +23,14 @@ export interface SupervisorOptions {
   pidFile?: string;
   /** the active worker serves the device fd here to a restarted lazysnapd */
   takeoverPath?: string;
+  /** registry settings for blobs fetched lazily (JSON in the worker's environment) */
+  registry?: WorkerRegistryConfig;
+}
+
+export interface WorkerRegistryConfig {
+  hostsDir: string;
+  dockerConfig: string;
+  plainHttp: boolean;
 }
 
 interface Worker {
@@ -81,7 +89,7 @@ export class FscacheSupervisor {
     const args = [this.workerJs, this.o.dbPath, ...(this.o.takeoverPath ? [this.o.takeoverPath] : [])];
     const proc = spawn(process.execPath, args, {
       stdio: ['ignore', 'inherit', 'inherit', theirs],
-      env: { ...process.env, LAZYSNAP_LOG_LEVEL: this.o.logLevel ?? 'info' },
+      env: { ...process.env, LAZYSNAP_LOG_LEVEL: this.o.logLevel ?? 'info', LAZYSNAP_REGISTRY: JSON.stringify(this.o.registry ?? {}) },
     });
     fs.closeSync(theirs);
     const control = new net.Socket({ fd: mine, readable: true, writable: true });

@@ -12,7 +12,9 @@ import { CachefilesDevice } from './device';
 import { FscacheDaemon } from './daemon';
 import { ControlRequest, HANDOVER_BYTE, onJsonLines, sendJson } from './control';
 import { cmd } from './protocol';
-import { MetadataResolver } from './resolver';
+import { MetadataResolver, RemoteBlobOpener } from './resolver';
+import { BlobFetcher, dockerConfigCredentials, parseImageRef } from '../fetcher';
+import type { WorkerRegistryConfig } from './supervisor';
 import { serveTakeover } from './takeover';
 
 export interface WorkerOptions {
@@ -22,6 +24,25 @@ export interface WorkerOptions {
   takeoverPath?: string;
   log: Logger;
   readAttempts?: number;
+}
+
+/** Blobs of images pulled through containerd come from their registry, through one fetcher per worker. */
+function remoteOpener(o: WorkerOptions): RemoteBlobOpener {
+  let fetcher: BlobFetcher | undefined;
+  const reg: Partial<WorkerRegistryConfig> = JSON.parse(process.env.LAZYSNAP_REGISTRY || '{}');
+  return async (img, entry, tableDigests) => {
+    fetcher ??= new BlobFetcher({
+      registry: {
+        hostsDir: reg.hostsDir,
+        plainHttp: reg.plainHttp,
+        credentials: dockerConfigCredentials({ path: reg.dockerConfig }),
+        log: o.log,
+      },
+      log: o.log,
+    });
+    const ref = parseImageRef(img.imageRef);
+    return fetcher.open({ host: ref.host, repo: ref.repo, entry, tableDigests });
+  };
 }
 
 export async function runWorker(o: WorkerOptions): Promise<void> {
@@ -37,7 +58,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     throw new Error(`bad handover message (${got.data.length} bytes, ${got.fds.length} fds)`);
   }
   const devFd = got.fds[0];
-  const resolver = MetadataResolver.open(o.dbPath);
+  const resolver = MetadataResolver.open(o.dbPath, remoteOpener(o));
   const device = new CachefilesDevice(devFd);
   const daemon = new FscacheDaemon(device, resolver, o.log, { readAttempts: o.readAttempts ?? 4, retryDelayMs: 50 });
 

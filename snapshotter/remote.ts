@@ -34,38 +34,3 @@ export function bootstrapIn(upperDir: string): string | null {
   const p = path.join(upperDir, BOOTSTRAP_IN_LAYER);
   return fs.existsSync(p) ? p : null;
 }
-
-export interface ImageRef {
-  host: string;
-  repository: string;
-  /** tag or digest, as given */
-  reference: string;
-}
-
-/** Parses "host[:port]/repo/path[:tag|@digest]" the way containerd's reference docker does, Docker Hub included. */
-export function parseImageRef(ref: string): ImageRef {
-  let rest = ref;
-  let reference = 'latest';
-  const at = rest.indexOf('@');
-  if (at >= 0) {
-    reference = rest.slice(at + 1);
-    rest = rest.slice(0, at);
-  } else {
-    const colon = rest.lastIndexOf(':');
-    if (colon > rest.lastIndexOf('/')) {
-      reference = rest.slice(colon + 1);
-      rest = rest.slice(0, colon);
-    }
-  }
-  const slash = rest.indexOf('/');
-  const first = slash < 0 ? '' : rest.slice(0, slash);
-  const isHost = first.includes('.') || first.includes(':') || first === 'localhost';
-  let host = isHost ? first : 'docker.io';
-  let repository = isHost ? rest.slice(slash + 1) : rest;
-  if (host === 'docker.io' && !repository.includes('/')) repository = `library/${repository}`;
-  if (host === 'index.docker.io') host = 'docker.io';
-  if (!repository || !/^[a-z0-9]+([._-][a-z0-9]+)*(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/.test(repository)) {
-    throw new Error(`"${ref}" is not a valid image reference`);
-  }
-  return { host, repository, reference };
-}

@@ -1,0 +1,435 @@
+// BlobContent for a nydus data blob in a registry (formats.md §2.6): a
+// kernel READ's window is mapped to chunks (binary search), widened to
+// `amplify` bytes with the chunks that follow it, missing chunks are merged
+// into Range GETs of at most `maxMerge` compressed bytes run concurrently
+// through the per-host scheduler, and each chunk is decompressed straight
+// into the caller's aligned buffer and digest-checked. A chunk that fails
+// its digest (or arrives short) is refetched; after `verifyAttempts` the
+// fill rejects: wrong bytes are never written.
+//
+// Presence: a chunk written through a sink is "present". Widening and
+// prefetch skip present chunks. A chunk inside the kernel's window is always
+// delivered, present or not (the kernel asks only for holes, so a READ over
+// a present chunk means the cache file lost it — e.g. culled and re-created —
+// and skipping it would fail the reader with EIO); `trustPresence` restores
+// nydus's behaviour of skipping them. Recently fetched compressed chunks are
+// kept (cacheBytes) so such re-deliveries and races cost no GET.
+import type { Logger } from 'pino';
+import { Allocator, BlobContent, RangeSink, alignUp, fillWindow } from '../content/content';
+import type { ChunkInfo } from '../image/blob/chunkinfo';
+import { DataBlob } from '../image/blob/datablob';
+import { FormatError } from '../image/errors';
+import type { BlobEntry } from '../image/rafs/bootstrap';
+import { Prefetch, PrefetchOptions } from './prefetch';
+import { ChunkPresence, PresenceBitmap, markRange } from './presence';
+import { Run, chunkSpan, coalesce, deliveryRanges, splitRange, widen } from './planner';
+import type { Repository } from './registry/client';
+import { AbortedError, IntegrityError } from './registry/errors';
+import { FetchScheduler, Priority } from './scheduler';
+import { RangeReader, RegistryBlobSource, rangeReaderOf } from './source';
+
+export interface ChunkFetcherOptions {
+  /** widen reads to at least this many uncompressed bytes (default 1 MiB; 0 = whole chunks only) */
+  amplify?: number;
+  /** most compressed bytes in one Range GET (default 4 MiB) */
+  maxMerge?: number;
+  /** largest buffer handed to a sink in one call (default 4 MiB; a bigger chunk gets its own) */
+  maxPiece?: number;
+  /** fetch-and-verify attempts per chunk (default 3) */
+  verifyAttempts?: number;
+  /** compressed bytes of recently fetched chunks kept in memory (default 32 MiB) */
+  cacheBytes?: number;
+  /** skip present chunks even inside the requested window (nydus's behaviour; default false) */
+  trustPresence?: boolean;
+  /**
+   * A chunk that a concurrent fill (or prefetch) is already writing is left
+   * to it: this fill waits for that write instead of decoding and writing the
+   * chunk again (and writes it itself if that one fails). Right when every
+   * sink of this content writes to the same place (fscache: one cache file per
+   * blob and volume). Default true.
+   */
+  shareDeliveries?: boolean;
+  /** shared across blobs so the per-host limit holds for all of them */
+  scheduler?: FetchScheduler;
+  /** scheduling key (default: the registry host of a RegistryBlobSource, else the reader's name) */
+  hostKey?: string;
+  presence?: ChunkPresence;
+  log?: Logger;
+}
+
+export interface ChunkFetcherStats {
+  fills: number;
+  /** Range GETs issued (after scheduling; not counting HTTP retries) */
+  gets: number;
+  getBytes: number;
+  chunksFetched: number;
+  chunksDelivered: number;
+  /** fills that joined a fetch already under way or cached */
+  joined: number;
+  /** present chunks delivered again because a window asked for them */
+  redelivered: number;
+  /** chunks a fill left to a concurrent fill that was writing them */
+  sharedDeliveries: number;
+  verifyFailures: number;
+}
+
+export interface BlobProgress {
+  chunks: number;
+  chunksPresent: number;
+  /** uncompressed bytes of all chunks */
+  bytes: number;
+  bytesPresent: number;
+  /** compressed bytes fetched so far */
+  fetchedBytes: number;
+}
+
+interface Job {
+  id: string;
+  run: Run;
+  priority: number;
+  started: boolean;
+  /** an on-demand fill waits for it: never cancel */
+  demanded: boolean;
+  signal?: AbortSignal;
+  promise: Promise<Buffer>;
+}
+
+interface Piece {
+  job: Job;
+  promise: Promise<Buffer>;
+  settled: boolean;
+  size: number;
+}
+
+export class RemoteBlobContent implements BlobContent {
+  readonly name: string;
+  readonly size: number;
+  readonly presence: ChunkPresence;
+  readonly scheduler: FetchScheduler;
+  readonly hostKey: string;
+  readonly stats: ChunkFetcherStats = {
+    fills: 0, gets: 0, getBytes: 0, chunksFetched: 0, chunksDelivered: 0, joined: 0, redelivered: 0, sharedDeliveries: 0,
+    verifyFailures: 0,
+  };
+  readonly opts: Required<Omit<ChunkFetcherOptions, 'scheduler' | 'hostKey' | 'presence' | 'log'>>;
+  private readonly pieces = new Map<number, Piece>();
+  /** chunks being written by some fill: resolves true once written, false if that failed */
+  private readonly delivering = new Map<number, Promise<boolean>>();
+  private cachedBytes = 0;
+  private bytesPresent = 0;
+  private readonly totalBytes: number;
+  private readonly log?: Logger;
+  readonly reader: RangeReader;
+
+  constructor(readonly blob: DataBlob, reader?: RangeReader, opts: ChunkFetcherOptions = {}) {
+    this.reader = reader ?? rangeReaderOf(blob.src);
+    this.name = blob.name;
+    this.size = blob.entry.uncompressedSize;
+    this.presence = opts.presence ?? new PresenceBitmap(blob.chunks.length);
+    this.scheduler = opts.scheduler ?? new FetchScheduler();
+    this.hostKey = opts.hostKey ?? (this.reader as Partial<RegistryBlobSource>).registry ?? this.reader.name;
+    this.log = opts.log;
+    this.opts = {
+      amplify: opts.amplify ?? 1 << 20,
+      maxMerge: opts.maxMerge ?? 4 << 20,
+      maxPiece: opts.maxPiece ?? 4 << 20,
+      verifyAttempts: Math.max(1, opts.verifyAttempts ?? 3),
+      cacheBytes: opts.cacheBytes ?? 32 << 20,
+      trustPresence: opts.trustPresence ?? false,
+      shareDeliveries: opts.shareDeliveries ?? true,
+    };
+    this.totalBytes = blob.chunks.reduce((n, c) => n + c.uSize, 0);
+    for (const c of blob.chunks) if (this.presence.has(c.index)) this.bytesPresent += c.uSize;
+  }
+
+  /**
+   * Opens a blob in a registry: its size (HEAD, unless given), then ToC,
+   * chunk infos and digests by Range GETs. `entry` is the bootstrap's blob
+   * table entry; `tableDigests` the bootstrap's chunk table digests for blobs
+   * without blob.digest (Bootstrap.chunkTableDigests(i)); `digest` defaults to
+   * sha256:<blob id>.
+   */
+  static async open(repo: Repository, entry: BlobEntry, opts: ChunkFetcherOptions & {
+    digest?: string;
+    size?: number;
+    tableDigests?: Buffer[] | null;
+    signal?: AbortSignal;
+  } = {}): Promise<RemoteBlobContent> {
+    const src = await RegistryBlobSource.open(repo, opts.digest ?? `sha256:${entry.blobId}`, opts.size, opts.signal);
+    const blob = await DataBlob.open(entry, src, opts.tableDigests ?? null);
+    return new RemoteBlobContent(blob, src, opts);
+  }
+
+  progress(): BlobProgress {
+    return {
+      chunks: this.blob.chunks.length,
+      chunksPresent: this.presence.count,
+      bytes: this.totalBytes,
+      bytesPresent: this.bytesPresent,
+      fetchedBytes: this.stats.getBytes,
+    };
+  }
+
+  /** Records chunks already in the cache (e.g. found with SEEK_DATA after a restart). */
+  markPresent(off: number, len: number): number {
+    const before = this.presence.count;
+    markRange(this.presence, this.blob.chunks, off, len);
+    this.bytesPresent = this.blob.chunks.reduce((n, c) => n + (this.presence.has(c.index) ? c.uSize : 0), 0);
+    return this.presence.count - before;
+  }
+
+  /** Forgets presence (the cache file was replaced). */
+  resetPresence(): void {
+    for (const c of this.blob.chunks) this.presence.delete(c.index);
+    this.bytesPresent = 0;
+  }
+
+  async fill(off: number, len: number, sink: RangeSink, alloc: Allocator): Promise<void> {
+    const w = fillWindow(off, len, this.size);
+    if (!w) return;
+    this.stats.fills++;
+    // Everything up to acquire() is synchronous, so concurrent fills see each other's fetches.
+    const required = this.blob.chunksFor(w.start, w.end - w.start);
+    const keep = this.opts.trustPresence ? required.filter((c) => this.presence.has(c.index)) : [];
+    let needed = this.opts.trustPresence ? required.filter((c) => !this.presence.has(c.index)) : required;
+    // chunks another fill is writing right now: wait for it rather than write them twice
+    const others = this.opts.shareDeliveries ? needed.filter((c) => this.delivering.has(c.index)) : [];
+    if (others.length) needed = needed.filter((c) => !this.delivering.has(c.index));
+    for (const c of needed) if (this.presence.has(c.index)) this.stats.redelivered++;
+    const extra = widen({
+      chunks: this.blob.chunks,
+      required,
+      start: w.start,
+      end: w.end,
+      amplify: this.opts.amplify,
+      maxExtraBytes: this.opts.maxMerge,
+      skip: (c) => this.presence.has(c.index) || this.pieces.has(c.index) || this.delivering.has(c.index),
+    });
+    const deliver = [...needed, ...extra];
+    const got = this.acquire(deliver, Priority.OnDemand);
+    if (others.length) {
+      this.acquire(others, Priority.OnDemand); // joins their fetch: promotes a queued prefetch GET
+      this.stats.sharedDeliveries += others.length;
+    }
+    const waits = others.map((c) => this.delivering.get(c.index)!);
+    const ranges = deliveryRanges(w, deliver, [...keep, ...others]);
+    const own = this.deliver(ranges, deliver, got, sink, alloc, Priority.OnDemand);
+    const [mine, theirs] = await Promise.allSettled([own, Promise.all(waits)]);
+    if (mine.status === 'rejected') throw mine.reason;
+    // a concurrent writer failed: write those chunks here
+    const failed = others.filter((_, i) => theirs.status === 'fulfilled' && !theirs.value[i]);
+    if (failed.length) {
+      const again = this.acquire(failed, Priority.OnDemand);
+      await this.deliver(deliveryRanges(chunkSpan(failed[0]), failed, []), failed, again, sink, alloc, Priority.OnDemand);
+    }
+  }
+
+  /** Background fetch of the whole blob at low priority; READs overtake it. */
+  prefetch(sink: RangeSink, alloc: Allocator, opts: PrefetchOptions = {}): Prefetch {
+    return new Prefetch(this, sink, alloc, opts);
+  }
+
+  // ---- internals shared with Prefetch
+
+  /** Whether a chunk is present or being fetched/cached (prefetch skips those). */
+  busy(c: ChunkInfo): boolean {
+    return this.presence.has(c.index) || this.pieces.has(c.index) || this.delivering.has(c.index);
+  }
+
+  /**
+   * Compressed bytes for each chunk: joins fetches under way (promoting
+   * queued prefetch ones), schedules merged GETs for the rest. Synchronous.
+   */
+  acquire(chunks: ChunkInfo[], priority: number, signal?: AbortSignal): Map<number, Promise<Buffer>> {
+    const out = new Map<number, Promise<Buffer>>();
+    const missing: ChunkInfo[] = [];
+    for (const c of chunks) {
+      const p = this.pieces.get(c.index);
+      if (p) {
+        this.stats.joined++;
+        if (priority > p.job.priority) {
+          if (priority >= Priority.OnDemand) p.job.demanded = true;
+          if (!p.job.started) this.scheduler.promote(this.hostKey, p.job.id, priority);
+          p.job.priority = priority;
+        }
+        if (p.settled) this.touch(c.index, p);
+        out.set(c.index, p.promise);
+      } else missing.push(c);
+    }
+    for (const run of coalesce(missing, this.opts.maxMerge)) {
+      const job = this.startJob(run, priority, signal);
+      for (const c of run.chunks) out.set(c.index, this.pieces.get(c.index)!.promise);
+      void job;
+    }
+    return out;
+  }
+
+  private startJob(run: Run, priority: number, signal?: AbortSignal): Job {
+    const id = this.scheduler.newId();
+    const job: Job = { id, run, priority, started: false, demanded: priority >= Priority.OnDemand, signal, promise: undefined! };
+    job.promise = this.scheduler.run(this.hostKey, async () => {
+      job.started = true;
+      if (job.signal?.aborted && !job.demanded) throw new AbortedError(`${this.name} prefetch`);
+      const len = run.cEnd - run.cStart;
+      this.stats.gets++;
+      // Once started a GET finishes even if its prefetch is cancelled: a READ may have joined it meanwhile.
+      const buf = await this.reader.readRange(run.cStart, len);
+      this.stats.getBytes += len;
+      this.stats.chunksFetched += run.chunks.length;
+      return buf;
+    }, { priority, id });
+    job.promise.catch(() => undefined);
+    for (const c of run.chunks) {
+      const at = c.cOffset - run.cStart;
+      const piece: Piece = {
+        job,
+        promise: job.promise.then((b) => b.subarray(at, at + c.cSize)),
+        settled: false,
+        size: c.cSize,
+      };
+      piece.promise.then(
+        () => {
+          piece.settled = true;
+          if (this.pieces.get(c.index) === piece) {
+            this.cachedBytes += piece.size;
+            this.evict();
+          }
+        },
+        () => {
+          if (this.pieces.get(c.index) === piece) this.pieces.delete(c.index);
+        },
+      );
+      this.pieces.set(c.index, piece);
+    }
+    return job;
+  }
+
+  /** Moves a cached piece to the young end of the LRU. */
+  private touch(index: number, p: Piece): void {
+    this.pieces.delete(index);
+    this.pieces.set(index, p);
+  }
+
+  /** Drops the oldest settled pieces beyond cacheBytes (in-flight ones stay). */
+  private evict(): void {
+    if (this.cachedBytes <= this.opts.cacheBytes) return;
+    for (const [i, p] of this.pieces) {
+      if (this.cachedBytes <= this.opts.cacheBytes) break;
+      if (!p.settled) continue;
+      this.pieces.delete(i);
+      this.cachedBytes -= p.size;
+    }
+  }
+
+  /** Forgets a piece that failed verification, if it is still the cached one. */
+  private drop(index: number, promise: Promise<Buffer>): void {
+    const p = this.pieces.get(index);
+    if (p && p.promise === promise) {
+      this.pieces.delete(index);
+      if (p.settled) this.cachedBytes -= p.size;
+    }
+  }
+
+  /**
+   * Writes `ranges` (page-aligned, each holding whole chunks of `chunks`)
+   * through the sink: decompressed, verified chunks; zeros elsewhere.
+   * Waits for every piece before rejecting, so nothing is written after.
+   */
+  async deliver(ranges: Array<{ start: number; end: number }>, chunks: ChunkInfo[], got: Map<number, Promise<Buffer>>,
+    sink: RangeSink, alloc: Allocator, priority: number, signal?: AbortSignal): Promise<void> {
+    const pieces = ranges.flatMap((r) => splitRange(r, chunks, this.opts.maxPiece));
+    const byStart = [...chunks].sort((a, b) => a.uOffset - b.uOffset);
+    // Registered before the first await, so fills starting later see these writes under way.
+    const plans = pieces.map((piece) => {
+      const inside = byStart.filter((c) => c.uOffset >= piece.start && c.uOffset < piece.end);
+      let settle!: (ok: boolean) => void;
+      const done = new Promise<boolean>((r) => (settle = r));
+      for (const c of inside) this.delivering.set(c.index, done);
+      return { piece, inside, done, settle };
+    });
+    const results = await Promise.allSettled(plans.map(async ({ piece, inside, done, settle }) => {
+      try {
+        // fetch first (all pieces' GETs are already scheduled), then allocate and decode
+        const compressed = await Promise.all(inside.map((c) => got.get(c.index)!));
+        const buf = alloc(piece.end - piece.start);
+        for (let k = 0; k < inside.length; k++) {
+          const c = inside[k];
+          const at = c.uOffset - piece.start;
+          if (chunkSpan(c).end > piece.end) throw new Error(`internal: chunk ${c.index} crosses piece [${piece.start}, ${piece.end})`);
+          await this.decodeInto(c, compressed[k], got.get(c.index)!, buf.subarray(at, at + c.uSize), priority, signal);
+        }
+        await sink(piece.start, buf);
+        for (const c of inside) this.markDelivered(c);
+        settle(true);
+      } catch (e) {
+        settle(false);
+        throw e;
+      } finally {
+        for (const c of inside) if (this.delivering.get(c.index) === done) this.delivering.delete(c.index);
+      }
+    }));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  private markDelivered(c: ChunkInfo): void {
+    this.stats.chunksDelivered++;
+    if (!this.presence.has(c.index)) {
+      this.presence.add(c.index);
+      this.bytesPresent += c.uSize;
+    }
+  }
+
+  /** Decodes and verifies one chunk into dst; on a digest/size failure refetches it (up to verifyAttempts). */
+  private async decodeInto(c: ChunkInfo, first: Buffer, firstPromise: Promise<Buffer>, dst: Buffer, priority: number,
+    signal?: AbortSignal): Promise<void> {
+    let compressed = first;
+    let promise = firstPromise;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const data = this.blob.decodeChunk(c, compressed, dst);
+        if (data.buffer !== dst.buffer || data.byteOffset !== dst.byteOffset) data.copy(dst);
+        return;
+      } catch (e) {
+        if (!(e instanceof FormatError)) throw e;
+        this.stats.verifyFailures++;
+        this.drop(c.index, promise);
+        if (attempt >= this.opts.verifyAttempts) {
+          throw new IntegrityError(`chunk ${c.index} failed verification ${attempt} times; last: ${e.message}`,
+            { what: `${this.name} chunk ${c.index} (compressed [${c.cOffset}, +${c.cSize}))` });
+        }
+        this.log?.warn({ blob: this.name, chunk: c.index, attempt, err: e.message }, 'chunk failed verification; refetching');
+        dst.fill(0);
+        promise = this.acquire([c], priority, signal).get(c.index)!;
+        compressed = await promise;
+      }
+    }
+  }
+
+  /** Chunk runs for prefetch: consecutive chunks from `from` that are not busy, compressed-contiguous, ≤ maxMerge. */
+  nextPrefetchRun(from: number): { run: ChunkInfo[]; next: number } {
+    const chunks = this.blob.chunks;
+    let i = from;
+    while (i < chunks.length && this.busy(chunks[i])) i++;
+    const run: ChunkInfo[] = [];
+    let bytes = 0;
+    for (; i < chunks.length; i++) {
+      const c = chunks[i];
+      if (this.busy(c)) break;
+      const prev = run[run.length - 1];
+      if (prev && c.cOffset !== prev.cOffset + prev.cSize) break;
+      if (run.length && bytes + c.cSize > this.opts.maxMerge) break;
+      run.push(c);
+      bytes += c.cSize;
+    }
+    return { run, next: i };
+  }
+
+  /** Delivers one prefetch run (its chunks and the padding between them). */
+  async deliverRun(run: ChunkInfo[], sink: RangeSink, alloc: Allocator, signal?: AbortSignal): Promise<void> {
+    const got = this.acquire(run, Priority.Prefetch, signal);
+    const start = run[0].uOffset;
+    const end = Math.min(alignUp(this.size), chunkSpan(run[run.length - 1]).end);
+    await this.deliver([{ start, end }], run, got, sink, alloc, Priority.Prefetch, signal);
+  }
+}

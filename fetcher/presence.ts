@@ -1,0 +1,62 @@
+// Which chunks of a blob have been delivered (written through a sink). One
+// bit per chunk; counts kept for progress reports.
+import type { ChunkInfo } from '../image/blob/chunkinfo';
+
+export interface ChunkPresence {
+  has(index: number): boolean;
+  add(index: number): void;
+  delete(index: number): void;
+  /** number of chunks present */
+  readonly count: number;
+}
+
+export class PresenceBitmap implements ChunkPresence {
+  private readonly bits: Uint8Array;
+  private n = 0;
+
+  constructor(readonly size: number) {
+    this.bits = new Uint8Array(Math.ceil(size / 8));
+  }
+
+  has(i: number): boolean {
+    return (this.bits[i >> 3] & (1 << (i & 7))) !== 0;
+  }
+
+  add(i: number): void {
+    if (i < 0 || i >= this.size) throw new RangeError(`chunk ${i} out of ${this.size}`);
+    const m = 1 << (i & 7);
+    if (!(this.bits[i >> 3] & m)) {
+      this.bits[i >> 3] |= m;
+      this.n++;
+    }
+  }
+
+  delete(i: number): void {
+    const m = 1 << (i & 7);
+    if (this.bits[i >> 3] & m) {
+      this.bits[i >> 3] &= ~m;
+      this.n--;
+    }
+  }
+
+  get count(): number {
+    return this.n;
+  }
+
+  clear(): void {
+    this.bits.fill(0);
+    this.n = 0;
+  }
+}
+
+/** Marks present every chunk lying entirely inside [off, off+len) (e.g. from SEEK_DATA on a cache file). */
+export function markRange(p: ChunkPresence, chunks: ChunkInfo[], off: number, len: number): number {
+  let added = 0;
+  for (const c of chunks) {
+    if (c.uOffset >= off && c.uOffset + c.uSize <= off + len && !p.has(c.index)) {
+      p.add(c.index);
+      added++;
+    }
+  }
+  return added;
+}

@@ -1,0 +1,58 @@
+// A BlobSource over the registry: read(off, len) is one Range GET (with the
+// client's retries, mirrors and auth), so DataBlob.open can load a blob's
+// ToC, chunk infos and digests remotely, and the chunk fetcher can read
+// merged chunk ranges.
+import type { BlobSource } from '../image/blob/source';
+import { FormatError } from '../image/errors';
+import type { Repository } from './registry/client';
+
+/** What the chunk fetcher needs: ranged reads, cancellable. */
+export interface RangeReader {
+  readonly name: string;
+  readonly size: number;
+  /** exactly len bytes at off, or an error */
+  readRange(off: number, len: number, signal?: AbortSignal): Promise<Buffer>;
+}
+
+export class RegistryBlobSource implements BlobSource, RangeReader {
+  private constructor(
+    readonly repo: Repository,
+    readonly digest: string,
+    readonly size: number,
+    readonly name: string,
+  ) {}
+
+  /** Opens a blob; its size comes from `size` (a descriptor's) or a HEAD request. */
+  static async open(repo: Repository, digest: string, size?: number, signal?: AbortSignal): Promise<RegistryBlobSource> {
+    const n = size ?? (await repo.statBlob(digest, signal));
+    return new RegistryBlobSource(repo, digest, n, `${repo.name}@${digest}`);
+  }
+
+  /** The registry host this blob is read through (the key for per-host scheduling). */
+  get registry(): string {
+    return this.repo.registry;
+  }
+
+  read(off: number, len: number): Promise<Buffer> {
+    return this.readRange(off, len);
+  }
+
+  async readRange(off: number, len: number, signal?: AbortSignal): Promise<Buffer> {
+    if (off < 0 || len < 0 || off + len > this.size) {
+      throw new FormatError(this.name, `read [${off}, ${off + len}) beyond the blob's ${this.size} bytes`);
+    }
+    if (len === 0) return Buffer.alloc(0);
+    return this.repo.readBlob(this.digest, off, len, { signal, blobSize: this.size });
+  }
+
+  async close(): Promise<void> {
+    // connections belong to the client's pool
+  }
+}
+
+/** Adapts any BlobSource (a local file, a buffer) to a RangeReader. */
+export function rangeReaderOf(src: BlobSource): RangeReader {
+  const r = src as Partial<RangeReader>;
+  if (typeof r.readRange === 'function') return src as unknown as RangeReader;
+  return { name: src.name, size: src.size, readRange: (off, len) => src.read(off, len) };
+}

@@ -1,0 +1,103 @@
+// Lazy pull-and-run: a nydus image converted by lazysnap, pulled through
+// containerd's CRI plugin, run with its files arriving chunk by chunk from
+// the registry through fscache. The pull fetches only manifest, config and
+// bootstrap layer; the container's reads fetch blob ranges.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { requireBinaries } from '../support/bins';
+import type { CriClient } from '../support/cri';
+import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../support/guest-containerd';
+import { guestDir, requireFscacheKernel, sha256File } from '../support/guest';
+import { buildBusyboxImage, pushOciLayout } from '../support/images';
+import { startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
+import { runOk, tail } from '../support/proc';
+import { startRegistry, type Registry } from '../support/registry';
+import { SnapshotsClient } from '../support/snapshots-client';
+import { unmountAll } from '../support/tmp';
+import { readNydusLayout } from '../support/oci-layout';
+import { Kind } from '../../snapshotter/info';
+import { LABEL } from '../../snapshotter/remote';
+
+const CLI = join(__dirname, '../../cmd/lazysnap.js');
+let dir = '';
+let registry: Registry | undefined;
+let lazysnapd: Lazysnapd | undefined;
+let ctrd: GuestContainerd | undefined;
+let snaps: SnapshotsClient | undefined;
+let cri: CriClient;
+let ref = '';
+let blobDigests: string[] = [];
+
+before(async () => {
+  const fscacheDir = requireFscacheKernel();
+  requireBinaries(['containerd', 'ctr', 'shim', 'runc', 'registry', 'umoci', 'busybox']);
+  dir = guestDir('lazy');
+  registry = await startRegistry({ dir: join(dir, 'registry') });
+  const bb = await buildBusyboxImage(join(dir, 'busybox'));
+  const nydus = join(dir, 'nydus');
+  await runOk(process.execPath, [CLI, 'convert', `oci:${bb.layoutDir}:${bb.ref}`, `oci:${nydus}:1`], { timeoutMs: 300_000 });
+  const n = await readNydusLayout(nydus, '1');
+  blobDigests = n.manifest.layers.slice(0, -1).map((l) => l.digest);
+  await pushOciLayout(nydus, '1', registry.url, 'test/busybox-nydus:1');
+  ref = `${registry.host}/test/busybox-nydus:1`;
+  const pause = await buildPauseImage(join(dir, 'pause'));
+  await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');
+
+  const root = join(dir, 'lazysnap');
+  lazysnapd = await startLazysnapd({
+    root,
+    address: join(dir, 'lazysnap.sock'),
+    config:
+      `root = "${root}"\n[log]\nlevel = "debug"\n` +
+      `[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, 'cache-lazy')}"\ntag = "lazysnap-lazy"\n` +
+      `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\n`,
+  });
+  ctrd = await startGuestContainerd({
+    dir: join(dir, 'containerd'),
+    snapshotterSocket: lazysnapd.address,
+    registryHost: registry.host,
+    sandboxImage: `${registry.host}/test/pause:1`,
+  });
+  cri = ctrd.cri;
+  snaps = new SnapshotsClient(lazysnapd.address);
+}, { timeout: 300_000 });
+
+after(async () => {
+  snaps?.close();
+  for (const f of [ctrd?.stop, lazysnapd && (() => lazysnapd!.stop()), registry?.stop]) await f?.().catch(() => {});
+  if (dir) await unmountAll(dir).catch(() => {});
+}, { timeout: 120_000 });
+
+async function logs(): Promise<string> {
+  return `\n--- containerd ---\n${ctrd ? await tail(ctrd.logPath, 2500) : ''}\n--- lazysnapd ---\n${lazysnapd ? await tail(lazysnapd.logPath, 4000) : ''}`;
+}
+
+const blobRequests = () => {
+  const log = fs.readFileSync(registry!.logPath, 'utf8');
+  return blobDigests.filter((d) => log.split('\n').some((l) => l.includes(`/blobs/${d}`) && /GET/.test(l)));
+};
+
+test('CRI PullImage of a nydus image downloads no data blob', { timeout: 300_000 }, async () => {
+  await cri.pullImage(ref).catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
+  assert.deepEqual(blobRequests(), [], 'the registry served no data blob during the pull');
+  const infos = await snaps!.list();
+  const remote = infos.filter((i) => i.labels[LABEL.nydusBlob] === 'true');
+  assert.equal(remote.length, blobDigests.length, JSON.stringify(infos, null, 1));
+  for (const r of remote) assert.equal(r.kind, Kind.Committed);
+  assert.ok(infos.some((i) => i.labels[LABEL.nydusBootstrap] === 'true' && i.kind === Kind.Committed), 'the bootstrap layer is unpacked');
+});
+
+test('a container of the nydus image runs; its files arrive lazily and match', { timeout: 300_000 }, async () => {
+  const r = await cri
+    .runToCompletion(ref, ['/bin/sh', '-c', 'echo lazy hello; /bin/busybox sha256sum /bin/busybox'], { logRoot: join(dir, 'pod-logs'), name: 'lazy' })
+    .catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
+  assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
+  assert.match(r.stdout, /^lazy hello$/m);
+  assert.match(r.stdout, new RegExp(`^${sha256File('/bin/busybox')}  /bin/busybox$`, 'm'));
+  assert.ok(blobRequests().length > 0, 'the container read its files from the registry');
+  const s = JSON.parse((await runOk(process.execPath, [CLI, 'status', '--json', '--address', lazysnapd!.address])).stdout);
+  assert.equal(s.worker.stats.readsFailed, 0);
+  assert.ok(s.mounts.some((m: { imageRef: string }) => m.imageRef === ref), 'the image is mounted lazily, from its registry');
+});

@@ -1,0 +1,274 @@
+// The chunk fetcher's logic over an in-memory ranged reader (the registry
+// paths are in test/integration/fetcher-*.test.ts): byte-exact fills for each
+// codec, deduplication, widening and merging, verification and refetch,
+// presence, prefetch priority and cancellation.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { RemoteBlobContent } from '../../fetcher/chunk-fetcher';
+import { FetchScheduler } from '../../fetcher/scheduler';
+import type { RangeReader } from '../../fetcher/source';
+import { buildSyntheticBlob, SyntheticBlob } from '../../fetcher/testblob';
+import { DataBlob } from '../../image/blob/datablob';
+import { Compressor, DigestAlgo } from '../../image/rafs/bootstrap';
+import { memorySource } from '../support/fixtures';
+import { IntegrityError } from '../../fetcher/registry/errors';
+
+const PAGE = 4096;
+const K = 1024;
+const M = 1 << 20;
+const alignUp = (n: number) => Math.ceil(n / PAGE) * PAGE;
+
+/** A reader over the blob's bytes that records every range and can corrupt or delay them. */
+class TestReader implements RangeReader {
+  readonly name = 'test-reader';
+  readonly calls: Array<[number, number]> = [];
+  inflight = 0;
+  maxInflight = 0;
+  delayMs = 0;
+  /** returns a replacement buffer (corrupted/short) or undefined */
+  tamper?: (off: number, len: number, data: Buffer, call: number) => Buffer | undefined;
+  constructor(readonly data: Buffer) {}
+  get size() {
+    return this.data.length;
+  }
+  async readRange(off: number, len: number): Promise<Buffer> {
+    const call = this.calls.length;
+    this.calls.push([off, len]);
+    this.inflight++;
+    this.maxInflight = Math.max(this.maxInflight, this.inflight);
+    try {
+      if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
+      const out = Buffer.from(this.data.subarray(off, off + len));
+      return this.tamper?.(off, len, out, call) ?? out;
+    } finally {
+      this.inflight--;
+    }
+  }
+}
+
+/** The kernel's side: a cache file in memory; checks alignment and that nothing wrong is ever written. */
+class Sink {
+  readonly file: Buffer;
+  readonly writes: Array<[number, number]> = [];
+  constructor(readonly blob: SyntheticBlob) {
+    this.file = Buffer.alloc(alignUp(blob.entry.uncompressedSize));
+  }
+  readonly alloc = (n: number) => {
+    assert.equal(n % PAGE, 0, `alloc(${n}) is not page-sized`);
+    return Buffer.alloc(n);
+  };
+  readonly sink = async (off: number, data: Buffer) => {
+    assert.equal(off % PAGE, 0, `write at ${off} unaligned`);
+    assert.equal(data.length % PAGE, 0, `write of ${data.length} bytes`);
+    assert.ok(off + data.length <= this.file.length, `write [${off}, +${data.length}) past the end`);
+    const want = this.blob.uncompressed.subarray(off, off + data.length);
+    assert.ok(data.equals(want), `wrong bytes written at [${off}, +${data.length})`);
+    data.copy(this.file, off);
+    this.writes.push([off, data.length]);
+  };
+  covers(off: number, len: number): boolean {
+    const s = Math.floor(off / PAGE) * PAGE;
+    const e = Math.min(alignUp(off + len), this.file.length);
+    return this.file.subarray(s, e).equals(this.blob.uncompressed.subarray(s, e));
+  }
+}
+
+async function setup(b: SyntheticBlob, opts: ConstructorParameters<typeof RemoteBlobContent>[2] = {}) {
+  const reader = new TestReader(b.data);
+  const blob = await DataBlob.open(b.entry, memorySource(b.data, 'blob'));
+  const content = new RemoteBlobContent(blob, reader, { hostKey: 'test', ...opts });
+  return { reader, content, sink: new Sink(b) };
+}
+
+/** Chunk indexes each recorded range covers (whole chunks only, or it throws). */
+function chunksOf(b: SyntheticBlob, calls: Array<[number, number]>): number[] {
+  const out: number[] = [];
+  for (const [off, len] of calls) {
+    const inside = b.chunks.filter((c) => c.cOffset >= off && c.cOffset + c.cSize <= off + len);
+    assert.equal(inside.reduce((n, c) => n + c.cSize, 0), len, `range [${off}, +${len}) is not whole chunks`);
+    out.push(...inside.map((c) => c.index));
+  }
+  return out;
+}
+
+function rng(seed: number) {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 2 ** 32;
+  };
+}
+
+const SIZES = [M, 300 * K, 5000, M, 64 * K + 1, 700 * K, 1, 2 * M, M, 123456, 4096, M - 1];
+
+for (const [name, compressor, digester] of [
+  ['zstd/blake3', Compressor.Zstd, DigestAlgo.Blake3],
+  ['lz4/sha256', Compressor.Lz4Block, DigestAlgo.Sha256],
+  ['none/blake3', Compressor.None, DigestAlgo.Blake3],
+] as const) {
+  test(`${name}: 150 random windows deliver exactly the blob's bytes, aligned`, async () => {
+    const b = await buildSyntheticBlob({ chunkSizes: SIZES, compressor, digester, seed: name });
+    assert.ok(b.chunks.some((c) => c.compressed) === (compressor !== Compressor.None));
+    const { content, sink } = await setup(b, { amplify: 256 * K, maxMerge: M, cacheBytes: 0 });
+    const r = rng(42);
+    for (let i = 0; i < 150; i++) {
+      const off = Math.floor(r() * content.size);
+      const len = 1 + Math.floor(r() * (r() < 0.8 ? 64 * K : 3 * M));
+      await content.fill(off, len, sink.sink, sink.alloc);
+      assert.ok(sink.covers(off, len), `window ${off}+${len}`);
+    }
+    // past the end: nothing; the tail page: zeros beyond size
+    await content.fill(content.size + PAGE, 10, sink.sink, sink.alloc);
+    await content.fill(content.size - 1, 10, sink.sink, sink.alloc);
+    assert.ok(sink.covers(content.size - 1, 1));
+  });
+}
+
+test('a 4 KiB read is widened to 1 MiB of following chunks in one GET; present chunks are not refetched by widening', async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(40).fill(64 * K), seed: 'widen' });
+  const { reader, content, sink } = await setup(b);
+  await content.fill(0, PAGE, sink.sink, sink.alloc);
+  assert.equal(reader.calls.length, 1);
+  assert.deepEqual(chunksOf(b, reader.calls), [...Array(16).keys()]);
+  assert.equal(content.progress().chunksPresent, 16);
+  assert.ok(sink.covers(0, M));
+  // the next read starts inside what was delivered: it needs chunk 16 on, widened from its window start
+  await content.fill(M, PAGE, sink.sink, sink.alloc);
+  assert.deepEqual(chunksOf(b, reader.calls.slice(1)), [...Array(16).keys()].map((i) => i + 16));
+  // amplify 0: whole chunks only
+  const z = await setup(b, { amplify: 0 });
+  await z.content.fill(70 * K, 10, z.sink.sink, z.sink.alloc);
+  assert.deepEqual(chunksOf(b, z.reader.calls), [1]);
+});
+
+test('a big read is split into concurrent GETs of at most maxMerge', async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(24).fill(M), entropy: 1, seed: 'merge' });
+  const { reader, content, sink } = await setup(b, { maxMerge: 4 * M, amplify: 0, scheduler: new FetchScheduler({ concurrencyPerHost: 8 }) });
+  reader.delayMs = 30;
+  await content.fill(0, 24 * M, sink.sink, sink.alloc);
+  assert.ok(sink.covers(0, 24 * M));
+  assert.ok(reader.calls.every(([, len]) => len <= 4 * M + 4 * K), JSON.stringify(reader.calls));
+  assert.ok(reader.calls.length >= 6);
+  assert.ok(reader.maxInflight >= 4, `GETs ran concurrently (max ${reader.maxInflight})`);
+  assert.deepEqual(chunksOf(b, reader.calls).sort((x, y) => x - y), [...Array(24).keys()]);
+  assert.ok(sink.writes.every(([, len]) => len <= 4 * M), 'pieces ≤ maxPiece');
+});
+
+test('64 concurrent overlapping random reads fetch every chunk exactly once', async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(64).fill(256 * K), seed: 'dedup' });
+  const { reader, content, sink } = await setup(b, { amplify: 512 * K, maxMerge: M });
+  reader.delayMs = 5;
+  const r = rng(7);
+  const reads = Array.from({ length: 64 }, () => [Math.floor(r() * content.size), 1 + Math.floor(r() * 2 * M)] as const);
+  await Promise.all(reads.map(([o, l]) => content.fill(o, l, sink.sink, sink.alloc)));
+  for (const [o, l] of reads) assert.ok(sink.covers(o, l));
+  const fetched = chunksOf(b, reader.calls);
+  assert.equal(new Set(fetched).size, fetched.length, `a chunk was fetched twice: ${fetched.sort((x, y) => x - y)}`);
+  assert.ok(content.stats.joined > 0);
+});
+
+test('a corrupted or short chunk is refetched; persistent corruption fails the fill without writing it', async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: [M, M, M], seed: 'verify' });
+  const c1 = b.chunks[1];
+  // first response flips a byte inside chunk 1, the second is short, the third is good
+  const { reader, content, sink } = await setup(b, { amplify: 0 });
+  reader.tamper = (off, len, data, call) => {
+    if (call === 0) data[c1.cOffset - off + 10] ^= 0x40;
+    if (call === 1) return data.subarray(0, len - 1);
+    return undefined;
+  };
+  await content.fill(0, 3 * M, sink.sink, sink.alloc);
+  assert.ok(sink.covers(0, 3 * M));
+  assert.equal(content.stats.verifyFailures, 2);
+  assert.equal(reader.calls.length, 3);
+  assert.deepEqual(reader.calls[1], [c1.cOffset, c1.cSize], 'only the bad chunk is refetched');
+
+  // uncompressed chunks: a flipped byte is caught by the digest alone
+  const raw = await buildSyntheticBlob({ chunkSizes: [M, M, M], seed: 'verify', compressor: Compressor.None });
+  const bad = await setup(raw, { amplify: 0, verifyAttempts: 3 });
+  bad.reader.tamper = (off, _len, data) => {
+    if (off <= raw.chunks[1].cOffset && off + data.length > raw.chunks[1].cOffset) data[raw.chunks[1].cOffset - off + 777] ^= 1;
+    return undefined;
+  };
+  await assert.rejects(bad.content.fill(M, PAGE, bad.sink.sink, bad.sink.alloc), (e: Error) =>
+    e instanceof IntegrityError && /chunk 1 failed verification 3 times; last: .*digest mismatch/.test(e.message));
+  assert.deepEqual(bad.sink.writes, [], 'nothing written');
+  assert.equal(bad.content.progress().chunksPresent, 0);
+  // reads of other chunks still work, and a read spanning the bad chunk writes only good pieces
+  await bad.content.fill(0, PAGE, bad.sink.sink, bad.sink.alloc);
+  assert.ok(bad.sink.covers(0, PAGE));
+});
+
+test('presence: a present chunk in the window is re-delivered (from the cache, or refetched without one); trustPresence skips it', async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: [M, M], seed: 'presence' });
+  const cached = await setup(b, { amplify: 0 });
+  await cached.content.fill(0, PAGE, cached.sink.sink, cached.sink.alloc);
+  await cached.content.fill(0, PAGE, cached.sink.sink, cached.sink.alloc);
+  assert.equal(cached.reader.calls.length, 1, 'second delivery came from the cache');
+  assert.equal(cached.sink.writes.length, 2);
+  assert.equal(cached.content.stats.redelivered, 1);
+
+  const uncached = await setup(b, { amplify: 0, cacheBytes: 0 });
+  await uncached.content.fill(0, PAGE, uncached.sink.sink, uncached.sink.alloc);
+  await uncached.content.fill(0, PAGE, uncached.sink.sink, uncached.sink.alloc);
+  assert.equal(uncached.reader.calls.length, 2);
+
+  const trusting = await setup(b, { amplify: 0, trustPresence: true, cacheBytes: 0 });
+  await trusting.content.fill(0, PAGE, trusting.sink.sink, trusting.sink.alloc);
+  await trusting.content.fill(0, PAGE, trusting.sink.sink, trusting.sink.alloc);
+  assert.equal(trusting.reader.calls.length, 1);
+  assert.equal(trusting.sink.writes.length, 1);
+
+  // seeding presence (e.g. from SEEK_DATA after a restart) stops widening over those chunks
+  const seeded = await setup(b, { amplify: 2 * M });
+  assert.equal(seeded.content.markPresent(M, M), 1);
+  await seeded.content.fill(0, PAGE, seeded.sink.sink, seeded.sink.alloc);
+  assert.deepEqual(chunksOf(b, seeded.reader.calls), [0]);
+  assert.equal(seeded.content.progress().bytesPresent, 2 * M);
+});
+
+test('prefetch: whole blob with progress; a READ overtakes queued prefetch GETs', async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(32).fill(M), entropy: 1, seed: 'prefetch' });
+  const { reader, content, sink } = await setup(b, {
+    maxMerge: M, amplify: 0, scheduler: new FetchScheduler({ concurrencyPerHost: 3, reservedForDemand: 1 }),
+  });
+  reader.delayMs = 40;
+  const seen: number[] = [];
+  const pf = content.prefetch(sink.sink, sink.alloc, { onProgress: (p) => seen.push(p.chunksPresent) });
+  await new Promise((r) => setTimeout(r, 60));
+  const t0 = Date.now();
+  await content.fill(31 * M, PAGE, sink.sink, sink.alloc);
+  const readMs = Date.now() - t0;
+  assert.ok(readMs < 200, `the READ waited ${readMs} ms behind prefetch`);
+  assert.ok(reader.maxInflight <= 3);
+  const res = await pf.done;
+  assert.ok(res.complete && !res.cancelled && res.failedRuns === 0, JSON.stringify(res));
+  assert.equal(res.chunksPresent, 32);
+  assert.equal(res.bytesPresent, res.bytes);
+  assert.ok(sink.covers(0, 32 * M));
+  assert.ok(seen.length >= 20 && seen[seen.length - 1] === 32);
+  const fetched = chunksOf(b, reader.calls);
+  assert.equal(new Set(fetched).size, 32);
+  assert.equal(fetched.length, 32, 'prefetch skipped the chunk the READ fetched');
+});
+
+test('prefetch cancel stops it early; a READ that joined a cancelled prefetch GET still gets its bytes', async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(32).fill(M), entropy: 1, seed: 'cancel' });
+  const { reader, content, sink } = await setup(b, { maxMerge: M, amplify: 0, scheduler: new FetchScheduler({ concurrencyPerHost: 2, reservedForDemand: 0 }) });
+  reader.delayMs = 30;
+  const pf = content.prefetch(sink.sink, sink.alloc);
+  await new Promise((r) => setTimeout(r, 45));
+  // chunk 1 or 2 is being fetched by prefetch now; this READ joins it
+  const read = content.fill(M, PAGE, sink.sink, sink.alloc);
+  pf.cancel();
+  await read;
+  assert.ok(sink.covers(M, PAGE));
+  const res = await pf.done;
+  assert.ok(res.cancelled && !res.complete, JSON.stringify(res));
+  assert.ok(res.chunksPresent < 8, `${res.chunksPresent} chunks present after cancel`);
+  assert.ok(reader.calls.length < 8);
+});
