@@ -455,7 +455,7 @@ export class Repository {
       path: `/blobs/${digest}`,
       capability: 'pull',
       method: 'HEAD',
-      redirectKey: digest,
+      // no redirectKey: signed URLs are per method (a HEAD URL would fail a GET)
       signal,
       handle: async (res, info) => {
         await expectOk(res, [200], info);

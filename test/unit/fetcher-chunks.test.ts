@@ -13,6 +13,9 @@ import { Compressor, DigestAlgo } from '../../image/rafs/bootstrap';
 import { memorySource } from '../support/fixtures';
 import { IntegrityError } from '../../fetcher/registry/errors';
 
+/** every test and hook is bounded: a hang fails instead of blocking the run */
+const T = { timeout: 60_000 };
+
 const PAGE = 4096;
 const K = 1024;
 const M = 1 << 20;
@@ -110,7 +113,7 @@ for (const [name, compressor, digester] of [
   ['lz4/sha256', Compressor.Lz4Block, DigestAlgo.Sha256],
   ['none/blake3', Compressor.None, DigestAlgo.Blake3],
 ] as const) {
-  test(`${name}: 150 random windows deliver exactly the blob's bytes, aligned`, async () => {
+  test(`${name}: 150 random windows deliver exactly the blob's bytes, aligned`, T, async () => {
     const b = await buildSyntheticBlob({ chunkSizes: SIZES, compressor, digester, seed: name });
     assert.ok(b.chunks.some((c) => c.compressed) === (compressor !== Compressor.None));
     const { content, sink } = await setup(b, { amplify: 256 * K, maxMerge: M, cacheBytes: 0 });
@@ -128,7 +131,7 @@ for (const [name, compressor, digester] of [
   });
 }
 
-test('a 4 KiB read is widened to 1 MiB of following chunks in one GET; present chunks are not refetched by widening', async () => {
+test('a 4 KiB read is widened to 1 MiB of following chunks in one GET; present chunks are not refetched by widening', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: new Array(40).fill(64 * K), seed: 'widen' });
   const { reader, content, sink } = await setup(b);
   await content.fill(0, PAGE, sink.sink, sink.alloc);
@@ -145,7 +148,7 @@ test('a 4 KiB read is widened to 1 MiB of following chunks in one GET; present c
   assert.deepEqual(chunksOf(b, z.reader.calls), [1]);
 });
 
-test('a big read is split into concurrent GETs of at most maxMerge', async () => {
+test('a big read is split into concurrent GETs of at most maxMerge', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: new Array(24).fill(M), entropy: 1, seed: 'merge' });
   const { reader, content, sink } = await setup(b, { maxMerge: 4 * M, amplify: 0, scheduler: new FetchScheduler({ concurrencyPerHost: 8 }) });
   reader.delayMs = 30;
@@ -158,7 +161,7 @@ test('a big read is split into concurrent GETs of at most maxMerge', async () =>
   assert.ok(sink.writes.every(([, len]) => len <= 4 * M), 'pieces ≤ maxPiece');
 });
 
-test('64 concurrent overlapping random reads fetch every chunk exactly once', async () => {
+test('64 concurrent overlapping random reads fetch every chunk exactly once', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: new Array(64).fill(256 * K), seed: 'dedup' });
   const { reader, content, sink } = await setup(b, { amplify: 512 * K, maxMerge: M });
   reader.delayMs = 5;
@@ -171,7 +174,7 @@ test('64 concurrent overlapping random reads fetch every chunk exactly once', as
   assert.ok(content.stats.joined > 0);
 });
 
-test('a corrupted or short chunk is refetched; persistent corruption fails the fill without writing it', async () => {
+test('a corrupted or short chunk is refetched; persistent corruption fails the fill without writing it', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: [M, M, M], seed: 'verify' });
   const c1 = b.chunks[1];
   // first response flips a byte inside chunk 1, the second is short, the third is good
@@ -203,7 +206,7 @@ test('a corrupted or short chunk is refetched; persistent corruption fails the f
   assert.ok(bad.sink.covers(0, PAGE));
 });
 
-test('presence: a present chunk in the window is re-delivered (from the cache, or refetched without one); trustPresence skips it', async () => {
+test('presence: a present chunk in the window is re-delivered (from the cache, or refetched without one); trustPresence skips it', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: [M, M], seed: 'presence' });
   const cached = await setup(b, { amplify: 0 });
   await cached.content.fill(0, PAGE, cached.sink.sink, cached.sink.alloc);
@@ -231,7 +234,7 @@ test('presence: a present chunk in the window is re-delivered (from the cache, o
   assert.equal(seeded.content.progress().bytesPresent, 2 * M);
 });
 
-test('prefetch: whole blob with progress; a READ overtakes queued prefetch GETs', async () => {
+test('prefetch: whole blob with progress; a READ overtakes queued prefetch GETs', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: new Array(32).fill(M), entropy: 1, seed: 'prefetch' });
   const { reader, content, sink } = await setup(b, {
     maxMerge: M, amplify: 0, scheduler: new FetchScheduler({ concurrencyPerHost: 3, reservedForDemand: 1 }),
@@ -256,7 +259,7 @@ test('prefetch: whole blob with progress; a READ overtakes queued prefetch GETs'
   assert.equal(fetched.length, 32, 'prefetch skipped the chunk the READ fetched');
 });
 
-test('prefetch cancel stops it early; a READ that joined a cancelled prefetch GET still gets its bytes', async () => {
+test('prefetch cancel stops it early; a READ that joined a cancelled prefetch GET still gets its bytes', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: new Array(32).fill(M), entropy: 1, seed: 'cancel' });
   const { reader, content, sink } = await setup(b, { maxMerge: M, amplify: 0, scheduler: new FetchScheduler({ concurrencyPerHost: 2, reservedForDemand: 0 }) });
   reader.delayMs = 30;

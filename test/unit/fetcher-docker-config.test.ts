@@ -9,23 +9,26 @@ import {
 } from '../../fetcher/registry/docker-config';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 
+/** every test and hook is bounded: a hang fails instead of blocking the run */
+const T = { timeout: 30_000 };
+
 const dirs: string[] = [];
 const oldPath = process.env.PATH;
 after(async () => {
   process.env.PATH = oldPath;
   for (const d of dirs) await removeTempDir(d);
-});
+}, T);
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
-test('host normalisation: schemes, paths, docker hub aliases', () => {
+test('host normalisation: schemes, paths, docker hub aliases', T, () => {
   assert.equal(normalizeHost('https://index.docker.io/v1/'), 'docker.io');
   assert.equal(normalizeHost('registry-1.docker.io'), 'docker.io');
   assert.equal(normalizeHost('http://127.0.0.1:5001'), '127.0.0.1:5001');
   assert.equal(normalizeHost('Quay.IO'), 'quay.io');
 });
 
-test('auths entries: base64 user:pass (colons in passwords), identitytoken, username/password, malformed', () => {
+test('auths entries: base64 user:pass (colons in passwords), identitytoken, username/password, malformed', T, () => {
   const cfg = parseDockerConfig(JSON.stringify({
     auths: {
       'https://index.docker.io/v1/': { auth: b64('hubuser:pa:ss') },
@@ -45,7 +48,7 @@ test('auths entries: base64 user:pass (colons in passwords), identitytoken, user
   assert.throws(() => parseDockerConfig('{', 'c.json'), /c.json: not JSON/);
 });
 
-test('helper choice: credHelpers beats credsStore', () => {
+test('helper choice: credHelpers beats credsStore', T, () => {
   const cfg = { credHelpers: { 'ecr.example': 'ecr-login' }, credsStore: 'pass' };
   assert.equal(helperFor(cfg, 'ecr.example'), 'ecr-login');
   assert.equal(helperFor(cfg, 'other'), 'pass');
@@ -54,7 +57,7 @@ test('helper choice: credHelpers beats credsStore', () => {
   assert.equal(defaultDockerConfigPath({ HOME: '/home/u' }), '/home/u/.docker/config.json');
 });
 
-test('credential helpers run with the host on stdin; not-found, <token>, failures', async () => {
+test('credential helpers run with the host on stdin; not-found, <token>, failures', T, async () => {
   const dir = await makeTempDir('credhelper');
   dirs.push(dir);
   const log = path.join(dir, 'stdin.log');
@@ -96,7 +99,7 @@ esac
   assert.equal(await dockerConfigCredentials({ path: path.join(dir, 'absent.json') })('x'), undefined);
 });
 
-test('static and chained sources', async () => {
+test('static and chained sources', T, async () => {
   const s = chainCredentials(undefined, staticCredentials({ 'https://a.example/v1/': { username: 'a', password: 'b' } }),
     staticCredentials({ 'b.example': { registryToken: 't' } }));
   assert.deepEqual(await s('a.example'), { username: 'a', password: 'b' });

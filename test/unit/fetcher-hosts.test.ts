@@ -6,12 +6,15 @@ import path from 'node:path';
 import { apiRoot, defaultServer, hostDirs, isLoopbackHost, parseHostsToml, resolveHosts } from '../../fetcher/registry/hosts';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 
+/** every test and hook is bounded: a hang fails instead of blocking the run */
+const T = { timeout: 30_000 };
+
 const dirs: string[] = [];
 after(async () => {
   for (const d of dirs) await removeTempDir(d);
-});
+}, T);
 
-test('mirrors in file order, then the server; defaults and per-host settings', () => {
+test('mirrors in file order, then the server; defaults and per-host settings', T, () => {
   const specs = parseHostsToml(`
 server = "https://registry.example.com"
 capabilities = ["pull", "resolve"]
@@ -43,7 +46,7 @@ capabilities = ["pull", "resolve"]
   assert.deepEqual(specs[2].capabilities, ['pull', 'resolve']);
 });
 
-test('no server: the registry default is last; errors name the file and key', () => {
+test('no server: the registry default is last; errors name the file and key', T, () => {
   const specs = parseHostsToml('[host."http://127.0.0.1:6000"]\n', '127.0.0.1:5001', '/d');
   assert.deepEqual(specs.map((s) => s.url), ['http://127.0.0.1:6000', 'http://127.0.0.1:5001']);
   assert.throws(() => parseHostsToml('[host."https://m"]\ncapabilities = ["fly"]\n', 'r', '/d', 'x/hosts.toml'), /x\/hosts.toml: host."https:\/\/m".capabilities: unknown capability "fly"/);
@@ -52,7 +55,7 @@ test('no server: the registry default is last; errors name the file and key', ()
   assert.throws(() => parseHostsToml('server = "https://x', 'r', '/d', 'f.toml'), /^Error: f.toml: /);
 });
 
-test('API roots: /v2 appended unless override_path', () => {
+test('API roots: /v2 appended unless override_path', T, () => {
   assert.equal(apiRoot('https://m.local:5000', false), 'https://m.local:5000/v2');
   assert.equal(apiRoot('https://m.local/', false), 'https://m.local/v2');
   assert.equal(apiRoot('https://m.local/prefix', false), 'https://m.local/prefix/v2');
@@ -60,7 +63,7 @@ test('API roots: /v2 appended unless override_path', () => {
   assert.equal(apiRoot('https://m.local/custom/api', true), 'https://m.local/custom/api');
 });
 
-test('default servers: https, http only for loopback or when asked; docker.io', () => {
+test('default servers: https, http only for loopback or when asked; docker.io', T, () => {
   assert.equal(defaultServer('registry.example.com'), 'https://registry.example.com');
   assert.equal(defaultServer('127.0.0.1:5001'), 'http://127.0.0.1:5001');
   assert.equal(defaultServer('localhost:5000'), 'http://localhost:5000');
@@ -72,12 +75,12 @@ test('default servers: https, http only for loopback or when asked; docker.io', 
   assert.ok(!isLoopbackHost('127.example.com'));
 });
 
-test('directory lookup order: host_port_, host:port, _default', () => {
+test('directory lookup order: host_port_, host:port, _default', T, () => {
   assert.deepEqual(hostDirs('/c', '127.0.0.1:5001'), ['/c/127.0.0.1_5001_', '/c/127.0.0.1:5001', '/c/_default']);
   assert.deepEqual(hostDirs('/c', 'docker.io'), ['/c/docker.io', '/c/_default']);
 });
 
-test('resolveHosts reads hosts.toml and CA files from config_path, falls back to _default, then to the default host', async () => {
+test('resolveHosts reads hosts.toml and CA files from config_path, falls back to _default, then to the default host', T, async () => {
   const root = await makeTempDir('hosts');
   dirs.push(root);
   const d = path.join(root, '127.0.0.1:5001');

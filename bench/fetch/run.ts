@@ -1,0 +1,186 @@
+// Cold fetch of a ~256 MiB nydus blob through the chunk fetcher (prefetch of
+// the whole blob: Range GETs, zstd, blake3 per chunk, pwrite into a cache
+// file) next to `curl` downloading the same blob whole from the same
+// registry, measured in one run: once directly against docker-registry on
+// 127.0.0.1, once through a shaping proxy (bench/fetch/shaper.ts: +20 ms RTT,
+// 200 Mbit/s). Also a READ-driven pass: sequential 128 KiB fills with 8 in
+// flight, as kernel readahead would issue them.
+//
+// Env: BENCH_REPS (default 2) repetitions per measurement, alternating;
+// BENCH_MIB (default 256) target compressed size.
+import { spawn, ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { RegistryClient } from '../../fetcher/registry/client';
+import { RemoteBlobContent } from '../../fetcher/chunk-fetcher';
+import { FetchScheduler } from '../../fetcher/scheduler';
+import { buildSyntheticBlob, uploadBlob } from '../../fetcher/testblob';
+import { startRegistry } from '../../test/support/registry';
+import { runOk } from '../../test/support/proc';
+import { makeTempDir, removeTempDir } from '../../test/support/tmp';
+import type { BlobEntry } from '../../image/rafs/bootstrap';
+
+const MiB = 1 << 20;
+const REPS = Number(process.env.BENCH_REPS ?? 2);
+const TARGET_MIB = Number(process.env.BENCH_MIB ?? 256);
+
+interface Target {
+  name: string;
+  host: string;
+}
+
+async function curl(url: string): Promise<number> {
+  const r = await runOk('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{time_total} %{size_download}', url], { timeoutMs: 600_000 });
+  const [t] = r.stdout.trim().split(' ').map(Number);
+  return t;
+}
+
+/** A cache file written like the fscache worker does: pwrite at the blob offset. */
+async function cacheFile(p: string) {
+  await fs.rm(p, { force: true });
+  const fh = await fs.open(p, 'w+');
+  return {
+    fh,
+    sink: async (off: number, data: Buffer) => {
+      let done = 0;
+      while (done < data.length) done += (await fh.write(data, done, data.length - done, off + done)).bytesWritten;
+    },
+    alloc: (n: number) => Buffer.alloc(n),
+  };
+}
+
+async function fetcherPrefetch(host: string, entry: BlobEntry, file: string, verify?: Buffer):
+  Promise<{ s: number; gets: number; verifyFailures: number; retries: number }> {
+  const client = new RegistryClient();
+  const t0 = process.hrtime.bigint();
+  const content = await RemoteBlobContent.open(client.repository(host, 'bench/blob'), entry, { scheduler: new FetchScheduler() });
+  const cf = await cacheFile(file);
+  const res = await content.prefetch(cf.sink, cf.alloc).done;
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  await cf.fh.close();
+  await client.close();
+  if (!res.complete) throw new Error(`prefetch incomplete: ${JSON.stringify(res)}`);
+  if (verify) {
+    const got = await fs.readFile(file);
+    if (!got.subarray(0, verify.length).equals(verify)) throw new Error('prefetched bytes differ from the blob');
+  }
+  return { s, gets: content.stats.gets, verifyFailures: content.stats.verifyFailures, retries: client.stats.retries };
+}
+
+async function fetcherReads(host: string, entry: BlobEntry, file: string): Promise<number> {
+  const client = new RegistryClient();
+  const t0 = process.hrtime.bigint();
+  const content = await RemoteBlobContent.open(client.repository(host, 'bench/blob'), entry, { scheduler: new FetchScheduler() });
+  const cf = await cacheFile(file);
+  // like the kernel, READ only what is not in the cache file yet (it checks with SEEK_DATA)
+  const written = new Uint8Array(Math.ceil(content.size / 4096));
+  const sink = async (off: number, data: Buffer) => {
+    await cf.sink(off, data);
+    written.fill(1, off / 4096, (off + data.length) / 4096);
+  };
+  const step = 128 * 1024;
+  let next = 0;
+  const worker = async () => {
+    while (next < content.size) {
+      const off = next;
+      next += step;
+      if (written.subarray(off / 4096, Math.ceil(Math.min(off + step, content.size) / 4096)).every((x) => x === 1)) continue;
+      await content.fill(off, step, sink, cf.alloc);
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, worker));
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  await cf.fh.close();
+  await client.close();
+  return s;
+}
+
+async function startShaperProcess(upstream: string): Promise<{ port: number; child: ChildProcess }> {
+  const child = spawn(process.execPath, [path.join(__dirname, 'shaper.js'), '--upstream', upstream, '--delay-ms', '10', '--mbit', '200'],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (b: Buffer) => {
+      out += b.toString();
+      const m = /listening (\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once('exit', (c) => reject(new Error(`shaper exited with ${c}`)));
+    setTimeout(() => reject(new Error('shaper did not start')), 10_000);
+  });
+  return { port, child };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function main(): Promise<void> {
+  const dir = await makeTempDir('bench-fetch');
+  const reg = await startRegistry();
+  let shaper: ChildProcess | undefined;
+  try {
+    process.stderr.write(`building a ~${TARGET_MIB} MiB blob (1 MiB chunks, zstd, blake3)...\n`);
+    // entropy 0.66 compresses 1 MiB chunks to about 2/3
+    const chunks = Math.round((TARGET_MIB * 3) / 2);
+    const b = await buildSyntheticBlob({ chunkSizes: new Array(chunks).fill(MiB), entropy: 0.66, seed: 'bench' });
+    const size = b.data.length;
+    await uploadBlob(reg.url, 'bench/blob', b.data);
+    const entry = b.entry;
+    const uncompressed = b.uncompressed;
+    process.stderr.write(`blob ${(size / MiB).toFixed(1)} MiB (${chunks} chunks, ${(uncompressed.length / MiB).toFixed(0)} MiB uncompressed) pushed\n`);
+
+    const sh = await startShaperProcess(reg.host);
+    shaper = sh.child;
+    const targets: Target[] = [
+      { name: 'direct (127.0.0.1)', host: reg.host },
+      { name: 'shaped (+20 ms RTT, 200 Mbit/s)', host: `127.0.0.1:${sh.port}` },
+    ];
+    const file = path.join(dir, 'cache-file');
+    const lines: string[] = [];
+    for (const t of targets) {
+      const url = `http://${t.host}/v2/bench/blob/blobs/${b.digest}`;
+      const curlS: number[] = [];
+      const fetchS: number[] = [];
+      let gets = 0;
+      let bad = 0;
+      let retries = 0;
+      for (let i = 0; i < REPS; i++) {
+        curlS.push(await curl(url));
+        const r = await fetcherPrefetch(t.host, entry, file, i === 0 && t === targets[0] ? uncompressed : undefined);
+        fetchS.push(r.s);
+        gets = r.gets;
+        bad += r.verifyFailures;
+        retries += r.retries;
+        process.stderr.write(`  ${t.name} rep ${i + 1}: curl ${curlS[i].toFixed(2)} s, chunk fetcher ${fetchS[i].toFixed(2)} s\n`);
+      }
+      const reads = await fetcherReads(t.host, entry, file);
+      const mbs = (s: number) => (size / 1e6 / s).toFixed(0);
+      const c = median(curlS);
+      const f = median(fetchS);
+      lines.push(
+        `${t.name}:\n` +
+        `  curl (whole blob, 1 GET):             ${c.toFixed(2)} s  ${mbs(c)} MB/s   [${curlS.map((x) => x.toFixed(2)).join(', ')}]\n` +
+        `  chunk fetcher prefetch (${gets} GETs):  ${f.toFixed(2)} s  ${mbs(f)} MB/s   [${fetchS.map((x) => x.toFixed(2)).join(', ')}]\n` +
+        `  chunk fetcher READs (128 KiB, 8 in flight): ${reads.toFixed(2)} s  ${mbs(reads)} MB/s\n` +
+        `  (prefetch: ${bad} chunk verification failures, ${retries} HTTP retries over ${REPS} runs)\n` +
+        `  ratio chunk fetcher / curl (time): ${(f / c).toFixed(2)}   READ-driven / curl: ${(reads / c).toFixed(2)}\n`,
+      );
+    }
+    const load = (await fs.readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
+    process.stdout.write(
+      `blob: ${(size / MiB).toFixed(1)} MiB compressed, ${(uncompressed.length / MiB).toFixed(0)} MiB uncompressed, ` +
+      `${chunks} × 1 MiB chunks (zstd, blake3); median of ${REPS}; MB/s = compressed MB / s\n` +
+      lines.join('') +
+      `(load average ${load}, ${os.cpus().length} CPUs, node ${process.version})\n`,
+    );
+  } finally {
+    shaper?.kill('SIGTERM');
+    await reg.stop();
+    await removeTempDir(dir);
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`${(e as Error).stack ?? e}\n`);
+  process.exit(1);
+});
