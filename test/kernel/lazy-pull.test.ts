@@ -4,6 +4,7 @@
 // bootstrap layer; the container's reads fetch blob ranges.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { requireBinaries } from '../support/bins';
@@ -29,13 +30,25 @@ let snaps: SnapshotsClient | undefined;
 let cri: CriClient;
 let ref = '';
 let blobDigests: string[] = [];
+const bigSha: Record<string, string> = {};
+let fscacheDir = '';
+const BIG_MB = 32;
 
 before(async () => {
-  const fscacheDir = requireFscacheKernel();
+  fscacheDir = requireFscacheKernel();
   requireBinaries(['containerd', 'ctr', 'shim', 'runc', 'registry', 'umoci', 'busybox']);
   dir = guestDir('lazy');
   registry = await startRegistry({ dir: join(dir, 'registry') });
   const bb = await buildBusyboxImage(join(dir, 'busybox'));
+  // a second layer with big incompressible files, so reads take a while and span many chunks;
+  // one per disturbing test, so each reads cold
+  const data = join(dir, 'data');
+  fs.mkdirSync(data);
+  for (const name of ['big1', 'big2']) {
+    fs.writeFileSync(join(data, name), crypto.randomBytes(BIG_MB << 20));
+    bigSha[name] = sha256File(join(data, name));
+  }
+  await runOk('umoci', ['insert', '--image', `${bb.layoutDir}:${bb.ref}`, data, '/data'], { timeoutMs: 300_000 });
   const nydus = join(dir, 'nydus');
   await runOk(process.execPath, [CLI, 'convert', `oci:${bb.layoutDir}:${bb.ref}`, `oci:${nydus}:1`], { timeoutMs: 300_000 });
   const n = await readNydusLayout(nydus, '1');
@@ -100,4 +113,74 @@ test('a container of the nydus image runs; its files arrive lazily and match', {
   const s = JSON.parse((await runOk(process.execPath, [CLI, 'status', '--json', '--address', lazysnapd!.address])).stdout);
   assert.equal(s.worker.stats.readsFailed, 0);
   assert.ok(s.mounts.some((m: { imageRef: string }) => m.imageRef === ref), 'the image is mounted lazily, from its registry');
+});
+
+/** Reads /data/<file> in a container while `disturb` runs; the checksum must come out right. */
+async function readWhile(name: string, file: string, disturb: (stop: () => boolean) => Promise<number>) {
+  let done = false;
+  const running = cri.runToCompletion(ref, ['/bin/sh', '-c', `/bin/busybox sha256sum /data/${file}`], { logRoot: join(dir, 'pod-logs'), name });
+  const disturbed = disturb(() => done);
+  const r = await running.finally(() => (done = true));
+  const n = await disturbed;
+  assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
+  assert.match(r.stdout, new RegExp(`^${bigSha[file]}  /data/${file}$`, 'm'), r.logs);
+  return n;
+}
+
+const status = async () => JSON.parse((await runOk(process.execPath, [CLI, 'status', '--json', '--address', lazysnapd!.address])).stdout);
+const workerPid = async () => (await status()).worker.pid as number;
+
+/** Resolves once the worker serves READs beyond `base`: the container is reading. */
+async function readsBeyond(base: number, stopped: () => boolean): Promise<void> {
+  while (!stopped() && (await status()).worker.stats.reads <= base) await new Promise((r) => setTimeout(r, 50));
+}
+
+test('failover under a container: the fscache worker is killed while the container reads', { timeout: 300_000 }, async (t) => {
+  const base = (await status()).worker.stats.reads;
+  const kills = await readWhile('failover', 'big1', async (stopped) => {
+    let n = 0;
+    await readsBeyond(base, stopped);
+    while (!stopped()) {
+      try {
+        process.kill(await workerPid(), 'SIGKILL');
+        n++;
+      } catch {
+        // between workers
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    return n;
+  });
+  t.diagnostic(`worker kills during the container's read: ${kills}`);
+  assert.ok(kills >= 1);
+});
+
+test('full restart under a container: kill -9 lazysnapd and start it again while the container reads', { timeout: 300_000 }, async () => {
+  const base = (await status()).worker.stats.reads;
+  await readWhile('restart', 'big2', async (stopped) => {
+    await readsBeyond(base, stopped); // the container runs and reads: now lazysnapd goes
+    assert.ok(!stopped(), 'the container finished before lazysnapd could be killed');
+    const { root, address, logPath } = lazysnapd!;
+    const config = fs.readFileSync(`${root}.config.toml`, 'utf8');
+    await lazysnapd!.kill9();
+    lazysnapd = await startLazysnapd({ root, address, logPath, config });
+    return 1;
+  });
+  assert.match(fs.readFileSync(lazysnapd!.logPath, 'utf8'), /took the \/dev\/cachefiles fd back from the running fscache worker/);
+});
+
+test('cleanup: removing the image removes its snapshots, its EROFS mount and its cache files', { timeout: 300_000 }, async () => {
+  await cri.removeImage(ref);
+  await ctrd!.ctrOk(['images', 'rm', `${registry!.host}/test/pause:1`]).catch(() => {});
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const left = (await snaps!.list()).filter((i) => i.labels[LABEL.nydusBlob] === 'true' || i.labels[LABEL.nydusBootstrap] === 'true');
+    const erofs = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.split(' ')[2] === 'erofs');
+    if (left.length === 0 && erofs.length === 0) break;
+    if (Date.now() > deadline) assert.fail(`left after removal: ${left.map((i) => i.name)} ${erofs}${await logs()}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  const cache = join(fscacheDir, 'cache-lazy', 'cache');
+  const volumes = fs.existsSync(cache) ? fs.readdirSync(cache) : [];
+  assert.deepEqual(volumes, [], `cache volumes left: ${volumes}`);
 });
