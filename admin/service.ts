@@ -6,6 +6,13 @@ import type { FscacheSupervisor } from '../fscache/supervisor';
 import { Mounter, MountError } from '../fscache/mounter';
 import type { FscacheImages } from '../fscache/images';
 
+interface WorkerObject {
+  volume: string;
+  cookie: string;
+  size: number;
+  present?: { bytes: number; bytesPresent: number; fetchedBytes: number };
+}
+
 export interface AdminDeps {
   mounter?: Mounter;
   supervisor?: FscacheSupervisor;
@@ -52,14 +59,28 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
         fscache: d.supervisor ? 'enabled' : `disabled: ${d.fscacheDisabledReason ?? 'by config'}`,
         mounts: d.images().all(),
       };
+      let objects: WorkerObject[] = [];
       if (d.supervisor) {
         status.worker = { pid: d.supervisor.workerPid ?? null, activations: d.supervisor.activations };
         try {
-          Object.assign(status.worker as object, await d.supervisor.status());
+          const w = (await d.supervisor.status()) as { objects?: WorkerObject[] };
+          objects = w.objects ?? [];
+          Object.assign(status.worker as object, w);
         } catch (err) {
           (status.worker as Record<string, unknown>).error = (err as Error).message;
         }
       }
+      // Per image: whether it runs lazily, and how much of each blob is already local.
+      status.images = d.images().all().map((img) => ({
+        fsid: img.fsid,
+        mountpoint: img.mountpoint,
+        imageRef: img.imageRef,
+        lazy: true,
+        source: img.imageRef ? 'registry' : 'local',
+        blobs: objects
+          .filter((o) => o.volume === (img.domain || img.fsid) && o.cookie !== img.fsid)
+          .map((o) => ({ blob: o.cookie, bytes: o.present?.bytes ?? o.size, bytesPresent: o.present?.bytesPresent ?? null, fetchedBytes: o.present?.fetchedBytes ?? null })),
+      }));
       return { json: JSON.stringify(status) };
     }),
   };

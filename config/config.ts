@@ -23,6 +23,11 @@ export interface Config {
     domain: string;
     /** keep a loaded standby worker so failover is a handover, not a process start */
     standby_worker: boolean;
+    /**
+     * "on-pull": mount an image when its bootstrap layer is committed and fetch
+     * its blobs in the background; "on-start": from the first container on; "off"
+     */
+    prefetch: 'on-pull' | 'on-start' | 'off';
   };
   /** where lazy images' blobs are fetched from */
   registry: {
@@ -50,6 +55,7 @@ cache_dir = ""             # "" = <root>/cache; must support xattrs (ext4, xfs)
 tag = "lazysnap"
 domain = "lazysnap"        # images share blobs (and their cache) in this domain; "" = none
 standby_worker = true
+prefetch = "on-pull"       # "on-pull", "on-start" (first container) or "off": on-demand reads only
 
 [registry]
 config_path = "/etc/containerd/certs.d"   # hosts.toml per registry host, as containerd reads it
@@ -65,7 +71,7 @@ const SHAPE: Shape = {
   root: 'string',
   address: 'string',
   log: { level: 'string' },
-  fscache: { enabled: 'string|boolean', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean' },
+  fscache: { enabled: 'string|boolean', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean', prefetch: 'string' },
   registry: { config_path: 'string', docker_config: 'string', plain_http: 'boolean' },
 };
 
@@ -102,6 +108,9 @@ export function parseConfig(text: string): Config {
   const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry };
   if (cfg.fscache.enabled !== true && cfg.fscache.enabled !== false && cfg.fscache.enabled !== 'auto') {
     throw new ConfigError(`"fscache.enabled" must be true, false or "auto", got ${JSON.stringify(cfg.fscache.enabled)}`);
+  }
+  if (!['on-pull', 'on-start', 'off'].includes(cfg.fscache.prefetch)) {
+    throw new ConfigError(`"fscache.prefetch" must be "on-pull", "on-start" or "off", got ${JSON.stringify(cfg.fscache.prefetch)}`);
   }
   if (!/^[A-Za-z0-9._-]{1,32}$/.test(cfg.fscache.tag)) throw new ConfigError(`"fscache.tag" must be 1-32 characters of [A-Za-z0-9._-]`);
   if (cfg.fscache.domain && !/^[A-Za-z0-9._-]{1,64}$/.test(cfg.fscache.domain)) throw new ConfigError(`"fscache.domain" must be 1-64 characters of [A-Za-z0-9._-]`);

@@ -24,6 +24,17 @@ export interface BlobContent {
    * Rejects, having written nothing wrong, if any byte cannot be had and verified.
    */
   fill(off: number, len: number, sink: RangeSink, alloc: Allocator): Promise<void>;
+  /** How much of the blob is already local (remote blobs only). */
+  progress?(): BlobPresence;
+  /** Fetches the whole blob in the background, below on-demand reads (remote blobs only). */
+  prefetch?(sink: RangeSink, alloc: Allocator): { cancel(): void; done: Promise<unknown> };
+}
+
+export interface BlobPresence {
+  bytes: number;
+  bytesPresent: number;
+  /** compressed bytes fetched so far */
+  fetchedBytes: number;
 }
 
 /** Which blob a kernel cookie names. */

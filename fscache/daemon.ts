@@ -25,6 +25,8 @@ export interface DaemonOptions {
   readAttempts: number;
   /** first retry delay; doubles each time */
   retryDelayMs: number;
+  /** start fetching a remote blob whole as soon as the kernel opens it */
+  prefetch?: boolean;
 }
 
 export interface DaemonStats {
@@ -92,6 +94,16 @@ export class FscacheDaemon {
     if (!this.answer(cmd.copen(m.msgId, content.size))) {
       this.objects.delete(m.objectId);
       this.io.close(m.fd);
+      return;
+    }
+    if (this.opts.prefetch && content.prefetch) {
+      const obj = this.objects.get(m.objectId)!;
+      obj.prefetch = content.prefetch(async (off, data) => {
+        await this.io.pwrite(obj.fd, data, off);
+        obj.bytesWritten += data.length;
+        this.stats.bytesWritten += data.length;
+      }, this.io.alloc);
+      this.log.info({ objectId: m.objectId, blob: content.name }, 'prefetching');
     }
   }
 
@@ -150,6 +162,7 @@ export class FscacheDaemon {
     if (!obj) return;
     this.stats.closes++;
     this.log.debug({ objectId: m.objectId, cookie: obj.cookie }, 'CLOSE');
+    obj.prefetch?.cancel();
     this.io.close(obj.fd);
   }
 

@@ -21,6 +21,8 @@ export class SnapshotMounts implements LazyMounts {
     private readonly mountsDir: string,
     private readonly domain: string,
     private readonly log: Logger,
+    /** mount as soon as the bootstrap layer is committed, so the worker starts fetching */
+    readonly mountOnPull = false,
   ) {}
 
   ensure(snapshotId: number, bootstrapFile: string, labels: Labels): Promise<string> {

@@ -112,10 +112,17 @@ export class Mounter {
   private dropVolume(volume: string): void {
     if (!this.cacheDir) return;
     const dir = path.join(this.cacheDir, 'cache', `Ierofs,${volume}`);
-    try {
-      fs.rmSync(dir, { recursive: true, force: true });
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message, dir }, 'cannot remove the cache files of an unused volume');
-    }
+    // fscache withdraws a relinquished volume in the background and may touch
+    // its directory once more after umount returns: remove it again a few times.
+    let tries = 0;
+    const rm = () => {
+      try {
+        fs.rmSync(dir, { recursive: true, force: true });
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message, dir }, 'cannot remove the cache files of an unused volume');
+      }
+      if (++tries < 5 && !this.images().inVolume(volume).length) setTimeout(rm, 200 * tries).unref();
+    };
+    rm();
   }
 }

@@ -11,6 +11,8 @@ export interface CacheObject {
   content: BlobContent;
   reads: number;
   bytesWritten: number;
+  /** a background fetch of the whole blob, cancelled on CLOSE */
+  prefetch?: { cancel(): void };
 }
 
 export class ObjectTable {

@@ -83,9 +83,10 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
     pidFile,
     takeoverPath,
     registry: { hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http },
+    prefetch: cfg.fscache.prefetch !== 'off',
   });
   supervisor.start();
   const mounter = new Mounter(images, path.join(cfg.root, 'fscache', 'images'), log, cacheDir);
-  const lazy = new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log);
+  const lazy = new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, cfg.fscache.prefetch === 'on-pull');
   return { supervisor, mounter, lazy };
 }

@@ -25,6 +25,8 @@ export interface SupervisorOptions {
   takeoverPath?: string;
   /** registry settings for blobs fetched lazily (JSON in the worker's environment) */
   registry?: WorkerRegistryConfig;
+  /** background fetch of whole blobs once opened */
+  prefetch?: boolean;
 }
 
 export interface WorkerRegistryConfig {
@@ -89,7 +91,9 @@ export class FscacheSupervisor {
     const args = [this.workerJs, this.o.dbPath, ...(this.o.takeoverPath ? [this.o.takeoverPath] : [])];
     const proc = spawn(process.execPath, args, {
       stdio: ['ignore', 'inherit', 'inherit', theirs],
-      env: { ...process.env, LAZYSNAP_LOG_LEVEL: this.o.logLevel ?? 'info', LAZYSNAP_REGISTRY: JSON.stringify(this.o.registry ?? {}) },
+      env: { ...process.env, LAZYSNAP_LOG_LEVEL: this.o.logLevel ?? 'info', LAZYSNAP_REGISTRY: JSON.stringify(this.o.registry ?? {}),
+        LAZYSNAP_PREFETCH: this.o.prefetch === false ? 'off' : 'on',
+      },
     });
     fs.closeSync(theirs);
     const control = new net.Socket({ fd: mine, readable: true, writable: true });

@@ -60,7 +60,11 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const devFd = got.fds[0];
   const resolver = MetadataResolver.open(o.dbPath, remoteOpener(o));
   const device = new CachefilesDevice(devFd);
-  const daemon = new FscacheDaemon(device, resolver, o.log, { readAttempts: o.readAttempts ?? 4, retryDelayMs: 50 });
+  const daemon = new FscacheDaemon(device, resolver, o.log, {
+    readAttempts: o.readAttempts ?? 4,
+    retryDelayMs: 50,
+    prefetch: process.env.LAZYSNAP_PREFETCH !== 'off',
+  });
 
   const control = new net.Socket({ fd: o.controlFd, readable: true, writable: true });
   let retiring = false;
@@ -82,6 +86,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
               size: x.content.size,
               reads: x.reads,
               bytesWritten: x.bytesWritten,
+              ...(x.content.progress ? { present: x.content.progress() } : {}),
             })),
           },
         });

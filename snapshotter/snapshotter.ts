@@ -20,6 +20,8 @@ import { alreadyExists, failedPrecondition } from './errors';
 
 /** Lazy images: where the EROFS of a bootstrap layer is mounted (fscache). */
 export interface LazyMounts {
+  /** mount when the bootstrap layer is committed (pull time), to warm the cache before any container */
+  readonly mountOnPull?: boolean;
   /** Mounts (once) the image whose bootstrap sits in snapshot `snapshotId`; resolves to its mountpoint. */
   ensure(snapshotId: number, bootstrapFile: string, labels: Labels): Promise<string>;
   /** The bootstrap snapshot is being removed: unmount its image. */
@@ -162,6 +164,13 @@ export class Snapshotter implements Layout {
     this.store.update((tx) => tx.commit(key, name, usage, labels));
     // The work dir only matters to an active overlay.
     fs.rmSync(this.work(id), { recursive: true, force: true });
+    const boot = this.lazy?.mountOnPull ? bootstrapIn(this.upper(id)) : null;
+    if (boot) {
+      // Warm on pull: the image is mounted now, and its blobs start arriving before any container asks.
+      this.lazy!.ensure(id, boot, labels).catch((err) =>
+        this.log.warn({ err: (err as Error).message, name }, 'mounting at pull failed; the first container will retry'),
+      );
+    }
   }
 
   async remove(key: string): Promise<void> {

@@ -61,6 +61,8 @@ test('an image made by mkfs.erofs, mounted through fscache: every file matches i
   assert.ok(fs.existsSync(volumeDir), `cache files under ${volumeDir}`);
   await cli('umount', mnt);
   assert.equal((await status()).mounts.length, 0);
+  const gone = Date.now() + 5000;
+  while (fs.existsSync(volumeDir) && Date.now() < gone) await new Promise((r) => setTimeout(r, 100));
   assert.ok(!fs.existsSync(volumeDir), 'umount removes the cache files of the unused volume');
 });
 

@@ -59,12 +59,15 @@ before(async () => {
   await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');
 
   const root = join(dir, 'lazysnap');
+  // the log goes to the host's disk, for a post-mortem of a failed run
+  fs.mkdirSync('/var/tmp/lazysnap-kt-logs', { recursive: true });
   lazysnapd = await startLazysnapd({
     root,
+    logPath: `/var/tmp/lazysnap-kt-logs/lazy-pull-${Date.now()}.log`,
     address: join(dir, 'lazysnap.sock'),
     config:
       `root = "${root}"\n[log]\nlevel = "debug"\n` +
-      `[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, 'cache-lazy')}"\ntag = "lazysnap-lazy"\n` +
+      `[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, 'cache-lazy')}"\ntag = "lazysnap-lazy"\nprefetch = "off"\n` +
       `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\n`,
   });
   ctrd = await startGuestContainerd({
@@ -87,14 +90,16 @@ async function logs(): Promise<string> {
   return `\n--- containerd ---\n${ctrd ? await tail(ctrd.logPath, 2500) : ''}\n--- lazysnapd ---\n${lazysnapd ? await tail(lazysnapd.logPath, 4000) : ''}`;
 }
 
-const blobRequests = () => {
-  const log = fs.readFileSync(registry!.logPath, 'utf8');
-  return blobDigests.filter((d) => log.split('\n').some((l) => l.includes(`/blobs/${d}`) && /GET/.test(l)));
+/** Data blobs the registry served, to containerd (its user agent) or to lazysnap's fetcher. */
+const blobRequests = (who: 'containerd' | 'lazysnap') => {
+  const lines = fs.readFileSync(registry!.logPath, 'utf8').split('\n').filter((l) => /GET/.test(l) && l.includes(who === 'lazysnap' ? 'lazysnap/' : 'containerd/'));
+  return blobDigests.filter((d) => lines.some((l) => l.includes(`/blobs/${d}`)));
 };
 
 test('CRI PullImage of a nydus image downloads no data blob', { timeout: 300_000 }, async () => {
   await cri.pullImage(ref).catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
-  assert.deepEqual(blobRequests(), [], 'the registry served no data blob during the pull');
+  assert.deepEqual(blobRequests('containerd'), [], 'containerd fetched no data blob: only manifest, config and bootstrap layer');
+  assert.ok(fs.readFileSync(registry!.logPath, 'utf8').includes('/v2/test/busybox-nydus/manifests/'), 'containerd resolved the manifest');
   const infos = await snaps!.list();
   const remote = infos.filter((i) => i.labels[LABEL.nydusBlob] === 'true');
   assert.equal(remote.length, blobDigests.length, JSON.stringify(infos, null, 1));
@@ -109,7 +114,8 @@ test('a container of the nydus image runs; its files arrive lazily and match', {
   assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
   assert.match(r.stdout, /^lazy hello$/m);
   assert.match(r.stdout, new RegExp(`^${sha256File('/bin/busybox')}  /bin/busybox$`, 'm'));
-  assert.ok(blobRequests().length > 0, 'the container read its files from the registry');
+  assert.deepEqual(blobRequests('containerd'), [], 'containerd never downloads a data blob');
+  assert.ok(blobRequests('lazysnap').length > 0, 'the blobs came from the registry through lazysnap');
   const s = JSON.parse((await runOk(process.execPath, [CLI, 'status', '--json', '--address', lazysnapd!.address])).stdout);
   assert.equal(s.worker.stats.readsFailed, 0);
   assert.ok(s.mounts.some((m: { imageRef: string }) => m.imageRef === ref), 'the image is mounted lazily, from its registry');
@@ -128,6 +134,7 @@ async function readWhile(name: string, file: string, disturb: (stop: () => boole
 }
 
 const status = async () => JSON.parse((await runOk(process.execPath, [CLI, 'status', '--json', '--address', lazysnapd!.address])).stdout);
+
 const workerPid = async () => (await status()).worker.pid as number;
 
 /** Resolves once the worker serves READs beyond `base`: the container is reading. */
@@ -183,4 +190,25 @@ test('cleanup: removing the image removes its snapshots, its EROFS mount and its
   const cache = join(fscacheDir, 'cache-lazy', 'cache');
   const volumes = fs.existsSync(cache) ? fs.readdirSync(cache) : [];
   assert.deepEqual(volumes, [], `cache volumes left: ${volumes}`);
+});
+
+test('warm on pull: with prefetch = "on-pull" the image is fetched before any container asks', { timeout: 300_000 }, async (t) => {
+  const { root, address, logPath } = lazysnapd!;
+  const config = fs.readFileSync(`${root}.config.toml`, 'utf8').replace('prefetch = "off"', 'prefetch = "on-pull"');
+  await lazysnapd!.stop();
+  lazysnapd = await startLazysnapd({ root, address, logPath, config });
+  await cri.pullImage(ref).catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
+  const t0 = Date.now();
+  let images: { imageRef: string; blobs: { bytes: number; bytesPresent: number | null }[] }[] = [];
+  for (;;) {
+    images = (await status()).images;
+    const img = images.find((i) => i.imageRef === ref);
+    if (img && img.blobs.length === blobDigests.length && img.blobs.every((b) => b.bytesPresent === b.bytes)) break;
+    if (Date.now() - t0 > 120_000) assert.fail(`not prefetched: ${JSON.stringify(images)}${await logs()}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  t.diagnostic(`prefetched ${blobDigests.length} blobs in ${Date.now() - t0} ms after the pull`);
+  const text = (await runOk(process.execPath, [CLI, 'status', '--address', lazysnapd!.address])).stdout;
+  assert.match(text, /lazy, blobs from registry/);
+  assert.match(text, /100\.0% present/);
 });
