@@ -29,6 +29,8 @@ export interface GuestContainerdOptions {
   /** lazysnapd's socket, registered as proxy snapshotter `snapshotterName` and used by CRI. */
   snapshotterSocket: string;
   snapshotterName?: string;
+  /** the snapshotter CRI uses, when not the proxy one (e.g. the built-in overlayfs, for comparisons) */
+  criSnapshotter?: string;
   /** host:port of the plain-HTTP test registry (gets a hosts.toml). */
   registryHost: string;
   /** CRI's sandbox_image, e.g. "<registryHost>/test/pause:1" (see buildPauseImage). */
@@ -102,7 +104,7 @@ export async function startGuestContainerd(opts: GuestContainerdOptions): Promis
     registryHost: opts.registryHost,
     namespace: CRI_NAMESPACE,
     disabledPlugins: DEFAULT_DISABLED_PLUGINS.filter((p) => p !== 'io.containerd.grpc.v1.cri'),
-    extraConfig: criConfig({ snapshotter, sandboxImage: opts.sandboxImage, hostsDir, cniDir }) + (opts.extraConfig ?? ''),
+    extraConfig: criConfig({ snapshotter: opts.criSnapshotter ?? snapshotter, sandboxImage: opts.sandboxImage, hostsDir, cniDir }) + (opts.extraConfig ?? ''),
   });
   if (containerd.hostsDir !== hostsDir) {
     await containerd.stop();

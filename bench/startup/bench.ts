@@ -1,0 +1,102 @@
+// bench/startup: time from CRI PullImage to a container's first output,
+// lazysnap with a nydus image against containerd's overlayfs snapshotter
+// pulling the OCI original in full. Directly, and behind a shaping proxy
+// (+20 ms RTT, 200 Mbit/s). Runs in the UML guest: npm run bench:startup
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import type net from 'node:net';
+import { buildPauseImage, startGuestContainerd } from '../../test/support/guest-containerd';
+import { guestDir, requireFscacheKernel } from '../../test/support/guest';
+import { buildBusyboxImage, pushOciLayout } from '../../test/support/images';
+import { startLazysnapd } from '../../test/support/lazysnapd';
+import { runOk } from '../../test/support/proc';
+import { startRegistry } from '../../test/support/registry';
+import { startShaper } from '../fetch/shaper';
+
+const DATA_MB = Number(process.env.STARTUP_DATA_MB ?? 64);
+const CLI = join(__dirname, '../../cmd/lazysnap.js');
+
+/** Bytes the registry sent for requests logged after `from` (logrus: http.response.written). */
+function bytesServed(logPath: string, from: number): number {
+  const text = fs.readFileSync(logPath, 'utf8').slice(from);
+  let n = 0;
+  for (const m of text.matchAll(/http\.response\.written=(\d+)/g)) n += Number(m[1]);
+  return n;
+}
+
+async function main() {
+  const fscacheDir = requireFscacheKernel();
+  const dir = guestDir('startup');
+  const registry = await startRegistry({ dir: join(dir, 'registry') });
+  const bb = await buildBusyboxImage(join(dir, 'app'));
+  const data = join(dir, 'data');
+  fs.mkdirSync(data);
+  fs.writeFileSync(join(data, 'big'), crypto.randomBytes(DATA_MB << 20)); // what the container never reads
+  await runOk('umoci', ['insert', '--image', `${bb.layoutDir}:${bb.ref}`, data, '/data'], { timeoutMs: 600_000 });
+  await pushOciLayout(bb.layoutDir, bb.ref, registry.url, 'test/app:1');
+  const nydus = join(dir, 'nydus');
+  await runOk(process.execPath, [CLI, 'convert', `oci:${bb.layoutDir}:${bb.ref}`, `oci:${nydus}:1`], { timeoutMs: 600_000 });
+  await pushOciLayout(nydus, '1', registry.url, 'test/app-nydus:1');
+  const pause = await buildPauseImage(join(dir, 'pause'));
+  await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');
+  const imageBytes = fs.readdirSync(join(bb.layoutDir, 'blobs', 'sha256')).reduce((n, f) => n + fs.statSync(join(bb.layoutDir, 'blobs', 'sha256', f)).size, 0);
+
+  const shaper: net.Server = await startShaper({ upstreamHost: '127.0.0.1', upstreamPort: registry.port, delayMs: 10, bitsPerSec: 200e6, windowBytes: 4 << 20 });
+  const shapedHost = `127.0.0.1:${(shaper.address() as net.AddressInfo).port}`;
+
+  const rows: { net: string; mode: string; ms: number; bytes: number }[] = [];
+  let run = 0;
+  for (const [netName, host] of [['direct', registry.host], ['20 ms RTT, 200 Mbit/s', shapedHost]] as const) {
+    for (const mode of ['overlayfs (OCI, full pull)', 'lazysnap (nydus, lazy)'] as const) {
+      const sub = join(dir, `run-${run++}`);
+      fs.mkdirSync(sub);
+      const lazy = mode.startsWith('lazysnap');
+      const lz = lazy
+        ? await startLazysnapd({
+            root: join(sub, 'root'),
+            address: join(sub, 'lazysnap.sock'),
+            config: `root = "${join(sub, 'root')}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, `startup-${run}`)}"\n[registry]\nplain_http = true\n`,
+          })
+        : undefined;
+      const ctrd = await startGuestContainerd({
+        dir: join(sub, 'containerd'),
+        snapshotterSocket: lz?.address ?? join(sub, 'unused.sock'),
+        criSnapshotter: lazy ? 'lazysnap' : 'overlayfs',
+        registryHost: host,
+        sandboxImage: `${host}/test/pause:1`,
+      });
+      try {
+        // the sandbox image is not what is measured: pull it first
+        await ctrd.cri.pullImage(`${host}/test/pause:1`);
+        const ref = `${host}/test/${lazy ? 'app-nydus' : 'app'}:1`;
+        const logFrom = fs.statSync(registry.logPath).size;
+        const t0 = performance.now();
+        await ctrd.cri.pullImage(ref);
+        const r = await ctrd.cri.runToCompletion(ref, ['/bin/sh', '-c', 'echo ready'], { logRoot: join(sub, 'logs'), name: 'startup' });
+        const ms = performance.now() - t0;
+        if (r.exitCode !== 0 || !/ready/.test(r.stdout)) throw new Error(`${mode}: container failed: ${r.logs}`);
+        rows.push({ net: netName, mode, ms, bytes: bytesServed(registry.logPath, logFrom) });
+      } finally {
+        await ctrd.stop();
+        await lz?.stop();
+      }
+    }
+  }
+  shaper.close();
+  await registry.stop();
+
+  console.log(`bench/startup: PullImage -> first output of "echo ready", busybox + ${DATA_MB} MiB data layer (OCI image ${(imageBytes / 2 ** 20).toFixed(1)} MiB), UML guest, containerd 1.6.20 CRI`);
+  console.log('| network | snapshotter | pull to first output | bytes from the registry |');
+  console.log('| --- | --- | --- | --- |');
+  for (const r of rows) console.log(`| ${r.net} | ${r.mode} | ${(r.ms / 1000).toFixed(2)} s | ${(r.bytes / 2 ** 20).toFixed(2)} MiB (${((100 * r.bytes) / imageBytes).toFixed(1)}% of the image) |`);
+  for (const n of new Set(rows.map((r) => r.net))) {
+    const [full, lazy] = rows.filter((r) => r.net === n);
+    console.log(`speedup (${n}): ${(full.ms / lazy.ms).toFixed(2)}x`);
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
