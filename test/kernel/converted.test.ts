@@ -32,6 +32,8 @@ after(async () => {
     if (mp?.startsWith(dir)) await run('umount', ['-l', mp]);
   }
   await d?.stop();
+  // a failed test may leave an image mounted, and then the worker keeps /dev/cachefiles (by design)
+  await run('pkill', ['-9', '-f', 'lazysnap-fscache-worker']);
 });
 
 test('a converted two-layer image through fscache equals umoci unpack of the original', { timeout: 600_000 }, async () => {

@@ -38,6 +38,8 @@ after(async () => {
     if (mp?.startsWith(dir)) await run('umount', ['-l', mp]);
   }
   await d?.stop();
+  // a failed test may leave an image mounted, and then the worker keeps /dev/cachefiles (by design)
+  await run('pkill', ['-9', '-f', 'lazysnap-fscache-worker']);
 });
 
 test('an image made by mkfs.erofs, mounted through fscache: every file matches its source', async () => {

@@ -13,7 +13,7 @@ import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../
 import { guestDir, requireFscacheKernel, sha256File } from '../support/guest';
 import { buildBusyboxImage, pushOciLayout } from '../support/images';
 import { startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
-import { runOk, tail } from '../support/proc';
+import { run, runOk, tail } from '../support/proc';
 import { startRegistry, type Registry } from '../support/registry';
 import { SnapshotsClient } from '../support/snapshots-client';
 import { unmountAll } from '../support/tmp';
@@ -93,6 +93,9 @@ after(async () => {
   snaps?.close();
   for (const f of [ctrd?.stop, lazysnapd && (() => lazysnapd!.stop()), registry?.stop]) await f?.().catch(() => {});
   if (dir) await unmountAll(dir).catch(() => {});
+  // With an image still mounted, a stopped lazysnapd leaves its worker serving (by design);
+  // the mount is gone now, and the next test needs /dev/cachefiles to itself.
+  await run('pkill', ['-9', '-f', 'lazysnap-fscache-worker']);
 }, { timeout: 120_000 });
 
 async function logs(): Promise<string> {
