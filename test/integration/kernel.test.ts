@@ -30,6 +30,21 @@ test('kernel tests in the UML guest (fscache on-demand, native addon)', { timeou
   assert.match(r.stdout, /^# fail 0$/m);
 });
 
+test('CRI and lazy pull-and-run again with containerd 1.7.24 (trixie, unpacked)', { timeout: 30 * 60_000 }, async () => {
+  const dir = await run('bash', [path.join(REPO, 'scripts', 'containerd17.sh')], { timeoutMs: 10 * 60_000 });
+  assert.equal(dir.code, 0, dir.stderr);
+  process.env.LAZYSNAP_CONTAINERD_DIR = dir.stdout.trim();
+  try {
+    const r = await inGuest(['-t', '1500', '--', 'node', '--test', '--test-concurrency=1', 'dist/test/kernel/cri.test.js', 'dist/test/kernel/lazy-pull.test.js'], 28 * 60_000);
+    console.log(`guest (containerd 1.7.24): ${r.stdout.split('\n').filter((l) => /^# (tests|pass|fail)/.test(l)).join(', ')}`);
+    assert.equal(r.code, 0, r.out.slice(-8000));
+    assert.match(r.stdout, /containerd 1\.7\.24/);
+    assert.match(r.stdout, /^# fail 0$/m);
+  } finally {
+    delete process.env.LAZYSNAP_CONTAINERD_DIR;
+  }
+});
+
 test('failover: a reader never notices 100 kills of the fscache worker', { timeout: 60 * 60_000 }, async () => {
   const r = await inGuest(['-t', '3000', '-m', '4G', '-f', '2048', '--', 'node', 'dist/test/kernel/failover.js'], 55 * 60_000);
   const line = /^failover: kills=(\d+) reads_failed=(\d+) mismatched_bytes=(\d+) worst_stall_ms=(\d+)$/m.exec(r.stdout);

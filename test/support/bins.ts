@@ -3,11 +3,13 @@
 import { accessSync, constants } from 'node:fs';
 
 const APT = 'apt-get install -t bookworm --no-install-recommends';
+/** Another containerd (e.g. trixie's 1.7.24, extracted by scripts/containerd17.sh): its usr/bin. */
+export const CONTAINERD_DIR = process.env.LAZYSNAP_CONTAINERD_DIR || '/usr/bin';
 
 export const BINARIES = {
-  containerd: { path: '/usr/bin/containerd', install: `${APT} containerd runc` },
-  ctr: { path: '/usr/bin/ctr', install: `${APT} containerd` },
-  shim: { path: '/usr/bin/containerd-shim-runc-v2', install: `${APT} containerd` },
+  containerd: { path: `${CONTAINERD_DIR}/containerd`, install: `${APT} containerd runc` },
+  ctr: { path: `${CONTAINERD_DIR}/ctr`, install: `${APT} containerd` },
+  shim: { path: `${CONTAINERD_DIR}/containerd-shim-runc-v2`, install: `${APT} containerd` },
   runc: { path: '/usr/sbin/runc', install: `${APT} runc` },
   registry: { path: '/usr/bin/docker-registry', install: `${APT} docker-registry` },
   umoci: { path: '/usr/bin/umoci', install: `${APT} umoci` },

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { bin, requireBinaries } from './bins';
+import { CONTAINERD_DIR, bin, requireBinaries } from './bins';
 import { describe, failureMessage, isRunning, run, spawnDaemon, stopDaemon, tail, type Daemon, type RunResult }
   from './proc';
 import { unmountAll } from './tmp';
@@ -90,7 +90,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
   ].join('\n'));
 
   // containerd finds containerd-shim-runc-v2 and runc via PATH.
-  const env = { ...process.env, PATH: `/usr/sbin:/usr/bin:/sbin:/bin:${process.env.PATH ?? ''}` };
+  const env = { ...process.env, PATH: `${CONTAINERD_DIR}:/usr/sbin:/usr/bin:/sbin:/bin:${process.env.PATH ?? ''}` };
   const daemon = spawnDaemon(bin('containerd'), ['--config', configPath, '--log-level', 'debug'], logPath, env);
 
   const ctr = (args: string[], o: CtrOptions = {}) =>
