@@ -91,20 +91,7 @@ export class Snapshotter implements Layout {
     // Names are per namespace: the same chainID may have different parents in two namespaces.
     const name = `${key.split('/')[0]}/remote/${target}`;
     if (!this.store.view((tx) => tx.exists(name))) {
-      const td = fs.mkdtempSync(path.join(this.snapshotsDir, 'new-'));
-      try {
-        fs.mkdirSync(path.join(td, 'fs'));
-        fs.chmodSync(path.join(td, 'fs'), 0o755);
-        this.store.update((tx) => {
-          const s = tx.createCommitted(name, parent, labels);
-          const final = path.join(this.snapshotsDir, String(s.id));
-          fs.rmSync(final, { recursive: true, force: true });
-          fs.renameSync(td, final);
-        });
-      } catch (err) {
-        fs.rmSync(td, { recursive: true, force: true });
-        throw err;
-      }
+      this.create(Kind.Committed, name, parent, labels);
       this.log.info({ name, layer: labels[LABEL.layerDigest] }, 'committed a nydus blob layer without downloading it');
     }
     throw alreadyExists(`remote snapshot ${target}`);
@@ -125,7 +112,7 @@ export class Snapshotter implements Layout {
 
   // Synchronous from mkdtemp to rename, so Cleanup (same event loop) never
   // sees the temporary directory of a create in progress.
-  private create(kind: Kind.Active | Kind.View, key: string, parent: string, labels: Labels): Snapshot {
+  private create(kind: Kind.Active | Kind.View | Kind.Committed, key: string, parent: string, labels: Labels): Snapshot {
     validateLabels(labels);
     const td = fs.mkdtempSync(path.join(this.snapshotsDir, 'new-'));
     let final: string | undefined;
@@ -137,7 +124,7 @@ export class Snapshotter implements Layout {
         fs.chmodSync(path.join(td, 'work'), 0o711);
       }
       return this.store.update((tx) => {
-        const s = tx.create(kind, key, parent, labels);
+        const s = kind === Kind.Committed ? tx.createCommitted(key, parent, labels) : tx.create(kind, key, parent, labels);
         if (s.parentIds.length > 0) {
           const st = fs.statSync(this.upper(s.parentIds[0]));
           fs.lchownSync(path.join(td, 'fs'), st.uid, st.gid);

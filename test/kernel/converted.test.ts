@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startLazysnapd, Lazysnapd } from '../support/lazysnapd';
+import { unmountAll } from '../support/tmp';
 import { run, runOk } from '../support/proc';
 import { guestDir, requireFscacheKernel } from '../support/guest';
 import { buildLayeredImage, diffTrees, dumpTree, readNydusLayout } from '../support/oci-layout';
@@ -27,10 +28,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const m of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
-    const mp = m.split(' ')[1];
-    if (mp?.startsWith(dir)) await run('umount', ['-l', mp]);
-  }
+  if (dir) await unmountAll(dir);
   await d?.stop();
   // a failed test may leave an image mounted, and then the worker keeps /dev/cachefiles (by design)
   await run('pkill', ['-9', '-f', 'lazysnap-fscache-worker']);

@@ -8,6 +8,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { spawn, ChildProcess } from 'node:child_process';
 import { startLazysnapd, LAZYSNAPD_JS } from '../support/lazysnapd';
+import { unmountAll } from '../support/tmp';
 import { run, runOk } from '../support/proc';
 import { waitFor, canConnect } from '../support/wait';
 import { guestDir, makeSourceTree, mkfsErofs, requireFscacheKernel } from '../support/guest';
@@ -30,10 +31,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const m of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
-    const mp = m.split(' ')[1];
-    if (mp?.startsWith(dir)) await run('umount', ['-l', mp]);
-  }
+  if (dir) await unmountAll(dir);
   await run('pkill', ['-9', '-f', 'lazysnap-fscache-worker']);
 });
 
