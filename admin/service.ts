@@ -1,10 +1,13 @@
 // lazysnap.v1.Admin: what the lazysnap CLI asks lazysnapd for.
+import fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type * as w from '../proto/types';
 import type { FscacheSupervisor } from '../fscache/supervisor';
 import { Mounter, MountError } from '../fscache/mounter';
 import type { FscacheImages } from '../fscache/images';
+import { ErofsImage } from '../image/erofs/image';
+import { deviceTags } from '../image/rafs/bootstrap';
 
 interface WorkerObject {
   volume: string;
@@ -70,15 +73,25 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
           (status.worker as Record<string, unknown>).error = (err as Error).message;
         }
       }
-      // Per image: whether it runs lazily, and how much of each blob is already local.
-      status.images = d.images().all().map((img) => ({
+      // Per image: whether it runs lazily, and how much of each of its blobs is
+      // already local. Images in one domain share a volume, so the volume alone
+      // does not say which objects are the image's: its device table does.
+      const tagsOf = (bootstrap: string): Set<string> | null => {
+        try {
+          return new Set(deviceTags(new ErofsImage(fs.readFileSync(bootstrap), `bootstrap ${bootstrap}`)));
+        } catch (err) {
+          d.log.warn({ err, bootstrap }, 'status: cannot read the device table of a mounted image');
+          return null;
+        }
+      };
+      status.images = d.images().all().map((img) => ({ img, tags: tagsOf(img.bootstrap) })).map(({ img, tags }) => ({
         fsid: img.fsid,
         mountpoint: img.mountpoint,
         imageRef: img.imageRef,
         lazy: true,
         source: img.imageRef ? 'registry' : 'local',
         blobs: objects
-          .filter((o) => o.volume === (img.domain || img.fsid) && o.cookie !== img.fsid)
+          .filter((o) => o.volume === (img.domain || img.fsid) && o.cookie !== img.fsid && (!tags || tags.has(o.cookie)))
           .map((o) => ({ blob: o.cookie, bytes: o.present?.bytes ?? o.size, bytesPresent: o.present?.bytesPresent ?? null, fetchedBytes: o.present?.fetchedBytes ?? null })),
       }));
       return { json: JSON.stringify(status) };

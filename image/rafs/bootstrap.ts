@@ -193,6 +193,12 @@ function parseExt(b: Bytes): RafsExtSuperblock {
   };
 }
 
+/** The device tags of an EROFS image (RAFS or not): the blobs its mount asks fscache for. */
+export function deviceTags(image: ErofsImage): string[] {
+  const sb = image.sb;
+  return sb.featureIncompat & INCOMPAT_DEVICE_TABLE ? parseDevices(image.bytes, sb.devtSlotoff, sb.extraDevices).map((d) => d.tag) : [];
+}
+
 function parseDevices(b: Bytes, slotoff: number, count: number): DeviceSlot[] {
   const out: DeviceSlot[] = [];
   for (let i = 0; i < count; i++) {

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { Bootstrap, Compressor, DigestAlgo } from '../../image/rafs/bootstrap';
+import { Bootstrap, Compressor, DigestAlgo, deviceTags } from '../../image/rafs/bootstrap';
 import { DataBlob, readSection } from '../../image/blob/datablob';
 import { parseToc } from '../../image/blob/toc';
 import { chunksCovering, ChunkInfo, encodeChunkInfosV2, parseChunkInfos } from '../../image/blob/chunkinfo';
@@ -39,6 +39,13 @@ test('fixture bootstrap: superblock, device table and blob table facts', () => {
   assert.equal(e.ciOffset, 8314);
   assert.equal(e.ciCompressedSize, 32);
   assert.equal(bs.chunkTable().length, 2);
+});
+
+test('deviceTags: the blobs a mount asks fscache for; none without a device table', () => {
+  assert.deepEqual(deviceTags(new ErofsImage(fx.bootstrap())), [FIXTURE_BLOB_ID]);
+  const buf = Buffer.from(fx.bootstrap());
+  buf.writeUInt32LE(buf.readUInt32LE(1024 + 80) & ~0x8, 1024 + 80); // feature_incompat without DEVICE_TABLE
+  assert.deepEqual(deviceTags(new ErofsImage(buf)), []);
 });
 
 test('fixture tree: lib.rs 16931 bytes and sync_io.rs 13400 bytes, chunk-based on device 1', () => {
