@@ -1,11 +1,12 @@
 // Runs the kernel-path tests inside the UML test kernel (built from Debian's
 // linux-source-6.12 by kernel/build.sh, cached after the first build). These
 // are never skipped: a machine that cannot boot the kernel fails them.
-import { test } from 'node:test';
+import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { run } from '../support/proc';
+import { buildDebianPythonImage } from '../support/debian-python';
 
 const REPO = path.resolve(__dirname, '../../..');
 const KERNEL_RUN = path.join(REPO, 'scripts', 'kernel-run.sh');
@@ -18,6 +19,12 @@ async function inGuest(args: string[], timeoutMs: number) {
   const r = await run('bash', [KERNEL_RUN, ...args], { timeoutMs, cwd: REPO, env });
   return { ...r, out: `${r.stdout}\n${r.stderr}` };
 }
+
+// The guest has no network: the debian+python image of the lazy pull-and-run
+// tests is built here, on the host, and read by the guest through hostfs.
+before(async () => {
+  await buildDebianPythonImage();
+}, { timeout: 20 * 60_000 });
 
 test('kernel tests in the UML guest (fscache on-demand, native addon)', { timeout: 40 * 60_000 }, async () => {
   const files = fs.readdirSync(path.join(REPO, 'dist/test/kernel')).filter((f) => f.endsWith('.test.js')).map((f) => `dist/test/kernel/${f}`);

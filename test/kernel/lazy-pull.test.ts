@@ -1,7 +1,9 @@
 // Lazy pull-and-run: a nydus image converted by lazysnap, pulled through
 // containerd's CRI plugin, run with its files arriving chunk by chunk from
 // the registry through fscache. The pull fetches only manifest, config and
-// bootstrap layer; the container's reads fetch blob ranges.
+// bootstrap layer; the container's reads fetch blob ranges. Two images: a
+// busybox with big random files (for the failover cases) and a two-layer
+// debian+python built on the host (test/support/debian-python.ts).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -18,6 +20,7 @@ import { startRegistry, type Registry } from '../support/registry';
 import { SnapshotsClient } from '../support/snapshots-client';
 import { unmountAll } from '../support/tmp';
 import { readNydusLayout } from '../support/oci-layout';
+import { cachedDebianPythonImage, PYTHON_TREE_DIGEST, type DebianPythonExpect } from '../support/debian-python';
 import { Kind } from '../../snapshotter/info';
 import { LABEL } from '../../snapshotter/remote';
 
@@ -32,6 +35,8 @@ let ref = '';
 let warmRef = '';
 let blobDigests: string[] = [];
 let warmBlobs = 0;
+let pyRef = '';
+let py: { expect: DebianPythonExpect; config: string; bootstrap: string; blobs: string[]; blobBytes: number } | undefined;
 const bigSha: Record<string, string> = {};
 let fscacheDir = '';
 const BIG_MB = 32;
@@ -64,6 +69,25 @@ before(async () => {
   warmBlobs = (await readNydusLayout(warm, '1')).manifest.layers.length - 1;
   await pushOciLayout(warm, '1', registry.url, 'test/busybox-nydus-warm:1');
   warmRef = `${registry.host}/test/busybox-nydus-warm:1`;
+  // debian+python: built on the host (the guest has no network), converted here
+  const dp = cachedDebianPythonImage();
+  const pyNydus = join(dir, 'nydus-python');
+  const t0 = Date.now();
+  await runOk(process.execPath, [CLI, 'convert', `oci:${dp.layoutDir}:${dp.ref}`, `oci:${pyNydus}:1`], { timeoutMs: 600_000 });
+  const convertMs = Date.now() - t0;
+  const pn = await readNydusLayout(pyNydus, '1');
+  const pyBlobs = pn.manifest.layers.slice(0, -1);
+  py = {
+    expect: dp.expect,
+    config: pn.manifest.config.digest,
+    bootstrap: pn.manifest.layers[pn.manifest.layers.length - 1].digest,
+    blobs: pyBlobs.map((l) => l.digest),
+    blobBytes: pyBlobs.reduce((n, l) => n + l.size, 0),
+  };
+  await pushOciLayout(pyNydus, '1', registry.url, 'test/debian-python:1');
+  fs.rmSync(pyNydus, { recursive: true }); // the guest's /run is memory
+  pyRef = `${registry.host}/test/debian-python:1`;
+  console.log(`# debian+python converted in ${convertMs} ms: ${pyBlobs.length} blobs, ${py.blobBytes} bytes`);
   const pause = await buildPauseImage(join(dir, 'pause'));
   await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');
 
@@ -133,6 +157,43 @@ test('a container of the nydus image runs; its files arrive lazily and match', {
   assert.ok(s.mounts.some((m: { imageRef: string }) => m.imageRef === ref), 'the image is mounted lazily, from its registry');
 });
 
+/** Paths containerd GETs from the registry for a repository (its user agent), from the access log. */
+const containerdGets = (repo: string) =>
+  fs.readFileSync(registry!.logPath, 'utf8').split('\n')
+    .filter((l) => l.includes('containerd/'))
+    .map((l) => new RegExp(`"GET (/v2/${repo}/[^ ?"]+)`).exec(l)?.[1])
+    .filter((x): x is string => !!x);
+
+test('CRI PullImage of the debian+python image fetches only its manifest, config and bootstrap', { timeout: 300_000 }, async () => {
+  await cri.pullImage(pyRef).catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
+  const gets = containerdGets('test/debian-python');
+  const blobs = new Set(gets.filter((g) => g.includes('/blobs/')).map((g) => g.split('/blobs/')[1]));
+  assert.deepEqual([...blobs].sort(), [py!.config, py!.bootstrap].sort(), `containerd's GETs: ${gets.join(' ')}`);
+  assert.ok(gets.some((g) => g.includes('/manifests/')), `containerd resolved the manifest: ${gets.join(' ')}`);
+  for (const d of py!.blobs) assert.ok(!blobs.has(d), `data blob ${d} was downloaded by containerd`);
+});
+
+test('python3 in a debian+python container prints checksums of the image\'s files, fetched lazily', { timeout: 600_000 }, async (t) => {
+  const r = await cri
+    .runToCompletion(pyRef, ['python3', '-B', '-c', PYTHON_TREE_DIGEST], { logRoot: join(dir, 'pod-logs'), name: 'python' })
+    .catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
+  assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
+  const e = py!.expect;
+  assert.match(r.stdout, new RegExp(`^file ${e.python} ${e.pythonSha256}$`, 'm'), r.logs);
+  assert.match(r.stdout, new RegExp(`^tree ${e.stdlib} ${e.stdlibFiles} ${e.stdlibDigest}$`, 'm'), r.logs);
+  assert.deepEqual(containerdGets('test/debian-python').filter((g) => py!.blobs.some((d) => g.endsWith(d))), [], 'containerd never downloads a data blob');
+  const img = (await status()).images.find((i: { imageRef: string }) => i.imageRef === pyRef);
+  assert.ok(img, 'the image runs lazily');
+  const total = img.blobs.reduce((n: number, b: { bytes: number }) => n + b.bytes, 0);
+  const present = img.blobs.reduce((n: number, b: { bytesPresent: number | null }) => n + (b.bytesPresent ?? 0), 0);
+  assert.deepEqual(img.blobs.map((b: { blob: string }) => b.blob).sort(), py!.blobs.map((d) => d.slice('sha256:'.length)).sort(),
+    'status lists the image\'s own blobs, not those of other images in its domain');
+  const fetched = img.blobs.reduce((n: number, b: { fetchedBytes: number | null }) => n + (b.fetchedBytes ?? 0), 0);
+  t.diagnostic(`python run: ${present} of ${total} uncompressed blob bytes present (${(100 * present / total).toFixed(1)}%); ` +
+    `fetched ${fetched} of ${py!.blobBytes} compressed bytes (${(100 * fetched / py!.blobBytes).toFixed(1)}%)`);
+  assert.ok(present > 0 && present < total, `only what python read was fetched: ${present} of ${total}`);
+});
+
 /** Reads /data/<file> in a container while `disturb` runs; the checksum must come out right. */
 async function readWhile(name: string, file: string, disturb: (stop: () => boolean) => Promise<number>) {
   let done = false;
@@ -188,8 +249,9 @@ test('full restart under a container: kill -9 lazysnapd and start it again while
   assert.match(fs.readFileSync(lazysnapd!.logPath, 'utf8'), /took the \/dev\/cachefiles fd back from the running fscache worker/);
 });
 
-test('cleanup: removing the image removes its snapshots, its EROFS mount and its cache files', { timeout: 300_000 }, async () => {
+test('cleanup: removing the images removes their snapshots, EROFS mounts and cache files', { timeout: 300_000 }, async () => {
   await cri.removeImage(ref);
+  await cri.removeImage(pyRef);
   await ctrd!.ctrOk(['images', 'rm', `${registry!.host}/test/pause:1`]).catch(() => {});
   // containerd's GC may have run into lazysnapd's restart window above and
   // given up; a synchronous lease deletion runs it again, as any later change would.

@@ -1,0 +1,153 @@
+// A two-layer debian+python OCI image for the lazy pull-and-run tests: the
+// debootstrap minbase rootfs, then a layer that adds python3-minimal (the
+// diff umoci computes, whiteouts included). Built on the host, which can
+// reach the Debian mirror; the UML guest has no network and reads the cached
+// layout through hostfs. expect.json holds checksums taken from the rootfs
+// the layers were made from, for the container's python to reproduce.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { debootstrapTarball } from './oci-layout';
+import { runOk } from './proc';
+
+export const DEBIAN_PYTHON_CACHE = '/var/cache/lazysnap-test/debian-python';
+const DEBIAN_MIRROR = 'http://deb.debian.org/debian';
+const EPOCH = '1970-01-01T00:00:00Z';
+
+export interface DebianPythonExpect {
+  /** The interpreter's real path, e.g. /usr/bin/python3.11, and the sha256 of its bytes. */
+  python: string;
+  pythonSha256: string;
+  /** The standard library directory, its regular files and the digest PYTHON_TREE_DIGEST prints for it. */
+  stdlib: string;
+  stdlibFiles: number;
+  stdlibDigest: string;
+  rootfsBytes: number;
+}
+
+export interface DebianPythonImage {
+  layoutDir: string;
+  ref: string;
+  expect: DebianPythonExpect;
+}
+
+/**
+ * Run in the container with `python3 -B -c`: prints "file <sha256>" of the
+ * interpreter and "tree <n> <digest>" over the standard library, where the
+ * digest is sha256 over "<path>\0<sha256 hex>\n" for each regular file in
+ * sorted walk order. -B: importing must not write .pyc files into the tree.
+ */
+export const PYTHON_TREE_DIGEST = [
+  'import hashlib, os, stat, sys',
+  'def walk(d):',
+  '    for n in sorted(os.listdir(d)):',
+  '        p = os.path.join(d, n)',
+  '        m = os.lstat(p).st_mode',
+  '        if stat.S_ISDIR(m): yield from walk(p)',
+  '        elif stat.S_ISREG(m): yield p',
+  'def sha(p):',
+  '    with open(p, "rb") as f: return hashlib.sha256(f.read()).hexdigest()',
+  'exe = os.path.realpath(sys.executable)',
+  'lib = os.path.dirname(os.__file__)',
+  'print("file", exe, sha(exe))',
+  't = hashlib.sha256(); n = 0',
+  'for p in walk(lib):',
+  '    t.update(p.encode() + b"\\0" + sha(p).encode() + b"\\n"); n += 1',
+  'print("tree", lib, n, t.hexdigest())',
+].join('\n');
+
+/** The same digests as PYTHON_TREE_DIGEST, computed by Node over an unpacked rootfs. */
+export function expectFromRootfs(rootfs: string): DebianPythonExpect {
+  const inRoot = (p: string) => path.join(rootfs, p);
+  let python = '/usr/bin/python3';
+  for (let i = 0; i < 10 && fs.lstatSync(inRoot(python)).isSymbolicLink(); i++) {
+    python = path.posix.resolve(path.posix.dirname(python), fs.readlinkSync(inRoot(python)));
+  }
+  const version = /python3\.\d+$/.exec(python)?.[0];
+  if (!version) throw new Error(`unexpected interpreter path ${python}`);
+  const stdlib = `/usr/lib/${version}`;
+  const sha = (p: string) => crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
+  const tree = crypto.createHash('sha256');
+  let stdlibFiles = 0;
+  const walk = (d: string) => {
+    // Python's sorted() on str orders by code point; these names are ASCII, where that is byte order.
+    for (const n of fs.readdirSync(inRoot(d)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
+      const p = `${d}/${n}`;
+      const st = fs.lstatSync(inRoot(p));
+      if (st.isDirectory()) walk(p);
+      else if (st.isFile()) {
+        tree.update(`${p}\0${sha(inRoot(p))}\n`);
+        stdlibFiles++;
+      }
+    }
+  };
+  walk(stdlib);
+  let rootfsBytes = 0;
+  const size = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) size(p);
+      else if (e.isFile()) rootfsBytes += fs.lstatSync(p).size;
+    }
+  };
+  size(rootfs);
+  return { python, pythonSha256: sha(inRoot(python)), stdlib, stdlibFiles, stdlibDigest: tree.digest('hex'), rootfsBytes };
+}
+
+/** The cached image, or fails with how to build it (the guest cannot: no network). */
+export function cachedDebianPythonImage(): DebianPythonImage {
+  const expectPath = path.join(DEBIAN_PYTHON_CACHE, 'expect.json');
+  if (!fs.existsSync(expectPath)) {
+    throw new Error(`${DEBIAN_PYTHON_CACHE} is missing: it is built on the host before the guest boots ` +
+      '(dist/test/integration/kernel.test.js does it, or: node -e \'require("./dist/test/support/debian-python").buildDebianPythonImage()\')');
+  }
+  return { layoutDir: path.join(DEBIAN_PYTHON_CACHE, 'oci'), ref: 'debian-python', expect: JSON.parse(fs.readFileSync(expectPath, 'utf8')) };
+}
+
+/**
+ * Builds the image once (debootstrap needs the Debian mirror; about two
+ * minutes), then returns the cached one. The cache is replaced whole or not
+ * at all.
+ */
+export async function buildDebianPythonImage(): Promise<DebianPythonImage> {
+  if (fs.existsSync(path.join(DEBIAN_PYTHON_CACHE, 'expect.json'))) return cachedDebianPythonImage();
+  const base = await debootstrapTarball();
+  const parent = path.dirname(DEBIAN_PYTHON_CACHE);
+  await fsp.mkdir(parent, { recursive: true });
+  const work = await fsp.mkdtemp(path.join(parent, 'build-python-'));
+  try {
+    const out = path.join(work, 'out');
+    const layoutDir = path.join(out, 'oci');
+    await fsp.mkdir(out);
+    // layer 1: the minbase rootfs
+    const baseRoot = path.join(work, 'base');
+    await fsp.mkdir(baseRoot);
+    await runOk('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-C', baseRoot, '-xpzf', base], { timeoutMs: 300_000 });
+    await runOk('umoci', ['init', '--layout', layoutDir]);
+    await runOk('umoci', ['new', '--image', `${layoutDir}:debian`]);
+    await runOk('umoci', ['insert', '--image', `${layoutDir}:debian`, '--history.created', EPOCH, '--history.created_by', 'debootstrap --variant=minbase bookworm', baseRoot, '/'], { timeoutMs: 600_000 });
+    await fsp.rm(baseRoot, { recursive: true, force: true });
+    // layer 2: what installing python3-minimal changed, as umoci's diff of the rootfs it unpacked
+    const pyRoot = path.join(work, 'python');
+    await runOk('/usr/sbin/debootstrap', ['--variant=minbase', '--include=python3-minimal', 'bookworm', pyRoot, DEBIAN_MIRROR], { timeoutMs: 900_000 });
+    await runOk('sh', ['-c', 'rm -f "$1"/var/cache/apt/archives/*.deb && rm -rf "$1"/var/lib/apt/lists/*', 'sh', pyRoot]);
+    const bundle = path.join(work, 'bundle');
+    await runOk('umoci', ['unpack', '--image', `${layoutDir}:debian`, bundle], { timeoutMs: 600_000 });
+    await fsp.rm(path.join(bundle, 'rootfs'), { recursive: true, force: true });
+    await fsp.rename(pyRoot, path.join(bundle, 'rootfs'));
+    await runOk('umoci', ['repack', '--image', `${layoutDir}:debian-python`, '--history.created', EPOCH, '--history.created_by', 'apt-get install python3-minimal', bundle], { timeoutMs: 600_000 });
+    await runOk('umoci', ['config', '--image', `${layoutDir}:debian-python`, '--created', EPOCH, '--history.created', EPOCH,
+      '--config.cmd', '/usr/bin/python3', '--config.env', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      '--os', 'linux', '--architecture', 'amd64']);
+    await runOk('umoci', ['rm', '--image', `${layoutDir}:debian`]);
+    await runOk('umoci', ['gc', '--layout', layoutDir]);
+    const expect = expectFromRootfs(path.join(bundle, 'rootfs'));
+    await fsp.writeFile(path.join(out, 'expect.json'), JSON.stringify(expect, null, 1));
+    await fsp.rm(DEBIAN_PYTHON_CACHE, { recursive: true, force: true });
+    await fsp.rename(out, DEBIAN_PYTHON_CACHE);
+  } finally {
+    await fsp.rm(work, { recursive: true, force: true });
+  }
+  return cachedDebianPythonImage();
+}
