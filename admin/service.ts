@@ -6,8 +6,8 @@ import type * as w from '../proto/types';
 import type { FscacheSupervisor } from '../fscache/supervisor';
 import { Mounter, MountError } from '../fscache/mounter';
 import type { FscacheImages } from '../fscache/images';
-import { ErofsImage } from '../image/erofs/image';
-import { deviceTags } from '../image/rafs/bootstrap';
+import { Bytes } from '../image/bytes';
+import { deviceTableEnd, deviceTags } from '../image/rafs/bootstrap';
 
 interface WorkerObject {
   volume: string;
@@ -24,7 +24,24 @@ export interface AdminDeps {
   log: Logger;
 }
 
+/** An image's device tags from the head of its bootstrap (a mounted image's copy never changes). */
+function readDeviceTags(file: string): string[] {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const read = (len: number) => {
+      const buf = Buffer.alloc(len);
+      return new Bytes(buf.subarray(0, fs.readSync(fd, buf, 0, len, 0)), `bootstrap ${file}`);
+    };
+    const head = read(64 << 10);
+    const end = deviceTableEnd(head);
+    return deviceTags(end <= head.length ? head : read(end));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
+  const tagCache = new Map<string, Set<string>>(); // fsid -> device tags
   const unary =
     <Req, Res>(fn: (req: Req) => Promise<Res>) =>
     (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => {
@@ -76,15 +93,20 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
       // Per image: whether it runs lazily, and how much of each of its blobs is
       // already local. Images in one domain share a volume, so the volume alone
       // does not say which objects are the image's: its device table does.
-      const tagsOf = (bootstrap: string): Set<string> | null => {
-        try {
-          return new Set(deviceTags(new ErofsImage(fs.readFileSync(bootstrap), `bootstrap ${bootstrap}`)));
-        } catch (err) {
-          d.log.warn({ err, bootstrap }, 'status: cannot read the device table of a mounted image');
-          return null;
+      const images = d.images().all();
+      for (const fsid of tagCache.keys()) if (!images.some((i) => i.fsid === fsid)) tagCache.delete(fsid);
+      const tagsOf = (fsid: string, bootstrap: string): Set<string> | null => {
+        if (!tagCache.has(fsid)) {
+          try {
+            tagCache.set(fsid, new Set(readDeviceTags(bootstrap)));
+          } catch (err) {
+            d.log.warn({ err, bootstrap }, 'status: cannot read the device table of a mounted image');
+            return null;
+          }
         }
+        return tagCache.get(fsid)!;
       };
-      status.images = d.images().all().map((img) => ({ img, tags: tagsOf(img.bootstrap) })).map(({ img, tags }) => ({
+      status.images = images.map((img) => ({ img, tags: tagsOf(img.fsid, img.bootstrap) })).map(({ img, tags }) => ({
         fsid: img.fsid,
         mountpoint: img.mountpoint,
         imageRef: img.imageRef,

@@ -4,7 +4,7 @@
 import { Bytes } from '../bytes';
 import { FormatError } from '../errors';
 import { ErofsImage } from '../erofs/image';
-import { COMPAT_RAFS_V6, INCOMPAT_DEVICE_TABLE } from '../erofs/superblock';
+import { COMPAT_RAFS_V6, INCOMPAT_DEVICE_TABLE, parseSuperblock } from '../erofs/superblock';
 
 export const RAFS_EXT_SB_OFFSET = 1152;
 export const DEVICE_SLOT_SIZE = 128;
@@ -193,10 +193,21 @@ function parseExt(b: Bytes): RafsExtSuperblock {
   };
 }
 
-/** The device tags of an EROFS image (RAFS or not): the blobs its mount asks fscache for. */
-export function deviceTags(image: ErofsImage): string[] {
-  const sb = image.sb;
-  return sb.featureIncompat & INCOMPAT_DEVICE_TABLE ? parseDevices(image.bytes, sb.devtSlotoff, sb.extraDevices).map((d) => d.tag) : [];
+/** How many bytes from the start of an EROFS image deviceTags needs: the superblock's block and the device table. */
+export function deviceTableEnd(head: Bytes): number {
+  const sb = parseSuperblock(head);
+  const table = sb.featureIncompat & INCOMPAT_DEVICE_TABLE ? (sb.devtSlotoff + sb.extraDevices) * DEVICE_SLOT_SIZE : 0;
+  return Math.max(1 << sb.blkszbits, table);
+}
+
+/**
+ * The device tags of an EROFS image (RAFS or not): the blobs its mount asks
+ * fscache for. Needs only the image's first deviceTableEnd() bytes, so a
+ * caller never reads a whole (possibly large, plain EROFS) image for it.
+ */
+export function deviceTags(head: Bytes): string[] {
+  const sb = parseSuperblock(head);
+  return sb.featureIncompat & INCOMPAT_DEVICE_TABLE ? parseDevices(head, sb.devtSlotoff, sb.extraDevices).map((d) => d.tag) : [];
 }
 
 function parseDevices(b: Bytes, slotoff: number, count: number): DeviceSlot[] {

@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { Bootstrap, Compressor, DigestAlgo, deviceTags } from '../../image/rafs/bootstrap';
+import { Bootstrap, Compressor, DigestAlgo, deviceTableEnd, deviceTags } from '../../image/rafs/bootstrap';
+import { Bytes } from '../../image/bytes';
 import { DataBlob, readSection } from '../../image/blob/datablob';
 import { parseToc } from '../../image/blob/toc';
 import { chunksCovering, ChunkInfo, encodeChunkInfosV2, parseChunkInfos } from '../../image/blob/chunkinfo';
@@ -41,11 +42,15 @@ test('fixture bootstrap: superblock, device table and blob table facts', () => {
   assert.equal(bs.chunkTable().length, 2);
 });
 
-test('deviceTags: the blobs a mount asks fscache for; none without a device table', () => {
-  assert.deepEqual(deviceTags(new ErofsImage(fx.bootstrap())), [FIXTURE_BLOB_ID]);
+test('deviceTags: the blobs a mount asks fscache for, from the image\'s head only; none without a device table', () => {
+  const full = new Bytes(fx.bootstrap(), 'fixture');
+  const end = deviceTableEnd(full);
+  assert.equal(end, 4096, 'the fixture\'s device table (slot 11) lies in its first block');
+  assert.deepEqual(deviceTags(new Bytes(fx.bootstrap().subarray(0, end), 'head')), [FIXTURE_BLOB_ID]);
   const buf = Buffer.from(fx.bootstrap());
   buf.writeUInt32LE(buf.readUInt32LE(1024 + 80) & ~0x8, 1024 + 80); // feature_incompat without DEVICE_TABLE
-  assert.deepEqual(deviceTags(new ErofsImage(buf)), []);
+  assert.deepEqual(deviceTags(new Bytes(buf, 'no table')), []);
+  assert.throws(() => deviceTags(new Bytes(fx.bootstrap().subarray(0, 1100), 'short')), FormatError);
 });
 
 test('fixture tree: lib.rs 16931 bytes and sync_io.rs 13400 bytes, chunk-based on device 1', () => {
