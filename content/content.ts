@@ -26,6 +26,12 @@ export interface BlobContent {
   fill(off: number, len: number, sink: RangeSink, alloc: Allocator): Promise<void>;
   /** How much of the blob is already local (remote blobs only). */
   progress?(): BlobPresence;
+  /**
+   * Records that [off, off+len) is already in the kernel's cache (a data
+   * extent of the cache file, e.g. after a daemon restart): whole chunks in
+   * it are not fetched again. Returns how many chunks became present.
+   */
+  markPresent?(off: number, len: number): number;
   /** Fetches the whole blob in the background, below on-demand reads (remote blobs only). */
   prefetch?(sink: RangeSink, alloc: Allocator): { cancel(): void; done: Promise<unknown> };
 }

@@ -17,6 +17,8 @@ export interface DeviceIO {
   pwrite(fd: number, buf: Buffer, off: number): Promise<void>;
   readComplete(fd: number, msgId: number): void;
   close(fd: number): void;
+  /** [offset, length] data ranges of [0, end) of the object's cache file (SEEK_DATA/SEEK_HOLE on its anon fd). */
+  dataExtents?(fd: number, end: number): [number, number][];
   alloc: Allocator;
 }
 
@@ -96,6 +98,7 @@ export class FscacheDaemon {
       this.io.close(m.fd);
       return;
     }
+    this.recoverPresence(m.objectId, m.fd, content);
     if (this.opts.prefetch && content.prefetch) {
       const obj = this.objects.get(m.objectId)!;
       obj.prefetch = content.prefetch(async (off, data) => {
@@ -104,6 +107,22 @@ export class FscacheDaemon {
         this.stats.bytesWritten += data.length;
       }, this.io.alloc);
       this.log.info({ objectId: m.objectId, blob: content.name }, 'prefetching');
+    }
+  }
+
+  /**
+   * A cache file outlives the daemon that wrote it: after a restart (or a
+   * reopen) what it holds is present, and neither prefetch nor status should
+   * think otherwise. Best effort: without it chunks are only fetched twice.
+   */
+  private recoverPresence(objectId: number, fd: number, content: BlobContent): void {
+    if (!content.markPresent || !this.io.dataExtents) return;
+    try {
+      let chunks = 0;
+      for (const [off, len] of this.io.dataExtents(fd, content.size)) chunks += content.markPresent(off, len);
+      if (chunks > 0) this.log.info({ objectId, blob: content.name, chunks }, 'chunks already in the cache');
+    } catch (err) {
+      this.log.warn({ objectId, blob: content.name, err: (err as Error).message }, 'cannot read the cache file\'s extents');
     }
   }
 

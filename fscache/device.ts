@@ -2,7 +2,7 @@
 // and binds it, reads messages when it is readable, and implements DeviceIO
 // with the native addon (aligned pwrite, READ_COMPLETE ioctl).
 import fs from 'node:fs';
-import { allocAligned, FdPoller, ioctlReadComplete, pwriteAllSync } from '../native';
+import { allocAligned, dataExtents, FdPoller, ioctlReadComplete, pwriteAllSync } from '../native';
 import type { DeviceIO } from './daemon';
 import { MSG_MAX_SIZE, Message, ProtocolError, cmd, parseMessage } from './protocol';
 
@@ -68,6 +68,10 @@ export class CachefilesDevice implements DeviceIO {
 
   readComplete(fd: number, msgId: number): void {
     ioctlReadComplete(fd, msgId);
+  }
+
+  dataExtents(fd: number, end: number): [number, number][] {
+    return dataExtents(fd, end);
   }
 
   close(fd: number): void {

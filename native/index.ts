@@ -55,6 +55,7 @@ interface Binding {
   pwriteAllSync(fd: number, buf: Uint8Array, offset: number): number;
   pwriteAll(fd: number, buf: Uint8Array, offset: number): Promise<number>;
   ioctlReadComplete(fd: number, msgId: number): void;
+  dataExtents(fd: number, end: number): number[];
   FdPoller: new (fd: number, onReadable: OnReadable) => FdPoller;
   socketpair(type?: SocketType): [number, number];
   sendFds(sock: number, data: Uint8Array, fds: number[]): number;
@@ -125,6 +126,20 @@ export function pwriteAll(fd: number, buf: Uint8Array, offset: number): Promise<
 /** `ioctl(anonFd, CACHEFILES_IOC_READ_COMPLETE, msgId)`: tells cachefiles that READ `msgId` has been served. */
 export function ioctlReadComplete(fd: number, msgId: number): void {
   native.ioctlReadComplete(fd, msgId);
+}
+
+/**
+ * The data ranges of [0, end) of the file behind `fd`, from lseek SEEK_DATA
+ * and SEEK_HOLE, as [offset, length] pairs in order. On a cachefiles anon fd
+ * these are what the cache file already holds (cachefiles asks the daemon
+ * only for the rest), so a restarted daemon can tell what is present.
+ * Moves the fd's file position.
+ */
+export function dataExtents(fd: number, end: number): [number, number][] {
+  const flat = native.dataExtents(fd, end);
+  const out: [number, number][] = [];
+  for (let i = 0; i < flat.length; i += 2) out.push([flat[i], flat[i + 1]]);
+  return out;
 }
 
 /**

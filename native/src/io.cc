@@ -1,5 +1,5 @@
-// Aligned buffers, whole-buffer pwrite (sync and on the libuv threadpool) and
-// the cachefiles READ-completion ioctl.
+// Aligned buffers, whole-buffer pwrite (sync and on the libuv threadpool),
+// the cachefiles READ-completion ioctl, and the data extents of a file.
 #include <errno.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -147,7 +147,36 @@ static Napi::Value IoctlReadComplete(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// dataExtents(fd, end) -> [off0, len0, off1, len1, ...]: the data (non-hole)
+// ranges of [0, end) found with lseek SEEK_DATA / SEEK_HOLE. Works on a
+// cachefiles anon fd too (its llseek goes to the cache file). Moves the fd's
+// file position, which pread/pwrite users never look at.
+static Napi::Value DataExtents(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0, "fd");
+  int64_t end = ArgInt(info, 1, "end", 0, (int64_t{1} << 53) - 1);
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t n = 0;
+  off_t pos = 0;
+  while (pos < end) {
+    off_t data = lseek(fd, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // no data at or after pos
+      throw ErrnoError(env, errno, "lseek");
+    }
+    if (data >= end) break;
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) throw ErrnoError(env, errno, "lseek");
+    if (hole > end) hole = static_cast<off_t>(end);
+    out.Set(n++, Napi::Number::New(env, static_cast<double>(data)));
+    out.Set(n++, Napi::Number::New(env, static_cast<double>(hole - data)));
+    pos = hole;
+  }
+  return out;
+}
+
 void InitIo(Napi::Env env, Napi::Object exports) {
+  exports.Set("dataExtents", Napi::Function::New(env, DataExtents, "dataExtents"));
   exports.Set("allocAligned", Napi::Function::New(env, AllocAligned, "allocAligned"));
   exports.Set("isAligned", Napi::Function::New(env, IsAligned, "isAligned"));
   exports.Set("pwriteAllSync", Napi::Function::New(env, PwriteAllSync, "pwriteAllSync"));

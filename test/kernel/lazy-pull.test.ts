@@ -194,6 +194,34 @@ test('python3 in a debian+python container prints checksums of the image\'s file
   assert.ok(present > 0 && present < total, `only what python read was fetched: ${present} of ${total}`);
 });
 
+test('a restarted worker knows what the cache holds (SEEK_DATA), and serves the rest', { timeout: 300_000 }, async (t) => {
+  const base = py!.blobs[0].slice('sha256:'.length); // the minbase layer
+  const presentOf = async () => {
+    const img = (await status()).images.find((i: { imageRef: string }) => i.imageRef === pyRef);
+    return img?.blobs.find((b: { blob: string }) => b.blob === base) as { bytesPresent: number; fetchedBytes: number } | undefined;
+  };
+  const before = await presentOf();
+  assert.ok(before && before.bytesPresent > 0, `python's run left chunks of the base layer: ${JSON.stringify(before)}`);
+  const old = await workerPid();
+  process.kill(old, 'SIGKILL');
+  for (const t0 = Date.now(); ; ) {
+    const pid = await workerPid().catch(() => null);
+    if (pid && pid !== old) break;
+    if (Date.now() - t0 > 30_000) assert.fail(`no new worker${await logs()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  // files python never read: their READs reopen the base layer's object in the new worker
+  const files = Object.entries(py!.expect.files);
+  const r = await cri.runToCompletion(pyRef, ['sha256sum', ...files.map(([f]) => f)], { logRoot: join(dir, 'pod-logs'), name: 'reopen' });
+  assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
+  for (const [f, sha] of files) assert.match(r.stdout, new RegExp(`^${sha}  ${f}$`, 'm'), r.logs);
+  const after = await presentOf();
+  assert.ok(after, 'the new worker reopened the base layer');
+  t.diagnostic(`base layer: ${before.bytesPresent} bytes present before the kill; new worker: ${after.bytesPresent} present, ${after.fetchedBytes} fetched`);
+  assert.ok(after.bytesPresent > before.bytesPresent, 'what the old worker wrote counts as present, and the new files were added');
+  assert.match(fs.readFileSync(lazysnapd!.logPath, 'utf8'), /chunks already in the cache/);
+});
+
 /** Reads /data/<file> in a container while `disturb` runs; the checksum must come out right. */
 async function readWhile(name: string, file: string, disturb: (stop: () => boolean) => Promise<number>) {
   let done = false;
@@ -255,8 +283,7 @@ test('cleanup: removing the images removes their snapshots, EROFS mounts and cac
   await ctrd!.ctrOk(['images', 'rm', `${registry!.host}/test/pause:1`]).catch(() => {});
   // containerd's GC may have run into lazysnapd's restart window above and
   // given up; a synchronous lease deletion runs it again, as any later change would.
-  const lease = (await ctrd!.ctrOk(['leases', 'create'])).stdout.trim().split(/\s+/)[0];
-  await ctrd!.ctrOk(['leases', 'delete', '--sync', lease]);
+  await ctrd!.collectGarbage();
   const deadline = Date.now() + 60_000;
   for (;;) {
     const left = (await snaps!.list()).filter((i) => i.labels[LABEL.nydusBlob] === 'true' || i.labels[LABEL.nydusBootstrap] === 'true');

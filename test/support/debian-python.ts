@@ -15,7 +15,13 @@ export const DEBIAN_PYTHON_CACHE = '/var/cache/lazysnap-test/debian-python';
 const DEBIAN_MIRROR = 'http://deb.debian.org/debian';
 const EPOCH = '1970-01-01T00:00:00Z';
 
+/** Bumped when expect.json gains fields: an older cache is rebuilt. */
+const EXPECT_VERSION = 2;
+/** Files outside python, read by other tests (their real paths and sha256). */
+const OTHER_FILES = ['/usr/bin/perl', '/usr/bin/dpkg'];
+
 export interface DebianPythonExpect {
+  version: number;
   /** The interpreter's real path, e.g. /usr/bin/python3.11, and the sha256 of its bytes. */
   python: string;
   pythonSha256: string;
@@ -24,6 +30,8 @@ export interface DebianPythonExpect {
   stdlibFiles: number;
   stdlibDigest: string;
   rootfsBytes: number;
+  /** real path -> sha256, for OTHER_FILES */
+  files: Record<string, string>;
 }
 
 export interface DebianPythonImage {
@@ -60,10 +68,14 @@ export const PYTHON_TREE_DIGEST = [
 /** The same digests as PYTHON_TREE_DIGEST, computed by Node over an unpacked rootfs. */
 export function expectFromRootfs(rootfs: string): DebianPythonExpect {
   const inRoot = (p: string) => path.join(rootfs, p);
-  let python = '/usr/bin/python3';
-  for (let i = 0; i < 10 && fs.lstatSync(inRoot(python)).isSymbolicLink(); i++) {
-    python = path.posix.resolve(path.posix.dirname(python), fs.readlinkSync(inRoot(python)));
-  }
+  const realPath = (p: string) => {
+    for (let i = 0; i < 10 && fs.lstatSync(inRoot(p)).isSymbolicLink(); i++) {
+      const target = fs.readlinkSync(inRoot(p));
+      p = target.startsWith('/') ? target : path.posix.resolve(path.posix.dirname(p), target);
+    }
+    return p;
+  };
+  const python = realPath('/usr/bin/python3');
   const version = /python3\.\d+$/.exec(python)?.[0];
   if (!version) throw new Error(`unexpected interpreter path ${python}`);
   const stdlib = `/usr/lib/${version}`;
@@ -92,7 +104,9 @@ export function expectFromRootfs(rootfs: string): DebianPythonExpect {
     }
   };
   size(rootfs);
-  return { python, pythonSha256: sha(inRoot(python)), stdlib, stdlibFiles, stdlibDigest: tree.digest('hex'), rootfsBytes };
+  const files: Record<string, string> = {};
+  for (const f of OTHER_FILES) files[realPath(f)] = sha(inRoot(realPath(f)));
+  return { version: EXPECT_VERSION, python, pythonSha256: sha(inRoot(python)), stdlib, stdlibFiles, stdlibDigest: tree.digest('hex'), rootfsBytes, files };
 }
 
 /** The cached image, or fails with how to build it (the guest cannot: no network). */
@@ -102,7 +116,9 @@ export function cachedDebianPythonImage(): DebianPythonImage {
     throw new Error(`${DEBIAN_PYTHON_CACHE} is missing: it is built on the host before the guest boots ` +
       '(dist/test/integration/kernel.test.js does it, or: node -e \'require("./dist/test/support/debian-python").buildDebianPythonImage()\')');
   }
-  return { layoutDir: path.join(DEBIAN_PYTHON_CACHE, 'oci'), ref: 'debian-python', expect: JSON.parse(fs.readFileSync(expectPath, 'utf8')) };
+  const expect = JSON.parse(fs.readFileSync(expectPath, 'utf8')) as DebianPythonExpect;
+  if (expect.version !== EXPECT_VERSION) throw new Error(`${expectPath} is version ${expect.version}, not ${EXPECT_VERSION}: rebuild it on the host`);
+  return { layoutDir: path.join(DEBIAN_PYTHON_CACHE, 'oci'), ref: 'debian-python', expect };
 }
 
 /**
@@ -111,7 +127,11 @@ export function cachedDebianPythonImage(): DebianPythonImage {
  * at all.
  */
 export async function buildDebianPythonImage(): Promise<DebianPythonImage> {
-  if (fs.existsSync(path.join(DEBIAN_PYTHON_CACHE, 'expect.json'))) return cachedDebianPythonImage();
+  try {
+    return cachedDebianPythonImage();
+  } catch {
+    // missing or outdated: build it
+  }
   const base = await debootstrapTarball();
   const parent = path.dirname(DEBIAN_PYTHON_CACHE);
   await fsp.mkdir(parent, { recursive: true });

@@ -204,3 +204,39 @@ test('a refused copen drops the object; READ of an unknown object is ignored, no
   await d.handle(read(2, 99, 0, 4096));
   assert.deepEqual(dev.completed, []);
 });
+
+test('OPEN recovers presence from the cache file\'s data extents before prefetch starts; a failing lseek costs nothing else', async () => {
+  const events: string[] = [];
+  const content: BlobContent = {
+    name: 'remote',
+    size: 10 << 20,
+    fill: async () => {},
+    markPresent: (off, len) => {
+      events.push(`present ${off}+${len}`);
+      return 1;
+    },
+    prefetch: () => {
+      events.push('prefetch');
+      return { cancel() {}, done: Promise.resolve() };
+    },
+  };
+  class ExtentsDevice extends FakeDevice {
+    extents = new Map<number, [number, number][]>();
+    dataExtents(fd: number, end: number): [number, number][] {
+      events.push(`lseek ${fd} <${end}`);
+      const e = this.extents.get(fd);
+      if (!e) throw Object.assign(new Error('ENOBUFS: no buffer space available, lseek'), { code: 'ENOBUFS' });
+      return e;
+    }
+  }
+  const dev = new ExtentsDevice();
+  dev.extents.set(7, [[0, 1 << 20], [3 << 20, 2 << 20]]);
+  const d = new FscacheDaemon(dev, { resolve: async () => content }, log, { readAttempts: 1, retryDelayMs: 1, prefetch: true });
+  await d.handle(open(1, 1, 'fs1', 'blob', 7));
+  assert.deepEqual(dev.commands, ['copen 1,10485760']);
+  assert.deepEqual(events, ['lseek 7 <10485760', 'present 0+1048576', `present ${3 << 20}+${2 << 20}`, 'prefetch']);
+  events.length = 0;
+  await d.handle(open(2, 2, 'fs1', 'blob', 8)); // no extents for fd 8: lseek fails
+  assert.deepEqual(dev.commands, ['copen 1,10485760', 'copen 2,10485760']);
+  assert.deepEqual(events, ['lseek 8 <10485760', 'prefetch'], 'the object is served and prefetched anyway');
+});

@@ -14,6 +14,7 @@ import {
   CACHEFILES_IOC_READ_COMPLETE,
   FdPoller,
   allocAligned,
+  dataExtents,
   getCloexec,
   ioctlReadComplete,
   isAligned,
@@ -280,6 +281,25 @@ describe('ioctlReadComplete', () => {
       fs.closeSync(fd);
     }
     assert.throws(() => ioctlReadComplete(fd, 7), (e) => assertSysError(e, 'EBADF', 'ioctl'));
+  });
+});
+
+describe('dataExtents', () => {
+  test('SEEK_DATA/SEEK_HOLE: the written ranges of a sparse file, clipped to end', () => {
+    const p = path.join(tmp, 'sparse.bin');
+    const fd = fs.openSync(p, 'w+');
+    try {
+      fs.ftruncateSync(fd, 4 << 20);
+      assert.deepEqual(dataExtents(fd, 4 << 20), [], 'all hole');
+      pwriteAllSync(fd, Buffer.alloc(4096, 1), 0);
+      pwriteAllSync(fd, Buffer.alloc(8192, 2), 1 << 20);
+      assert.deepEqual(dataExtents(fd, 4 << 20), [[0, 4096], [1 << 20, 8192]]);
+      assert.deepEqual(dataExtents(fd, (1 << 20) + 4096), [[0, 4096], [1 << 20, 4096]]);
+      assert.deepEqual(dataExtents(fd, 4096), [[0, 4096]]);
+    } finally {
+      fs.closeSync(fd);
+    }
+    assert.throws(() => dataExtents(fd, 4096), (e) => assertSysError(e, 'EBADF', 'lseek'));
   });
 });
 
