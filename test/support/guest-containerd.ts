@@ -56,6 +56,13 @@ export interface GuestContainerd {
   containerd: Containerd;
   /** containerd version and CRI runtime version as reported by CRI Version. */
   runtimeVersion: string;
+  /**
+   * Runs containerd's garbage collection now and waits for it (deleting a
+   * lease with --sync does). containerd schedules GC itself after deletions,
+   * but a deletion that lands while a collection runs can wait for the next
+   * trigger; kubelet's steady activity provides one, a test does not.
+   */
+  collectGarbage(): Promise<void>;
   /** Kills tasks, containerd and its shims, unmounts what is left beneath dir. */
   stop(): Promise<void>;
 }
@@ -132,6 +139,10 @@ export async function startGuestContainerd(opts: GuestContainerdOptions): Promis
     dir: opts.dir,
     containerd,
     runtimeVersion,
+    collectGarbage: async () => {
+      const lease = (await containerd.ctrOk(['leases', 'create'])).stdout.trim().split(/\s+/)[0];
+      await containerd.ctrOk(['leases', 'delete', '--sync', lease]);
+    },
     stop: async () => {
       cri.close();
       await containerd.stop();
