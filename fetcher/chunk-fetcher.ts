@@ -187,6 +187,15 @@ export class RemoteBlobContent implements BlobContent {
   async fill(off: number, len: number, sink: RangeSink, alloc: Allocator): Promise<void> {
     const w = fillWindow(off, len, this.size);
     if (!w) return;
+    const ended = this.scheduler.beginDemand(); // prefetch holds back meanwhile
+    try {
+      await this.fillAligned(w, sink, alloc);
+    } finally {
+      ended();
+    }
+  }
+
+  private async fillAligned(w: { start: number; end: number }, sink: RangeSink, alloc: Allocator): Promise<void> {
     this.stats.fills++;
     // Everything up to acquire() is synchronous, so concurrent fills see each other's fetches.
     const required = this.blob.chunksFor(w.start, w.end - w.start);

@@ -1,6 +1,7 @@
 // Whole-blob prefetch in the background: chunk runs in blob order at
 // prefetch priority, holding at most the scheduler's low-priority slots for
-// the host (so on-demand READs always find a free connection and run first).
+// the host (so on-demand READs always find a free connection and run first),
+// and starting nothing while READs are being filled (so they get the CPU).
 // Chunks already present or being fetched are skipped. Cancellable; reports
 // progress as bytes present / total. Never rejects: the result says whether
 // it completed, was cancelled, or how many runs failed.
@@ -64,6 +65,7 @@ export class Prefetch {
     while (cursor < n && !signal.aborted) {
       let release: () => void;
       try {
+        await c.scheduler.demandQuiet(signal);
         release = await c.scheduler.acquireLow(c.hostKey, signal);
       } catch {
         break; // cancelled while waiting

@@ -2,7 +2,9 @@
 // limit per host, priorities (on-demand READs before prefetch), promotion of
 // a queued prefetch fetch that a READ now waits for, and a cap on how many
 // slots low-priority work may hold so a READ never waits behind a full pipe
-// of prefetch transfers.
+// of prefetch transfers. Prefetch also yields the CPU: it starts no new
+// transfer while READs are being filled, or until they have been quiet for
+// a moment (decompressing and verifying take the same thread READs need).
 import PQueue from 'p-queue';
 
 export const Priority = {
@@ -17,6 +19,8 @@ export interface SchedulerOptions {
   concurrencyPerHost?: number;
   /** slots low-priority work may never take (default 2, at most concurrency − 1) */
   reservedForDemand?: number;
+  /** prefetch starts a transfer only after this long without an on-demand fill (default 150 ms; 0 = never waits) */
+  demandQuietMs?: number;
 }
 
 /** A counting semaphore with FIFO waiters. */
@@ -77,11 +81,46 @@ export class FetchScheduler {
   private readonly hosts = new Map<string, HostSlot>();
   readonly concurrency: number;
   readonly lowLimit: number;
+  readonly demandQuietMs: number;
+  private demandActive = 0;
+  private lastDemandEnd = -Infinity;
 
   constructor(opts: SchedulerOptions = {}) {
     this.concurrency = Math.max(1, opts.concurrencyPerHost ?? 8);
     const reserved = Math.min(this.concurrency - 1, Math.max(0, opts.reservedForDemand ?? 2));
     this.lowLimit = Math.max(1, this.concurrency - reserved);
+    this.demandQuietMs = Math.max(0, opts.demandQuietMs ?? 150);
+  }
+
+  /** Marks an on-demand fill under way (for any host: the CPU is shared); call the result when it ends. */
+  beginDemand(): () => void {
+    this.demandActive++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      this.demandActive--;
+      this.lastDemandEnd = performance.now();
+    };
+  }
+
+  /** Resolves once no on-demand fill has run for demandQuietMs; rejects with an AbortError if signal aborts first. */
+  async demandQuiet(signal?: AbortSignal): Promise<void> {
+    for (;;) {
+      if (signal?.aborted) throw Object.assign(new Error('aborted while waiting for READs to quiet down'), { name: 'AbortError' });
+      const idle = performance.now() - this.lastDemandEnd;
+      if (this.demandActive === 0 && idle >= this.demandQuietMs) return;
+      const wait = this.demandActive > 0 ? this.demandQuietMs : this.demandQuietMs - idle;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, Math.max(1, wait));
+        function done() {
+          clearTimeout(t);
+          signal?.removeEventListener('abort', done);
+          resolve();
+        }
+        signal?.addEventListener('abort', done, { once: true });
+      });
+    }
   }
 
   private slot(host: string): HostSlot {

@@ -259,6 +259,30 @@ test('prefetch: whole blob with progress; a READ overtakes queued prefetch GETs'
   assert.equal(fetched.length, 32, 'prefetch skipped the chunk the READ fetched');
 });
 
+test('prefetch yields to READs: no new transfer while a fill runs, nor until READs have been quiet for demandQuietMs', T, async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(8).fill(M), entropy: 1, seed: 'quiet' });
+  const scheduler = new FetchScheduler({ concurrencyPerHost: 3, reservedForDemand: 1, demandQuietMs: 100 });
+  const { reader, content, sink } = await setup(b, { maxMerge: M, amplify: 0, scheduler });
+  const busy = scheduler.beginDemand(); // a READ being filled (of another blob: the CPU is shared)
+  const pf = content.prefetch(sink.sink, sink.alloc);
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(reader.calls.length, 0, 'prefetch started nothing while a READ ran');
+  busy();
+  await new Promise((r) => setTimeout(r, 40));
+  assert.equal(reader.calls.length, 0, 'nor right after it');
+  const res = await pf.done;
+  assert.ok(res.complete, JSON.stringify(res));
+  // an actual fill counts too
+  const again = await setup(b, { maxMerge: M, amplify: 0, scheduler });
+  again.reader.delayMs = 60;
+  const read = again.content.fill(0, PAGE, again.sink.sink, again.sink.alloc);
+  const pf2 = again.content.prefetch(again.sink.sink, again.sink.alloc);
+  await read;
+  assert.deepEqual(chunksOf(b, again.reader.calls), [0], 'only the READ\'s chunk was fetched while it ran');
+  assert.ok((await pf2.done).complete);
+  assert.equal(chunksOf(b, again.reader.calls).length, 8);
+});
+
 test('prefetch cancel stops it early; a READ that joined a cancelled prefetch GET still gets its bytes', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: new Array(32).fill(M), entropy: 1, seed: 'cancel' });
   const { reader, content, sink } = await setup(b, { maxMerge: M, amplify: 0, scheduler: new FetchScheduler({ concurrencyPerHost: 2, reservedForDemand: 0 }) });
