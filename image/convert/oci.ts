@@ -4,38 +4,22 @@ import crypto from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import {
+  describePlatform,
+  isIndexType,
+  parsePlatform as parseFetcherPlatform,
+  selectPlatform,
+  type Descriptor,
+  type ImageIndex,
+  type ImageManifest,
+  type Platform,
+} from '../../fetcher/registry/manifest';
 
-export interface Platform {
-  architecture: string;
-  os: string;
-  'os.version'?: string;
-  'os.features'?: string[];
-  variant?: string;
-}
-
-export interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  annotations?: Record<string, string>;
-  platform?: Platform;
-  urls?: string[];
-}
-
-export interface Manifest {
-  schemaVersion: 2;
-  mediaType?: string;
-  config: Descriptor;
-  layers: Descriptor[];
-  annotations?: Record<string, string>;
-}
-
-export interface Index {
-  schemaVersion: 2;
-  mediaType?: string;
-  manifests: Descriptor[];
-  annotations?: Record<string, string>;
-}
+// One definition of the OCI structures and platform rules, shared with the
+// registry client (fetcher/registry/manifest.ts).
+export type { Descriptor, Platform } from '../../fetcher/registry/manifest';
+export type Manifest = ImageManifest;
+export type Index = ImageIndex;
 
 export interface ImageConfig {
   created?: string;
@@ -47,9 +31,7 @@ export interface ImageConfig {
 }
 
 export const REF_NAME = 'org.opencontainers.image.ref.name';
-const INDEX_TYPES = ['application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json'];
-export const MANIFEST_TYPES = ['application/vnd.oci.image.manifest.v1+json', 'application/vnd.docker.distribution.manifest.v2+json'];
-export const ACCEPT = [...MANIFEST_TYPES, ...INDEX_TYPES].join(', ');
+export { MANIFEST_ACCEPT as ACCEPT } from '../../fetcher/registry/manifest';
 
 export class ImageError extends Error {
   constructor(message: string) {
@@ -85,7 +67,7 @@ export interface ImageDest {
 }
 
 export function isIndex(mediaType: string | undefined, body: { manifests?: unknown }): boolean {
-  return (mediaType !== undefined && INDEX_TYPES.includes(mediaType)) || Array.isArray(body.manifests);
+  return isIndexType(mediaType) || Array.isArray(body.manifests);
 }
 
 export function parseDigest(d: string): { alg: string; hex: string } {
@@ -94,22 +76,22 @@ export function parseDigest(d: string): { alg: string; hex: string } {
   return { alg: m[1], hex: m[2] };
 }
 
-export function parsePlatform(s: string): { os: string; architecture: string; variant?: string } {
-  const [os, architecture, variant] = s.split('/');
-  if (!os || !architecture) throw new ImageError(`bad platform "${s}" (want os/arch[/variant])`);
-  return { os, architecture, variant };
+export function parsePlatform(s: string): Platform {
+  try {
+    return parseFetcherPlatform(s);
+  } catch (e) {
+    throw new ImageError((e as Error).message);
+  }
 }
 
-/** The manifest of an index for the wanted platform (default linux/amd64). */
-export function pickPlatform(index: Index, want: { os: string; architecture: string; variant?: string }, where: string): Descriptor {
-  const ok = index.manifests.filter(
-    (d) => d.platform?.os === want.os && d.platform?.architecture === want.architecture && (!want.variant || d.platform?.variant === want.variant),
-  );
-  if (ok.length === 0) {
-    const have = index.manifests.map((d) => (d.platform ? `${d.platform.os}/${d.platform.architecture}` : '?')).join(', ');
-    throw new ImageError(`${where}: no manifest for ${want.os}/${want.architecture} (has ${have || 'none'})`);
+/** The manifest of an index for the wanted platform (arm variants normalised as containerd does). */
+export function pickPlatform(index: Index, want: Platform, where: string): Descriptor {
+  const d = selectPlatform(index, want);
+  if (!d) {
+    const have = index.manifests.map((m) => (m.platform ? describePlatform(m.platform) : '?')).join(', ');
+    throw new ImageError(`${where}: no manifest for ${describePlatform(want)} (has ${have || 'none'})`);
   }
-  return ok[0];
+  return d;
 }
 
 export function checkManifest(m: Manifest, where: string): void {

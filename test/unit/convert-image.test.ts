@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import { convert } from '../../image/convert';
+import { ImageError, parsePlatform, pickPlatform, type Index } from '../../image/convert/oci';
 import { Bootstrap } from '../../image/rafs/bootstrap';
 import { NULL_ADDR } from '../../image/erofs/image';
 import { verifyBlobs } from '../../image/inspect';
@@ -270,4 +271,15 @@ test('convert: a layer without file data gets no blob; identical layers share on
     assert.deepEqual(img.chunkMap(data).chunks, [{ deviceId: 1, blkaddr: 0 }]);
     assert.equal([...img.walk()].find((e) => e.path === '/empty')!.inode.size, 0);
   });
+});
+
+test('platform choice is the registry client\'s: arm variants normalised; a miss lists what the index has', () => {
+  const d = (platform: { os: string; architecture: string; variant?: string }, n: string) =>
+    ({ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${n.repeat(64)}`, size: 1, platform });
+  const index: Index = { schemaVersion: 2, manifests: [d({ os: 'linux', architecture: 'amd64' }, 'a'), d({ os: 'linux', architecture: 'arm64' }, 'b')] };
+  assert.equal(pickPlatform(index, parsePlatform('linux/arm64/v8'), 'src').digest, `sha256:${'b'.repeat(64)}`);
+  assert.equal(pickPlatform(index, parsePlatform('linux/amd64'), 'src').digest, `sha256:${'a'.repeat(64)}`);
+  assert.throws(() => pickPlatform(index, parsePlatform('linux/s390x'), 'src'), (e) =>
+    e instanceof ImageError && /src: no manifest for linux\/s390x \(has linux\/amd64, linux\/arm64\)/.test(e.message));
+  assert.throws(() => parsePlatform('linux'), ImageError);
 });
