@@ -49,7 +49,9 @@ export function parseDockerConfig(text: string, file = 'config.json'): DockerCon
   try {
     doc = JSON.parse(text);
   } catch (e) {
-    throw new Error(`${file}: not JSON: ${(e as Error).message}`);
+    // V8's message quotes the text around the error, which may be a credential: keep only where it is.
+    const at = /position (\d+)/.exec((e as Error).message);
+    throw new Error(`${file}: not JSON${at ? ` (error at byte ${at[1]})` : ''}`);
   }
   if (typeof doc !== 'object' || doc === null) throw new Error(`${file}: not a JSON object`);
   return doc as DockerConfig;

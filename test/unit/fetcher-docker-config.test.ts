@@ -46,6 +46,10 @@ test('auths entries: base64 user:pass (colons in passwords), identitytoken, user
   assert.throws(() => lookupAuths(cfg, 'bad.example'), (e: Error) => /bad.example.*not base64 "user:password"/.test(e.message) && !e.message.includes('nocolon'));
   assert.deepEqual(decodeAuthEntry('x', { registrytoken: 'rt' }), { registryToken: 'rt' });
   assert.throws(() => parseDockerConfig('{', 'c.json'), /c.json: not JSON/);
+  // V8's JSON errors quote the text near the fault: that text must not reach the message (or the logs)
+  const secret = Buffer.from('user:s3cretpassw0rd').toString('base64');
+  assert.throws(() => parseDockerConfig(`{"auths":{"r.example":{"auth":${secret}"}}}`, 'c.json'),
+    (e: Error) => /^c.json: not JSON/.test(e.message) && !e.message.includes(secret.slice(0, 6)) && !e.message.includes(secret.slice(-6)));
 });
 
 test('helper choice: credHelpers beats credsStore', T, () => {
