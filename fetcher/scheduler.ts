@@ -106,6 +106,7 @@ export class FetchScheduler {
 
   /** Resolves once no on-demand fill has run for demandQuietMs; rejects with an AbortError if signal aborts first. */
   async demandQuiet(signal?: AbortSignal): Promise<void> {
+    if (this.demandQuietMs === 0) return;
     for (;;) {
       if (signal?.aborted) throw Object.assign(new Error('aborted while waiting for READs to quiet down'), { name: 'AbortError' });
       const idle = performance.now() - this.lastDemandEnd;
