@@ -32,6 +32,8 @@ export interface BlobContent {
    * it are not fetched again. Returns how many chunks became present.
    */
   markPresent?(off: number, len: number): number;
+  /** Forgets what is present (the cache file is new, or its extents say otherwise). */
+  resetPresence?(): void;
   /** Fetches the whole blob in the background, below on-demand reads (remote blobs only). */
   prefetch?(sink: RangeSink, alloc: Allocator): { cancel(): void; done: Promise<unknown> };
 }

@@ -111,15 +111,19 @@ export class FscacheDaemon {
   }
 
   /**
-   * A cache file outlives the daemon that wrote it: after a restart (or a
-   * reopen) what it holds is present, and neither prefetch nor status should
-   * think otherwise. Best effort: without it chunks are only fetched twice.
+   * The cache file is the truth about what is present: it outlives the daemon
+   * that wrote it (after a restart its chunks must not be fetched again), and
+   * it can be gone while this process remembers its chunks (the image was
+   * removed and pulled again). Best effort: if the extents cannot be read,
+   * presence stays as it was; READs are served either way.
    */
   private recoverPresence(objectId: number, fd: number, content: BlobContent): void {
     if (!content.markPresent || !this.io.dataExtents) return;
     try {
+      const extents = this.io.dataExtents(fd, content.size);
+      content.resetPresence?.();
       let chunks = 0;
-      for (const [off, len] of this.io.dataExtents(fd, content.size)) chunks += content.markPresent(off, len);
+      for (const [off, len] of extents) chunks += content.markPresent(off, len);
       if (chunks > 0) this.log.info({ objectId, blob: content.name, chunks }, 'chunks already in the cache');
     } catch (err) {
       this.log.warn({ objectId, blob: content.name, err: (err as Error).message }, 'cannot read the cache file\'s extents');

@@ -205,7 +205,7 @@ test('a refused copen drops the object; READ of an unknown object is ignored, no
   assert.deepEqual(dev.completed, []);
 });
 
-test('OPEN recovers presence from the cache file\'s data extents before prefetch starts; a failing lseek costs nothing else', async () => {
+test('OPEN takes presence from the cache file\'s data extents (a new, empty file resets it) before prefetch starts; a failing lseek costs nothing else', async () => {
   const events: string[] = [];
   const content: BlobContent = {
     name: 'remote',
@@ -215,6 +215,7 @@ test('OPEN recovers presence from the cache file\'s data extents before prefetch
       events.push(`present ${off}+${len}`);
       return 1;
     },
+    resetPresence: () => events.push('reset'),
     prefetch: () => {
       events.push('prefetch');
       return { cancel() {}, done: Promise.resolve() };
@@ -234,9 +235,9 @@ test('OPEN recovers presence from the cache file\'s data extents before prefetch
   const d = new FscacheDaemon(dev, { resolve: async () => content }, log, { readAttempts: 1, retryDelayMs: 1, prefetch: true });
   await d.handle(open(1, 1, 'fs1', 'blob', 7));
   assert.deepEqual(dev.commands, ['copen 1,10485760']);
-  assert.deepEqual(events, ['lseek 7 <10485760', 'present 0+1048576', `present ${3 << 20}+${2 << 20}`, 'prefetch']);
+  assert.deepEqual(events, ['lseek 7 <10485760', 'reset', 'present 0+1048576', `present ${3 << 20}+${2 << 20}`, 'prefetch']);
   events.length = 0;
   await d.handle(open(2, 2, 'fs1', 'blob', 8)); // no extents for fd 8: lseek fails
   assert.deepEqual(dev.commands, ['copen 1,10485760', 'copen 2,10485760']);
-  assert.deepEqual(events, ['lseek 8 <10485760', 'prefetch'], 'the object is served and prefetched anyway');
+  assert.deepEqual(events, ['lseek 8 <10485760', 'prefetch'], 'presence kept as it was; the object is served and prefetched anyway');
 });
