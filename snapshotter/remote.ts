@@ -29,6 +29,19 @@ export function nydusLayer(labels: Labels): NydusLayer {
   return null;
 }
 
+/**
+ * Why a nydus blob layer cannot be committed remotely (and containerd must
+ * download it), or null if it can. Only RAFS v6 (EROFS) images can be
+ * mounted through fscache.
+ */
+export function remoteRefusal(labels: Labels, fscache: boolean): string | null {
+  if (!fscache) return 'fscache is off';
+  if (!labels[LABEL.snapshotRef]) return `containerd sent no ${LABEL.snapshotRef} label`;
+  const v = labels[LABEL.nydusFsVersion];
+  if (v !== undefined && v !== '6') return `RAFS v${v} image: only v6 (EROFS) can be mounted through fscache`;
+  return null;
+}
+
 /** A committed snapshot holds a nydus bootstrap if containerd unpacked one into it. */
 export function bootstrapIn(upperDir: string): string | null {
   const p = path.join(upperDir, BOOTSTRAP_IN_LAYER);

@@ -15,7 +15,7 @@ import { matches, parseFilters } from './filters';
 import { MetaStore } from './storage/metastore';
 import { validateLabels } from './storage/snapshots';
 import { diskUsage } from './usage';
-import { LABEL, bootstrapIn, nydusLayer } from './remote';
+import { LABEL, bootstrapIn, nydusLayer, remoteRefusal } from './remote';
 import { alreadyExists, failedPrecondition } from './errors';
 
 /** Lazy images: where the EROFS of a bootstrap layer is mounted (fscache). */
@@ -65,10 +65,12 @@ export class Snapshotter implements Layout {
   }
 
   async prepare(key: string, parent: string, labels: Labels): Promise<Mount[]> {
-    const target = labels[LABEL.snapshotRef];
-    if (nydusLayer(labels) === 'blob' && target) {
-      if (this.lazy) this.commitRemote(key, target, parent, labels);
-      this.log.warn({ key, target }, 'nydus blob layer, but fscache is off: it cannot be served lazily');
+    if (nydusLayer(labels) === 'blob') {
+      const target = labels[LABEL.snapshotRef];
+      const why = remoteRefusal(labels, this.lazy !== undefined);
+      if (!why) this.commitRemote(key, target!, parent, labels); // remoteRefusal checked target
+      this.log.warn({ key, image: labels[LABEL.imageRef] ?? null, layer: labels[LABEL.layerDigest] ?? null, why },
+        'nydus blob layer downloaded in full, not served lazily');
     }
     return this.mountsOf(this.create(Kind.Active, key, parent, labels));
   }

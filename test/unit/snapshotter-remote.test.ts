@@ -96,9 +96,31 @@ test('above a bootstrap layer, the image is one lazy EROFS mount; removing the l
   assert.equal(calls.at(-1), `release ${bootId}`);
 });
 
-test('without fscache, nydus layers are plain layers (and say so in the log)', async () => {
-  sn.lazy = undefined;
-  const m = await sn.prepare('default/1/x', '', blobLabels('sha256:c1', 'sha256:l1'));
-  assert.equal(m[0].type, 'bind');
-  assert.equal(sn.stat('default/1/x').kind, Kind.Active);
+test('a nydus blob layer that cannot be served lazily is downloaded, and the log names the image and why', async () => {
+  const lines: { msg: string; image: string; layer: string; why: string }[] = [];
+  const logged = Snapshotter.open(path.join(root, 'logged'), pino({ level: 'info' }, { write: (l: string) => lines.push(JSON.parse(l)) }));
+  try {
+    const cases: [string, Labels, boolean, RegExp][] = [
+      ['no fscache', blobLabels('sha256:c1', 'sha256:l1'), false, /fscache is off/],
+      ['no snapshot.ref', { ...blobLabels('sha256:c2', 'sha256:l2'), [LABEL.snapshotRef]: '' }, true, /no containerd.io\/snapshot.ref label/],
+      ['RAFS v5', { ...blobLabels('sha256:c3', 'sha256:l3'), [LABEL.nydusFsVersion]: '5' }, true, /RAFS v5 image/],
+    ];
+    for (const [i, [what, labels, lazy, why]] of cases.entries()) {
+      logged.lazy = lazy ? new FakeLazy() : undefined;
+      const m = await logged.prepare(`default/${i}/x`, '', labels);
+      assert.equal(m[0].type, 'bind', what);
+      assert.equal(logged.stat(`default/${i}/x`).kind, Kind.Active, `${what}: an ordinary layer to unpack`);
+      const l = lines.at(-1)!;
+      assert.match(l.msg, /downloaded in full/, what);
+      assert.equal(l.image, '127.0.0.1:5001/test/app:1', what);
+      assert.equal(l.layer, labels[LABEL.layerDigest], what);
+      assert.match(l.why, why, what);
+    }
+    logged.lazy = new FakeLazy();
+    const n = lines.length;
+    await assert.rejects(logged.prepare('default/9/x', '', { ...blobLabels('sha256:c9', 'sha256:l9'), [LABEL.nydusFsVersion]: '6' }), isCode(status.ALREADY_EXISTS));
+    assert.ok(!lines.slice(n).some((l) => /downloaded in full/.test(l.msg)), 'a lazy layer logs no fallback');
+  } finally {
+    logged.close();
+  }
 });
