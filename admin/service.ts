@@ -1,13 +1,11 @@
 // lazysnap.v1.Admin: what the lazysnap CLI asks lazysnapd for.
-import fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type * as w from '../proto/types';
 import type { FscacheSupervisor } from '../fscache/supervisor';
 import { Mounter, MountError } from '../fscache/mounter';
 import type { FscacheImages } from '../fscache/images';
-import { Bytes } from '../image/bytes';
-import { deviceTableEnd, deviceTags } from '../image/rafs/bootstrap';
+import { readDeviceTags } from '../fscache/device-tags';
 
 interface WorkerObject {
   volume: string;
@@ -22,22 +20,6 @@ export interface AdminDeps {
   images: () => FscacheImages;
   fscacheDisabledReason?: string;
   log: Logger;
-}
-
-/** An image's device tags from the head of its bootstrap (a mounted image's copy never changes). */
-function readDeviceTags(file: string): string[] {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const read = (len: number) => {
-      const buf = Buffer.alloc(len);
-      return new Bytes(buf.subarray(0, fs.readSync(fd, buf, 0, len, 0)), `bootstrap ${file}`);
-    };
-    const head = read(64 << 10);
-    const end = deviceTableEnd(head);
-    return deviceTags(end <= head.length ? head : read(end));
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {

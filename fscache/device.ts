@@ -19,6 +19,22 @@ export function writeCommand(fd: number, line: string): void {
   fs.writeSync(fd, line);
 }
 
+/**
+ * Culls cache file `name` of directory `dir` (moved to the graveyard):
+ * cachefiles resolves the name in the writer's working directory. Throws
+ * EBUSY while the kernel uses the file. Changes the process's cwd for the
+ * duration of one synchronous write; all of lazysnap's paths are absolute.
+ */
+export function cullFile(fd: number, dir: string, name: string): void {
+  const cwd = process.cwd();
+  process.chdir(dir);
+  try {
+    writeCommand(fd, cmd.cull(name));
+  } finally {
+    process.chdir(cwd);
+  }
+}
+
 /** Binds a freshly opened device to a cache dir in on-demand mode. */
 export function bindDevice(fd: number, cacheDir: string, tag: string): void {
   writeCommand(fd, cmd.dir(cacheDir));

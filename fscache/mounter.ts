@@ -9,6 +9,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { ErofsImage } from '../image/erofs/image';
+import { readDeviceTags } from './device-tags';
 import { FscacheImage, FscacheImages } from './images';
 
 const exec = promisify(execFile);
@@ -37,6 +38,8 @@ export class Mounter {
     private readonly log: Logger,
     /** the cachefiles cache dir (holds cache/I<volume key>/...) */
     private readonly cacheDir?: string,
+    /** culls cache file `name` in `dir` through /dev/cachefiles; throws EBUSY while the kernel uses it */
+    private readonly cull?: (dir: string, name: string) => void,
   ) {}
 
   async mount(spec: MountSpec): Promise<FscacheImage> {
@@ -87,21 +90,89 @@ export class Mounter {
       const e = err as { stderr?: string; message: string };
       throw new MountError(`umount ${mp} failed: ${(e.stderr || e.message).trim()}`);
     }
-    this.images().remove(img.fsid);
-    fs.rmSync(path.join(this.imagesDir, img.fsid), { recursive: true, force: true });
-    const volume = img.domain || img.fsid;
-    if (this.images().inVolume(volume).length === 0) this.dropVolume(volume);
+    this.unregister(img);
     this.log.info({ fsid: img.fsid, mountpoint: mp }, 'unmounted');
   }
 
   /** Unregisters an image that is not mounted (any more). */
   async forget(fsid: string): Promise<void> {
     const img = this.images().get(fsid);
-    if (!img) return;
-    this.images().remove(fsid);
-    fs.rmSync(path.join(this.imagesDir, fsid), { recursive: true, force: true });
+    if (img) this.unregister(img);
+  }
+
+  /** Forgets an unmounted image and deletes the cache files no other image of its volume uses. */
+  private unregister(img: FscacheImage): void {
+    const tags = this.tagsOf(img);
+    this.images().remove(img.fsid);
+    fs.rmSync(path.join(this.imagesDir, img.fsid), { recursive: true, force: true });
     const volume = img.domain || img.fsid;
-    if (this.images().inVolume(volume).length === 0) this.dropVolume(volume);
+    const rest = this.images().inVolume(volume);
+    if (rest.length === 0) return this.dropVolume(volume);
+    // A shared domain lives on: drop only the blobs that were this image's alone.
+    const kept = new Set(rest.flatMap((i) => this.tagsOf(i)));
+    this.dropBlobs(volume, tags.filter((t) => !kept.has(t)));
+  }
+
+  private tagsOf(img: FscacheImage): string[] {
+    try {
+      return readDeviceTags(img.bootstrap);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, fsid: img.fsid }, 'cannot read the device table of an image');
+      return [];
+    }
+  }
+
+  /**
+   * Culls the cache files of blobs in a live volume. cachefiles keeps an
+   * object's file unlinked while the kernel uses it and links it in when the
+   * umount lets go of it, shortly after; until then there is nothing to cull
+   * (or cull says EBUSY), so that is retried. A culled file goes to the
+   * graveyard, which is emptied here as cachefilesd would.
+   */
+  private dropBlobs(volume: string, tags: string[]): void {
+    if (!this.cacheDir || !this.cull) return;
+    const volumeDir = path.join(this.cacheDir, 'cache', `Ierofs,${volume}`);
+    const find = (name: string) => {
+      try {
+        for (const d of fs.readdirSync(volumeDir)) {
+          if (d.startsWith('@') && fs.existsSync(path.join(volumeDir, d, name))) return path.join(volumeDir, d);
+        }
+      } catch {
+        // no cache files yet
+      }
+      return null;
+    };
+    for (const tag of tags) {
+      const name = `D${tag}`;
+      let tries = 0;
+      const attempt = () => {
+        // an image mounted meanwhile may use the blob again
+        if (this.images().inVolume(volume).some((i) => this.tagsOf(i).includes(tag))) return;
+        const dir = find(name);
+        try {
+          if (!dir) throw Object.assign(new Error('not linked in yet'), { code: 'EAGAIN' });
+          this.cull!(dir, name);
+          this.emptyGraveyard();
+          this.log.info({ volume, blob: tag }, 'culled the cache file of a blob no image uses');
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === 'ESTALE' || code === 'ENOENT') return; // gone already
+          if ((code === 'EBUSY' || code === 'EAGAIN') && ++tries < 12) {
+            setTimeout(attempt, 100 * tries).unref();
+            return;
+          }
+          this.log.warn({ err: (err as Error).message, volume, blob: tag }, 'cannot cull the cache file of an unused blob');
+        }
+      };
+      attempt();
+    }
+  }
+
+  private emptyGraveyard(): void {
+    const graveyard = path.join(this.cacheDir!, 'graveyard');
+    for (const e of fs.existsSync(graveyard) ? fs.readdirSync(graveyard) : []) {
+      fs.rmSync(path.join(graveyard, e), { recursive: true, force: true });
+    }
   }
 
   /**

@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config';
 import { sdListenFds, sdNotify } from '../native';
-import { bindDevice, openDevice } from './device';
+import { bindDevice, cullFile, openDevice } from './device';
 import { Mounter } from './mounter';
 import { FscacheSupervisor } from './supervisor';
 import { previousWorkers, retireWorkers, takeFdFrom } from './takeover';
@@ -86,7 +86,7 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
     prefetch: cfg.fscache.prefetch !== 'off',
   });
   supervisor.start();
-  const mounter = new Mounter(images, path.join(cfg.root, 'fscache', 'images'), log, cacheDir);
+  const mounter = new Mounter(images, path.join(cfg.root, 'fscache', 'images'), log, cacheDir, (dir, name) => cullFile(devFd, dir, name));
   const lazy = new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, cfg.fscache.prefetch === 'on-pull');
   return { supervisor, mounter, lazy };
 }
