@@ -166,6 +166,10 @@ const containerdGets = (repo: string) =>
 
 test('CRI PullImage of the debian+python image fetches only its manifest, config and bootstrap', { timeout: 300_000 }, async () => {
   await cri.pullImage(pyRef).catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
+  // the registry logs a GET once its response is sent, which may be just after PullImage returns
+  for (const t0 = Date.now(); Date.now() - t0 < 5000 && !containerdGets('test/debian-python').some((g) => g.endsWith(py!.bootstrap));) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
   const gets = containerdGets('test/debian-python');
   const blobs = new Set(gets.filter((g) => g.includes('/blobs/')).map((g) => g.split('/blobs/')[1]));
   assert.deepEqual([...blobs].sort(), [py!.config, py!.bootstrap].sort(), `containerd's GETs: ${gets.join(' ')}`);
@@ -203,6 +207,7 @@ test('a restarted worker knows what the cache holds (SEEK_DATA), and serves the 
   const before = await presentOf();
   assert.ok(before && before.bytesPresent > 0, `python's run left chunks of the base layer: ${JSON.stringify(before)}`);
   const old = await workerPid();
+  const logFrom = fs.statSync(lazysnapd!.logPath).size;
   process.kill(old, 'SIGKILL');
   for (const t0 = Date.now(); ; ) {
     const pid = await workerPid().catch(() => null);
@@ -219,7 +224,7 @@ test('a restarted worker knows what the cache holds (SEEK_DATA), and serves the 
   assert.ok(after, 'the new worker reopened the base layer');
   t.diagnostic(`base layer: ${before.bytesPresent} bytes present before the kill; new worker: ${after.bytesPresent} present, ${after.fetchedBytes} fetched`);
   assert.ok(after.bytesPresent > before.bytesPresent, 'what the old worker wrote counts as present, and the new files were added');
-  assert.match(fs.readFileSync(lazysnapd!.logPath, 'utf8'), /chunks already in the cache/);
+  assert.match(fs.readFileSync(lazysnapd!.logPath).subarray(logFrom).toString('utf8'), /chunks already in the cache/, 'the new worker said so');
 });
 
 /** Reads /data/<file> in a container while `disturb` runs; the checksum must come out right. */
@@ -277,24 +282,58 @@ test('full restart under a container: kill -9 lazysnapd and start it again while
   assert.match(fs.readFileSync(lazysnapd!.logPath, 'utf8'), /took the \/dev\/cachefiles fd back from the running fscache worker/);
 });
 
-test('cleanup: removing the images removes their snapshots, EROFS mounts and cache files', { timeout: 300_000 }, async () => {
-  await cri.removeImage(ref);
-  await cri.removeImage(pyRef);
-  await ctrd!.ctrOk(['images', 'rm', `${registry!.host}/test/pause:1`]).catch(() => {});
+/** Blob ids whose cache files lazysnapd culled, from its log. */
+const culled = () => new Set(fs.readFileSync(lazysnapd!.logPath, 'utf8').split('\n')
+  .filter((l) => l.includes('culled the cache file of a blob no image uses')).map((l) => JSON.parse(l).blob as string));
+
+/** Files named D<blob id> in the cache (cachefiles links an object's file in once the kernel lets go of it). */
+function cachedBlobs(): Set<string> {
+  const out = new Set<string>();
+  const walk = (d: string) => {
+    for (const e of fs.existsSync(d) ? fs.readdirSync(d, { withFileTypes: true }) : []) {
+      if (e.isDirectory()) walk(join(d, e.name));
+      else if (/^D[0-9a-f]{64}$/.test(e.name)) out.add(e.name.slice(1));
+    }
+  };
+  walk(join(fscacheDir, 'cache-lazy', 'cache'));
+  return out;
+}
+
+/** Waits until lazysnapd holds no nydus snapshot of `repo` and `done()` holds; fails with the logs after 60 s. */
+async function waitRemoved(what: string, imageRef: string | null, done: () => boolean) {
   // containerd's GC may have run into lazysnapd's restart window above and
-  // given up; a synchronous lease deletion runs it again, as any later change would.
+  // given up; a synchronous collection runs it again, as any later change would.
   await ctrd!.collectGarbage();
   const deadline = Date.now() + 60_000;
   for (;;) {
-    const left = (await snaps!.list()).filter((i) => i.labels[LABEL.nydusBlob] === 'true' || i.labels[LABEL.nydusBootstrap] === 'true');
-    const erofs = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.split(' ')[2] === 'erofs');
-    if (left.length === 0 && erofs.length === 0) break;
-    if (Date.now() > deadline) assert.fail(`left after removal: ${left.map((i) => i.name)} ${erofs}${await logs()}`);
+    const left = (await snaps!.list()).filter((i) => (i.labels[LABEL.nydusBlob] === 'true' || i.labels[LABEL.nydusBootstrap] === 'true') &&
+      (imageRef === null || i.labels[LABEL.imageRef] === imageRef));
+    if (left.length === 0 && done()) return;
+    if (Date.now() > deadline) assert.fail(`${what}: left after removal: ${left.map((i) => i.name)} cache ${[...cachedBlobs()]}${await logs()}`);
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+const erofsMounts = () => fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.split(' ')[2] === 'erofs');
+
+test('cleanup: removing an image removes its snapshots, its EROFS mount and its own cache files; the last one its volume', { timeout: 300_000 }, async () => {
+  const bbBlobs = blobDigests.map((d) => d.slice('sha256:'.length));
+  // the busybox image goes while the python image stays in the shared domain
+  await cri.removeImage(ref);
+  await waitRemoved('busybox', ref, () => erofsMounts().length === 1 && bbBlobs.every((b) => culled().has(b)));
+  assert.deepEqual([...culled()].sort(), [...bbBlobs].sort(), 'exactly the removed image\'s blobs were culled');
+  assert.ok(bbBlobs.every((b) => !cachedBlobs().has(b)), 'their cache files are gone');
+  const r = await cri.runToCompletion(pyRef, ['sha256sum', ...Object.keys(py!.expect.files)], { logRoot: join(dir, 'pod-logs'), name: 'after-cull' });
+  for (const [f, sha] of Object.entries(py!.expect.files)) assert.match(r.stdout, new RegExp(`^${sha}  ${f}$`, 'm'), r.logs);
+  // the last image takes the volume with it
+  await cri.removeImage(pyRef);
+  await ctrd!.ctrOk(['images', 'rm', `${registry!.host}/test/pause:1`]).catch(() => {});
+  await waitRemoved('debian+python', null, () => erofsMounts().length === 0);
   const cache = join(fscacheDir, 'cache-lazy', 'cache');
   const volumes = fs.existsSync(cache) ? fs.readdirSync(cache) : [];
   assert.deepEqual(volumes, [], `cache volumes left: ${volumes}`);
+  const graveyard = join(fscacheDir, 'cache-lazy', 'graveyard');
+  assert.deepEqual(fs.existsSync(graveyard) ? fs.readdirSync(graveyard) : [], [], 'nothing left in the graveyard');
 });
 
 test('warm on pull: with prefetch = "on-pull" the image is fetched before any container asks', { timeout: 300_000 }, async (t) => {
