@@ -36,6 +36,9 @@ let warmRef = '';
 let blobDigests: string[] = [];
 let warmBlobs = 0;
 let pyRef = '';
+/** busybox alone: its one layer is the busybox+data image's first, so the two share a blob */
+let plainRef = '';
+let plainBlobs: string[] = [];
 let py: { expect: DebianPythonExpect; config: string; bootstrap: string; blobs: string[]; blobBytes: number } | undefined;
 const bigSha: Record<string, string> = {};
 let fscacheDir = '';
@@ -47,6 +50,11 @@ before(async () => {
   dir = guestDir('lazy');
   registry = await startRegistry({ dir: join(dir, 'registry') });
   const bb = await buildBusyboxImage(join(dir, 'busybox'));
+  const plain = join(dir, 'nydus-plain');
+  await runOk(process.execPath, [CLI, 'convert', `oci:${bb.layoutDir}:${bb.ref}`, `oci:${plain}:1`], { timeoutMs: 300_000 });
+  plainBlobs = (await readNydusLayout(plain, '1')).manifest.layers.slice(0, -1).map((l) => l.digest);
+  await pushOciLayout(plain, '1', registry.url, 'test/busybox-plain:1');
+  plainRef = `${registry.host}/test/busybox-plain:1`;
   // a second layer with big incompressible files, so reads take a while and span many chunks;
   // one per disturbing test, so each reads cold
   const data = join(dir, 'data');
@@ -155,6 +163,23 @@ test('a container of the nydus image runs; its files arrive lazily and match', {
   const s = JSON.parse((await runOk(process.execPath, [CLI, 'status', '--json', '--address', lazysnapd!.address])).stdout);
   assert.equal(s.worker.stats.readsFailed, 0);
   assert.ok(s.mounts.some((m: { imageRef: string }) => m.imageRef === ref), 'the image is mounted lazily, from its registry');
+});
+
+/** GETs lazysnap's fetcher made for a blob, in any repository. */
+const lazysnapGets = (digest: string) =>
+  fs.readFileSync(registry!.logPath, 'utf8').split('\n').filter((l) => l.includes('lazysnap/') && /"GET /.test(l) && l.includes(`/blobs/${digest}`)).length;
+
+test('a second image sharing a layer reads that blob from the cache: the shared domain fetches it once', { timeout: 300_000 }, async (t) => {
+  const shared = plainBlobs.filter((d) => blobDigests.includes(d));
+  assert.equal(shared.length, 1, `busybox-plain's blob is busybox-nydus's first: ${plainBlobs} / ${blobDigests}`);
+  const before = lazysnapGets(shared[0]);
+  assert.ok(before > 0, 'the first image fetched the shared blob');
+  await cri.pullImage(plainRef).catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
+  const r = await cri.runToCompletion(plainRef, ['/bin/busybox', 'sha256sum', '/bin/busybox'], { logRoot: join(dir, 'pod-logs'), name: 'shared' });
+  assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
+  assert.match(r.stdout, new RegExp(`^${sha256File('/bin/busybox')}  /bin/busybox$`, 'm'));
+  t.diagnostic(`GETs of the shared blob: ${before} for the first image, ${lazysnapGets(shared[0]) - before} for the second`);
+  assert.equal(lazysnapGets(shared[0]), before, 'the second image fetched nothing of the shared blob');
 });
 
 /** Paths containerd GETs from the registry for a repository (its user agent), from the access log. */
@@ -299,15 +324,18 @@ function cachedBlobs(): Set<string> {
   return out;
 }
 
-/** Waits until lazysnapd holds no nydus snapshot of `repo` and `done()` holds; fails with the logs after 60 s. */
-async function waitRemoved(what: string, imageRef: string | null, done: () => boolean) {
+/**
+ * Waits until lazysnapd holds no nydus snapshot of `imageRef` (null: of any
+ * image) except layers in `shared`, and `done()` holds; fails with the logs after 60 s.
+ */
+async function waitRemoved(what: string, imageRef: string | null, done: () => boolean, shared: string[] = []) {
   // containerd's GC may have run into lazysnapd's restart window above and
   // given up; a synchronous collection runs it again, as any later change would.
   await ctrd!.collectGarbage();
   const deadline = Date.now() + 60_000;
   for (;;) {
     const left = (await snaps!.list()).filter((i) => (i.labels[LABEL.nydusBlob] === 'true' || i.labels[LABEL.nydusBootstrap] === 'true') &&
-      (imageRef === null || i.labels[LABEL.imageRef] === imageRef));
+      (imageRef === null || i.labels[LABEL.imageRef] === imageRef) && !shared.includes(i.labels[LABEL.layerDigest]));
     if (left.length === 0 && done()) return;
     if (Date.now() > deadline) assert.fail(`${what}: left after removal: ${left.map((i) => i.name)} cache ${[...cachedBlobs()]}${await logs()}`);
     await new Promise((r) => setTimeout(r, 500));
@@ -318,15 +346,21 @@ const erofsMounts = () => fs.readFileSync('/proc/self/mounts', 'utf8').split('\n
 
 test('cleanup: removing an image removes its snapshots, its EROFS mount and its own cache files; the last one its volume', { timeout: 300_000 }, async () => {
   const bbBlobs = blobDigests.map((d) => d.slice('sha256:'.length));
-  // the busybox image goes while the python image stays in the shared domain
+  // the busybox+data image goes while busybox-plain and python stay in the shared domain
   await cri.removeImage(ref);
-  await waitRemoved('busybox', ref, () => erofsMounts().length === 1 && bbBlobs.every((b) => culled().has(b)));
-  assert.deepEqual([...culled()].sort(), [...bbBlobs].sort(), 'exactly the removed image\'s blobs were culled');
-  assert.ok(bbBlobs.every((b) => !cachedBlobs().has(b)), 'their cache files are gone');
+  // its data blob is its own; its busybox blob is busybox-plain's too
+  const own = bbBlobs.filter((b) => !plainBlobs.includes(`sha256:${b}`));
+  assert.equal(own.length, 1);
+  // (the shared layer's snapshot stays, labelled with the image that pulled it first)
+  await waitRemoved('busybox', ref, () => erofsMounts().length === 2 && culled().has(own[0]), plainBlobs);
+  await new Promise((r) => setTimeout(r, 2000)); // a wrong cull of the shared blob would have happened by now
+  assert.deepEqual([...culled()], own, 'exactly the blob no other image uses was culled');
+  assert.ok(!cachedBlobs().has(own[0]), 'its cache file is gone');
   const r = await cri.runToCompletion(pyRef, ['sha256sum', ...Object.keys(py!.expect.files)], { logRoot: join(dir, 'pod-logs'), name: 'after-cull' });
   for (const [f, sha] of Object.entries(py!.expect.files)) assert.match(r.stdout, new RegExp(`^${sha}  ${f}$`, 'm'), r.logs);
-  // the last image takes the volume with it
+  // the last images take the volume with them
   await cri.removeImage(pyRef);
+  await cri.removeImage(plainRef);
   await ctrd!.ctrOk(['images', 'rm', `${registry!.host}/test/pause:1`]).catch(() => {});
   await waitRemoved('debian+python', null, () => erofsMounts().length === 0);
   const cache = join(fscacheDir, 'cache-lazy', 'cache');
