@@ -172,10 +172,9 @@ export class RemoteBlobContent implements BlobContent {
 
   /** Records chunks already in the cache (e.g. found with SEEK_DATA after a restart). */
   markPresent(off: number, len: number): number {
-    const before = this.presence.count;
-    markRange(this.presence, this.blob.chunks, off, len);
-    this.bytesPresent = this.blob.chunks.reduce((n, c) => n + (this.presence.has(c.index) ? c.uSize : 0), 0);
-    return this.presence.count - before;
+    const added = markRange(this.presence, this.blob.chunks, off, len);
+    for (const c of added) this.bytesPresent += c.uSize;
+    return added.length;
   }
 
   /** Forgets presence (the cache file was replaced). */

@@ -1,6 +1,6 @@
 // Which chunks of a blob have been delivered (written through a sink). One
 // bit per chunk; counts kept for progress reports.
-import type { ChunkInfo } from '../image/blob/chunkinfo';
+import { chunksCovering, type ChunkInfo } from '../image/blob/chunkinfo';
 
 export interface ChunkPresence {
   has(index: number): boolean;
@@ -49,13 +49,17 @@ export class PresenceBitmap implements ChunkPresence {
   }
 }
 
-/** Marks present every chunk lying entirely inside [off, off+len) (e.g. from SEEK_DATA on a cache file). */
-export function markRange(p: ChunkPresence, chunks: ChunkInfo[], off: number, len: number): number {
-  let added = 0;
-  for (const c of chunks) {
+/**
+ * Marks present every chunk lying entirely inside [off, off+len) (e.g. from
+ * SEEK_DATA on a cache file); returns the chunks newly marked. Chunks are in
+ * uOffset order (as chunksCovering needs), so this is a binary search, not a scan.
+ */
+export function markRange(p: ChunkPresence, chunks: ChunkInfo[], off: number, len: number): ChunkInfo[] {
+  const added: ChunkInfo[] = [];
+  for (const c of chunksCovering(chunks, off, len)) {
     if (c.uOffset >= off && c.uOffset + c.uSize <= off + len && !p.has(c.index)) {
       p.add(c.index);
-      added++;
+      added.push(c);
     }
   }
   return added;

@@ -6,6 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RemoteBlobContent } from '../../fetcher/chunk-fetcher';
 import { FetchScheduler } from '../../fetcher/scheduler';
+import { PresenceBitmap, markRange } from '../../fetcher/presence';
+import type { ChunkInfo } from '../../image/blob/chunkinfo';
 import type { RangeReader } from '../../fetcher/source';
 import { buildSyntheticBlob, SyntheticBlob } from '../../fetcher/testblob';
 import { DataBlob } from '../../image/blob/datablob';
@@ -298,4 +300,26 @@ test('prefetch cancel stops it early; a READ that joined a cancelled prefetch GE
   assert.ok(res.cancelled && !res.complete, JSON.stringify(res));
   assert.ok(res.chunksPresent < 8, `${res.chunksPresent} chunks present after cancel`);
   assert.ok(reader.calls.length < 8);
+});
+
+test('markRange (SEEK_DATA seeding) marks exactly the chunks wholly inside each extent, as a scan would', () => {
+  // 4 KiB-aligned chunks of varied sizes with gaps, in uOffset order as in a blob
+  const chunks: ChunkInfo[] = [];
+  let off = 0;
+  for (let i = 0; i < 500; i++) {
+    const uSize = 1 + ((i * 7919) % 300_000);
+    chunks.push({ index: i, uOffset: off, uSize, cOffset: 0, cSize: uSize, compressed: false, flags: 0 });
+    off = Math.ceil((off + uSize) / 4096) * 4096 + (i % 5 === 0 ? 8192 : 0);
+  }
+  const fast = new PresenceBitmap(chunks.length);
+  const slow = new Set<number>();
+  for (let k = 0; k < 300; k++) {
+    const start = Math.floor(Math.random() * off / 4096) * 4096;
+    const len = Math.floor(Math.random() * 2_000_000 / 4096) * 4096;
+    const added = markRange(fast, chunks, start, len).map((c) => c.index);
+    const want = chunks.filter((c) => c.uOffset >= start && c.uOffset + c.uSize <= start + len && !slow.has(c.index)).map((c) => c.index);
+    for (const i of want) slow.add(i);
+    assert.deepEqual(added, want, `extent [${start}, ${start + len})`);
+  }
+  assert.equal(fast.count, slow.size);
 });
