@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config';
 import { sdListenFds, sdNotify } from '../native';
 import { bindDevice, cullFile, openDevice } from './device';
+import { credentialFileExposure } from '../fetcher/registry/docker-config';
 import { Mounter } from './mounter';
 import { FscacheSupervisor } from './supervisor';
 import { previousWorkers, retireWorkers, takeFdFrom } from './takeover';
@@ -74,6 +75,9 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
   // Workers of a previous lazysnapd may still serve (they outlive it); two readers of one device would split its requests.
   await retireWorkers(previousWorkers(pidFile), log);
 
+  // The worker reads registry credentials from here at fetch time; lazysnap never copies them.
+  const exposed = credentialFileExposure(cfg.registry.docker_config);
+  if (exposed) log.warn({ file: cfg.registry.docker_config }, exposed);
   const supervisor = new FscacheSupervisor({
     devFd,
     dbPath: path.join(cfg.root, 'metadata.db'),

@@ -44,6 +44,22 @@ export function defaultDockerConfigPath(env: NodeJS.ProcessEnv = process.env): s
   return path.join(env.DOCKER_CONFIG || path.join(env.HOME || os.homedir(), '.docker'), 'config.json');
 }
 
+/**
+ * Why a credentials file is exposed (readable or writable by group or
+ * others, or not a regular file), or null if it is private or absent.
+ */
+export function credentialFileExposure(file: string): string | null {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    return null;
+  }
+  if (!st.isFile()) return `${file} is not a regular file`;
+  if (st.mode & 0o077) return `${file} has mode ${(st.mode & 0o777).toString(8)}: others can read the registry credentials in it (chmod 600)`;
+  return null;
+}
+
 export function parseDockerConfig(text: string, file = 'config.json'): DockerConfig {
   let doc: unknown;
   try {

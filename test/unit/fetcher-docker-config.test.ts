@@ -2,10 +2,11 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import {
   chainCredentials, decodeAuthEntry, dockerConfigCredentials, helperFor, lookupAuths, normalizeHost, parseDockerConfig,
-  runCredentialHelper, staticCredentials, defaultDockerConfigPath,
+  runCredentialHelper, staticCredentials, defaultDockerConfigPath, credentialFileExposure,
 } from '../../fetcher/registry/docker-config';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 
@@ -109,4 +110,20 @@ test('static and chained sources', T, async () => {
   assert.deepEqual(await s('a.example'), { username: 'a', password: 'b' });
   assert.deepEqual(await s('b.example'), { registryToken: 't' });
   assert.equal(await s('c.example'), undefined);
+});
+
+test('a credentials file readable by others is reported; a private or missing one is not', T, () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-dcfg-'));
+  try {
+    const f = path.join(dir, 'config.json');
+    assert.equal(credentialFileExposure(f), null, 'missing');
+    fs.writeFileSync(f, '{}', { mode: 0o600 });
+    fs.chmodSync(f, 0o600);
+    assert.equal(credentialFileExposure(f), null, 'private');
+    fs.chmodSync(f, 0o644);
+    assert.match(credentialFileExposure(f) ?? '', /mode 644: others can read the registry credentials/);
+    assert.match(credentialFileExposure(dir) ?? '', /not a regular file/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
