@@ -104,6 +104,15 @@ export class FetchScheduler {
     };
   }
 
+  /**
+   * Holds prefetch back for `ms` from now (then demandQuietMs more), as if
+   * READs ran meanwhile: a container is starting, and its start needs the
+   * CPU more than the rest of the image does.
+   */
+  holdPrefetch(ms: number): void {
+    this.lastDemandEnd = Math.max(this.lastDemandEnd, performance.now() + ms);
+  }
+
   /** Resolves once no on-demand fill has run for demandQuietMs; rejects with an AbortError if signal aborts first. */
   async demandQuiet(signal?: AbortSignal): Promise<void> {
     if (this.demandQuietMs === 0) return;

@@ -7,7 +7,7 @@ import readline from 'node:readline';
 export const HANDOVER_BYTE = Buffer.from('F');
 
 export type WorkerEvent = { event: 'loaded'; pid: number } | { event: 'ready'; pid: number };
-export type ControlRequest = { id: number; op: 'status' } | { id: number; op: 'retire' };
+export type ControlRequest = { id: number; op: 'status' } | { id: number; op: 'retire' } | { id: number; op: 'hold-prefetch'; ms: number };
 export type ControlReply = { id: number; result?: unknown; error?: string };
 
 /** Reads JSON lines from a socket; a malformed line is reported and skipped. */

@@ -23,7 +23,13 @@ export class SnapshotMounts implements LazyMounts {
     private readonly log: Logger,
     /** mount as soon as the bootstrap layer is committed, so the worker starts fetching */
     readonly mountOnPull = false,
+    /** called when a container is about to start on an image (prefetch holds back) */
+    private readonly onStarting?: (snapshotId: number) => void,
   ) {}
+
+  starting(snapshotId: number): void {
+    this.onStarting?.(snapshotId);
+  }
 
   ensure(snapshotId: number, bootstrapFile: string, labels: Labels): Promise<string> {
     let p = this.pending.get(snapshotId);

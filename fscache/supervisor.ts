@@ -202,6 +202,12 @@ export class FscacheSupervisor {
     this.timer = setTimeout(fn, ms);
   }
 
+  /** Asks the serving worker to hold prefetch back for `ms` (a container is starting); no answer is awaited. */
+  holdPrefetch(ms: number): void {
+    const w = this.active;
+    if (w) sendJson(w.control, { id: this.nextId++, op: 'hold-prefetch', ms });
+  }
+
   /** The active worker's status, or an error. */
   status(timeoutMs = 5000): Promise<unknown> {
     const w = this.active;

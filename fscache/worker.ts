@@ -27,10 +27,11 @@ export interface WorkerOptions {
 }
 
 /** Blobs of images pulled through containerd come from their registry, through one fetcher per worker. */
-function remoteOpener(o: WorkerOptions): RemoteBlobOpener {
+function remoteOpener(o: WorkerOptions): { open: RemoteBlobOpener; holdPrefetch(ms: number): void } {
   let fetcher: BlobFetcher | undefined;
   const reg: Partial<WorkerRegistryConfig> = JSON.parse(process.env.LAZYSNAP_REGISTRY || '{}');
-  return async (img, entry, tableDigests) => {
+  const holdPrefetch = (ms: number) => fetcher?.scheduler.holdPrefetch(ms);
+  const open: RemoteBlobOpener = async (img, entry, tableDigests) => {
     fetcher ??= new BlobFetcher({
       registry: {
         hostsDir: reg.hostsDir,
@@ -43,6 +44,7 @@ function remoteOpener(o: WorkerOptions): RemoteBlobOpener {
     const ref = parseImageRef(img.imageRef);
     return fetcher.open({ host: ref.host, repo: ref.repo, entry, tableDigests });
   };
+  return { open, holdPrefetch };
 }
 
 export async function runWorker(o: WorkerOptions): Promise<void> {
@@ -58,7 +60,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     throw new Error(`bad handover message (${got.data.length} bytes, ${got.fds.length} fds)`);
   }
   const devFd = got.fds[0];
-  const resolver = MetadataResolver.open(o.dbPath, remoteOpener(o));
+  const remote = remoteOpener(o);
+  const resolver = MetadataResolver.open(o.dbPath, remote.open);
   const device = new CachefilesDevice(devFd);
   const daemon = new FscacheDaemon(device, resolver, o.log, {
     readAttempts: o.readAttempts ?? 4,
@@ -90,6 +93,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
             })),
           },
         });
+      } else if (req.op === 'hold-prefetch') {
+        if (Number.isFinite(req.ms) && req.ms > 0) remote.holdPrefetch(Math.min(req.ms, 60_000));
       } else if (req.op === 'retire') {
         retiring = true;
         device.stop();

@@ -26,6 +26,8 @@ export interface LazyMounts {
   ensure(snapshotId: number, bootstrapFile: string, labels: Labels): Promise<string>;
   /** The bootstrap snapshot is being removed: unmount its image. */
   release(snapshotId: number): Promise<void>;
+  /** A container's snapshot is being prepared on the image: it is about to start. */
+  starting?(snapshotId: number): void;
 }
 
 export class Snapshotter implements Layout {
@@ -72,7 +74,7 @@ export class Snapshotter implements Layout {
       this.log.warn({ key, image: labels[LABEL.imageRef] ?? null, layer: labels[LABEL.layerDigest] ?? null, why },
         'nydus blob layer downloaded in full, not served lazily');
     }
-    return this.mountsOf(this.create(Kind.Active, key, parent, labels));
+    return this.mountsOf(this.create(Kind.Active, key, parent, labels), { starting: true });
   }
 
   async view(key: string, parent: string, labels: Labels): Promise<Mount[]> {
@@ -100,12 +102,13 @@ export class Snapshotter implements Layout {
   }
 
   /** Mounts of s; above a nydus bootstrap layer, that layer and the blobs below it are one EROFS mount. */
-  private async mountsOf(s: Snapshot): Promise<Mount[]> {
+  private async mountsOf(s: Snapshot, opts: { starting?: boolean } = {}): Promise<Mount[]> {
     if (!this.lazy) return mountsFor(s, this);
     for (let i = 0; i < s.parentIds.length; i++) {
       const boot = bootstrapIn(this.upper(s.parentIds[i]));
       if (!boot) continue;
       const [layer] = this.store.view((tx) => tx.chain([s.parentIds[i]]));
+      if (opts.starting) this.lazy.starting?.(layer.id);
       const mountpoint = await this.lazy.ensure(layer.id, boot, layer.labels);
       return mountsFor(s, this, [...s.parentIds.slice(0, i).map((id) => this.upper(id)), mountpoint]);
     }

@@ -285,6 +285,19 @@ test('prefetch yields to READs: no new transfer while a fill runs, nor until REA
   assert.equal(chunksOf(b, again.reader.calls).length, 8);
 });
 
+test('holdPrefetch (a container is starting) keeps prefetch from starting transfers for that long', T, async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(4).fill(M), entropy: 1, seed: 'hold' });
+  const scheduler = new FetchScheduler({ demandQuietMs: 20 });
+  const { reader, content, sink } = await setup(b, { maxMerge: M, amplify: 0, scheduler });
+  scheduler.holdPrefetch(200);
+  const t0 = Date.now();
+  const pf = content.prefetch(sink.sink, sink.alloc);
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(reader.calls.length, 0, 'nothing during the hold');
+  assert.ok((await pf.done).complete);
+  assert.ok(Date.now() - t0 >= 200, 'prefetch ran after the hold');
+});
+
 test('prefetch cancel stops it early; a READ that joined a cancelled prefetch GET still gets its bytes', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: new Array(32).fill(M), entropy: 1, seed: 'cancel' });
   const { reader, content, sink } = await setup(b, { maxMerge: M, amplify: 0, scheduler: new FetchScheduler({ concurrencyPerHost: 2, reservedForDemand: 0 }) });

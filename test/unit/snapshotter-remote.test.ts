@@ -25,6 +25,9 @@ class FakeLazy implements LazyMounts {
   async release(id: number) {
     calls.push(`release ${id}`);
   }
+  starting(id: number) {
+    calls.push(`starting ${id}`);
+  }
 }
 
 beforeEach(() => {
@@ -80,13 +83,14 @@ test('above a bootstrap layer, the image is one lazy EROFS mount; removing the l
   assert.equal(calls.length, 0);
 
   const c = await sn.prepare('default/3/container', 'default/2/sha256:boot', {});
-  assert.deepEqual(calls, [`ensure ${bootId} 2/fs/image/image.boot 127.0.0.1:5001/test/app:1`]);
+  assert.deepEqual(calls, [`starting ${bootId}`, `ensure ${bootId} 2/fs/image/image.boot 127.0.0.1:5001/test/app:1`], 'a container starts: prefetch is told');
   assert.equal(c[0].type, 'overlay');
   assert.ok(c[0].options.includes('lowerdir=/lazy/2'), c[0].options.join(' '));
   assert.ok(c[0].options.some((o) => o.startsWith('upperdir=')));
   assert.deepEqual(await sn.mounts('default/3/container'), c);
   const v = await sn.view('default/4/view', 'default/2/sha256:boot', {});
   assert.deepEqual(v, [{ type: 'bind', source: '/lazy/2', options: ['ro', 'rbind'] }]);
+  assert.equal(calls.filter((x) => x.startsWith('starting')).length, 1, 'Mounts and View start no container');
 
   await assert.rejects(sn.remove('default/2/sha256:boot'), isCode(status.FAILED_PRECONDITION));
   assert.ok(!calls.includes(`release ${bootId}`), 'not released while children exist');
