@@ -14,8 +14,7 @@ import { HttpStatusError, TransportError, RegistryError } from '../../fetcher/re
 import { RemoteBlobContent } from '../../fetcher/chunk-fetcher';
 import { FetchScheduler } from '../../fetcher/scheduler';
 import { buildSyntheticBlob, uploadBlob, SyntheticBlob } from '../../fetcher/testblob';
-import { startCustomRegistry } from '../support/tls';
-import type { Registry } from '../support/registry';
+import { startRegistry, type Registry } from '../support/registry';
 import { startTokenServer, type TokenServer } from '../support/token-server';
 import { FaultProxy, Fault, isRangedBlobGet } from '../support/fault-proxy';
 import { makeTempDir, removeTempDir } from '../support/tmp';
@@ -42,7 +41,7 @@ before(async () => {
   dir = await makeTempDir('fetcher-faults');
   ts = await startTokenServer(dir, { users: { [USER]: PASS }, allowAnonymous: false });
   cleanup.push(() => ts.stop());
-  reg = await startCustomRegistry({ auth: ts.registryAuth() });
+  reg = await startRegistry({ authConfig: ts.registryAuth() });
   cleanup.push(() => reg.stop());
   proxy = await FaultProxy.start(reg.url);
   cleanup.push(() => proxy.stop());

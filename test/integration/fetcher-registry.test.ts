@@ -21,7 +21,7 @@ import { FileSource } from '../../image/blob/source';
 import { NydusBlobContent } from '../../content/nydusblob';
 import { Bootstrap } from '../../image/rafs/bootstrap';
 import { startRegistry, type Registry } from '../support/registry';
-import { startCustomRegistry, makeTestPki, type TestPki } from '../support/tls';
+import { makeTestPki, type TestPki } from '../support/tls';
 import { startTokenServer, type TokenServer } from '../support/token-server';
 import { FaultProxy } from '../support/fault-proxy';
 import { nydusFixtures, FIXTURE_BLOB_ID } from '../support/fixtures';
@@ -55,10 +55,10 @@ before(async () => {
   cleanup.push(() => basic.stop());
   ts = await startTokenServer(dir, { users: { [USER]: PASS }, refreshTokens: { 'refresh-abc': USER }, allowAnonymous: false, expiresIn: 300 });
   cleanup.push(() => ts.stop());
-  tokenReg = await startCustomRegistry({ auth: ts.registryAuth() });
+  tokenReg = await startRegistry({ authConfig: ts.registryAuth() });
   cleanup.push(() => tokenReg.stop());
   pki = await makeTestPki(path.join(dir, 'pki'));
-  tls = await startCustomRegistry({ tls: { certificate: pki.certPath, key: pki.keyPath, ca: pki.ca } });
+  tls = await startRegistry({ tls: { certificate: pki.certPath, key: pki.keyPath, ca: pki.ca } });
   cleanup.push(() => tls.stop());
 }, T);
 

@@ -1,14 +1,8 @@
-// A throwaway PKI made with openssl (a test CA and a server certificate for
-// 127.0.0.1 and localhost), and docker-registry started with settings
-// test/support/registry.ts does not offer: token auth and TLS.
+// A throwaway PKI made with openssl: a test CA and a server certificate for
+// 127.0.0.1 and localhost (startRegistry({ tls }) serves HTTPS with it).
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Agent, request } from 'undici';
-import { bin, requireBinaries } from './bins';
-import { runOk, spawnDaemon, stopDaemon, tail, isRunning } from './proc';
-import type { Registry } from './registry';
-import { makeTempDir, removeTempDir } from './tmp';
-import { freePort, waitFor } from './wait';
+import { runOk } from './proc';
 
 const OPENSSL = '/usr/bin/openssl';
 
@@ -43,67 +37,4 @@ export async function makeTestPki(dir: string): Promise<TestPki> {
     cert: await readFile(p('server.pem'), 'utf8'),
     key: await readFile(p('server.key'), 'utf8'),
   };
-}
-
-export interface CustomRegistryOptions {
-  /** the registry's `auth` section, e.g. {token: {realm, service, issuer, rootcertbundle}} or {htpasswd: {...}} */
-  auth?: Record<string, unknown>;
-  /** serve HTTPS with this certificate */
-  tls?: { certificate: string; key: string; ca: string };
-  dir?: string;
-}
-
-/**
- * docker-registry on 127.0.0.1 with a config of our choosing (token auth,
- * TLS). Same shape as startRegistry(); url is https:// with tls.
- */
-export async function startCustomRegistry(opts: CustomRegistryOptions = {}): Promise<Registry & { agent?: Agent }> {
-  requireBinaries(['registry']);
-  const ownDir = opts.dir === undefined;
-  const dir = opts.dir ?? await makeTempDir('registry');
-  await mkdir(join(dir, 'storage'), { recursive: true });
-  const port = await freePort();
-  const host = `127.0.0.1:${port}`;
-  const url = `${opts.tls ? 'https' : 'http'}://${host}`;
-  const configPath = join(dir, 'config.yml');
-  const logPath = join(dir, 'registry.log');
-  const http: Record<string, unknown> = { addr: host, secret: 'lazysnap-test-secret' };
-  if (opts.tls) http.tls = { certificate: opts.tls.certificate, key: opts.tls.key };
-  const config: Record<string, unknown> = {
-    version: 0.1,
-    log: { level: 'info', formatter: 'text', accesslog: { disabled: false } },
-    storage: {
-      filesystem: { rootdirectory: join(dir, 'storage') },
-      delete: { enabled: true },
-      maintenance: { uploadpurging: { enabled: false } },
-    },
-    http,
-  };
-  if (opts.auth) config.auth = opts.auth;
-  await writeFile(configPath, JSON.stringify(config, null, 2) + '\n');
-  const agent = opts.tls ? new Agent({ connect: { ca: opts.tls.ca } }) : undefined;
-  const daemon = spawnDaemon(bin('registry'), ['serve', configPath], logPath);
-  const stop = async () => {
-    await agent?.close();
-    await stopDaemon(daemon, 'SIGTERM', 5_000);
-    if (ownDir) await removeTempDir(dir);
-  };
-  try {
-    await waitFor(async () => {
-      if (!isRunning(daemon)) throw new Error(`docker-registry exited during startup:\n${await tail(logPath)}`);
-      try {
-        const res = await request(`${url}/v2/`, { dispatcher: agent, headersTimeout: 1000, bodyTimeout: 1000 });
-        await res.body.dump();
-        return res.statusCode === 200 || res.statusCode === 401;
-      } catch {
-        return false;
-      }
-    }, { what: `docker-registry to answer GET ${url}/v2/ (log: ${logPath})`, timeoutMs: 15_000 });
-  } catch (e) {
-    await stopDaemon(daemon, 'SIGKILL');
-    await agent?.close();
-    if (ownDir) await removeTempDir(dir);
-    throw e;
-  }
-  return { url, host, port, dir, logPath, configPath, daemon, stop, agent };
 }
