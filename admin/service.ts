@@ -7,7 +7,7 @@ import { Mounter, MountError } from '../fscache/mounter';
 import type { FscacheImages } from '../fscache/images';
 import { readDeviceTags } from '../fscache/device-tags';
 
-interface WorkerObject {
+export interface WorkerObject {
   volume: string;
   cookie: string;
   size: number;
@@ -20,6 +20,28 @@ export interface AdminDeps {
   images: () => FscacheImages;
   fscacheDisabledReason?: string;
   log: Logger;
+}
+
+export interface BlobStatus {
+  blob: string;
+  /** whether the serving worker has the blob open (the kernel opens it again on its next READ after a failover) */
+  open: boolean;
+  bytes: number | null;
+  bytesPresent: number | null;
+  fetchedBytes: number | null;
+}
+
+/** An image's blobs, in device-table order; those the worker has not (re)opened are listed as not open. */
+export function blobsOf(volume: string, fsid: string, tags: Set<string> | null, objects: WorkerObject[]): BlobStatus[] {
+  const mine = objects.filter((o) => o.volume === volume && o.cookie !== fsid && (!tags || tags.has(o.cookie)));
+  const opened = (o: WorkerObject): BlobStatus => ({
+    blob: o.cookie, open: true, bytes: o.present?.bytes ?? o.size, bytesPresent: o.present?.bytesPresent ?? null, fetchedBytes: o.present?.fetchedBytes ?? null,
+  });
+  if (!tags) return mine.map(opened);
+  return [...tags].map((t) => {
+    const o = mine.find((x) => x.cookie === t);
+    return o ? opened(o) : { blob: t, open: false, bytes: null, bytesPresent: null, fetchedBytes: null };
+  });
 }
 
 export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
@@ -94,9 +116,7 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
         imageRef: img.imageRef,
         lazy: true,
         source: img.imageRef ? 'registry' : 'local',
-        blobs: objects
-          .filter((o) => o.volume === (img.domain || img.fsid) && o.cookie !== img.fsid && (!tags || tags.has(o.cookie)))
-          .map((o) => ({ blob: o.cookie, bytes: o.present?.bytes ?? o.size, bytesPresent: o.present?.bytesPresent ?? null, fetchedBytes: o.present?.fetchedBytes ?? null })),
+        blobs: blobsOf(img.domain || img.fsid, img.fsid, tags, objects),
       }));
       return { json: JSON.stringify(status) };
     }),

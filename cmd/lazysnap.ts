@@ -93,11 +93,15 @@ program
     const w = s.worker as { pid?: number; activations?: number; objects?: unknown[]; stats?: Record<string, number> } | undefined;
     process.stdout.write(`lazysnapd pid ${s.pid}; fscache ${s.fscache}\n`);
     if (w) process.stdout.write(`worker pid ${w.pid} (activations ${w.activations}); objects ${w.objects?.length ?? 0}; ${JSON.stringify(w.stats ?? {})}\n`);
-    type Img = { fsid: string; mountpoint: string; imageRef: string; source: string; blobs: { blob: string; bytes: number; bytesPresent: number | null }[] };
+    type Img = { fsid: string; mountpoint: string; imageRef: string; source: string; blobs: { blob: string; open: boolean; bytes: number | null; bytesPresent: number | null }[] };
     for (const m of s.images as Img[]) {
       process.stdout.write(`  ${m.mountpoint ?? '(not mounted)'}  fsid=${m.fsid} lazy, blobs from ${m.source}${m.imageRef ? ` ${m.imageRef}` : ''}\n`);
       for (const b of m.blobs) {
-        const pct = b.bytesPresent === null ? 'local' : `${((100 * b.bytesPresent) / Math.max(1, b.bytes)).toFixed(1)}% present`;
+        if (!b.open) {
+          process.stdout.write(`    blob ${b.blob.slice(0, 16)}…  not open in this worker yet (opened again at its next READ)\n`);
+          continue;
+        }
+        const pct = b.bytesPresent === null ? 'local' : `${((100 * b.bytesPresent) / Math.max(1, b.bytes ?? 0)).toFixed(1)}% present`;
         process.stdout.write(`    blob ${b.blob.slice(0, 16)}…  ${b.bytes} bytes, ${pct}\n`);
       }
     }

@@ -227,7 +227,7 @@ test('a restarted worker knows what the cache holds (SEEK_DATA), and serves the 
   const base = py!.blobs[0].slice('sha256:'.length); // the minbase layer
   const presentOf = async () => {
     const img = (await status()).images.find((i: { imageRef: string }) => i.imageRef === pyRef);
-    return img?.blobs.find((b: { blob: string }) => b.blob === base) as { bytesPresent: number; fetchedBytes: number } | undefined;
+    return img?.blobs.find((b: { blob: string }) => b.blob === base) as { open: boolean; bytesPresent: number; fetchedBytes: number } | undefined;
   };
   const before = await presentOf();
   assert.ok(before && before.bytesPresent > 0, `python's run left chunks of the base layer: ${JSON.stringify(before)}`);
@@ -240,13 +240,16 @@ test('a restarted worker knows what the cache holds (SEEK_DATA), and serves the 
     if (Date.now() - t0 > 30_000) assert.fail(`no new worker${await logs()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+  // status still lists all of the image's blobs, whether the new worker has them open yet or not
+  const listed = (await status()).images.find((i: { imageRef: string }) => i.imageRef === pyRef)?.blobs.map((b: { blob: string }) => b.blob);
+  assert.deepEqual(listed?.sort(), py!.blobs.map((d) => d.slice('sha256:'.length)).sort());
   // files python never read: their READs reopen the base layer's object in the new worker
   const files = Object.entries(py!.expect.files);
   const r = await cri.runToCompletion(pyRef, ['sha256sum', ...files.map(([f]) => f)], { logRoot: join(dir, 'pod-logs'), name: 'reopen' });
   assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
   for (const [f, sha] of files) assert.match(r.stdout, new RegExp(`^${sha}  ${f}$`, 'm'), r.logs);
   const after = await presentOf();
-  assert.ok(after, 'the new worker reopened the base layer');
+  assert.ok(after?.open, 'the new worker reopened the base layer');
   t.diagnostic(`base layer: ${before.bytesPresent} bytes present before the kill; new worker: ${after.bytesPresent} present, ${after.fetchedBytes} fetched`);
   assert.ok(after.bytesPresent > before.bytesPresent, 'what the old worker wrote counts as present, and the new files were added');
   assert.match(fs.readFileSync(lazysnapd!.logPath).subarray(logFrom).toString('utf8'), /chunks already in the cache/, 'the new worker said so');
