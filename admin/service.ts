@@ -5,7 +5,6 @@ import type * as w from '../proto/types';
 import type { FscacheSupervisor } from '../fscache/supervisor';
 import { Mounter, MountError } from '../fscache/mounter';
 import type { FscacheImages } from '../fscache/images';
-import { readDeviceTags } from '../fscache/device-tags';
 
 export interface WorkerObject {
   volume: string;
@@ -32,20 +31,19 @@ export interface BlobStatus {
 }
 
 /** An image's blobs, in device-table order; those the worker has not (re)opened are listed as not open. */
-export function blobsOf(volume: string, fsid: string, tags: Set<string> | null, objects: WorkerObject[]): BlobStatus[] {
-  const mine = objects.filter((o) => o.volume === volume && o.cookie !== fsid && (!tags || tags.has(o.cookie)));
+export function blobsOf(volume: string, fsid: string, tags: string[] | null, objects: WorkerObject[]): BlobStatus[] {
+  const mine = objects.filter((o) => o.volume === volume && o.cookie !== fsid && (!tags || tags.includes(o.cookie)));
   const opened = (o: WorkerObject): BlobStatus => ({
     blob: o.cookie, open: true, bytes: o.present?.bytes ?? o.size, bytesPresent: o.present?.bytesPresent ?? null, fetchedBytes: o.present?.fetchedBytes ?? null,
   });
   if (!tags) return mine.map(opened);
-  return [...tags].map((t) => {
+  return tags.map((t) => {
     const o = mine.find((x) => x.cookie === t);
     return o ? opened(o) : { blob: t, open: false, bytes: null, bytesPresent: null, fetchedBytes: null };
   });
 }
 
 export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
-  const tagCache = new Map<string, Set<string>>(); // fsid -> device tags
   const unary =
     <Req, Res>(fn: (req: Req) => Promise<Res>) =>
     (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => {
@@ -97,26 +95,13 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
       // Per image: whether it runs lazily, and how much of each of its blobs is
       // already local. Images in one domain share a volume, so the volume alone
       // does not say which objects are the image's: its device table does.
-      const images = d.images().all();
-      for (const fsid of tagCache.keys()) if (!images.some((i) => i.fsid === fsid)) tagCache.delete(fsid);
-      const tagsOf = (fsid: string, bootstrap: string): Set<string> | null => {
-        if (!tagCache.has(fsid)) {
-          try {
-            tagCache.set(fsid, new Set(readDeviceTags(bootstrap)));
-          } catch (err) {
-            d.log.warn({ err, bootstrap }, 'status: cannot read the device table of a mounted image');
-            return null;
-          }
-        }
-        return tagCache.get(fsid)!;
-      };
-      status.images = images.map((img) => ({ img, tags: tagsOf(img.fsid, img.bootstrap) })).map(({ img, tags }) => ({
+      status.images = d.images().all().map((img) => ({
         fsid: img.fsid,
         mountpoint: img.mountpoint,
         imageRef: img.imageRef,
         lazy: true,
         source: img.imageRef ? 'registry' : 'local',
-        blobs: blobsOf(img.domain || img.fsid, img.fsid, tags, objects),
+        blobs: blobsOf(img.domain || img.fsid, img.fsid, d.mounter?.deviceTags(img) ?? null, objects),
       }));
       return { json: JSON.stringify(status) };
     }),

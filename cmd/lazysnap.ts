@@ -10,6 +10,7 @@ import { inspect } from './inspect';
 import { isLayoutRef, openNydusLayout } from '../image/nydus-layout';
 import { convertCommand, ConvertCliOptions } from './convert';
 import { AdminClient, AdminError, DEFAULT_ADDRESS } from './admin-client';
+import type { BlobStatus } from '../admin/service';
 
 const program = new Command('lazysnap').description('lazysnap command-line tool').exitOverride();
 
@@ -93,7 +94,7 @@ program
     const w = s.worker as { pid?: number; activations?: number; objects?: unknown[]; stats?: Record<string, number> } | undefined;
     process.stdout.write(`lazysnapd pid ${s.pid}; fscache ${s.fscache}\n`);
     if (w) process.stdout.write(`worker pid ${w.pid} (activations ${w.activations}); objects ${w.objects?.length ?? 0}; ${JSON.stringify(w.stats ?? {})}\n`);
-    type Img = { fsid: string; mountpoint: string; imageRef: string; source: string; blobs: { blob: string; open: boolean; bytes: number | null; bytesPresent: number | null }[] };
+    type Img = { fsid: string; mountpoint: string; imageRef: string; source: string; blobs: BlobStatus[] };
     for (const m of s.images as Img[]) {
       process.stdout.write(`  ${m.mountpoint ?? '(not mounted)'}  fsid=${m.fsid} lazy, blobs from ${m.source}${m.imageRef ? ` ${m.imageRef}` : ''}\n`);
       for (const b of m.blobs) {

@@ -31,6 +31,9 @@ export interface MountSpec {
 const NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
 export class Mounter {
+  /** fsid -> device tags; a mounted image's bootstrap is a private copy that never changes */
+  private readonly tags = new Map<string, string[]>();
+
   constructor(
     private readonly images: () => FscacheImages,
     /** where bootstraps are copied: <root>/fscache/images */
@@ -102,24 +105,31 @@ export class Mounter {
 
   /** Forgets an unmounted image and deletes the cache files no other image of its volume uses. */
   private unregister(img: FscacheImage): void {
-    const tags = this.tagsOf(img);
+    const tags = this.deviceTags(img) ?? [];
+    this.tags.delete(img.fsid);
     this.images().remove(img.fsid);
     fs.rmSync(path.join(this.imagesDir, img.fsid), { recursive: true, force: true });
     const volume = img.domain || img.fsid;
     const rest = this.images().inVolume(volume);
     if (rest.length === 0) return this.dropVolume(volume);
     // A shared domain lives on: drop only the blobs that were this image's alone.
-    const kept = new Set(rest.flatMap((i) => this.tagsOf(i)));
+    const kept = new Set(rest.flatMap((i) => this.deviceTags(i) ?? []));
     this.dropBlobs(volume, tags.filter((t) => !kept.has(t)));
   }
 
-  private tagsOf(img: FscacheImage): string[] {
-    try {
-      return readDeviceTags(img.bootstrap);
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message, fsid: img.fsid }, 'cannot read the device table of an image');
-      return [];
+  /** The blobs a registered image's mount opens (its device tags), read once; null if its bootstrap cannot be read. */
+  deviceTags(img: FscacheImage): string[] | null {
+    let tags = this.tags.get(img.fsid);
+    if (!tags) {
+      try {
+        tags = readDeviceTags(img.bootstrap);
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message, fsid: img.fsid }, 'cannot read the device table of an image');
+        return null;
+      }
+      this.tags.set(img.fsid, tags);
     }
+    return tags;
   }
 
   /**
@@ -147,7 +157,7 @@ export class Mounter {
       let tries = 0;
       const attempt = () => {
         // an image mounted meanwhile may use the blob again
-        if (this.images().inVolume(volume).some((i) => this.tagsOf(i).includes(tag))) return;
+        if (this.images().inVolume(volume).some((i) => this.deviceTags(i)?.includes(tag))) return;
         const dir = find(name);
         try {
           if (!dir) throw Object.assign(new Error('not linked in yet'), { code: 'EAGAIN' });
