@@ -9,7 +9,7 @@
 // blocks of directories too big to keep inline.
 import { FormatError } from '../errors';
 import { NULL_ADDR } from './image';
-import { INODE_SLOT, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK, DataLayout } from './inode';
+import { INODE_SLOT, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK, DataLayout, type Inode } from './inode';
 import {
   COMPAT_SB_CHKSUM,
   EROFS_MAGIC,
@@ -17,6 +17,7 @@ import {
   INCOMPAT_CHUNKED_FILE,
   INCOMPAT_DEVICE_TABLE,
   updateSuperblockChecksum,
+  type ErofsSuperblock,
 } from './superblock';
 import { FileType } from './image';
 import { encodeXattrIbody } from './writer-xattr';
@@ -386,22 +387,8 @@ export function writeErofs(root: WriterNode, opts: ErofsWriterOptions): ErofsLay
   return { image: img, reservedOffset, rootNid: recs[0].nid, inodes: recs.length, metaBlkaddr: metaStart / BLOCK };
 }
 
-/** erofs_inode_extended (64 bytes). */
-export interface ExtInodeOut {
-  layout: DataLayout;
-  xattrIcount: number;
-  /** file type bits | permission bits */
-  mode: number;
-  size: number;
-  /** raw_blkaddr, rdev or chunk format */
-  iu: number;
-  ino: number;
-  uid: number;
-  gid: number;
-  mtime: number;
-  mtimeNsec: number;
-  nlink: number;
-}
+/** erofs_inode_extended (64 bytes): the fields the reader's Inode holds, as the writer sets them. */
+export type ExtInodeOut = Pick<Inode, 'layout' | 'xattrIcount' | 'mode' | 'size' | 'iu' | 'ino' | 'uid' | 'gid' | 'mtime' | 'mtimeNsec' | 'nlink'>;
 
 export function encodeExtInode(img: Buffer, o: number, i: ExtInodeOut): void {
   img.writeUInt16LE(1 | (i.layout << 1), o); // bit 0: extended
@@ -452,20 +439,9 @@ function dirContent(rec: Rec, nidOf: Map<WriterNode, number>): Buffer {
   return out;
 }
 
-/** erofs_super_block fields this writer sets. */
-export interface SuperblockOut {
-  featureCompat: number;
-  rootNid: number;
-  inos: number;
-  buildTime: number;
-  buildTimeNsec: number;
-  blocks: number;
-  metaBlkaddr: number;
-  uuid: Buffer;
-  featureIncompat: number;
-  extraDevices: number;
-  devtSlotoff: number;
-}
+/** erofs_super_block fields this writer sets (the reader's ErofsSuperblock has them all). */
+export type SuperblockOut = Pick<ErofsSuperblock, 'featureCompat' | 'rootNid' | 'inos' | 'buildTime' | 'buildTimeNsec' | 'blocks' |
+  'metaBlkaddr' | 'uuid' | 'featureIncompat' | 'extraDevices' | 'devtSlotoff'>;
 
 /** erofs_super_block at 1024 (the checksum is filled in last). */
 function writeSuperblock(img: Buffer, sb: SuperblockOut): void {

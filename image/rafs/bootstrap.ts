@@ -4,7 +4,7 @@
 import { Bytes } from '../bytes';
 import { FormatError } from '../errors';
 import { ErofsImage } from '../erofs/image';
-import { COMPAT_RAFS_V6, INCOMPAT_DEVICE_TABLE, parseSuperblock } from '../erofs/superblock';
+import { COMPAT_RAFS_V6, INCOMPAT_DEVICE_TABLE, parseSuperblock, type ErofsSuperblock } from '../erofs/superblock';
 
 export const RAFS_EXT_SB_OFFSET = 1152;
 export const DEVICE_SLOT_SIZE = 128;
@@ -120,7 +120,7 @@ export class Bootstrap {
     const sb = this.erofs.sb;
     if (!(sb.featureCompat & COMPAT_RAFS_V6)) throw new FormatError(name, 'not a RAFS v6 bootstrap (feature_compat lacks RAFS_V6)');
     this.ext = parseExt(b);
-    this.devices = sb.featureIncompat & INCOMPAT_DEVICE_TABLE ? parseDevices(b, sb.devtSlotoff, sb.extraDevices) : [];
+    this.devices = devicesOf(b, sb);
     this.blobs = parseBlobTable(b, this.ext);
     this.prefetch = parsePrefetch(b, this.ext);
     if (this.devices.length !== this.blobs.length) {
@@ -206,8 +206,12 @@ export function deviceTableEnd(head: Bytes): number {
  * caller never reads a whole (possibly large, plain EROFS) image for it.
  */
 export function deviceTags(head: Bytes): string[] {
-  const sb = parseSuperblock(head);
-  return sb.featureIncompat & INCOMPAT_DEVICE_TABLE ? parseDevices(head, sb.devtSlotoff, sb.extraDevices).map((d) => d.tag) : [];
+  return devicesOf(head, parseSuperblock(head)).map((d) => d.tag);
+}
+
+/** The device table, if the image has one. */
+function devicesOf(b: Bytes, sb: ErofsSuperblock): DeviceSlot[] {
+  return sb.featureIncompat & INCOMPAT_DEVICE_TABLE ? parseDevices(b, sb.devtSlotoff, sb.extraDevices) : [];
 }
 
 function parseDevices(b: Bytes, slotoff: number, count: number): DeviceSlot[] {
