@@ -2,16 +2,12 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type * as w from '../proto/types';
-import type { FscacheSupervisor } from '../fscache/supervisor';
-import { Mounter, MountError } from '../fscache/mounter';
-import type { FscacheImages } from '../fscache/images';
+import type { FscacheSupervisor } from '../supervisor/supervisor';
+import { Mounter, MountError } from '../mounts/mounter';
+import type { FscacheImages } from '../snapshotter/storage/images';
+import type { WorkerObjectStatus } from '../worker/control';
 
-export interface WorkerObject {
-  volume: string;
-  cookie: string;
-  size: number;
-  present?: { bytes: number; bytesPresent: number; fetchedBytes: number };
-}
+export type WorkerObject = Pick<WorkerObjectStatus, 'volume' | 'cookie' | 'size' | 'present'>;
 
 export interface AdminDeps {
   mounter?: Mounter;
@@ -85,8 +81,8 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
       if (d.supervisor) {
         status.worker = { pid: d.supervisor.workerPid ?? null, activations: d.supervisor.activations };
         try {
-          const w = (await d.supervisor.status()) as { objects?: WorkerObject[] };
-          objects = w.objects ?? [];
+          const w = await d.supervisor.status();
+          objects = w.objects;
           Object.assign(status.worker as object, w);
         } catch (err) {
           (status.worker as Record<string, unknown>).error = (err as Error).message;

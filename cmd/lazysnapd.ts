@@ -10,7 +10,7 @@ import { serve, shutdown } from '../snapshotter/server';
 import { SocketError } from '../snapshotter/socket';
 import { adminService } from '../proto/load';
 import { adminHandlers } from '../admin/service';
-import { FscacheSetupError, startFscache } from '../fscache/setup';
+import { FscacheSetupError, startFscache } from '../supervisor/setup';
 import { sdNotify } from '../native';
 
 const SYSTEM_CONFIG = '/etc/lazysnap/config.toml';

@@ -28,6 +28,11 @@ export interface Config {
      * its blobs in the background; "on-start": from the first container on; "off"
      */
     prefetch: 'on-pull' | 'on-start' | 'off';
+    /**
+     * Every READ the kernel sends is answered within this many ms: with the
+     * data, or with EIO for the reader. Shared by every retry under it.
+     */
+    read_deadline_ms: number;
   };
   /** where lazy images' blobs are fetched from */
   registry: {
@@ -56,6 +61,7 @@ tag = "lazysnap"
 domain = "lazysnap"        # images share blobs (and their cache) in this domain; "" = none
 standby_worker = true
 prefetch = "on-pull"       # "on-pull", "on-start" (first container) or "off": on-demand reads only
+read_deadline_ms = 30000   # a READ gets its data or EIO within this; every retry under it shares it
 
 [registry]
 config_path = "/etc/containerd/certs.d"   # hosts.toml per registry host, as containerd reads it
@@ -65,13 +71,13 @@ plain_http = false
 
 export class ConfigError extends Error {}
 
-type Leaf = 'string' | 'boolean' | 'string|boolean';
+type Leaf = 'string' | 'boolean' | 'number' | 'string|boolean';
 type Shape = { [k: string]: Leaf | Shape };
 const SHAPE: Shape = {
   root: 'string',
   address: 'string',
   log: { level: 'string' },
-  fscache: { enabled: 'string|boolean', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean', prefetch: 'string' },
+  fscache: { enabled: 'string|boolean', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean', prefetch: 'string', read_deadline_ms: 'number' },
   registry: { config_path: 'string', docker_config: 'string', plain_http: 'boolean' },
 };
 
@@ -111,6 +117,10 @@ export function parseConfig(text: string): Config {
   }
   if (!['on-pull', 'on-start', 'off'].includes(cfg.fscache.prefetch)) {
     throw new ConfigError(`"fscache.prefetch" must be "on-pull", "on-start" or "off", got ${JSON.stringify(cfg.fscache.prefetch)}`);
+  }
+  const rd = cfg.fscache.read_deadline_ms;
+  if (!Number.isSafeInteger(rd) || rd < 100 || rd > 600_000) {
+    throw new ConfigError(`"fscache.read_deadline_ms" must be an integer from 100 to 600000, got ${JSON.stringify(rd)}`);
   }
   if (!/^[A-Za-z0-9._-]{1,32}$/.test(cfg.fscache.tag)) throw new ConfigError(`"fscache.tag" must be 1-32 characters of [A-Za-z0-9._-]`);
   if (cfg.fscache.domain && !/^[A-Za-z0-9._-]{1,64}$/.test(cfg.fscache.domain)) throw new ConfigError(`"fscache.domain" must be 1-64 characters of [A-Za-z0-9._-]`);

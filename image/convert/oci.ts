@@ -13,11 +13,11 @@ import {
   type ImageIndex,
   type ImageManifest,
   type Platform,
-} from '../../fetcher/registry/manifest';
+} from '../../registry/manifest';
 
 // One definition of the OCI structures and platform rules, shared with the
-// registry client (fetcher/registry/manifest.ts).
-export type { Descriptor, Platform } from '../../fetcher/registry/manifest';
+// registry client (registry/manifest.ts).
+export type { Descriptor, Platform } from '../../registry/manifest';
 export type Manifest = ImageManifest;
 export type Index = ImageIndex;
 
@@ -31,7 +31,7 @@ export interface ImageConfig {
 }
 
 export const REF_NAME = 'org.opencontainers.image.ref.name';
-export { MANIFEST_ACCEPT as ACCEPT } from '../../fetcher/registry/manifest';
+export { MANIFEST_ACCEPT as ACCEPT } from '../../registry/manifest';
 
 export class ImageError extends Error {
   constructor(message: string) {

@@ -5,7 +5,7 @@
 import Database from 'better-sqlite3';
 import { migrations } from './schema';
 import { SnapshotTx } from './snapshots';
-import { FscacheImages } from '../../fscache/images';
+import { FscacheImages } from './images';
 
 export class MetaStore {
   private readonly db: Database.Database;

@@ -6,7 +6,7 @@
 // (/work/shared/kernel/uml-run.sh -k KERNEL … is the same wrapper; its own
 // prebuilt linux-uml needs glibc 2.38 and dies on hosts with AMX.)
 //
-// A test-local mini daemon (the real one lives in fscache/) binds
+// A test-local mini daemon (the real one lives in worker/) binds
 // /dev/cachefiles, serves OPEN/READ/CLOSE for one EROFS image from Node's
 // event loop with FdPoller, answers READs with pwriteAll from allocAligned
 // buffers plus ioctlReadComplete, and the files read through the mount must

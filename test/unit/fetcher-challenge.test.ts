@@ -1,7 +1,7 @@
 // WWW-Authenticate parsing: quoted commas, escapes, several challenges, token68.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { challengeScopes, parseChallenges } from '../../fetcher/registry/challenge';
+import { challengeScopes, parseChallenges } from '../../registry/challenge';
 
 test('Bearer challenge with a quoted comma in scope', () => {
   const [c, ...rest] = parseChallenges(

@@ -4,16 +4,16 @@
 // presence, prefetch priority and cancellation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RemoteBlobContent } from '../../fetcher/chunk-fetcher';
-import { FetchScheduler } from '../../fetcher/scheduler';
-import { PresenceBitmap, markRange } from '../../fetcher/presence';
+import { RemoteBlobContent } from '../../content/remote/chunk-fetcher';
+import { FetchScheduler } from '../../content/remote/scheduler';
+import { PresenceBitmap, markRange } from '../../content/remote/presence';
 import type { ChunkInfo } from '../../image/blob/chunkinfo';
-import type { RangeReader } from '../../fetcher/source';
-import { buildSyntheticBlob, SyntheticBlob } from '../../fetcher/testblob';
+import type { RangeReader } from '../../content/remote/source';
+import { buildSyntheticBlob, SyntheticBlob } from '../support/testblob';
 import { DataBlob } from '../../image/blob/datablob';
 import { Compressor, DigestAlgo } from '../../image/rafs/bootstrap';
 import { memorySource } from '../support/fixtures';
-import { IntegrityError } from '../../fetcher/registry/errors';
+import { IntegrityError } from '../../registry/errors';
 
 /** every test and hook is bounded: a hang fails instead of blocking the run */
 const T = { timeout: 60_000 };

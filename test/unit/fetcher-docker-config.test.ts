@@ -7,7 +7,7 @@ import path from 'node:path';
 import {
   chainCredentials, decodeAuthEntry, dockerConfigCredentials, helperFor, lookupAuths, normalizeHost, parseDockerConfig,
   runCredentialHelper, staticCredentials, defaultDockerConfigPath, credentialFileExposure,
-} from '../../fetcher/registry/docker-config';
+} from '../../registry/docker-config';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 
 /** every test and hook is bounded: a hang fails instead of blocking the run */

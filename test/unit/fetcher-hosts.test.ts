@@ -3,7 +3,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { apiRoot, defaultServer, hostDirs, isLoopbackHost, parseHostsToml, resolveHosts } from '../../fetcher/registry/hosts';
+import { apiRoot, defaultServer, hostDirs, isLoopbackHost, parseHostsToml, resolveHosts } from '../../registry/hosts';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 
 /** every test and hook is bounded: a hang fails instead of blocking the run */

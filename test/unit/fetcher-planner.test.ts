@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChunkInfo } from '../../image/blob/chunkinfo';
-import { coalesce, deliveryRanges, splitRange, widen } from '../../fetcher/planner';
+import { coalesce, deliveryRanges, splitRange, widen } from '../../content/remote/planner';
 
 const K = 1024;
 /** n chunks of usize bytes each, compressed to csize, laid out back to back. */

@@ -1,10 +1,10 @@
 // Backoff, Retry-After, redirect expiry hints, token lifetimes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { backoffDelay, parseRetryAfter, retryDelay, isRetryableStatus, errorCode, DEFAULT_RETRY } from '../../fetcher/registry/retry';
-import { RedirectCache, redirectExpiry, redirectTtlMs, sameOrigin, DEFAULT_REDIRECT_TTL_MS, MAX_REDIRECT_TTL_MS } from '../../fetcher/registry/redirects';
-import { TokenCache, tokenUseMs } from '../../fetcher/registry/token-cache';
-import { RegistryError, HttpStatusError, AllHostsFailedError, TransportError } from '../../fetcher/registry/errors';
+import { backoffDelay, parseRetryAfter, retryDelay, isRetryableStatus, errorCode, DEFAULT_RETRY } from '../../registry/retry';
+import { RedirectCache, redirectExpiry, redirectTtlMs, sameOrigin, DEFAULT_REDIRECT_TTL_MS, MAX_REDIRECT_TTL_MS } from '../../registry/redirects';
+import { TokenCache, tokenUseMs } from '../../registry/token-cache';
+import { RegistryError, HttpStatusError, AllHostsFailedError, TransportError } from '../../registry/errors';
 
 test('backoff doubles, stays within [nominal/2, nominal], is capped', () => {
   const p = { attempts: 6, baseDelayMs: 100, maxDelayMs: 1000, maxRetryAfterMs: 5000 };

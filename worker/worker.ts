@@ -10,31 +10,28 @@ import type { Logger } from 'pino';
 import { recvFds } from '../native';
 import { CachefilesDevice } from './device';
 import { FscacheDaemon } from './daemon';
-import { ControlRequest, HANDOVER_BYTE, onJsonLines, sendJson } from './control';
+import { ControlRequest, HANDOVER_BYTE, WorkerStatus, onJsonLines, sendJson } from './control';
 import { cmd } from './protocol';
 import { MetadataResolver, RemoteBlobOpener } from './resolver';
-import { BlobFetcher, dockerConfigCredentials, parseImageRef } from '../fetcher';
-import type { WorkerRegistryConfig } from './supervisor';
+import { BlobFetcher, dockerConfigCredentials, parseImageRef } from '../content/remote';
+import type { WorkerSettings } from './settings';
 import { serveTakeover } from './takeover';
 
 export interface WorkerOptions {
   controlFd: number;
-  dbPath: string;
-  /** where to hand the device fd to a restarted lazysnapd */
-  takeoverPath?: string;
+  settings: WorkerSettings;
   log: Logger;
-  readAttempts?: number;
 }
 
 /** Blobs of images pulled through containerd come from their registry, through one fetcher per worker. */
 function remoteOpener(o: WorkerOptions): { open: RemoteBlobOpener; holdPrefetch(ms: number): void } {
   let fetcher: BlobFetcher | undefined;
-  const reg: Partial<WorkerRegistryConfig> = JSON.parse(process.env.LAZYSNAP_REGISTRY || '{}');
+  const reg = o.settings.registry;
   const holdPrefetch = (ms: number) => fetcher?.scheduler.holdPrefetch(ms);
   const open: RemoteBlobOpener = async (img, entry, tableDigests) => {
     fetcher ??= new BlobFetcher({
       registry: {
-        hostsDir: reg.hostsDir,
+        hostsDir: reg.hostsDir || undefined,
         plainHttp: reg.plainHttp,
         credentials: dockerConfigCredentials({ path: reg.dockerConfig }),
         log: o.log,
@@ -61,12 +58,12 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   }
   const devFd = got.fds[0];
   const remote = remoteOpener(o);
-  const resolver = MetadataResolver.open(o.dbPath, remote.open);
+  const resolver = MetadataResolver.open(o.settings.dbPath, remote.open);
   const device = new CachefilesDevice(devFd);
   const daemon = new FscacheDaemon(device, resolver, o.log, {
-    readAttempts: o.readAttempts ?? 4,
+    readAttempts: 4,
     retryDelayMs: 50,
-    prefetch: process.env.LAZYSNAP_PREFETCH !== 'off',
+    prefetch: o.settings.prefetch,
   });
 
   const control = new net.Socket({ fd: o.controlFd, readable: true, writable: true });
@@ -76,9 +73,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     (m) => {
       const req = m as ControlRequest;
       if (req.op === 'status') {
-        sendJson(control, {
-          id: req.id,
-          result: {
+        const result: WorkerStatus = {
             pid: process.pid,
             stats: daemon.stats,
             pending: daemon.pending,
@@ -91,8 +86,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
               bytesWritten: x.bytesWritten,
               ...(x.content.progress ? { present: x.content.progress() } : {}),
             })),
-          },
-        });
+        };
+        sendJson(control, { id: req.id, result });
       } else if (req.op === 'hold-prefetch') {
         if (Number.isFinite(req.ms) && req.ms > 0) remote.holdPrefetch(Math.min(req.ms, 60_000));
       } else if (req.op === 'retire') {
@@ -119,7 +114,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     (m) => void daemon.handle(m),
     (err) => o.log.error({ err: err.message }, 'bad message from /dev/cachefiles'),
   );
-  if (o.takeoverPath) serveTakeover(o.takeoverPath, devFd, o.log);
+  if (o.settings.takeoverPath) serveTakeover(o.settings.takeoverPath, devFd, o.log);
   sendJson(control, { event: 'ready', pid: process.pid });
   o.log.info({ pid: process.pid }, 'fscache worker serving');
 }

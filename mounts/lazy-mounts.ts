@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { LazyMounts } from '../snapshotter/snapshotter';
 import type { Labels } from '../snapshotter/info';
 import { LABEL } from '../snapshotter/remote';
-import type { FscacheImages } from './images';
+import type { FscacheImages } from '../snapshotter/storage/images';
 import { Mounter } from './mounter';
 
 export class SnapshotMounts implements LazyMounts {

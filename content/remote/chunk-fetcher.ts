@@ -15,16 +15,16 @@
 // nydus's behaviour of skipping them. Recently fetched compressed chunks are
 // kept (cacheBytes) so such re-deliveries and races cost no GET.
 import type { Logger } from 'pino';
-import { Allocator, BlobContent, RangeSink, alignUp, fillWindow } from '../content/content';
-import type { ChunkInfo } from '../image/blob/chunkinfo';
-import { DataBlob } from '../image/blob/datablob';
-import { FormatError } from '../image/errors';
-import type { BlobEntry } from '../image/rafs/bootstrap';
+import { Allocator, BlobContent, RangeSink, alignUp, fillWindow } from '../content';
+import type { ChunkInfo } from '../../image/blob/chunkinfo';
+import { DataBlob } from '../../image/blob/datablob';
+import { FormatError } from '../../image/errors';
+import type { BlobEntry } from '../../image/rafs/bootstrap';
 import { Prefetch, PrefetchOptions } from './prefetch';
 import { ChunkPresence, PresenceBitmap, markRange } from './presence';
 import { Run, chunkSpan, coalesce, deliveryRanges, splitRange, widen } from './planner';
-import type { Repository } from './registry/client';
-import { AbortedError, IntegrityError } from './registry/errors';
+import type { Repository } from '../../registry/client';
+import { AbortedError, IntegrityError } from '../../registry/errors';
 import { FetchScheduler, Priority } from './scheduler';
 import { RangeReader, RegistryBlobSource, rangeReaderOf } from './source';
 

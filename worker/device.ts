@@ -1,46 +1,14 @@
-// /dev/cachefiles: the only file in fscache/ that touches the device. Opens
-// and binds it, reads messages when it is readable, and implements DeviceIO
-// with the native addon (aligned pwrite, READ_COMPLETE ioctl).
+// The worker's edge to /dev/cachefiles: reads messages when the device is
+// readable, and implements DeviceIO with the native addon (aligned pwrite,
+// READ_COMPLETE ioctl). lazysnapd's own commands (bind, cull) are in
+// supervisor/cachefiles.ts.
 import fs from 'node:fs';
 import { allocAligned, dataExtents, FdPoller, ioctlReadComplete, pwriteAllSync } from '../native';
 import type { DeviceIO } from './daemon';
-import { MSG_MAX_SIZE, Message, ProtocolError, cmd, parseMessage } from './protocol';
+import { MSG_MAX_SIZE, Message, ProtocolError, parseMessage } from './protocol';
 
-export const DEVICE_PATH = '/dev/cachefiles';
 /** messages drained per readiness callback, so one busy device cannot starve the loop */
 const DRAIN_BATCH = 64;
-
-export function openDevice(path = DEVICE_PATH): number {
-  return fs.openSync(path, fs.constants.O_RDWR);
-}
-
-/** One command per write(); the kernel answers errors through write's return. */
-export function writeCommand(fd: number, line: string): void {
-  fs.writeSync(fd, line);
-}
-
-/**
- * Culls cache file `name` of directory `dir` (moved to the graveyard):
- * cachefiles resolves the name in the writer's working directory. Throws
- * EBUSY while the kernel uses the file. Changes the process's cwd for the
- * duration of one synchronous write; all of lazysnap's paths are absolute.
- */
-export function cullFile(fd: number, dir: string, name: string): void {
-  const cwd = process.cwd();
-  process.chdir(dir);
-  try {
-    writeCommand(fd, cmd.cull(name));
-  } finally {
-    process.chdir(cwd);
-  }
-}
-
-/** Binds a freshly opened device to a cache dir in on-demand mode. */
-export function bindDevice(fd: number, cacheDir: string, tag: string): void {
-  writeCommand(fd, cmd.dir(cacheDir));
-  writeCommand(fd, cmd.tag(tag));
-  writeCommand(fd, cmd.bindOndemand());
-}
 
 /** Free aligned buffers by size, so steady-state READs allocate nothing. */
 class BufferPool {
@@ -71,7 +39,7 @@ export class CachefilesDevice implements DeviceIO {
   constructor(readonly fd: number) {}
 
   command(line: string): void {
-    writeCommand(this.fd, line);
+    fs.writeSync(this.fd, line); // one command per write(); errors come back through write's return
   }
 
   // Synchronous: a write into the local cache file takes well under a

@@ -2,9 +2,9 @@
 // client's retries, mirrors and auth), so DataBlob.open can load a blob's
 // ToC, chunk infos and digests remotely, and the chunk fetcher can read
 // merged chunk ranges.
-import type { BlobSource } from '../image/blob/source';
-import { FormatError } from '../image/errors';
-import type { Repository } from './registry/client';
+import type { BlobSource } from '../../image/blob/source';
+import { FormatError } from '../../image/errors';
+import type { Repository } from '../../registry/client';
 
 /** What the chunk fetcher needs: ranged reads, cancellable. */
 export interface RangeReader {

@@ -12,7 +12,7 @@ import { DataBlob } from '../image/blob/datablob';
 import { FileSource } from '../image/blob/source';
 import { COMPAT_RAFS_V6, EROFS_SUPER_OFFSET } from '../image/erofs/superblock';
 import { BlobEntry, Bootstrap } from '../image/rafs/bootstrap';
-import { FscacheImage, FscacheImages } from './images';
+import { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
 
 const MAX_CACHED = 256;
 

@@ -5,12 +5,12 @@
 // to a registry with the distribution push API (monolithic upload).
 import crypto from 'node:crypto';
 import { request } from 'undici';
-import { CI_HEADER_SIZE, CI_MAGIC, ChunkInfo, encodeChunkInfosV2 } from '../image/blob/chunkinfo';
-import { TAR_BLOCK, makeTarHeader } from '../image/blob/tar';
-import { TOC_ENTRY_SIZE, TOC_FLAG_OF, TOC_NAME } from '../image/blob/toc';
-import { compress } from '../image/codec/decompress';
-import { digest as chunkDigest, digestReady } from '../image/codec/digest';
-import { BlobEntry, BlobFeature, Compressor, DigestAlgo } from '../image/rafs/bootstrap';
+import { CI_HEADER_SIZE, CI_MAGIC, ChunkInfo, encodeChunkInfosV2 } from '../../image/blob/chunkinfo';
+import { TAR_BLOCK, makeTarHeader } from '../../image/blob/tar';
+import { TOC_ENTRY_SIZE, TOC_FLAG_OF, TOC_NAME } from '../../image/blob/toc';
+import { compress } from '../../image/codec/decompress';
+import { digest as chunkDigest, digestReady } from '../../image/codec/digest';
+import { BlobEntry, BlobFeature, Compressor, DigestAlgo } from '../../image/rafs/bootstrap';
 
 const PAGE = 4096;
 

@@ -1,6 +1,6 @@
 // Which chunks of a blob have been delivered (written through a sink). One
 // bit per chunk; counts kept for progress reports.
-import { chunksCovering, type ChunkInfo } from '../image/blob/chunkinfo';
+import { chunksCovering, type ChunkInfo } from '../../image/blob/chunkinfo';
 
 export interface ChunkPresence {
   has(index: number): boolean;

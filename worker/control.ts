@@ -3,12 +3,35 @@
 // (SCM_RIGHTS); then newline-delimited JSON in both directions.
 import net from 'node:net';
 import readline from 'node:readline';
+import type { BlobPresence } from '../content/content';
+import type { DaemonStats } from './daemon';
 
 export const HANDOVER_BYTE = Buffer.from('F');
 
 export type WorkerEvent = { event: 'loaded'; pid: number } | { event: 'ready'; pid: number };
 export type ControlRequest = { id: number; op: 'status' } | { id: number; op: 'retire' } | { id: number; op: 'hold-prefetch'; ms: number };
 export type ControlReply = { id: number; result?: unknown; error?: string };
+
+/** One object the kernel has open in the serving worker. */
+export interface WorkerObjectStatus {
+  objectId: number;
+  volume: string;
+  cookie: string;
+  size: number;
+  reads: number;
+  bytesWritten: number;
+  /** remote blobs only */
+  present?: BlobPresence;
+}
+
+/** The reply to `status`: built by the worker, read by lazysnapd's admin service. */
+export interface WorkerStatus {
+  pid: number;
+  stats: DaemonStats;
+  /** messages being handled */
+  pending: number;
+  objects: WorkerObjectStatus[];
+}
 
 /** Reads JSON lines from a socket; a malformed line is reported and skipped. */
 export function onJsonLines(sock: net.Socket, fn: (msg: unknown) => void, onBad: (line: string) => void): void {

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { ErofsImage } from '../image/erofs/image';
 import { readDeviceTags } from './device-tags';
-import { FscacheImage, FscacheImages } from './images';
+import { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
 
 const exec = promisify(execFile);
 const MOUNT_TIMEOUT_MS = 120_000;

@@ -1,6 +1,6 @@
 // Pure planning for the chunk fetcher: which extra chunks a small read is
 // widened to, and how missing chunks are merged into Range GETs.
-import type { ChunkInfo } from '../image/blob/chunkinfo';
+import type { ChunkInfo } from '../../image/blob/chunkinfo';
 
 const PAGE = 4096;
 const alignUp = (n: number) => Math.ceil(n / PAGE) * PAGE;

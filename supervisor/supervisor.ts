@@ -8,31 +8,20 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { sendFds, socketpair } from '../native';
-import { ControlReply, HANDOVER_BYTE, WorkerEvent, onJsonLines, sendJson } from './control';
+import { ControlReply, HANDOVER_BYTE, WorkerEvent, WorkerStatus, onJsonLines, sendJson } from '../worker/control';
+import { SETTINGS_ENV, WorkerSettings, encodeSettings } from '../worker/settings';
 
 export interface SupervisorOptions {
   devFd: number;
-  dbPath: string;
   log: Logger;
   /** the worker entry point (dist/cmd/lazysnap-fscache-worker.js) */
   workerJs?: string;
-  logLevel?: string;
   /** keep a loaded standby worker (default true) */
   standby?: boolean;
   /** the workers' pids, so a restarted lazysnapd can retire them */
   pidFile?: string;
-  /** the active worker serves the device fd here to a restarted lazysnapd */
-  takeoverPath?: string;
-  /** registry settings for blobs fetched lazily (JSON in the worker's environment) */
-  registry?: WorkerRegistryConfig;
-  /** background fetch of whole blobs once opened */
-  prefetch?: boolean;
-}
-
-export interface WorkerRegistryConfig {
-  hostsDir: string;
-  dockerConfig: string;
-  plainHttp: boolean;
+  /** what every worker is started with */
+  worker: WorkerSettings;
 }
 
 interface Worker {
@@ -88,12 +77,9 @@ export class FscacheSupervisor {
 
   private spawnWorker(): Worker {
     const [mine, theirs] = socketpair('stream');
-    const args = [this.workerJs, this.o.dbPath, ...(this.o.takeoverPath ? [this.o.takeoverPath] : [])];
-    const proc = spawn(process.execPath, args, {
+    const proc = spawn(process.execPath, [this.workerJs], {
       stdio: ['ignore', 'inherit', 'inherit', theirs],
-      env: { ...process.env, LAZYSNAP_LOG_LEVEL: this.o.logLevel ?? 'info', LAZYSNAP_REGISTRY: JSON.stringify(this.o.registry ?? {}),
-        LAZYSNAP_PREFETCH: this.o.prefetch === false ? 'off' : 'on',
-      },
+      env: { ...process.env, [SETTINGS_ENV]: encodeSettings(this.o.worker) },
     });
     fs.closeSync(theirs);
     const control = new net.Socket({ fd: mine, readable: true, writable: true });
@@ -209,7 +195,7 @@ export class FscacheSupervisor {
   }
 
   /** The active worker's status, or an error. */
-  status(timeoutMs = 5000): Promise<unknown> {
+  status(timeoutMs = 5000): Promise<WorkerStatus> {
     const w = this.active;
     if (!w) return Promise.reject(new Error('no fscache worker is running'));
     const id = this.nextId++;
@@ -221,7 +207,7 @@ export class FscacheSupervisor {
       w.pending.set(id, (r) => {
         clearTimeout(t);
         if (r.error) reject(new Error(r.error));
-        else resolve(r.result);
+        else resolve(r.result as WorkerStatus);
       });
       sendJson(w.control, { id, op: 'status' });
     });

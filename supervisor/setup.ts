@@ -7,13 +7,13 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config';
 import { sdListenFds, sdNotify } from '../native';
-import { bindDevice, cullFile, openDevice } from './device';
-import { credentialFileExposure } from '../fetcher/registry/docker-config';
-import { Mounter } from './mounter';
+import { bindDevice, cullFile, openDevice } from './cachefiles';
+import { credentialFileExposure } from '../registry/docker-config';
+import { Mounter } from '../mounts/mounter';
 import { FscacheSupervisor } from './supervisor';
-import { previousWorkers, retireWorkers, takeFdFrom } from './takeover';
-import { SnapshotMounts } from './lazy-mounts';
-import type { FscacheImages } from './images';
+import { previousWorkers, retireWorkers, takeFdFrom } from '../worker/takeover';
+import { SnapshotMounts } from '../mounts/lazy-mounts';
+import type { FscacheImages } from '../snapshotter/storage/images';
 
 export const FDSTORE_NAME = 'cachefiles';
 
@@ -87,14 +87,17 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
   if (exposed) log.warn({ file: cfg.registry.docker_config }, exposed);
   const supervisor = new FscacheSupervisor({
     devFd,
-    dbPath: path.join(cfg.root, 'metadata.db'),
     log,
-    logLevel: cfg.log.level,
     standby: cfg.fscache.standby_worker,
     pidFile,
-    takeoverPath,
-    registry: { hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http },
-    prefetch: cfg.fscache.prefetch !== 'off',
+    worker: {
+      dbPath: path.join(cfg.root, 'metadata.db'),
+      takeoverPath,
+      logLevel: cfg.log.level,
+      prefetch: cfg.fscache.prefetch !== 'off',
+      readDeadlineMs: cfg.fscache.read_deadline_ms,
+      registry: { hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http },
+    },
   });
   supervisor.start();
   const mounter = new Mounter(images, path.join(cfg.root, 'fscache', 'images'), log, cacheDir, (dir, name) => cullFile(devFd, dir, name));

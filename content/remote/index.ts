@@ -3,10 +3,10 @@
 // pool, token and redirect caches and the per-host scheduler), then
 // `open({host, repo, entry, credentials})` per data blob.
 import type { Logger } from 'pino';
-import type { BlobEntry } from '../image/rafs/bootstrap';
+import type { BlobEntry } from '../../image/rafs/bootstrap';
 import { ChunkFetcherOptions, RemoteBlobContent } from './chunk-fetcher';
-import { CredentialSource, Credentials, credentialKey, normalizeHost } from './registry/docker-config';
-import { RegistryClient, RegistryClientOptions, Repository } from './registry/client';
+import { CredentialSource, Credentials, credentialKey, normalizeHost } from '../../registry/docker-config';
+import { RegistryClient, RegistryClientOptions, Repository } from '../../registry/client';
 import { FetchScheduler, SchedulerOptions } from './scheduler';
 
 export { RemoteBlobContent } from './chunk-fetcher';
@@ -16,15 +16,15 @@ export type { PrefetchOptions, PrefetchResult } from './prefetch';
 export { RegistryBlobSource, rangeReaderOf } from './source';
 export type { RangeReader } from './source';
 export { FetchScheduler, Priority } from './scheduler';
-export { RegistryClient, Repository } from './registry/client';
-export type { RegistryClientOptions, ResolvedManifest, ClientStats } from './registry/client';
+export { RegistryClient, Repository } from '../../registry/client';
+export type { RegistryClientOptions, ResolvedManifest, ClientStats } from '../../registry/client';
 export {
   dockerConfigCredentials, staticCredentials, chainCredentials, defaultDockerConfigPath,
-} from './registry/docker-config';
-export type { Credentials, CredentialSource } from './registry/docker-config';
-export { parseImageRef, DEFAULT_PLATFORM, MediaType } from './registry/manifest';
-export type { ImageRef, Platform, Descriptor, ImageManifest, ImageIndex } from './registry/manifest';
-export * from './registry/errors';
+} from '../../registry/docker-config';
+export type { Credentials, CredentialSource } from '../../registry/docker-config';
+export { parseImageRef, DEFAULT_PLATFORM, MediaType } from '../../registry/manifest';
+export type { ImageRef, Platform, Descriptor, ImageManifest, ImageIndex } from '../../registry/manifest';
+export * from '../../registry/errors';
 
 export interface BlobFetcherOptions {
   /** a client to share, or options for a new one */

@@ -5,9 +5,9 @@
 // Chunks already present or being fetched are skipped. Cancellable; reports
 // progress as bytes present / total. Never rejects: the result says whether
 // it completed, was cancelled, or how many runs failed.
-import type { Allocator, RangeSink } from '../content/content';
+import type { Allocator, RangeSink } from '../content';
 import type { BlobProgress, RemoteBlobContent } from './chunk-fetcher';
-import { AbortedError } from './registry/errors';
+import { AbortedError } from '../../registry/errors';
 
 export interface PrefetchOptions {
   signal?: AbortSignal;

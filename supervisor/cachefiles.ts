@@ -1,0 +1,38 @@
+// lazysnapd's own commands to /dev/cachefiles: open and bind it in on-demand
+// mode once at start, and cull a removed image's cache files. Serving the
+// kernel's requests is the worker's (worker/device.ts).
+import fs from 'node:fs';
+import { cmd } from '../worker/protocol';
+
+export const DEVICE_PATH = '/dev/cachefiles';
+export function openDevice(path = DEVICE_PATH): number {
+  return fs.openSync(path, fs.constants.O_RDWR);
+}
+
+/** One command per write(); the kernel answers errors through write's return. */
+function writeCommand(fd: number, line: string): void {
+  fs.writeSync(fd, line);
+}
+
+/**
+ * Culls cache file `name` of directory `dir` (moved to the graveyard):
+ * cachefiles resolves the name in the writer's working directory. Throws
+ * EBUSY while the kernel uses the file. Changes the process's cwd for the
+ * duration of one synchronous write; all of lazysnap's paths are absolute.
+ */
+export function cullFile(fd: number, dir: string, name: string): void {
+  const cwd = process.cwd();
+  process.chdir(dir);
+  try {
+    writeCommand(fd, cmd.cull(name));
+  } finally {
+    process.chdir(cwd);
+  }
+}
+
+/** Binds a freshly opened device to a cache dir in on-demand mode. */
+export function bindDevice(fd: number, cacheDir: string, tag: string): void {
+  writeCommand(fd, cmd.dir(cacheDir));
+  writeCommand(fd, cmd.tag(tag));
+  writeCommand(fd, cmd.bindOndemand());
+}

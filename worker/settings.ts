@@ -1,0 +1,63 @@
+// What lazysnapd tells a worker it starts: one typed, validated JSON object
+// in one environment variable. The control socket (fd 3) is the channel, not
+// a setting; nothing else (argv, other variables) configures a worker.
+
+export const SETTINGS_ENV = 'LAZYSNAP_WORKER_SETTINGS';
+
+export interface WorkerSettings {
+  /** lazysnapd's metadata database, opened read-only */
+  dbPath: string;
+  /** where the serving worker hands the device fd to a restarted lazysnapd ('' = nowhere) */
+  takeoverPath: string;
+  logLevel: string;
+  /** fetch a remote blob whole, in the background, once the kernel opens it */
+  prefetch: boolean;
+  /** every READ is answered within this many ms: data, or EIO for the reader */
+  readDeadlineMs: number;
+  /** where lazy blobs are fetched from */
+  registry: {
+    /** containerd's hosts.toml directory */
+    hostsDir: string;
+    /** docker's config.json, read at fetch time */
+    dockerConfig: string;
+    plainHttp: boolean;
+  };
+}
+
+export class SettingsError extends Error {}
+
+export function encodeSettings(s: WorkerSettings): string {
+  return JSON.stringify(s);
+}
+
+/** Parses and checks the settings; every field is required, so the two sides cannot drift apart silently. */
+export function decodeSettings(text: string | undefined): WorkerSettings {
+  if (!text) throw new SettingsError(`${SETTINGS_ENV} is not set (the worker is started by lazysnapd)`);
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new SettingsError(`${SETTINGS_ENV} is not JSON`);
+  }
+  const o = v as Record<string, unknown>;
+  const r = (o?.registry ?? {}) as Record<string, unknown>;
+  const want = (ok: boolean, what: string) => {
+    if (!ok) throw new SettingsError(`${SETTINGS_ENV}: ${what}`);
+  };
+  want(typeof o === 'object' && o !== null, 'not an object');
+  want(typeof o.dbPath === 'string' && o.dbPath.startsWith('/'), 'dbPath must be an absolute path');
+  want(typeof o.takeoverPath === 'string', 'takeoverPath must be a string');
+  want(typeof o.logLevel === 'string', 'logLevel must be a string');
+  want(typeof o.prefetch === 'boolean', 'prefetch must be a boolean');
+  want(Number.isSafeInteger(o.readDeadlineMs) && (o.readDeadlineMs as number) > 0, 'readDeadlineMs must be a positive integer');
+  want(typeof r.hostsDir === 'string' && typeof r.dockerConfig === 'string' && typeof r.plainHttp === 'boolean',
+    'registry must have hostsDir, dockerConfig (strings) and plainHttp (boolean)');
+  return {
+    dbPath: o.dbPath as string,
+    takeoverPath: o.takeoverPath as string,
+    logLevel: o.logLevel as string,
+    prefetch: o.prefetch as boolean,
+    readDeadlineMs: o.readDeadlineMs as number,
+    registry: { hostsDir: r.hostsDir as string, dockerConfig: r.dockerConfig as string, plainHttp: r.plainHttp as boolean },
+  };
+}
