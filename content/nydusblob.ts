@@ -31,4 +31,8 @@ export class NydusBlobContent implements BlobContent {
     if (start % PAGE || region.length % PAGE) throw new Error(`internal: unaligned region [${start}, ${end})`);
     await sink(start, region);
   }
+
+  close(): void {
+    this.blob.src.close().catch(() => undefined);
+  }
 }

@@ -9,6 +9,8 @@ import { Message, Opcode, OpenMsg, ReadMsg, CloseMsg, cmd, volumeName } from './
 
 const ENOENT = 2;
 const EIO = 5;
+/** ENOBUFS retries of presence recovery after OPEN: 5 ms doubling, about 2.5 s in all */
+const PRESENCE_RETRIES = 9;
 
 /** The syscalls the daemon makes: /dev/cachefiles commands, and I/O on anon fds. */
 export interface DeviceIO {
@@ -96,38 +98,58 @@ export class FscacheDaemon {
     if (!this.answer(cmd.copen(m.msgId, content.size))) {
       this.objects.delete(m.objectId);
       this.io.close(m.fd);
+      this.resolver.release?.(content);
       return;
     }
-    this.recoverPresence(m.objectId, m.fd, content);
-    if (this.opts.prefetch && content.prefetch) {
-      const obj = this.objects.get(m.objectId)!;
-      obj.prefetch = content.prefetch(async (off, data) => {
-        await this.io.pwrite(obj.fd, data, off);
-        obj.bytesWritten += data.length;
-        this.stats.bytesWritten += data.length;
-      }, this.io.alloc);
-      this.log.info({ objectId: m.objectId, blob: content.name }, 'prefetching');
-    }
+    const obj = this.objects.get(m.objectId)!;
+    if (content.markPresent && this.io.dataExtents) return this.recoverPresence(obj, 0);
+    obj.presence = 'known';
+    this.startPrefetch(obj);
   }
 
   /**
    * The cache file is the truth about what is present: it outlives the daemon
    * that wrote it (after a restart its chunks must not be fetched again), and
    * it can be gone while this process remembers its chunks (the image was
-   * removed and pulled again). Best effort: if the extents cannot be read,
-   * presence stays as it was; READs are served either way.
+   * removed and pulled again). Prefetch starts only once it is known, so it
+   * never refetches what the file holds.
+   *
+   * cachefiles sends OPEN before it attaches the cache file to the object, so
+   * right after copen lseek on the anon fd fails with ENOBUFS: retried with
+   * backoff here, and tried again by the first READ (which comes from that
+   * file, so it is attached by then). Best effort: READs are served either way.
    */
-  private recoverPresence(objectId: number, fd: number, content: BlobContent): void {
-    if (!content.markPresent || !this.io.dataExtents) return;
+  private recoverPresence(obj: CacheObject, attempt: number): void {
+    if (obj.presence !== 'unknown' || this.objects.get(obj.objectId) !== obj) return;
+    const content = obj.content;
     try {
-      const extents = this.io.dataExtents(fd, content.size);
+      const extents = this.io.dataExtents!(obj.fd, content.size);
       content.resetPresence?.();
       let chunks = 0;
-      for (const [off, len] of extents) chunks += content.markPresent(off, len);
-      if (chunks > 0) this.log.info({ objectId, blob: content.name, chunks }, 'chunks already in the cache');
+      for (const [off, len] of extents) chunks += content.markPresent!(off, len);
+      if (chunks > 0) this.log.info({ objectId: obj.objectId, blob: content.name, chunks }, 'chunks already in the cache');
+      obj.presence = 'known';
     } catch (err) {
-      this.log.warn({ objectId, blob: content.name, err: (err as Error).message }, 'cannot read the cache file\'s extents');
+      const notYet = (err as NodeJS.ErrnoException).code === 'ENOBUFS';
+      if (notYet && attempt < PRESENCE_RETRIES) {
+        setTimeout(() => this.recoverPresence(obj, attempt + 1), 5 * 2 ** attempt).unref?.();
+        return;
+      }
+      obj.presence = 'unreadable';
+      this.log.warn({ objectId: obj.objectId, blob: content.name, attempts: attempt + 1, err: (err as Error).message },
+        'cannot read the cache file\'s extents; chunks it holds may be fetched again');
     }
+    this.startPrefetch(obj);
+  }
+
+  private startPrefetch(obj: CacheObject): void {
+    if (!this.opts.prefetch || !obj.content.prefetch || obj.prefetch) return;
+    obj.prefetch = obj.content.prefetch(async (off, data) => {
+      await this.io.pwrite(obj.fd, data, off);
+      obj.bytesWritten += data.length;
+      this.stats.bytesWritten += data.length;
+    }, this.io.alloc);
+    this.log.info({ objectId: obj.objectId, blob: obj.content.name }, 'prefetching');
   }
 
   private async read(m: ReadMsg): Promise<void> {
@@ -139,6 +161,7 @@ export class FscacheDaemon {
     }
     this.stats.reads++;
     obj.reads++;
+    if (obj.presence === 'unknown') this.recoverPresence(obj, PRESENCE_RETRIES);
     const ok = await this.fillWithRetries(obj, m);
     if (!ok) this.stats.readsFailed++;
     try {
@@ -187,6 +210,7 @@ export class FscacheDaemon {
     this.log.debug({ objectId: m.objectId, cookie: obj.cookie }, 'CLOSE');
     obj.prefetch?.cancel();
     this.io.close(obj.fd);
+    this.resolver.release?.(obj.content);
   }
 
   private answer(line: string): boolean {

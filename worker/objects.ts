@@ -13,13 +13,15 @@ export interface CacheObject {
   bytesWritten: number;
   /** a background fetch of the whole blob, cancelled on CLOSE */
   prefetch?: { cancel(): void };
+  /** whether the content's presence was read from the cache file (recoverPresence) */
+  presence: 'unknown' | 'known' | 'unreadable';
 }
 
 export class ObjectTable {
   private readonly byId = new Map<number, CacheObject>();
 
-  add(o: Omit<CacheObject, 'reads' | 'bytesWritten'>): CacheObject {
-    const obj = { ...o, reads: 0, bytesWritten: 0 };
+  add(o: Omit<CacheObject, 'reads' | 'bytesWritten' | 'presence'>): CacheObject {
+    const obj: CacheObject = { ...o, reads: 0, bytesWritten: 0, presence: 'unknown' };
     this.byId.set(o.objectId, obj);
     return obj;
   }

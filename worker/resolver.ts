@@ -1,27 +1,39 @@
 // Resolves the kernel's (volume, cookie) to blob content using the
 // fscache_images table: the cookie is an image's fsid (its bootstrap), or a
-// device tag naming one of its blobs. Opened blobs are cached; the table is
+// device tag naming one of its blobs. Opened contents are cached; the table is
 // re-read on every miss, so images mounted after the worker started resolve.
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { LRUCache } from 'lru-cache';
 import { BlobContent, ContentResolver, UnknownBlobError } from '../content/content';
 import { FlatFileContent } from '../content/flatfile';
 import { NydusBlobContent } from '../content/nydusblob';
 import { DataBlob } from '../image/blob/datablob';
 import { FileSource } from '../image/blob/source';
-import { COMPAT_RAFS_V6, EROFS_SUPER_OFFSET } from '../image/erofs/superblock';
+import { isRafsV6 } from '../image/erofs/superblock';
 import { BlobEntry, Bootstrap } from '../image/rafs/bootstrap';
 import { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
 
+/** contents kept open for the next OPEN of the same blob (each may hold an fd) */
 const MAX_CACHED = 256;
+/** parsed bootstraps kept (metadata only: a few MiB at most each) */
+const MAX_BOOTSTRAPS = 32;
 
 /** Opens a blob that lives in a registry (the fetcher provides it). */
 export type RemoteBlobOpener = (img: FscacheImage, entry: BlobEntry, tableDigests: Buffer[] | null) => Promise<BlobContent>;
 
 export class MetadataResolver implements ContentResolver {
-  private readonly cache = new Map<string, Promise<BlobContent>>();
-  private readonly bootstraps = new Map<string, Bootstrap | null>();
+  /** Contents by volume and cookie. One evicted while an object still uses it is closed on its last release. */
+  private readonly cache = new LRUCache<string, Promise<BlobContent>>({
+    max: MAX_CACHED,
+    // After a turn of the loop: an OPEN awaiting this very lookup counts itself as a user first.
+    dispose: (p) => void p.then((c) => setImmediate(() => this.closeIfUnused(c)), () => undefined),
+  });
+  /** open objects per content: a content is closed only when neither the cache nor an object holds it */
+  private readonly users = new Map<BlobContent, number>();
+  private readonly cached = new Set<BlobContent>();
+  private readonly bootstraps = new LRUCache<string, { bs: Bootstrap | null }>({ max: MAX_BOOTSTRAPS });
   private readonly images: FscacheImages;
 
   constructor(
@@ -37,19 +49,37 @@ export class MetadataResolver implements ContentResolver {
   }
 
   close(): void {
+    this.cache.clear();
     this.db.close();
   }
 
-  resolve(volume: string, cookie: string): Promise<BlobContent> {
+  async resolve(volume: string, cookie: string): Promise<BlobContent> {
     const key = `${volume}\0${cookie}`;
     let p = this.cache.get(key);
     if (!p) {
       p = this.lookup(volume, cookie);
-      p.catch(() => this.cache.delete(key)); // a failure is not remembered: the next OPEN tries again
-      if (this.cache.size >= MAX_CACHED) this.cache.delete(this.cache.keys().next().value!);
       this.cache.set(key, p);
+      p.then(
+        (c) => this.cached.add(c),
+        () => this.cache.get(key) === p && this.cache.delete(key), // a failure is not remembered: the next OPEN tries again
+      );
     }
-    return p;
+    const c = await p;
+    this.users.set(c, (this.users.get(c) ?? 0) + 1);
+    return c;
+  }
+
+  release(content: BlobContent): void {
+    const n = (this.users.get(content) ?? 0) - 1;
+    if (n > 0) return void this.users.set(content, n);
+    this.users.delete(content);
+    if (!this.cached.has(content)) content.close?.();
+  }
+
+  /** Evicted from the cache: closed now, or at its last release. */
+  private closeIfUnused(c: BlobContent): void {
+    this.cached.delete(c);
+    if (!this.users.has(c)) c.close?.();
   }
 
   private async lookup(volume: string, cookie: string): Promise<BlobContent> {
@@ -76,20 +106,36 @@ export class MetadataResolver implements ContentResolver {
         return this.remote(img, entry, bs.chunkTableDigests(i));
       }
       const file = path.join(img.blobsDir, entry.blobId);
-      const blob = await DataBlob.open(entry, await FileSource.open(file, `blob ${entry.blobId}`), bs.chunkTableDigests(i));
-      return new NydusBlobContent(blob);
+      const src = await FileSource.open(file, `blob ${entry.blobId}`);
+      try {
+        return new NydusBlobContent(await DataBlob.open(entry, src, bs.chunkTableDigests(i)));
+      } catch (e) {
+        await src.close();
+        throw e;
+      }
     }
     if (!img.blobsDir || tag.includes('/')) return null;
     const file = path.join(img.blobsDir, tag);
     return fs.existsSync(file) ? FlatFileContent.open(file, `device ${tag}`) : null;
   }
 
+  /** The parsed bootstrap of a RAFS image; null for a plain EROFS image, of which only the first block is read. */
   private bootstrap(file: string): Bootstrap | null {
-    if (!this.bootstraps.has(file)) {
-      const buf = fs.readFileSync(file);
-      const rafs = buf.length >= EROFS_SUPER_OFFSET + 12 && (buf.readUInt32LE(EROFS_SUPER_OFFSET + 8) & COMPAT_RAFS_V6) !== 0;
-      this.bootstraps.set(file, rafs ? new Bootstrap(buf, `bootstrap ${file}`) : null);
+    let hit = this.bootstraps.get(file);
+    if (!hit) {
+      hit = { bs: isRafsV6(readHead(file, 4096)) ? new Bootstrap(fs.readFileSync(file), `bootstrap ${file}`) : null };
+      this.bootstraps.set(file, hit);
     }
-    return this.bootstraps.get(file)!;
+    return hit.bs;
+  }
+}
+
+function readHead(file: string, len: number): Buffer {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(len);
+    return buf.subarray(0, fs.readSync(fd, buf, 0, len, 0));
+  } finally {
+    fs.closeSync(fd);
   }
 }

@@ -87,3 +87,9 @@ export function updateSuperblockChecksum(img: Buffer): void {
   const bits = img.readUInt8(EROFS_SUPER_OFFSET + 12);
   img.writeUInt32LE(superblockChecksum(img, bits), EROFS_SUPER_OFFSET + 4);
 }
+
+/** Whether an image's first block says RAFS v6 (a nydus bootstrap), without parsing the rest. */
+export function isRafsV6(head: Buffer): boolean {
+  const at = EROFS_SUPER_OFFSET;
+  return head.length >= at + 12 && head.readUInt32LE(at) === EROFS_MAGIC && (head.readUInt32LE(at + 8) & COMPAT_RAFS_V6) !== 0;
+}

@@ -226,7 +226,7 @@ test('OPEN takes presence from the cache file\'s data extents (a new, empty file
     dataExtents(fd: number, end: number): [number, number][] {
       events.push(`lseek ${fd} <${end}`);
       const e = this.extents.get(fd);
-      if (!e) throw Object.assign(new Error('ENOBUFS: no buffer space available, lseek'), { code: 'ENOBUFS' });
+      if (!e) throw Object.assign(new Error('EIO: i/o error, lseek'), { code: 'EIO' });
       return e;
     }
   }
@@ -240,4 +240,55 @@ test('OPEN takes presence from the cache file\'s data extents (a new, empty file
   await d.handle(open(2, 2, 'fs1', 'blob', 8)); // no extents for fd 8: lseek fails
   assert.deepEqual(dev.commands, ['copen 1,10485760', 'copen 2,10485760']);
   assert.deepEqual(events, ['lseek 8 <10485760', 'prefetch'], 'presence kept as it was; the object is served and prefetched anyway');
+});
+
+test('right after copen lseek fails with ENOBUFS (the kernel attaches the cache file after OPEN): retried, or done by the first READ; prefetch waits for it', async () => {
+  const events: string[] = [];
+  const content: BlobContent = {
+    name: 'remote',
+    size: 8 << 20,
+    fill: async () => void events.push('fill'),
+    markPresent: (off, len) => {
+      events.push(`present ${off}+${len}`);
+      return 1;
+    },
+    resetPresence: () => events.push('reset'),
+    prefetch: () => {
+      events.push('prefetch');
+      return { cancel() {}, done: Promise.resolve() };
+    },
+  };
+  class LateFileDevice extends FakeDevice {
+    attached = new Set<number>();
+    dataExtents(fd: number): [number, number][] {
+      events.push(`lseek ${fd}`);
+      if (!this.attached.has(fd)) throw Object.assign(new Error('ENOBUFS: no buffer space available, lseek'), { code: 'ENOBUFS' });
+      return [[0, 1 << 20]];
+    }
+  }
+  const dev = new LateFileDevice();
+  const d = new FscacheDaemon(dev, { resolve: async () => content }, log, { readAttempts: 1, retryDelayMs: 1, prefetch: true });
+  // Attached 30 ms after copen: a timed retry finds it.
+  await d.handle(open(1, 1, 'fs1', 'blob', 7));
+  assert.deepEqual(events, ['lseek 7']);
+  setTimeout(() => dev.attached.add(7), 30);
+  const t0 = Date.now();
+  while (!events.includes('prefetch') && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(events.filter((e) => !e.startsWith('lseek')), ['reset', 'present 0+1048576', 'prefetch']);
+  assert.ok(events.filter((e) => e === 'lseek 7').length >= 2, 'retried');
+  // A READ before any retry found the file: the READ reads the extents first (the file is attached by then).
+  events.length = 0;
+  await d.handle(open(2, 2, 'fs1', 'blob', 8));
+  dev.attached.add(8);
+  await d.handle(read(3, 2, 0, 4096));
+  assert.deepEqual(events.slice(0, 5), ['lseek 8', 'lseek 8', 'reset', 'present 0+1048576', 'prefetch']);
+  assert.ok(events.includes('fill'));
+  // Never attached: given up after about 2.5 s, prefetch starts anyway.
+  events.length = 0;
+  await d.handle(open(4, 3, 'fs1', 'blob', 9));
+  const t1 = Date.now();
+  while (!events.includes('prefetch') && Date.now() - t1 < 5000) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(events.includes('prefetch'));
+  assert.equal(events.filter((e) => e === 'lseek 9').length, 10, 'the first try and 9 retries');
+  assert.ok(!events.includes('reset'), 'presence kept as it was');
 });
