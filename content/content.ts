@@ -4,7 +4,9 @@
 // hands back whole 4 KiB-aligned pieces for it to write. Nothing here knows
 // which kernel interface asked.
 
-export const PAGE = 4096;
+import { alignDown, alignUp } from '../image/bytes';
+
+export { PAGE, alignDown, alignUp } from '../image/bytes';
 
 /** Writes one aligned piece of the blob at its offset (into the cache file); the buffer is the sink's afterwards. */
 export type RangeSink = (off: number, data: Buffer) => Promise<void>;
@@ -34,6 +36,8 @@ export interface BlobContent {
   markPresent?(off: number, len: number): number;
   /** Forgets what is present (the cache file is new, or its extents say otherwise). */
   resetPresence?(): void;
+  /** Gives back fds and memory; called once nothing uses the content. */
+  close?(): void;
   /** Fetches the whole blob in the background, below on-demand reads (remote blobs only). */
   prefetch?(sink: RangeSink, alloc: Allocator): { cancel(): void; done: Promise<unknown> };
 }
@@ -53,6 +57,8 @@ export interface ContentResolver {
    * Rejects with UnknownBlobError when nothing matches.
    */
   resolve(volume: string, cookie: string): Promise<BlobContent>;
+  /** The kernel closed an object that resolve() gave this content for: its fds may go once nothing uses it. */
+  release?(content: BlobContent): void;
 }
 
 export class UnknownBlobError extends Error {
@@ -61,9 +67,6 @@ export class UnknownBlobError extends Error {
     this.name = 'UnknownBlobError';
   }
 }
-
-export const alignDown = (n: number) => Math.floor(n / PAGE) * PAGE;
-export const alignUp = (n: number) => Math.ceil(n / PAGE) * PAGE;
 
 /** The aligned window a fill must cover, clipped to the blob; null if it is past the end. */
 export function fillWindow(off: number, len: number, size: number): { start: number; end: number } | null {

@@ -3,6 +3,11 @@
 // structure, never a RangeError or an out-of-range read.
 import { FormatError } from './errors';
 
+/** The page size, and EROFS's block size: cache files are filled in whole pages. */
+export const PAGE = 4096;
+export const alignDown = (n: number, a = PAGE) => Math.floor(n / a) * a;
+export const alignUp = (n: number, a = PAGE) => Math.ceil(n / a) * a;
+
 export class Bytes {
   constructor(
     readonly buf: Buffer,

@@ -1,5 +1,5 @@
-// Retry policy: exponential backoff with jitter, Retry-After, and which
-// failures are worth another attempt.
+// Retry policy: exponential backoff with jitter and Retry-After. Which
+// failures are worth another attempt is each error's `retryable` (errors.ts).
 import { AbortedError } from './errors';
 
 export interface RetryPolicy {
@@ -41,16 +41,6 @@ export function retryDelay(attempt: number, policy: RetryPolicy, retryAfterMs?: 
   return backoffDelay(attempt, policy);
 }
 
-export function isRetryableStatus(status: number): boolean {
-  return status >= 500 || status === 408 || status === 429;
-}
-
-const RETRYABLE_CODES = new Set([
-  'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'ENETUNREACH', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
-  'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CLOSED',
-  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'ERR_STREAM_PREMATURE_CLOSE', 'UND_ERR_DESTROYED',
-]);
-
 /** The error code of a network error (undici wraps the socket error in `cause`). */
 export function errorCode(e: unknown): string | undefined {
   let cur: unknown = e;
@@ -65,11 +55,6 @@ export function errorCode(e: unknown): string | undefined {
     cur = (cur as { cause?: unknown }).cause;
   }
   return undefined;
-}
-
-export function isRetryableNetworkError(e: unknown): boolean {
-  const code = errorCode(e);
-  return code !== undefined && RETRYABLE_CODES.has(code);
 }
 
 /** Sleeps ms, or rejects with AbortedError when signal fires. */

@@ -1,9 +1,7 @@
 // Pure planning for the chunk fetcher: which extra chunks a small read is
 // widened to, and how missing chunks are merged into Range GETs.
 import type { ChunkInfo } from '../../image/blob/chunkinfo';
-
-const PAGE = 4096;
-const alignUp = (n: number) => Math.ceil(n / PAGE) * PAGE;
+import { alignUp } from '../../image/bytes';
 
 /** [first, last] chunks fetched with one Range GET of their compressed bytes. */
 export interface Run {

@@ -1,7 +1,7 @@
 // Chunk info arrays (nydus storage/src/meta/chunk_info_v1.rs, chunk_info_v2.rs)
 // and the BlobCompressionContextHeader that follows them. A chunk info says
 // where a chunk sits in the blob's compressed and uncompressed address spaces.
-import { Bytes } from '../bytes';
+import { Bytes, PAGE } from '../bytes';
 import { FormatError } from '../errors';
 import { BlobFeature, Compressor } from '../rafs/bootstrap';
 
@@ -9,7 +9,6 @@ export const CI_HEADER_SIZE = 4096;
 export const CI_MAGIC = 0xb10bb10b;
 export const CI_V1_SIZE = 16;
 export const CI_V2_SIZE = 24;
-const PAGE = 4096;
 
 /** chunk info v2 flags (high byte of uncomp_info) */
 export const ChunkFlag = { COMPRESSED: 0x01, ZRAN: 0x02, BATCH: 0x04, ENCRYPTED: 0x08, HAS_CRC32: 0x10 } as const;

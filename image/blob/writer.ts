@@ -16,8 +16,8 @@ import { TAR_BLOCK, makeTarHeader } from './tar';
 import { TOC_ENTRY_SIZE, TOC_FLAG_OF, TOC_NAME } from './toc';
 import { digest as chunkDigest, digestReady } from '../codec/digest';
 import { BlobEntry, BlobFeature, Compressor, DigestAlgo } from '../rafs/bootstrap';
+import { PAGE } from '../bytes';
 
-const PAGE = 4096;
 const DIGEST_SIZE = 32;
 const MAX_CHUNKS = 1 << 24;
 /** uncompressed offsets are stored as 32-bit page numbers */

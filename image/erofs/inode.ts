@@ -90,4 +90,3 @@ export function parseInode(b: Bytes, offset: number, nid: number, sbBuildTime: n
 export const isDir = (i: Inode) => (i.mode & S_IFMT) === S_IFDIR;
 export const isReg = (i: Inode) => (i.mode & S_IFMT) === S_IFREG;
 export const isLnk = (i: Inode) => (i.mode & S_IFMT) === S_IFLNK;
-export const isDevice = (i: Inode) => [S_IFCHR, S_IFBLK].includes(i.mode & S_IFMT);

@@ -2,13 +2,13 @@
 // adds (formats.md §2.1): the RAFS extended superblock at 1152, one device
 // slot per blob (tag = blob id) and the blob table (RafsV6Blob entries).
 import { BLOB_ENTRY_SIZE, BlobEntry, RAFS_EXT_SB_OFFSET, RafsExtSuperblock, RafsFlags } from '../rafs/bootstrap';
+import { PAGE } from '../bytes';
 import { NULL_ADDR } from './image';
 import { COMPAT_RAFS_V6, updateSuperblockChecksum } from './superblock';
 import { BLOCK, WriterNode, writeErofs } from './writer';
 
 /** nydus puts its device table right after the RAFS superblock: 1408 / 128. */
 export const RAFS_DEVT_SLOTOFF = 11;
-const PAGE = 4096;
 
 /** Encodes one 8-byte chunk index the way nydus does (formats.md §2.3). */
 export function encodeChunkIndex(out: Buffer, off: number, blobIndex: number, ciIndex: number, blkaddr: number): void {

@@ -7,6 +7,7 @@
 // before the device table at devtSlotoff×128; a reserved, 4 KiB aligned area
 // for the caller (the RAFS blob table); then inodes from meta_blkaddr; then the
 // blocks of directories too big to keep inline.
+import { alignUp } from '../bytes';
 import { FormatError } from '../errors';
 import { NULL_ADDR } from './image';
 import { INODE_SLOT, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK, DataLayout, type Inode } from './inode';
@@ -98,7 +99,6 @@ export class TreeError extends Error {
   }
 }
 
-const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
 const S_IFMT_OF: Record<NodeKind, number> = {
   reg: S_IFREG, dir: S_IFDIR, symlink: S_IFLNK, char: S_IFCHR, block: S_IFBLK, fifo: S_IFIFO, socket: S_IFSOCK,

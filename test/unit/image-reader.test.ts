@@ -7,7 +7,6 @@ import { Bytes } from '../../image/bytes';
 import { DataBlob, readSection } from '../../image/blob/datablob';
 import { parseToc } from '../../image/blob/toc';
 import { chunksCovering, ChunkInfo, encodeChunkInfosV2, parseChunkInfos } from '../../image/blob/chunkinfo';
-import { BlockMap } from '../../image/rafs/blockmap';
 import { ErofsImage } from '../../image/erofs/image';
 import { superblockChecksum, updateSuperblockChecksum } from '../../image/erofs/superblock';
 import { decompress, compress } from '../../image/codec/decompress';
@@ -155,16 +154,6 @@ test('lz4, gzip and none codecs round-trip; wrong sizes are errors', () => {
     assert.throws(() => decompress(algo, compress(algo, text), text.length + 1, 't'), FormatError);
   }
   assert.throws(() => decompress(Compressor.Zstd, Buffer.from('not zstd'), 10, 'garbage'), /garbage: Zstd data does not decompress/);
-});
-
-test('block map: which file owns a block of a blob', () => {
-  const map = new BlockMap(new Bootstrap(fx.bootstrap()).erofs);
-  assert.deepEqual(map.owner(1, 0), { path: '/lib.rs', fileOffset: 0 });
-  assert.deepEqual(map.owner(1, 4), { path: '/lib.rs', fileOffset: 16384 });
-  assert.deepEqual(map.owner(1, 5), { path: '/sync_io.rs', fileOffset: 0 });
-  assert.deepEqual(map.owner(1, 8), { path: '/sync_io.rs', fileOffset: 12288 });
-  assert.equal(map.owner(1, 9), undefined);
-  assert.equal(map.owner(2, 0), undefined);
 });
 
 test('superblock checksum: verified when SB_CHKSUM is set, and recomputed after edits', () => {
