@@ -1,6 +1,6 @@
 // `lazysnap inspect`: superblock facts, blobs and the file tree of a bootstrap.
 import fs from 'node:fs';
-import { describeBootstrap, InspectReport, TreeEntry, verifyBlobs } from '../image/inspect';
+import { describeBootstrap, InspectReport, TreeEntry, verifyBlobs } from '../image/inspect/inspect';
 
 const TYPE: Record<number, string> = { 0o040000: 'd', 0o100000: '-', 0o120000: 'l', 0o020000: 'c', 0o060000: 'b', 0o010000: 'p', 0o140000: 's' };
 

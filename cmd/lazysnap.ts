@@ -7,7 +7,7 @@ import { Command } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_TOML, loadConfig } from '../config/config';
 import { FormatError } from '../image/errors';
 import { inspect } from './inspect';
-import { isLayoutRef, openNydusLayout } from '../image/nydus-layout';
+import { isLayoutRef, openNydusLayout } from '../image/convert/nydus-layout';
 import { convertCommand, ConvertCliOptions } from './convert';
 import { AdminClient, AdminError, DEFAULT_ADDRESS } from './admin-client';
 import type { BlobStatus } from '../admin/service';

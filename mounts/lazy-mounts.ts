@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { LazyMounts } from '../snapshotter/snapshotter';
-import type { Labels } from '../snapshotter/info';
+import type { Labels } from '../snapshotter/storage/info';
 import { LABEL } from '../snapshotter/remote';
 import type { FscacheImages } from '../snapshotter/storage/images';
 import { Mounter } from './mounter';

@@ -1,6 +1,7 @@
 // HTTP on undici: one keep-alive Agent per TLS setting (a custom CA or
 // skip_verify needs its own connections), connect/headers/body timeouts, and
 // body readers that insist on the exact length promised.
+import { Readable } from 'node:stream';
 import { Agent, Dispatcher, request } from 'undici';
 import { AbortedError, BodyLengthError, RegistryErrorInfo, TransportError } from './errors';
 import type { TlsSettings } from './hosts';
@@ -98,11 +99,21 @@ export function transportError(e: unknown, info: RegistryErrorInfo, signal?: Abo
   return new TransportError(`${text}${code && CODE_TEXT[code] ? ` (${code})` : ''}`, { ...info, cause: e }, code);
 }
 
+export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/** A request body: small ones in memory, uploads as a stream (made anew for each send). */
+export type RequestBody = string | Buffer | Readable;
+
 export interface SendOptions {
-  method?: 'GET' | 'HEAD' | 'POST';
+  method?: HttpMethod;
   headers?: Record<string, string | string[]>;
-  body?: string;
+  body?: RequestBody;
   signal?: AbortSignal;
+}
+
+/** Closes a request body stream that was not (fully) sent, e.g. after an early 401 (frees its file descriptor). */
+export function dropBody(body: RequestBody | undefined): void {
+  if (body instanceof Readable && !body.readableEnded && !body.destroyed) body.destroy();
 }
 
 /** One request, no redirects followed, no retries. Network errors come back typed. */
@@ -117,6 +128,7 @@ export async function send(agent: Dispatcher, url: string, opts: SendOptions, in
     });
     return { status: r.statusCode, headers: r.headers, body: r.body };
   } catch (e) {
+    dropBody(opts.body);
     throw transportError(e, info, opts.signal);
   }
 }

@@ -3,8 +3,8 @@
 //   selector  := fieldpath [op value]         op: == != ~= ; no op = presence
 //   fieldpath := field ("." field)*           field: [A-Za-z0-9_]+ or "quoted"
 // Several filter strings are OR-ed. Values may be quoted with " (or / and | for ~=).
-import { invalidArgument } from './errors';
-import { Info, kindName } from './info';
+import { invalidArgument } from './storage/errors';
+import { Info, kindName } from './storage/info';
 
 type Op = 'present' | '==' | '!=' | '~=';
 interface Selector {

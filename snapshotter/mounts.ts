@@ -1,7 +1,7 @@
 // Which mounts a snapshot needs, as containerd's overlay snapshotter returns
 // them (snapshots/overlay/overlay.go). Pure: paths in, mounts out.
 import type { Mount } from '../proto/types';
-import { Kind, Snapshot } from './info';
+import { Kind, Snapshot } from './storage/info';
 
 export interface Layout {
   /** the directory holding a snapshot's files */

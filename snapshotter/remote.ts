@@ -4,7 +4,7 @@
 // writable snapshot on top gets EROFS over fscache as its lower layer.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Labels } from './info';
+import type { Labels } from './storage/info';
 
 export const LABEL = {
   /** the chainID containerd wants the layer committed as */

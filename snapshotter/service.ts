@@ -4,8 +4,8 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type * as w from '../proto/types';
-import { codeOf } from './errors';
-import { Info } from './info';
+import { codeOf } from './storage/errors';
+import { Info } from './storage/info';
 import { Snapshotter } from './snapshotter';
 
 const LIST_BATCH = 100;

@@ -9,14 +9,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Mount } from '../proto/types';
-import { Info, Kind, Labels, Snapshot, Usage } from './info';
+import { Info, Kind, Labels, Snapshot, Usage } from './storage/info';
 import { Layout, mountsFor } from './mounts';
 import { matches, parseFilters } from './filters';
 import { MetaStore } from './storage/metastore';
 import { validateLabels } from './storage/snapshots';
 import { diskUsage } from './usage';
 import { LABEL, bootstrapIn, nydusLayer, remoteRefusal } from './remote';
-import { alreadyExists, failedPrecondition } from './errors';
+import { alreadyExists, failedPrecondition } from './storage/errors';
 
 /** Lazy images: where the EROFS of a bootstrap layer is mounted (fscache). */
 export interface LazyMounts {

@@ -2,7 +2,7 @@
 // counts it: every distinct inode once, its allocated blocks in 512-byte units.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Usage } from './info';
+import type { Usage } from './storage/info';
 
 export async function diskUsage(root: string): Promise<Usage> {
   const seen = new Set<string>();

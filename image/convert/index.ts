@@ -5,7 +5,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { BlobResult, BlobWriter, ChunkCompressor, HOLE, InlineCompressor } from '../blob/writer';
-import { encodeChunkIndex, encodeHoleIndex, writeRafsBootstrap } from '../erofs/writer-rafs';
+import { encodeChunkIndex, encodeHoleIndex, writeRafsBootstrap } from '../rafs/writer';
 import type { WriterNode } from '../erofs/writer';
 import { LayerStats, applyLayer } from './layer';
 import {

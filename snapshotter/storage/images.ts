@@ -1,7 +1,7 @@
 // The fscache_images table: which images are mounted through fscache and
 // where their bytes live. lazysnapd writes it; the worker only reads it.
 import Database from 'better-sqlite3';
-import { nowUs } from '../info';
+import { nowUs } from './info';
 
 export interface FscacheImage {
   fsid: string;

@@ -1,8 +1,8 @@
 // Snapshot queries, run inside a MetaStore transaction. The semantics and
 // error kinds follow containerd's snapshots/storage (bolt.go).
 import type Database from 'better-sqlite3';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors';
-import { Info, Kind, Labels, MAX_LABEL_BYTES, Snapshot, Usage, nowUs } from '../info';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from './errors';
+import { Info, Kind, Labels, MAX_LABEL_BYTES, Snapshot, Usage, nowUs } from './info';
 
 interface Row {
   id: number;

@@ -17,7 +17,7 @@ import { startRegistry, type Registry } from '../support/registry';
 import { SnapshotsClient } from '../support/snapshots-client';
 import { unmountAll } from '../support/tmp';
 import { waitFor } from '../support/wait';
-import { Kind } from '../../snapshotter/info';
+import { Kind } from '../../snapshotter/storage/info';
 import { LABEL } from '../../snapshotter/remote';
 import type { WireInfo } from '../../proto/types';
 

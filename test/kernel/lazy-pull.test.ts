@@ -21,7 +21,7 @@ import { SnapshotsClient } from '../support/snapshots-client';
 import { unmountAll } from '../support/tmp';
 import { readNydusLayout } from '../support/oci-layout';
 import { cachedDebianPythonImage, PYTHON_TREE_DIGEST, type DebianPythonExpect } from '../support/debian-python';
-import { Kind } from '../../snapshotter/info';
+import { Kind } from '../../snapshotter/storage/info';
 import { LABEL } from '../../snapshotter/remote';
 
 const CLI = join(__dirname, '../../cmd/lazysnap.js');

@@ -8,7 +8,7 @@ import { DataLayout, Inode } from '../../image/erofs/inode';
 import { parseSuperblock, superblockChecksum } from '../../image/erofs/superblock';
 import { Bytes } from '../../image/bytes';
 import { WriterNode, encodeDev } from '../../image/erofs/writer';
-import { encodeChunkIndex, encodeHoleIndex, writeRafsBootstrap } from '../../image/erofs/writer-rafs';
+import { encodeChunkIndex, encodeHoleIndex, writeRafsBootstrap } from '../../image/rafs/writer';
 import { encodeXattrIbody } from '../../image/erofs/writer-xattr';
 
 type N = WriterNode;

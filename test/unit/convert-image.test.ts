@@ -14,7 +14,7 @@ import { convert } from '../../image/convert';
 import { ImageError, parsePlatform, pickPlatform, type Index } from '../../image/convert/oci';
 import { Bootstrap } from '../../image/rafs/bootstrap';
 import { NULL_ADDR } from '../../image/erofs/image';
-import { verifyBlobs } from '../../image/inspect';
+import { verifyBlobs } from '../../image/inspect/inspect';
 import { LAYER_MEDIA, TarSpec, compressLayer, layoutFromTars, readNydusLayout, sha256hex, tarBuffer, tarStream, writeLayout } from '../support/oci-layout';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 

@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { status } from '@grpc/grpc-js';
 import { matches, parseFilters } from '../../snapshotter/filters';
-import { Info, Kind } from '../../snapshotter/info';
-import { SnapshotError } from '../../snapshotter/errors';
+import { Info, Kind } from '../../snapshotter/storage/info';
+import { SnapshotError } from '../../snapshotter/storage/errors';
 
 const info = (o: Partial<Info>): Info => ({ name: 'n', parent: '', kind: Kind.Active, createdUs: 0, updatedUs: 0, labels: {}, ...o });
 const m = (filters: string[], i: Info) => matches(parseFilters(filters), i);

@@ -6,7 +6,7 @@ import { Bootstrap } from '../../image/rafs/bootstrap';
 import { DataBlob } from '../../image/blob/datablob';
 import { parseToc } from '../../image/blob/toc';
 import { FormatError } from '../../image/errors';
-import { describeBootstrap } from '../../image/inspect';
+import { describeBootstrap } from '../../image/inspect/inspect';
 import { memorySource, nydusFixtures } from '../support/fixtures';
 
 const fx = nydusFixtures();

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mountsFor } from '../../snapshotter/mounts';
-import { Kind } from '../../snapshotter/info';
+import { Kind } from '../../snapshotter/storage/info';
 
 const layout = { upper: (id: number) => `/r/${id}/fs`, work: (id: number) => `/r/${id}/work`, indexOff: true };
 

@@ -8,8 +8,8 @@ import path from 'node:path';
 import pino from 'pino';
 import { status } from '@grpc/grpc-js';
 import { Snapshotter, LazyMounts } from '../../snapshotter/snapshotter';
-import { SnapshotError } from '../../snapshotter/errors';
-import { Kind, Labels } from '../../snapshotter/info';
+import { SnapshotError } from '../../snapshotter/storage/errors';
+import { Kind, Labels } from '../../snapshotter/storage/info';
 import { LABEL } from '../../snapshotter/remote';
 import { matches, parseFilters } from '../../snapshotter/filters';
 

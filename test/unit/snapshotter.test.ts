@@ -7,8 +7,8 @@ import path from 'node:path';
 import pino from 'pino';
 import { status } from '@grpc/grpc-js';
 import { Snapshotter } from '../../snapshotter/snapshotter';
-import { SnapshotError } from '../../snapshotter/errors';
-import { Kind } from '../../snapshotter/info';
+import { SnapshotError } from '../../snapshotter/storage/errors';
+import { Kind } from '../../snapshotter/storage/info';
 
 const log = pino({ level: 'silent' });
 let root: string;

@@ -1,12 +1,12 @@
 // What `lazysnap inspect` reports about a bootstrap and, with --verify, its blobs.
 import fs from 'node:fs';
 import path from 'node:path';
-import { FormatError } from './errors';
-import { DataBlob } from './blob/datablob';
-import { FileSource } from './blob/source';
-import { NULL_ADDR } from './erofs/image';
-import { DataLayout, S_IFMT, isLnk } from './erofs/inode';
-import { Bootstrap, BlobFeature, Compressor, DigestAlgo, RafsFlags } from './rafs/bootstrap';
+import { FormatError } from '../errors';
+import { DataBlob } from '../blob/datablob';
+import { FileSource } from '../blob/source';
+import { NULL_ADDR } from '../erofs/image';
+import { DataLayout, S_IFMT, isLnk } from '../erofs/inode';
+import { Bootstrap, BlobFeature, Compressor, DigestAlgo, RafsFlags } from '../rafs/bootstrap';
 
 export interface TreeEntry {
   path: string;

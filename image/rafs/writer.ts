@@ -1,11 +1,11 @@
 // A nydus RAFS v6 bootstrap: the EROFS image from writer.ts plus what nydus
 // adds (formats.md §2.1): the RAFS extended superblock at 1152, one device
 // slot per blob (tag = blob id) and the blob table (RafsV6Blob entries).
-import { BLOB_ENTRY_SIZE, BlobEntry, RAFS_EXT_SB_OFFSET, RafsExtSuperblock, RafsFlags } from '../rafs/bootstrap';
+import { BLOB_ENTRY_SIZE, BlobEntry, RAFS_EXT_SB_OFFSET, RafsExtSuperblock, RafsFlags } from './bootstrap';
 import { PAGE } from '../bytes';
-import { NULL_ADDR } from './image';
-import { COMPAT_RAFS_V6, updateSuperblockChecksum } from './superblock';
-import { BLOCK, WriterNode, writeErofs } from './writer';
+import { NULL_ADDR } from '../erofs/image';
+import { COMPAT_RAFS_V6, updateSuperblockChecksum } from '../erofs/superblock';
+import { BLOCK, WriterNode, writeErofs } from '../erofs/writer';
 
 /** nydus puts its device table right after the RAFS superblock: 1408 / 128. */
 export const RAFS_DEVT_SLOTOFF = 11;

@@ -4,10 +4,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { Bytes } from './bytes';
-import { FormatError } from './errors';
-import { parseTarHeader, TAR_BLOCK } from './blob/tar';
-import { LayoutSource, parseLayoutRef } from './convert/oci';
+import { Bytes } from '../bytes';
+import { FormatError } from '../errors';
+import { parseTarHeader, TAR_BLOCK } from '../blob/tar';
+import { LayoutSource, parseLayoutRef } from './oci';
 
 const BOOTSTRAP_ANNOTATION = 'containerd.io/snapshot/nydus-bootstrap';
 const BOOTSTRAP_ENTRY = 'image/image.boot';
