@@ -253,6 +253,8 @@ test('a restarted worker knows what the cache holds (SEEK_DATA), and serves the 
   t.diagnostic(`base layer: ${before.bytesPresent} bytes present before the kill; new worker: ${after.bytesPresent} present, ${after.fetchedBytes} fetched`);
   assert.ok(after.bytesPresent > before.bytesPresent, 'what the old worker wrote counts as present, and the new files were added');
   assert.match(fs.readFileSync(lazysnapd!.logPath).subarray(logFrom).toString('utf8'), /chunks already in the cache/, 'the new worker said so');
+  // cachefiles attaches an object's cache file only after OPEN is answered: every OPEN so far must still have read its extents
+  assert.doesNotMatch(fs.readFileSync(lazysnapd!.logPath, 'utf8'), /cannot read the cache file's extents/, 'presence recovery worked for every OPEN');
 });
 
 /** Reads /data/<file> in a container while `disturb` runs; the checksum must come out right. */
