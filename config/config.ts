@@ -61,6 +61,8 @@ tag = "lazysnap"
 domain = "lazysnap"        # images share blobs (and their cache) in this domain; "" = none
 standby_worker = true
 prefetch = "on-pull"       # "on-pull", "on-start" (first container) or "off": on-demand reads only
+# 30 s: time for retries after a capped Retry-After (10 s), or for a READ queued behind a host's
+# 8 x 4 MiB GETs at ~10 Mbit/s; EIO is worse than waiting, but stay far below the 120 s hung-task warning.
 read_deadline_ms = 30000   # a READ gets its data or EIO within this; every retry under it shares it
 
 [registry]

@@ -24,8 +24,10 @@ export interface BlobContent {
    * Delivers every byte of [alignDown(off), alignUp(off+len)) ∩ [0, alignUp(size))
    * through sink, in page-aligned buffers whose lengths are multiples of 4 KiB.
    * Rejects, having written nothing wrong, if any byte cannot be had and verified.
+   * Once `signal` aborts (the READ's deadline) it stops retrying and waiting
+   * and rejects soon; fetches that others still wait for go on.
    */
-  fill(off: number, len: number, sink: RangeSink, alloc: Allocator): Promise<void>;
+  fill(off: number, len: number, sink: RangeSink, alloc: Allocator, signal?: AbortSignal): Promise<void>;
   /** How much of the blob is already local (remote blobs only). */
   progress?(): BlobPresence;
   /**

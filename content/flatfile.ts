@@ -24,10 +24,11 @@ export class FlatFileContent implements BlobContent {
     return new FlatFileContent(name, st.size, fd);
   }
 
-  async fill(off: number, len: number, sink: RangeSink, alloc: Allocator): Promise<void> {
+  async fill(off: number, len: number, sink: RangeSink, alloc: Allocator, signal?: AbortSignal): Promise<void> {
     const w = fillWindow(off, len, this.size);
     if (!w) return;
     for (let p = w.start; p < w.end; p += MAX_PIECE) {
+      signal?.throwIfAborted();
       const n = Math.min(MAX_PIECE, w.end - p);
       const buf = alloc(n); // zeroed: the tail past EOF stays zero
       const want = Math.min(n, this.size - p);

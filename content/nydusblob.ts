@@ -13,7 +13,7 @@ export class NydusBlobContent implements BlobContent {
     this.name = blob.name;
   }
 
-  async fill(off: number, len: number, sink: RangeSink, alloc: Allocator): Promise<void> {
+  async fill(off: number, len: number, sink: RangeSink, alloc: Allocator, signal?: AbortSignal): Promise<void> {
     const w = fillWindow(off, len, this.size);
     if (!w) return;
     const chunks = this.blob.chunksFor(w.start, w.end - w.start);
@@ -23,6 +23,7 @@ export class NydusBlobContent implements BlobContent {
     const end = Math.max(w.end, ...chunks.map((c) => Math.min(alignUp(c.uOffset + c.uSize), alignUp(this.size))));
     const region = alloc(end - start);
     for (const c of chunks) {
+      signal?.throwIfAborted();
       const at = c.uOffset - start;
       const dst = region.subarray(at, at + c.uSize);
       const data = await this.blob.readChunk(c, dst);

@@ -2,6 +2,7 @@
 // it; READ → fill the range into the object's anon fd, then READ_COMPLETE;
 // CLOSE → drop the object. The device is behind DeviceIO, so all of this runs
 // in unit tests without a kernel.
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { Allocator, BlobContent, ContentResolver, UnknownBlobError } from '../content/content';
 import { CacheObject, ObjectTable } from './objects';
@@ -29,6 +30,12 @@ export interface DaemonOptions {
   readAttempts: number;
   /** first retry delay; doubles each time */
   retryDelayMs: number;
+  /**
+   * Every READ is answered within this many ms of its arrival: with data, or
+   * without (the reader gets EIO). Attempts, verification refetches and
+   * registry retries under it all stop then. Default: no deadline.
+   */
+  readDeadlineMs?: number;
   /** start fetching a remote blob whole as soon as the kernel opens it */
   prefetch?: boolean;
 }
@@ -37,7 +44,10 @@ export interface DaemonStats {
   opens: number;
   opensRefused: number;
   reads: number;
+  /** READs completed without data (the reader got EIO) */
   readsFailed: number;
+  /** of readsFailed, those that ran out of time (readDeadlineMs) */
+  readsTimedOut: number;
   readRetries: number;
   bytesWritten: number;
   closes: number;
@@ -45,7 +55,9 @@ export interface DaemonStats {
 
 export class FscacheDaemon {
   readonly objects = new ObjectTable();
-  readonly stats: DaemonStats = { opens: 0, opensRefused: 0, reads: 0, readsFailed: 0, readRetries: 0, bytesWritten: 0, closes: 0 };
+  readonly stats: DaemonStats = {
+    opens: 0, opensRefused: 0, reads: 0, readsFailed: 0, readsTimedOut: 0, readRetries: 0, bytesWritten: 0, closes: 0,
+  };
   private inflight = 0;
 
   constructor(
@@ -162,8 +174,19 @@ export class FscacheDaemon {
     this.stats.reads++;
     obj.reads++;
     if (obj.presence === 'unknown') this.recoverPresence(obj, PRESENCE_RETRIES);
-    const ok = await this.fillWithRetries(obj, m);
+    const ms = this.opts.readDeadlineMs;
+    const deadline = new AbortController();
+    const timer = ms ? setTimeout(() => deadline.abort(new DOMException(`READ deadline of ${ms} ms passed`, 'TimeoutError')), ms) : undefined;
+    const fill = this.fillWithRetries(obj, m, deadline.signal);
+    // Raced, not only signalled: a fill that ignores the signal (or a write stuck in the kernel) cannot hold the reader.
+    const ok = ms ? await Promise.race([fill, whenAborted(deadline.signal)]) : await fill;
+    clearTimeout(timer);
     if (!ok) this.stats.readsFailed++;
+    if (!ok && deadline.signal.aborted) {
+      this.stats.readsTimedOut++;
+      this.log.error({ objectId: obj.objectId, blob: obj.content.name, off: m.off, len: m.readLen, deadlineMs: ms },
+        'READ missed its deadline; the reader gets EIO');
+    }
     try {
       // Completing without data leaves a hole: the kernel fails the reader's read with EIO.
       this.io.readComplete(obj.fd, m.msgId);
@@ -172,7 +195,8 @@ export class FscacheDaemon {
     }
   }
 
-  private async fillWithRetries(obj: CacheObject, m: ReadMsg): Promise<boolean> {
+  /** Never rejects; stops (false) once signal aborts, without logging: read() reports that. */
+  private async fillWithRetries(obj: CacheObject, m: ReadMsg, signal: AbortSignal): Promise<boolean> {
     if (m.off >= obj.content.size) {
       this.log.warn({ objectId: obj.objectId, off: m.off, len: m.readLen, size: obj.content.size }, 'READ past the end of the object');
       return false;
@@ -188,17 +212,23 @@ export class FscacheDaemon {
             this.stats.bytesWritten += data.length;
           },
           this.io.alloc,
+          signal,
         );
         return true;
       } catch (err) {
+        if (signal.aborted) return false;
         const last = attempt >= this.opts.readAttempts;
         this.log[last ? 'error' : 'warn'](
           { objectId: obj.objectId, blob: obj.content.name, off: m.off, len: m.readLen, attempt, err: (err as Error).message },
           last ? 'READ failed; the reader gets EIO' : 'READ attempt failed; retrying',
         );
         if (last || isClosedFd(err)) return false;
+        try {
+          await sleep(this.opts.retryDelayMs * 2 ** (attempt - 1), undefined, { signal });
+        } catch {
+          return false; // the deadline passed while waiting to retry
+        }
         this.stats.readRetries++;
-        await new Promise((r) => setTimeout(r, this.opts.retryDelayMs * 2 ** (attempt - 1)));
       }
     }
   }
@@ -222,6 +252,11 @@ export class FscacheDaemon {
       return false;
     }
   }
+}
+
+/** Resolves false when signal aborts. */
+function whenAborted(signal: AbortSignal): Promise<false> {
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(false), { once: true }));
 }
 
 /** An anon fd the kernel has closed (object withdrawn): retrying cannot help. */

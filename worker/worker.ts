@@ -63,6 +63,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const daemon = new FscacheDaemon(device, resolver, o.log, {
     readAttempts: 4,
     retryDelayMs: 50,
+    readDeadlineMs: o.settings.readDeadlineMs,
     prefetch: o.settings.prefetch,
   });
 

@@ -14,19 +14,25 @@
 // and skipping it would fail the reader with EIO); `trustPresence` restores
 // nydus's behaviour of skipping them. Recently fetched compressed chunks are
 // kept (cacheBytes) so such re-deliveries and races cost no GET.
+//
+// Deadlines: a fill given a signal stops waiting when it aborts (its READ's
+// deadline), and so do its verification refetches. A GET is shared by every
+// fill and prefetch run that joined it and is aborted only when all of them
+// have stopped waiting (waiters.ts).
 import type { Logger } from 'pino';
 import { Allocator, BlobContent, RangeSink, alignUp, fillWindow } from '../content';
 import type { ChunkInfo } from '../../image/blob/chunkinfo';
 import { DataBlob } from '../../image/blob/datablob';
 import { FormatError } from '../../image/errors';
 import type { BlobEntry } from '../../image/rafs/bootstrap';
-import { Prefetch, PrefetchOptions } from './prefetch';
-import { ChunkPresence, PresenceBitmap, markRange } from './presence';
+import { Prefetch, PrefetchOptions, PrefetchTarget } from './prefetch';
+import { BlobProgress, ChunkPresence, PresenceBitmap, markRange } from './presence';
 import { Run, chunkSpan, coalesce, deliveryRanges, splitRange, widen } from './planner';
 import type { Repository } from '../../registry/client';
 import { AbortedError, IntegrityError } from '../../registry/errors';
 import { FetchScheduler, Priority } from './scheduler';
 import { RangeReader, RegistryBlobSource, rangeReaderOf } from './source';
+import { SharedFetch, Waiter } from './waiters';
 
 export interface ChunkFetcherOptions {
   /** widen reads to at least this many uncompressed bytes (default 1 MiB; 0 = whole chunks only) */
@@ -73,24 +79,13 @@ export interface ChunkFetcherStats {
   verifyFailures: number;
 }
 
-export interface BlobProgress {
-  chunks: number;
-  chunksPresent: number;
-  /** uncompressed bytes of all chunks */
-  bytes: number;
-  bytesPresent: number;
-  /** compressed bytes fetched so far */
-  fetchedBytes: number;
-}
-
 interface Job {
   id: string;
   run: Run;
   priority: number;
   started: boolean;
-  /** an on-demand fill waits for it: never cancel */
-  demanded: boolean;
-  signal?: AbortSignal;
+  /** aborted once every fill and prefetch run that joined it stopped waiting */
+  shared: SharedFetch;
   promise: Promise<Buffer>;
 }
 
@@ -101,7 +96,13 @@ interface Piece {
   size: number;
 }
 
-export class RemoteBlobContent implements BlobContent {
+/** A chunk's compressed bytes as one waiter sees them: they reject with AbortedError when it gives up. */
+interface Fetching {
+  piece: Piece;
+  bytes: Promise<Buffer>;
+}
+
+export class RemoteBlobContent implements BlobContent, PrefetchTarget {
   readonly name: string;
   readonly size: number;
   readonly presence: ChunkPresence;
@@ -183,18 +184,21 @@ export class RemoteBlobContent implements BlobContent {
     this.bytesPresent = 0;
   }
 
-  async fill(off: number, len: number, sink: RangeSink, alloc: Allocator): Promise<void> {
+  async fill(off: number, len: number, sink: RangeSink, alloc: Allocator, signal?: AbortSignal): Promise<void> {
     const w = fillWindow(off, len, this.size);
     if (!w) return;
+    const waiter = new Waiter(signal, `${this.name} fill [${w.start}, ${w.end})`);
+    waiter.check();
     const ended = this.scheduler.beginDemand(); // prefetch holds back meanwhile
     try {
-      await this.fillAligned(w, sink, alloc);
+      await this.fillAligned(w, sink, alloc, waiter);
     } finally {
+      waiter.end(); // GETs it joined but no longer awaits may be abandoned now
       ended();
     }
   }
 
-  private async fillAligned(w: { start: number; end: number }, sink: RangeSink, alloc: Allocator): Promise<void> {
+  private async fillAligned(w: { start: number; end: number }, sink: RangeSink, alloc: Allocator, waiter: Waiter): Promise<void> {
     this.stats.fills++;
     // Everything up to acquire() is synchronous, so concurrent fills see each other's fetches.
     const required = this.blob.chunksFor(w.start, w.end - w.start);
@@ -214,21 +218,22 @@ export class RemoteBlobContent implements BlobContent {
       skip: (c) => this.presence.has(c.index) || this.pieces.has(c.index) || this.delivering.has(c.index),
     });
     const deliver = [...needed, ...extra];
-    const got = this.acquire(deliver, Priority.OnDemand);
+    const got = this.acquire(deliver, Priority.OnDemand, waiter);
     if (others.length) {
-      this.acquire(others, Priority.OnDemand); // joins their fetch: promotes a queued prefetch GET
+      this.acquire(others, Priority.OnDemand, waiter); // joins their fetch: promotes a queued prefetch GET, keeps it alive
       this.stats.sharedDeliveries += others.length;
     }
     const waits = others.map((c) => this.delivering.get(c.index)!);
     const ranges = deliveryRanges(w, deliver, [...keep, ...others]);
-    const own = this.deliver(ranges, deliver, got, sink, alloc, Priority.OnDemand);
-    const [mine, theirs] = await Promise.allSettled([own, Promise.all(waits)]);
+    const own = this.deliver(ranges, deliver, got, sink, alloc, Priority.OnDemand, waiter);
+    const [mine, theirs] = await Promise.allSettled([own, waiter.wait(Promise.all(waits))]);
     if (mine.status === 'rejected') throw mine.reason;
+    if (theirs.status === 'rejected') throw theirs.reason; // gave up waiting for the other writer
     // a concurrent writer failed: write those chunks here
-    const failed = others.filter((_, i) => theirs.status === 'fulfilled' && !theirs.value[i]);
+    const failed = others.filter((_, i) => !theirs.value[i]);
     if (failed.length) {
-      const again = this.acquire(failed, Priority.OnDemand);
-      await this.deliver(deliveryRanges(chunkSpan(failed[0]), failed, []), failed, again, sink, alloc, Priority.OnDemand);
+      const again = this.acquire(failed, Priority.OnDemand, waiter);
+      await this.deliver(deliveryRanges(chunkSpan(failed[0]), failed, []), failed, again, sink, alloc, Priority.OnDemand, waiter);
     }
   }
 
@@ -246,47 +251,57 @@ export class RemoteBlobContent implements BlobContent {
 
   /**
    * Compressed bytes for each chunk: joins fetches under way (promoting
-   * queued prefetch ones), schedules merged GETs for the rest. Synchronous.
+   * queued prefetch ones), schedules merged GETs for the rest; the waiter
+   * keeps each of those GETs alive while it waits. Synchronous.
    */
-  acquire(chunks: ChunkInfo[], priority: number, signal?: AbortSignal): Map<number, Promise<Buffer>> {
-    const out = new Map<number, Promise<Buffer>>();
+  private acquire(chunks: ChunkInfo[], priority: number, waiter: Waiter): Map<number, Fetching> {
+    const out = new Map<number, Fetching>();
     const missing: ChunkInfo[] = [];
+    const joined = new Set<Job>();
     for (const c of chunks) {
       const p = this.pieces.get(c.index);
       if (p) {
         this.stats.joined++;
         if (priority > p.job.priority) {
-          if (priority >= Priority.OnDemand) p.job.demanded = true;
           if (!p.job.started) this.scheduler.promote(this.hostKey, p.job.id, priority);
           p.job.priority = priority;
         }
         if (p.settled) this.touch(c.index, p);
-        out.set(c.index, p.promise);
+        if (!joined.has(p.job)) {
+          joined.add(p.job);
+          p.job.shared.join(waiter);
+        }
+        out.set(c.index, { piece: p, bytes: waiter.wait(p.promise) });
       } else missing.push(c);
     }
     for (const run of coalesce(missing, this.opts.maxMerge)) {
-      const job = this.startJob(run, priority, signal);
-      for (const c of run.chunks) out.set(c.index, this.pieces.get(c.index)!.promise);
-      void job;
+      const job = this.startJob(run, priority);
+      for (const c of run.chunks) {
+        const piece = this.pieces.get(c.index)!;
+        out.set(c.index, { piece, bytes: waiter.wait(piece.promise) });
+      }
+      job.shared.join(waiter); // last: a waiter that already gave up aborts the job at once
     }
     return out;
   }
 
-  private startJob(run: Run, priority: number, signal?: AbortSignal): Job {
+  private startJob(run: Run, priority: number): Job {
     const id = this.scheduler.newId();
-    const job: Job = { id, run, priority, started: false, demanded: priority >= Priority.OnDemand, signal, promise: undefined! };
+    const shared = new SharedFetch(`${this.name} GET [${run.cStart}, ${run.cEnd})`);
+    const job: Job = { id, run, priority, started: false, shared, promise: undefined! };
+    // Abandoned: later fills must start their own GET rather than join a dying one.
+    shared.signal.addEventListener('abort', () => this.forget(job), { once: true });
     job.promise = this.scheduler.run(this.hostKey, async () => {
       job.started = true;
-      if (job.signal?.aborted && !job.demanded) throw new AbortedError(`${this.name} prefetch`);
+      if (shared.aborted) throw new AbortedError(`${this.name} GET [${run.cStart}, ${run.cEnd}) nobody waits for`);
       const len = run.cEnd - run.cStart;
       this.stats.gets++;
-      // Once started a GET finishes even if its prefetch is cancelled: a READ may have joined it meanwhile.
-      const buf = await this.reader.readRange(run.cStart, len);
+      const buf = await this.reader.readRange(run.cStart, len, shared.signal);
       this.stats.getBytes += len;
       this.stats.chunksFetched += run.chunks.length;
       return buf;
     }, { priority, id });
-    job.promise.catch(() => undefined);
+    job.promise.then(() => shared.settle(), () => shared.settle());
     for (const c of run.chunks) {
       const at = c.cOffset - run.cStart;
       const piece: Piece = {
@@ -312,6 +327,11 @@ export class RemoteBlobContent implements BlobContent {
     return job;
   }
 
+  /** Drops an abandoned job's pieces (still unsettled: it had not finished). */
+  private forget(job: Job): void {
+    for (const c of job.run.chunks) if (this.pieces.get(c.index)?.job === job) this.pieces.delete(c.index);
+  }
+
   /** Moves a cached piece to the young end of the LRU. */
   private touch(index: number, p: Piece): void {
     this.pieces.delete(index);
@@ -330,9 +350,9 @@ export class RemoteBlobContent implements BlobContent {
   }
 
   /** Forgets a piece that failed verification, if it is still the cached one. */
-  private drop(index: number, promise: Promise<Buffer>): void {
+  private drop(index: number, piece: Piece): void {
     const p = this.pieces.get(index);
-    if (p && p.promise === promise) {
+    if (p === piece) {
       this.pieces.delete(index);
       if (p.settled) this.cachedBytes -= p.size;
     }
@@ -343,8 +363,8 @@ export class RemoteBlobContent implements BlobContent {
    * through the sink: decompressed, verified chunks; zeros elsewhere.
    * Waits for every piece before rejecting, so nothing is written after.
    */
-  async deliver(ranges: Array<{ start: number; end: number }>, chunks: ChunkInfo[], got: Map<number, Promise<Buffer>>,
-    sink: RangeSink, alloc: Allocator, priority: number, signal?: AbortSignal): Promise<void> {
+  private async deliver(ranges: Array<{ start: number; end: number }>, chunks: ChunkInfo[], got: Map<number, Fetching>,
+    sink: RangeSink, alloc: Allocator, priority: number, waiter: Waiter): Promise<void> {
     const pieces = ranges.flatMap((r) => splitRange(r, chunks, this.opts.maxPiece));
     const byStart = [...chunks].sort((a, b) => a.uOffset - b.uOffset);
     // Registered before the first await, so fills starting later see these writes under way.
@@ -358,13 +378,13 @@ export class RemoteBlobContent implements BlobContent {
     const results = await Promise.allSettled(plans.map(async ({ piece, inside, done, settle }) => {
       try {
         // fetch first (all pieces' GETs are already scheduled), then allocate and decode
-        const compressed = await Promise.all(inside.map((c) => got.get(c.index)!));
+        const compressed = await Promise.all(inside.map((c) => got.get(c.index)!.bytes));
         const buf = alloc(piece.end - piece.start);
         for (let k = 0; k < inside.length; k++) {
           const c = inside[k];
           const at = c.uOffset - piece.start;
           if (chunkSpan(c).end > piece.end) throw new Error(`internal: chunk ${c.index} crosses piece [${piece.start}, ${piece.end})`);
-          await this.decodeInto(c, compressed[k], got.get(c.index)!, buf.subarray(at, at + c.uSize), priority, signal);
+          await this.decodeInto(c, compressed[k], got.get(c.index)!.piece, buf.subarray(at, at + c.uSize), priority, waiter);
         }
         await sink(piece.start, buf);
         for (const c of inside) this.markDelivered(c);
@@ -389,10 +409,10 @@ export class RemoteBlobContent implements BlobContent {
   }
 
   /** Decodes and verifies one chunk into dst; on a digest/size failure refetches it (up to verifyAttempts). */
-  private async decodeInto(c: ChunkInfo, first: Buffer, firstPromise: Promise<Buffer>, dst: Buffer, priority: number,
-    signal?: AbortSignal): Promise<void> {
+  private async decodeInto(c: ChunkInfo, first: Buffer, firstPiece: Piece, dst: Buffer, priority: number,
+    waiter: Waiter): Promise<void> {
     let compressed = first;
-    let promise = firstPromise;
+    let piece = firstPiece;
     for (let attempt = 1; ; attempt++) {
       try {
         const data = this.blob.decodeChunk(c, compressed, dst);
@@ -401,15 +421,17 @@ export class RemoteBlobContent implements BlobContent {
       } catch (e) {
         if (!(e instanceof FormatError)) throw e;
         this.stats.verifyFailures++;
-        this.drop(c.index, promise);
+        this.drop(c.index, piece);
         if (attempt >= this.opts.verifyAttempts) {
           throw new IntegrityError(`chunk ${c.index} failed verification ${attempt} times; last: ${e.message}`,
             { what: `${this.name} chunk ${c.index} (compressed [${c.cOffset}, +${c.cSize}))` });
         }
         this.log?.warn({ blob: this.name, chunk: c.index, attempt, err: e.message }, 'chunk failed verification; refetching');
+        waiter.check(); // past the deadline: no refetch
         dst.fill(0);
-        promise = this.acquire([c], priority, signal).get(c.index)!;
-        compressed = await promise;
+        const again = this.acquire([c], priority, waiter).get(c.index)!;
+        piece = again.piece;
+        compressed = await again.bytes;
       }
     }
   }
@@ -433,11 +455,17 @@ export class RemoteBlobContent implements BlobContent {
     return { run, next: i };
   }
 
-  /** Delivers one prefetch run (its chunks and the padding between them). */
+  /** Delivers one prefetch run (its chunks and the padding between them); cancelling stops its GETs nobody else waits for. */
   async deliverRun(run: ChunkInfo[], sink: RangeSink, alloc: Allocator, signal?: AbortSignal): Promise<void> {
-    const got = this.acquire(run, Priority.Prefetch, signal);
-    const start = run[0].uOffset;
-    const end = Math.min(alignUp(this.size), chunkSpan(run[run.length - 1]).end);
-    await this.deliver([{ start, end }], run, got, sink, alloc, Priority.Prefetch, signal);
+    const waiter = new Waiter(signal, `${this.name} prefetch`);
+    try {
+      waiter.check();
+      const got = this.acquire(run, Priority.Prefetch, waiter);
+      const start = run[0].uOffset;
+      const end = Math.min(alignUp(this.size), chunkSpan(run[run.length - 1]).end);
+      await this.deliver([{ start, end }], run, got, sink, alloc, Priority.Prefetch, waiter);
+    } finally {
+      waiter.end();
+    }
   }
 }

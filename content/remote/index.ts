@@ -10,7 +10,8 @@ import { RegistryClient, RegistryClientOptions, Repository } from '../../registr
 import { FetchScheduler, SchedulerOptions } from './scheduler';
 
 export { RemoteBlobContent } from './chunk-fetcher';
-export type { ChunkFetcherOptions, ChunkFetcherStats, BlobProgress } from './chunk-fetcher';
+export type { ChunkFetcherOptions, ChunkFetcherStats } from './chunk-fetcher';
+export type { BlobProgress } from './presence';
 export { Prefetch } from './prefetch';
 export type { PrefetchOptions, PrefetchResult } from './prefetch';
 export { RegistryBlobSource, rangeReaderOf } from './source';

@@ -2,12 +2,25 @@
 // prefetch priority, holding at most the scheduler's low-priority slots for
 // the host (so on-demand READs always find a free connection and run first),
 // and starting nothing while READs are being filled (so they get the CPU).
-// Chunks already present or being fetched are skipped. Cancellable; reports
-// progress as bytes present / total. Never rejects: the result says whether
-// it completed, was cancelled, or how many runs failed.
+// Chunks already present or being fetched are skipped. Cancellable (GETs
+// that no READ joined are aborted); reports progress as bytes present /
+// total. Never rejects: the result says whether it completed, was cancelled,
+// or how many runs failed.
 import type { Allocator, RangeSink } from '../content';
-import type { BlobProgress, RemoteBlobContent } from './chunk-fetcher';
+import type { ChunkInfo } from '../../image/blob/chunkinfo';
+import type { BlobProgress } from './presence';
+import type { FetchScheduler } from './scheduler';
 import { AbortedError } from '../../registry/errors';
+
+/** What prefetch needs of a blob's content (RemoteBlobContent). */
+export interface PrefetchTarget {
+  readonly scheduler: Pick<FetchScheduler, 'demandQuiet' | 'acquireLow'>;
+  readonly hostKey: string;
+  progress(): BlobProgress;
+  /** the next run of chunks to fetch from chunk index `from` on, and where to look after it */
+  nextPrefetchRun(from: number): { run: ChunkInfo[]; next: number };
+  deliverRun(run: ChunkInfo[], sink: RangeSink, alloc: Allocator, signal?: AbortSignal): Promise<void>;
+}
 
 export interface PrefetchOptions {
   signal?: AbortSignal;
@@ -31,7 +44,7 @@ export class Prefetch {
   private firstError: Error | undefined;
 
   constructor(
-    private readonly content: RemoteBlobContent,
+    private readonly content: PrefetchTarget,
     private readonly sink: RangeSink,
     private readonly alloc: Allocator,
     private readonly opts: PrefetchOptions = {},
@@ -61,7 +74,7 @@ export class Prefetch {
     const signal = this.ac.signal;
     const inflight = new Set<Promise<void>>();
     let cursor = 0;
-    const n = c.blob.chunks.length;
+    const n = c.progress().chunks;
     while (cursor < n && !signal.aborted) {
       let release: () => void;
       try {

@@ -2,6 +2,17 @@
 // bit per chunk; counts kept for progress reports.
 import { chunksCovering, type ChunkInfo } from '../../image/blob/chunkinfo';
 
+/** How much of a blob is present. */
+export interface BlobProgress {
+  chunks: number;
+  chunksPresent: number;
+  /** uncompressed bytes of all chunks */
+  bytes: number;
+  bytesPresent: number;
+  /** compressed bytes fetched so far */
+  fetchedBytes: number;
+}
+
 export interface ChunkPresence {
   has(index: number): boolean;
   add(index: number): void;

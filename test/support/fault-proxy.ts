@@ -1,7 +1,7 @@
 // An HTTP proxy in front of a registry (127.0.0.1) that forwards everything
 // and, when a rule matches, injects a fault instead: an error status, a
 // connection reset in the middle of the body, a stall, a body shorter than
-// asked for, a flipped byte, a redirect to another origin. It logs every
+// asked for, a flipped byte, a redirect to another origin, no answer. It logs every
 // request (method, path, Range, status, whether Authorization was sent), so
 // tests can count what reached the registry.
 import http from 'node:http';
@@ -22,8 +22,14 @@ export type Fault =
   | { kind: 'flip'; at?: number }
   /** forward without the Range header (the registry answers 200 with the whole blob) */
   | { kind: 'ignore-range' }
+  /** forward `afterBytes` of the request body (default: half of its Content-Length), then destroy both connections */
+  | { kind: 'reset-mid-request'; afterBytes?: number }
+  /** hold the request for `ms` (its body unread), then forward it untouched (e.g. until a token has expired) */
+  | { kind: 'delay'; ms: number }
   /** 307 (or `status`) to the same path and query on another origin, with extra query parameters */
-  | { kind: 'redirect'; to: string; status?: number; query?: Record<string, string> };
+  | { kind: 'redirect'; to: string; status?: number; query?: Record<string, string> }
+  /** never answer: the request hangs until the client gives up (LogEntry.closedAt says when) */
+  | { kind: 'hang' };
 
 export interface RequestInfo {
   method: string;
@@ -47,6 +53,8 @@ export interface LogEntry {
   fault?: Fault['kind'];
   authorization: boolean;
   at: number;
+  /** a hung request: when the client closed its connection */
+  closedAt?: number;
 }
 
 export interface FaultProxyOptions {
@@ -54,7 +62,14 @@ export interface FaultProxyOptions {
   upstreamHeaders?: Record<string, string>;
   /** drop the client's Authorization instead of forwarding it */
   stripAuthorization?: boolean;
+  /** forward the client's Host header, so the registry's Locations (upload sessions) point back at the proxy */
+  keepHost?: boolean;
 }
+
+/** blob upload requests: POST (start or mount), PATCH (chunk), PUT (?digest=) */
+export const isUpload = (r: RequestInfo) => r.path.includes('/blobs/uploads/');
+export const isUploadBody = (r: RequestInfo) => isUpload(r) && (r.method === 'PATCH' || r.method === 'PUT') &&
+  Number(r.headers['content-length'] ?? 0) > 0;
 
 /** GET …/blobs/… requests */
 export const isBlobGet = (r: RequestInfo) => r.method === 'GET' && r.path.includes('/blobs/sha256:');
@@ -138,6 +153,11 @@ export class FaultProxy {
       req.socket.destroy();
       return;
     }
+    if (fault?.kind === 'hang') {
+      req.resume();
+      res.once('close', () => (entry.closedAt = Date.now()));
+      return;
+    }
     if (fault?.kind === 'status') {
       entry.status = fault.status;
       req.resume();
@@ -152,7 +172,17 @@ export class FaultProxy {
       res.writeHead(entry.status, { location: target.toString(), 'content-length': '0' }).end();
       return;
     }
-    const headers: http.OutgoingHttpHeaders = { ...req.headers, host: this.upstream.host, ...this.opts.upstreamHeaders };
+    if (fault?.kind === 'delay') {
+      req.pause();
+      const t = setTimeout(() => this.forward(req, res, info, entry, undefined), fault.ms);
+      req.socket.once('close', () => clearTimeout(t));
+      return;
+    }
+    this.forward(req, res, info, entry, fault);
+  }
+
+  private forward(req: http.IncomingMessage, res: http.ServerResponse, info: RequestInfo, entry: LogEntry, fault: Fault | undefined): void {
+    const headers: http.OutgoingHttpHeaders = { ...req.headers, host: this.opts.keepHost ? req.headers.host : this.upstream.host, ...this.opts.upstreamHeaders };
     if (this.opts.stripAuthorization) delete headers.authorization;
     if (fault?.kind === 'ignore-range') delete headers.range;
     if (this.opts.upstreamHeaders?.authorization) headers.authorization = this.opts.upstreamHeaders.authorization;
@@ -168,6 +198,23 @@ export class FaultProxy {
       if (!res.headersSent) res.writeHead(502).end('upstream error');
       else res.destroy();
     });
+    if (fault?.kind === 'reset-mid-request') {
+      const cut = fault.afterBytes ?? Math.floor(Number(req.headers['content-length'] ?? 0) / 2);
+      let sent = 0;
+      req.on('data', (chunk: Buffer) => {
+        if (sent >= cut) return;
+        const part = chunk.subarray(0, cut - sent);
+        sent += part.length;
+        up.write(part);
+        if (sent >= cut) {
+          // the registry sees a body cut short, the client a dead connection
+          up.destroy();
+          req.socket.destroy();
+        }
+      });
+      req.on('end', () => up.end());
+      return;
+    }
     req.pipe(up);
   }
 
