@@ -2,6 +2,7 @@
 // on a TTY, otherwise one line per layer (logs stay readable).
 import { MultiBar, Presets, SingleBar } from 'cli-progress';
 import { convert, ConvertOptions, DEFAULT_CHUNK_SIZE } from '../image/convert';
+import { RegistryError } from '../registry/errors';
 
 export interface ConvertCliOptions {
   chunkSize?: string;
@@ -9,6 +10,9 @@ export interface ConvertCliOptions {
   workers?: string;
   user?: string;
   plainHttp?: boolean;
+  hostsDir?: string;
+  mountFrom?: string[];
+  uploadChunkSize?: string;
   platform?: string;
   tmpDir?: string;
   json?: boolean;
@@ -30,19 +34,30 @@ export async function convertCommand(src: string, dst: string, o: ConvertCliOpti
   const tty = process.stderr.isTTY === true;
   let multi: MultiBar | undefined;
   let bar: SingleBar | undefined;
+  const pushBars = new Map<number, SingleBar>();
+  const bars = () =>
+    (multi ??= new MultiBar({ format: ' {name} [{bar}] {percentage}% | {value}/{total} MB', clearOnComplete: false, hideCursor: true }, Presets.shades_classic));
+  const say = (line: string) => {
+    if (multi) {
+      multi.log(line + '\n');
+      multi.update(); // render now: the log is only flushed on a redraw
+    } else process.stderr.write(line + '\n');
+  };
   const opts: ConvertOptions = {
     chunkSize: o.chunkSize ? parseSize(o.chunkSize) : DEFAULT_CHUNK_SIZE,
     level: o.level ? parseInt(o.level, 10) : 3,
     workers: o.workers !== undefined ? parseInt(o.workers, 10) : 0,
     user: o.user,
     plainHttp: o.plainHttp,
+    hostsDir: o.hostsDir,
+    mountFrom: o.mountFrom,
+    uploadChunkSize: o.uploadChunkSize ? parseSize(o.uploadChunkSize) : undefined,
     platform: o.platform,
     tmpDir: o.tmpDir,
     warn: (m) => (multi ? multi.log(`warning: ${m}\n`) : process.stderr.write(`warning: ${m}\n`)),
     onLayerStart: (i, n, d) => {
       if (!tty) return;
-      multi ??= new MultiBar({ format: ' {name} [{bar}] {percentage}% | {value}/{total} MB', clearOnComplete: false, hideCursor: true }, Presets.shades_classic);
-      bar = multi.create(Math.max(1, Math.round(d.size / 1e6)), 0, { name: `layer ${i + 1}/${n} ${short(d.digest)}` });
+      bar = bars().create(Math.max(1, Math.round(d.size / 1e6)), 0, { name: `layer ${i + 1}/${n} ${short(d.digest)}` });
     },
     onLayerBytes: (_i, bytes) => bar?.update(Math.round(bytes / 1e6)),
     onLayerDone: (i, n, d, r) => {
@@ -55,10 +70,17 @@ export async function convertCommand(src: string, dst: string, o: ConvertCliOpti
           ? `blob ${short(b.id)} ${mb(b.entry.compressedSize)} MB (${b.stats.chunks} chunks, ${b.stats.dedupHits} dedup, ${b.stats.holes} holes, ${b.stats.rawChunks} stored raw)`
           : 'no blob (no file data)') +
         ` in ${r.seconds.toFixed(2)} s`;
-      if (multi) {
-        multi.log(line + '\n');
-        multi.update(); // render now: the log is only flushed on a redraw
-      } else process.stderr.write(line + '\n');
+      say(line);
+    },
+    onPushStart: (i, n, d) => {
+      if (tty) pushBars.set(i, bars().create(Math.max(1, Math.round(d.size / 1e6)), 0, { name: `push  ${i + 1}/${n} ${short(d.digest)}` }));
+    },
+    onPushBytes: (i, bytes) => pushBars.get(i)?.update(Math.round(bytes / 1e6)),
+    onPushDone: (i, n, d, outcome, secs) => {
+      const b = pushBars.get(i);
+      b?.update(b.getTotal());
+      const how = outcome === 'exists' ? 'already there' : outcome === 'mounted' ? 'mounted from another repository' : `uploaded in ${secs.toFixed(2)} s`;
+      say(`push ${i + 1}/${n} ${d.digest}: ${mb(d.size)} MB ${how}`);
     },
   };
   let r;
@@ -67,7 +89,7 @@ export async function convertCommand(src: string, dst: string, o: ConvertCliOpti
   } catch (e) {
     // input problems get a one-line message; anything else keeps its stack
     const err = e as Error;
-    if (!KNOWN.has(err.name) && !(err as { code?: string }).code?.startsWith('E')) throw e;
+    if (!KNOWN.has(err.name) && !(e instanceof RegistryError) && !(err as { code?: string }).code?.startsWith('E')) throw e;
     multi?.stop();
     process.stderr.write(`lazysnap convert: ${err.message}\n`);
     return 1;

@@ -9,6 +9,7 @@ import { FormatError } from '../image/errors';
 import { inspect } from './inspect';
 import { isLayoutRef, openNydusLayout } from '../image/convert/nydus-layout';
 import { convertCommand, ConvertCliOptions } from './convert';
+import { DEFAULT_HOSTS_DIR } from '../image/convert/docker';
 import { AdminClient, AdminError, DEFAULT_ADDRESS } from './admin-client';
 import type { BlobStatus } from '../admin/service';
 
@@ -114,8 +115,12 @@ program
   .option('--chunk-size <size>', 'chunk size, a power of two from 4KiB to 16MiB', '1MiB')
   .option('--level <n>', 'zstd level for chunks', '3')
   .option('--workers <n>', 'zstd worker threads (0: compress on the main thread, the fastest here)', '0')
-  .option('--user <user:pass>', 'registry credentials (Basic, or for a Bearer token)')
-  .option('--plain-http', 'use http:// for registries (automatic for localhost and 127.0.0.1)')
+  .option('--user <user:pass>', "registry credentials for SRC's and DST's registries (Basic, or for a Bearer token); default: docker's config.json")
+  .option('--plain-http', 'use http:// for registries without a hosts.toml (automatic for localhost and 127.0.0.1)')
+  .option('--hosts-dir <dir>', "containerd's hosts.toml directory (mirrors, CAs, capabilities; push goes only to hosts with \"push\")", DEFAULT_HOSTS_DIR)
+  .option('--mount-from <repo>', "a repository of DST's registry to mount blobs from instead of uploading them (repeatable)",
+    (v: string, prev: string[] = []) => [...prev, v])
+  .option('--upload-chunk-size <size>', 'upload blobs larger than this in PATCH chunks of this size (default: one PUT up to 64MiB, 16MiB chunks above)')
   .option('--platform <os/arch>', 'platform to pick from an image index', 'linux/amd64')
   .option('--tmp-dir <dir>', 'staging directory for registry destinations')
   .option('--json', 'print the result as JSON')

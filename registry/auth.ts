@@ -1,8 +1,8 @@
 // Authentication for one registry host: anonymous until the host says 401,
 // then what its challenge asks for. Basic sends the credentials; Bearer
 // exchanges them (or nothing, for anonymous pulls) at the token realm for a
-// token scoped to `repository:<name>:pull`, cached until shortly before it
-// expires. A 401 with a cached token drops the token; the caller retries
+// token scoped to `repository:<name>:pull` (`pull,push` to push), cached
+// per scope set until shortly before it expires. A 401 with a cached token drops the token; the caller retries
 // once with a fresh one (tokens expiring in the middle of a lazy load).
 import type { Logger } from 'pino';
 import { Challenge, challengeScopes, parseChallenges } from './challenge';
@@ -27,6 +27,28 @@ export interface AuthContext {
 
 export function pullScope(repo: string): string {
   return `repository:${repo}:pull`;
+}
+
+/** Push needs pull too: a pusher HEADs blobs and reads upload sessions. */
+export function pushScope(repo: string): string {
+  return `repository:${repo}:pull,push`;
+}
+
+/**
+ * "repository:x:push,pull" → "repository:x:pull,push": registries list
+ * actions in any order (distribution's challenge comes from a Go map), and a
+ * scope must compare, and key the token cache, the same either way.
+ */
+export function normalizeScope(scope: string): string {
+  const i = scope.lastIndexOf(':');
+  if (i < 0) return scope;
+  const actions = [...new Set(scope.slice(i + 1).split(',').filter(Boolean))].sort();
+  return `${scope.slice(0, i)}:${actions.join(',')}`;
+}
+
+/** The sorted, de-duplicated scope list a token is asked for (and cached under). */
+function scopeSet(scopes: string[], extra: string[]): string[] {
+  return [...new Set([...scopes, ...extra].map(normalizeScope))].sort();
 }
 
 function basicHeader(c: { username: string; password: string }): string {
@@ -54,7 +76,7 @@ export class HostAuth {
       return basicHeader(creds);
     }
     if (creds && 'registryToken' in creds) return `Bearer ${creds.registryToken}`;
-    const all = [...new Set([...scopes, ...m.extraScopes])].sort();
+    const all = scopeSet(scopes, m.extraScopes);
     const key = `${m.realm}|${m.service ?? ''}|${all.join(' ')}|${credentialKey(creds)}`;
     const token = await this.ctx.tokens.getOrFetch(key, () => this.fetchToken(m.realm, m.service, all, creds, signal));
     return `Bearer ${token}`;
@@ -72,13 +94,14 @@ export class HostAuth {
     const creds = await this.credentials();
     if (bearer) {
       const prev = this.mode;
-      const extra = challengeScopes(bearer).filter((s) => !scopes.includes(s));
+      const asked = new Set(scopes.map(normalizeScope));
+      const extra = challengeScopes(bearer).map(normalizeScope).filter((s) => !asked.has(s));
       this.mode = { kind: 'bearer', realm: bearer.params.realm, service: bearer.params.service, extraScopes: extra };
       if (used?.startsWith('Bearer ')) {
         const token = used.slice(7);
         // Any cached copy of the refused token goes; the retry fetches a new one.
         if (prev.kind === 'bearer') {
-          const all = [...new Set([...scopes, ...prev.extraScopes])].sort();
+          const all = scopeSet(scopes, prev.extraScopes);
           this.ctx.tokens.invalidate(`${prev.realm}|${prev.service ?? ''}|${all.join(' ')}|${credentialKey(creds)}`, token);
         }
         if (creds && 'registryToken' in creds) throw new AuthError('the registry refused the configured registry token', info);

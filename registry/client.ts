@@ -27,10 +27,13 @@ import {
 } from './errors';
 import {
   DEFAULT_TIMEOUTS,
+  HttpMethod,
   HttpPool,
   HttpResponse,
   HttpTimeouts,
+  RequestBody,
   discard,
+  dropBody,
   errorText,
   headerValue,
   readExact,
@@ -103,17 +106,39 @@ export interface ResolvedManifest {
   index?: { digest: string; mediaType: string; index: ImageIndex };
 }
 
-interface Op<T> {
+/** One HTTP exchange with a host; `once` adds auth (401 → re-auth once) and follows redirects. */
+export interface HttpStep<T> {
   what: string;
-  /** path below the API root, starting with "/" */
-  path: string;
-  capability: Capability;
-  method: 'GET' | 'HEAD';
+  /** path below the repository's API root, starting with "/" (may carry a query) */
+  path?: string;
+  /** an absolute URL instead of path: an upload session's Location */
+  url?: string;
+  method: HttpMethod;
   headers?: Record<string, string>;
+  /** made anew for every send: a retry, a re-auth or a redirect sends the body again */
+  body?: () => RequestBody;
+  /** token scopes; default pull on this repository */
+  scopes?: string[];
   /** cache the final URL of redirects under this key (blobs) */
   redirectKey?: string;
   signal?: AbortSignal;
   handle(res: HttpResponse, info: RegistryErrorInfo): Promise<T>;
+}
+
+export interface Op<T> extends HttpStep<T> {
+  capability: Capability;
+}
+
+/**
+ * Several exchanges with one host that succeed or fail together (an upload
+ * session: POST, PATCHes, PUT). A failure counts as an attempt on that host
+ * and `run` starts again (after backoff, or on the next host).
+ */
+export interface SessionOp<T> {
+  what: string;
+  capability: Capability;
+  signal?: AbortSignal;
+  run(host: RegistryHost, step: <U>(s: HttpStep<U>) => Promise<U>): Promise<T>;
 }
 
 /** A cached redirect URL failed: retry at once through the registry (does not count as an attempt). */
@@ -239,7 +264,7 @@ export class Repository {
   }
 
   /** Runs one operation against the hosts in order, with retries. */
-  async execute<T>(op: Op<T>): Promise<T> {
+  async execute<T>(op: Op<T> | SessionOp<T>): Promise<T> {
     const c = this.client;
     const policy = c.retry;
     const hosts = c.order(this.hosts().filter((h) => h.capabilities.has(op.capability)));
@@ -252,7 +277,7 @@ export class Repository {
       for (let attempt = 1; ; attempt++) {
         if (op.signal?.aborted) throw new AbortedError(op.what);
         try {
-          const r = await this.once(host, op);
+          const r = await ('run' in op ? op.run(host, (s) => this.once(host, s)) : this.once(host, op));
           c.markUp(host);
           return r;
         } catch (e) {
@@ -284,14 +309,16 @@ export class Repository {
   }
 
   private apiUrl(host: RegistryHost, path: string): string {
-    return `${host.api}/${this.repo}${path}${host.mirror ? `?ns=${encodeURIComponent(this.registry)}` : ''}`;
+    const ns = host.mirror ? `${path.includes('?') ? '&' : '?'}ns=${encodeURIComponent(this.registry)}` : '';
+    return `${host.api}/${this.repo}${path}${ns}`;
   }
 
-  private async once<T>(host: RegistryHost, op: Op<T>): Promise<T> {
+  private async once<T>(host: RegistryHost, op: HttpStep<T>): Promise<T> {
     const c = this.client;
     const auth = c.authFor(host, this.credentials);
     const info: RegistryErrorInfo = { host: host.host, repo: this.repo, what: op.what };
-    const api = this.apiUrl(host, op.path);
+    const api = op.url ?? this.apiUrl(host, op.path ?? '');
+    const scopes = op.scopes ?? this.scopes;
     const cacheKey = op.redirectKey ? `${host.origin}|${this.repo}|${op.redirectKey}` : undefined;
     let url = api;
     let cached = false;
@@ -311,14 +338,15 @@ export class Repository {
       Object.assign(headers, op.headers);
       let authorization: string | undefined;
       if (atHost) {
-        authorization = await auth.authorization(this.scopes, op.signal);
+        authorization = await auth.authorization(scopes, op.signal);
         if (authorization) headers.authorization = authorization;
       }
       const agent = c.pool.agent(atHost ? host.tls : (c.opts.otherTls ?? {}));
       c.stats.requests++;
       let res: HttpResponse;
+      const body = op.body?.();
       try {
-        res = await send(agent, url, { method: op.method, headers, signal: op.signal }, info);
+        res = await send(agent, url, { method: op.method, headers, body, signal: op.signal }, info);
       } catch (e) {
         if (cached && cacheKey && !(e instanceof AbortedError)) {
           c.redirects.invalidate(cacheKey, url);
@@ -329,6 +357,7 @@ export class Repository {
       if (isRedirect(res.status)) {
         const loc = headerValue(res.headers, 'location');
         discard(res);
+        dropBody(body);
         if (!loc) throw new ProtocolError(`HTTP ${res.status} without a Location`, { ...info, status: res.status });
         if (hop >= MAX_REDIRECTS) throw new ProtocolError(`more than ${MAX_REDIRECTS} redirects`, info);
         let next: URL;
@@ -349,13 +378,14 @@ export class Repository {
       if (res.status === 401 && atHost) {
         const www = res.headers['www-authenticate'];
         await errorText(res);
+        dropBody(body);
         if (reauthed) {
           throw new AuthError(authorization?.startsWith('Basic ')
             ? `the registry refused the Basic credentials for ${host.host}`
-            : `HTTP 401 again with a fresh ${authorization ? 'token' : 'request'}: the credentials do not grant pull access to ${this.repo}`,
+            : `HTTP 401 again with a fresh ${authorization ? 'token' : 'request'}: the credentials do not grant ${scopes.join(' ')}`,
           { ...info, status: 401 });
         }
-        await auth.unauthorized(www, this.scopes, authorization, { ...info, status: 401 });
+        await auth.unauthorized(www, scopes, authorization, { ...info, status: 401 });
         if (authorization) c.stats.reauths++;
         reauthed = true;
         url = api;
@@ -372,6 +402,8 @@ export class Repository {
       } catch (e) {
         if (cached && cacheKey) c.redirects.invalidate(cacheKey, url);
         throw e;
+      } finally {
+        dropBody(body);
       }
     }
   }

@@ -20,7 +20,7 @@ import {
 import { emptyRoot, mergeLayer } from './merge';
 import { Descriptor, ImageDest, ImageError, ImageSource, LayoutDest, LayoutSource, parseLayoutRef, parsePlatform } from './oci';
 import { CompressorPool } from './pool';
-import { RegistryDest, RegistryOptions, RegistrySource, parseRegistryRef } from './registry';
+import { Registries, RegistryDest, RegistryOptions, RegistrySource, parseDockerRef } from './docker';
 import { LayerBlob, LayerTree, Node } from './tree';
 
 export const DEFAULT_CHUNK_SIZE = 1 << 20;
@@ -64,20 +64,25 @@ export interface ConvertResult {
   seconds: number;
 }
 
-export function openSource(s: string, opts: ConvertOptions): ImageSource {
+/** The registry hosts SRC and DST name (--user's credentials go to these). */
+function registryHosts(...refs: string[]): string[] {
+  return refs.filter((s) => !parseLayoutRef(s)).map((s) => parseDockerRef(s)?.ref.host).filter((h): h is string => !!h);
+}
+
+export function openSource(s: string, opts: ConvertOptions, registries = new Registries(opts, registryHosts(s))): ImageSource {
   const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
   const layout = parseLayoutRef(s);
   if (layout) return new LayoutSource(layout, platform);
-  const reg = parseRegistryRef(s);
-  if (reg) return new RegistrySource(reg, opts, platform);
+  const reg = parseDockerRef(s);
+  if (reg) return new RegistrySource(reg, registries, platform);
   throw new ImageError(`cannot tell what "${s}" is: use oci:DIR[:TAG], a path, or docker://HOST/REPO:TAG`);
 }
 
-export function openDest(s: string, opts: ConvertOptions): ImageDest {
+export function openDest(s: string, opts: ConvertOptions, registries = new Registries(opts, registryHosts(s))): ImageDest {
   const layout = parseLayoutRef(s);
   if (layout) return new LayoutDest(layout);
-  const reg = parseRegistryRef(s);
-  if (reg) return new RegistryDest(reg, opts, opts.tmpDir);
+  const reg = parseDockerRef(s);
+  if (reg) return new RegistryDest(reg, registries, opts, opts.tmpDir);
   throw new ImageError(`cannot tell what "${s}" is: use oci:DIR[:TAG], a path, or docker://HOST/REPO:TAG`);
 }
 
@@ -102,10 +107,17 @@ function seconds(t0: bigint): number {
 
 export async function convert(src: string, dst: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
   const t0 = process.hrtime.bigint();
+  const registries = new Registries(opts, registryHosts(src, dst));
+  try {
+    return await convertWith(openSource(src, opts, registries), openDest(dst, opts, registries), opts, t0);
+  } finally {
+    await registries.close();
+  }
+}
+
+async function convertWith(source: ImageSource, dest: ImageDest, opts: ConvertOptions, t0: bigint): Promise<ConvertResult> {
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const warn = opts.warn ?? ((m: string) => process.stderr.write(`warning: ${m}\n`));
-  const source = openSource(src, opts);
-  const dest = openDest(dst, opts);
   const image = await source.resolve();
   const layers = image.manifest.layers;
   if (layers.length === 0) throw new ImageError(`${source.name}: the image has no layers`);

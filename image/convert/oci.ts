@@ -1,5 +1,5 @@
 // OCI image structures and the two places images live: an OCI layout
-// directory (oci:DIR[:TAG] or a plain path) and a registry (registry.ts).
+// directory (oci:DIR[:TAG] or a plain path) and a registry (docker.ts).
 import crypto from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
