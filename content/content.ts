@@ -42,6 +42,44 @@ export interface BlobContent {
   close?(): void;
   /** Fetches the whole blob in the background, below on-demand reads (remote blobs only). */
   prefetch?(sink: RangeSink, alloc: Allocator): { cancel(): void; done: Promise<unknown> };
+  /** Chunks that failed verification, and the bad ones among them (remote blobs only). */
+  chunkHealth?(): ChunkHealth;
+}
+
+/** A chunk that kept failing verification: its bytes are not served (EIO) until `until`, then the next READ that needs it tries once more. */
+export interface BadChunk {
+  index: number;
+  /** its bytes in the blob's uncompressed space, and compressed */
+  uOffset: number;
+  uSize: number;
+  cOffset: number;
+  cSize: number;
+  /** times it was marked bad (1, then +1 for each retry after a cool-down that failed again) */
+  failures: number;
+  /** ms since the epoch: first marked, and the end of the current cool-down */
+  since: number;
+  until: number;
+  /** the last verification failure */
+  error: string;
+}
+
+export interface ChunkHealth {
+  /** marked bad and not healed yet, by index */
+  badChunks: BadChunk[];
+  /** digest or size mismatches seen (every refetch counts) */
+  verifyFailures: number;
+  /** times a chunk was marked bad (again), and marked chunks that later verified */
+  badChunksMarked: number;
+  badChunksHealed: number;
+}
+
+/**
+ * Whether filling the same range again may succeed now. False for errors
+ * that say it cannot yet (a chunk in its bad-chunk cool-down): the READ is
+ * then answered at once instead of retried.
+ */
+export function fillRetryable(err: unknown): boolean {
+  return (err as { fillRetryable?: unknown } | null | undefined)?.fillRetryable !== false;
 }
 
 export interface BlobPresence {

@@ -4,8 +4,16 @@
 // into Range GETs of at most `maxMerge` compressed bytes run concurrently
 // through the per-host scheduler, and each chunk is decompressed straight
 // into the caller's aligned buffer and digest-checked. A chunk that fails
-// its digest (or arrives short) is refetched; after `verifyAttempts` the
-// fill rejects: wrong bytes are never written.
+// its digest (or arrives short) is refetched; after `verifyAttempts` it is
+// marked bad for a cool-down (bad-chunks.ts) and the fill rejects: wrong
+// bytes are never written.
+//
+// A bad chunk fails only its own bytes: every other chunk of the window (and
+// of the piece it shares with the bad one) is written first, the bad chunk's
+// pages stay a hole. Chunks start on a page and no two chunks' spans share a
+// page (chunkinfo.ts), so a hole never takes a neighbour's bytes. The fill
+// rejects only if the window needs the bad chunk: a widened chunk that fails
+// costs the READ nothing.
 //
 // Presence: a chunk written through a sink is "present". Widening and
 // prefetch skip present chunks. A chunk inside the kernel's window is always
@@ -20,19 +28,20 @@
 // fill and prefetch run that joined it and is aborted only when all of them
 // have stopped waiting (waiters.ts).
 import type { Logger } from 'pino';
-import { Allocator, BlobContent, RangeSink, alignUp, fillWindow } from '../content';
+import { Allocator, BlobContent, ChunkHealth, RangeSink, alignUp, fillWindow } from '../content';
 import type { ChunkInfo } from '../../image/blob/chunkinfo';
 import { DataBlob } from '../../image/blob/datablob';
 import { FormatError } from '../../image/errors';
 import type { BlobEntry } from '../../image/rafs/bootstrap';
 import { Prefetch, PrefetchOptions, PrefetchTarget } from './prefetch';
 import { BlobProgress, ChunkPresence, PresenceBitmap, markRange } from './presence';
-import { Run, chunkSpan, coalesce, deliveryRanges, splitRange, widen } from './planner';
+import { Run, chunkSpan, coalesce, deliveryRanges, splitRange, subtractSpans, widen } from './planner';
 import type { Repository } from '../../registry/client';
-import { AbortedError, IntegrityError } from '../../registry/errors';
+import { AbortedError } from '../../registry/errors';
 import { FetchScheduler, Priority } from './scheduler';
 import { RangeReader, RegistryBlobSource, rangeReaderOf } from './source';
 import { SharedFetch, Waiter } from './waiters';
+import { BadChunkError, BadChunks } from './bad-chunks';
 
 export interface ChunkFetcherOptions {
   /** widen reads to at least this many uncompressed bytes (default 1 MiB; 0 = whole chunks only) */
@@ -43,6 +52,12 @@ export interface ChunkFetcherOptions {
   maxPiece?: number;
   /** fetch-and-verify attempts per chunk (default 3) */
   verifyAttempts?: number;
+  /**
+   * A chunk that failed all its verifyAttempts is not fetched again for this
+   * long (default 60 s): READs needing it get EIO at once. Then one READ
+   * tries it once more (healed, or bad for another cool-down).
+   */
+  badChunkCooldownMs?: number;
   /** compressed bytes of recently fetched chunks kept in memory (default 32 MiB) */
   cacheBytes?: number;
   /** skip present chunks even inside the requested window (nydus's behaviour; default false) */
@@ -77,6 +92,11 @@ export interface ChunkFetcherStats {
   /** chunks a fill left to a concurrent fill that was writing them */
   sharedDeliveries: number;
   verifyFailures: number;
+  /** times a chunk was marked bad (again, after a failed retry) */
+  badChunksMarked: number;
+  badChunksHealed: number;
+  /** fills that found a chunk they need in its cool-down (failed without fetching it) */
+  badChunkHits: number;
 }
 
 interface Job {
@@ -110,9 +130,11 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
   readonly hostKey: string;
   readonly stats: ChunkFetcherStats = {
     fills: 0, gets: 0, getBytes: 0, chunksFetched: 0, chunksDelivered: 0, joined: 0, redelivered: 0, sharedDeliveries: 0,
-    verifyFailures: 0,
+    verifyFailures: 0, badChunksMarked: 0, badChunksHealed: 0, badChunkHits: 0,
   };
   readonly opts: Required<Omit<ChunkFetcherOptions, 'scheduler' | 'hostKey' | 'presence' | 'log'>>;
+  /** chunks that kept failing verification, each with its cool-down */
+  readonly bad: BadChunks;
   private readonly pieces = new Map<number, Piece>();
   /** chunks being written by some fill: resolves true once written, false if that failed */
   private readonly delivering = new Map<number, Promise<boolean>>();
@@ -135,10 +157,12 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       maxMerge: opts.maxMerge ?? 4 << 20,
       maxPiece: opts.maxPiece ?? 4 << 20,
       verifyAttempts: Math.max(1, opts.verifyAttempts ?? 3),
+      badChunkCooldownMs: Math.max(0, opts.badChunkCooldownMs ?? 60_000),
       cacheBytes: opts.cacheBytes ?? 32 << 20,
       trustPresence: opts.trustPresence ?? false,
       shareDeliveries: opts.shareDeliveries ?? true,
     };
+    this.bad = new BadChunks(this.opts.badChunkCooldownMs);
     this.totalBytes = blob.chunks.reduce((n, c) => n + c.uSize, 0);
     for (const c of blob.chunks) if (this.presence.has(c.index)) this.bytesPresent += c.uSize;
   }
@@ -168,6 +192,15 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       bytes: this.totalBytes,
       bytesPresent: this.bytesPresent,
       fetchedBytes: this.stats.getBytes,
+    };
+  }
+
+  chunkHealth(): ChunkHealth {
+    return {
+      badChunks: this.bad.list(),
+      verifyFailures: this.stats.verifyFailures,
+      badChunksMarked: this.stats.badChunksMarked,
+      badChunksHealed: this.stats.badChunksHealed,
     };
   }
 
@@ -202,8 +235,13 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     this.stats.fills++;
     // Everything up to acquire() is synchronous, so concurrent fills see each other's fetches.
     const required = this.blob.chunksFor(w.start, w.end - w.start);
-    const keep = this.opts.trustPresence ? required.filter((c) => this.presence.has(c.index)) : [];
-    let needed = this.opts.trustPresence ? required.filter((c) => !this.presence.has(c.index)) : required;
+    const now = this.bad.now();
+    // in their cool-down: not fetched; their pages stay holes and the fill fails once the rest is written
+    const cooling = this.bad.size ? required.filter((c) => this.bad.cooling(c.index, now)) : [];
+    const usable = cooling.length ? required.filter((c) => !cooling.includes(c)) : required;
+    if (cooling.length) this.stats.badChunkHits++;
+    const keep = this.opts.trustPresence ? usable.filter((c) => this.presence.has(c.index)) : [];
+    let needed = this.opts.trustPresence ? usable.filter((c) => !this.presence.has(c.index)) : usable;
     // chunks another fill is writing right now: wait for it rather than write them twice
     const others = this.opts.shareDeliveries ? needed.filter((c) => this.delivering.has(c.index)) : [];
     if (others.length) needed = needed.filter((c) => !this.delivering.has(c.index));
@@ -215,7 +253,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       end: w.end,
       amplify: this.opts.amplify,
       maxExtraBytes: this.opts.maxMerge,
-      skip: (c) => this.presence.has(c.index) || this.pieces.has(c.index) || this.delivering.has(c.index),
+      skip: (c) => this.busy(c, now),
     });
     const deliver = [...needed, ...extra];
     const got = this.acquire(deliver, Priority.OnDemand, waiter);
@@ -224,17 +262,37 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       this.stats.sharedDeliveries += others.length;
     }
     const waits = others.map((c) => this.delivering.get(c.index)!);
-    const ranges = deliveryRanges(w, deliver, [...keep, ...others]);
+    const ranges = deliveryRanges(w, deliver, [...keep, ...others, ...cooling]);
     const own = this.deliver(ranges, deliver, got, sink, alloc, Priority.OnDemand, waiter);
     const [mine, theirs] = await Promise.allSettled([own, waiter.wait(Promise.all(waits))]);
     if (mine.status === 'rejected') throw mine.reason;
     if (theirs.status === 'rejected') throw theirs.reason; // gave up waiting for the other writer
-    // a concurrent writer failed: write those chunks here
-    const failed = others.filter((_, i) => !theirs.value[i]);
-    if (failed.length) {
-      const again = this.acquire(failed, Priority.OnDemand, waiter);
-      await this.deliver(deliveryRanges(chunkSpan(failed[0]), failed, []), failed, again, sink, alloc, Priority.OnDemand, waiter);
+    const failures = mine.value;
+    // a concurrent writer failed: write those chunks here, unless it found them bad
+    const lost = others.filter((_, i) => !theirs.value[i]);
+    const retry = lost.filter((c) => !this.bad.cooling(c.index));
+    if (retry.length) {
+      const again = this.acquire(retry, Priority.OnDemand, waiter);
+      const more = await this.deliver(deliveryRanges(chunkSpan(retry[0]), retry, []), retry, again, sink, alloc, Priority.OnDemand, waiter);
+      for (const [i, e] of more) failures.set(i, e);
     }
+    // The window's outcome: all its chunks written, or why not (widened chunks that failed do not count).
+    const errors: Error[] = [];
+    for (const c of required) {
+      const e = failures.get(c.index);
+      if (e) errors.push(e);
+      else if (cooling.includes(c) || (lost.includes(c) && !retry.includes(c))) errors.push(this.coolingError(c));
+    }
+    if (errors.length) throw errors.find((e) => !(e instanceof BadChunkError)) ?? errors[0]; // a retry may cure the others
+  }
+
+  /** The error for a READ that needs a chunk in its cool-down. */
+  private coolingError(c: ChunkInfo): BadChunkError {
+    const b = this.bad.get(c.index)!;
+    return new BadChunkError(
+      `chunk ${c.index} is marked bad (failed verification, ${b.failures}× after all attempts) until ${new Date(b.until).toISOString()}; ` +
+      `its bytes give EIO until then`,
+      { what: `${this.name} chunk ${c.index} (uncompressed [${c.uOffset}, +${c.uSize}))` }, c.index, b.until);
   }
 
   /** Background fetch of the whole blob at low priority; READs overtake it. */
@@ -244,9 +302,10 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
 
   // ---- internals shared with Prefetch
 
-  /** Whether a chunk is present or being fetched/cached (prefetch skips those). */
-  busy(c: ChunkInfo): boolean {
-    return this.presence.has(c.index) || this.pieces.has(c.index) || this.delivering.has(c.index);
+  /** Whether a chunk is present, being fetched/cached or bad for now (prefetch and widening skip those). */
+  busy(c: ChunkInfo, now?: number): boolean {
+    return this.presence.has(c.index) || this.pieces.has(c.index) || this.delivering.has(c.index) ||
+      (this.bad.size > 0 && this.bad.cooling(c.index, now));
   }
 
   /**
@@ -360,44 +419,76 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
 
   /**
    * Writes `ranges` (page-aligned, each holding whole chunks of `chunks`)
-   * through the sink: decompressed, verified chunks; zeros elsewhere.
-   * Waits for every piece before rejecting, so nothing is written after.
+   * through the sink: decompressed, verified chunks; zeros elsewhere. A chunk
+   * that cannot be had or verified leaves only its own pages unwritten: the
+   * rest of its piece is written around it. Resolves with those chunks'
+   * errors; rejects if the waiter gave up (that piece writes nothing) or the
+   * sink failed. Waits for every piece first, so nothing is written after.
    */
   private async deliver(ranges: Array<{ start: number; end: number }>, chunks: ChunkInfo[], got: Map<number, Fetching>,
-    sink: RangeSink, alloc: Allocator, priority: number, waiter: Waiter): Promise<void> {
+    sink: RangeSink, alloc: Allocator, priority: number, waiter: Waiter): Promise<Map<number, Error>> {
     const pieces = ranges.flatMap((r) => splitRange(r, chunks, this.opts.maxPiece));
     const byStart = [...chunks].sort((a, b) => a.uOffset - b.uOffset);
     // Registered before the first await, so fills starting later see these writes under way.
     const plans = pieces.map((piece) => {
       const inside = byStart.filter((c) => c.uOffset >= piece.start && c.uOffset < piece.end);
-      let settle!: (ok: boolean) => void;
-      const done = new Promise<boolean>((r) => (settle = r));
-      for (const c of inside) this.delivering.set(c.index, done);
-      return { piece, inside, done, settle };
+      const writes = inside.map((c) => {
+        let settle!: (ok: boolean) => void;
+        const done = new Promise<boolean>((r) => (settle = r));
+        this.delivering.set(c.index, done);
+        return { c, done, settle, ok: false };
+      });
+      return { piece, inside, writes };
     });
-    const results = await Promise.allSettled(plans.map(async ({ piece, inside, done, settle }) => {
+    const failures = new Map<number, Error>();
+    const results = await Promise.allSettled(plans.map(async ({ piece, inside, writes }) => {
       try {
+        for (const c of inside) {
+          if (chunkSpan(c).end > piece.end) throw new Error(`internal: chunk ${c.index} crosses piece [${piece.start}, ${piece.end})`);
+        }
         // fetch first (all pieces' GETs are already scheduled), then allocate and decode
-        const compressed = await Promise.all(inside.map((c) => got.get(c.index)!.bytes));
+        const compressed = await Promise.allSettled(inside.map((c) => got.get(c.index)!.bytes));
         const buf = alloc(piece.end - piece.start);
+        const bad = new Map<ChunkInfo, Error>();
         for (let k = 0; k < inside.length; k++) {
           const c = inside[k];
           const at = c.uOffset - piece.start;
-          if (chunkSpan(c).end > piece.end) throw new Error(`internal: chunk ${c.index} crosses piece [${piece.start}, ${piece.end})`);
-          await this.decodeInto(c, compressed[k], got.get(c.index)!.piece, buf.subarray(at, at + c.uSize), priority, waiter);
+          const r = compressed[k];
+          try {
+            if (r.status === 'rejected') throw r.reason;
+            await this.decodeInto(c, r.value, got.get(c.index)!.piece, buf.subarray(at, at + c.uSize), priority, waiter);
+          } catch (e) {
+            if (e instanceof AbortedError) throw e; // the waiter gave up: this piece writes nothing
+            bad.set(c, e as Error);
+          }
         }
-        await sink(piece.start, buf);
-        for (const c of inside) this.markDelivered(c);
-        settle(true);
-      } catch (e) {
-        settle(false);
-        throw e;
+        if (bad.size === 0) await sink(piece.start, buf);
+        else {
+          // the good chunks (and the zeros between chunks) around the bad ones' pages, each in a buffer of its own
+          for (const r of subtractSpans([piece], [...bad.keys()].map(chunkSpan))) {
+            const part = alloc(r.end - r.start);
+            buf.copy(part, 0, r.start - piece.start, r.end - piece.start);
+            await sink(r.start, part);
+          }
+        }
+        for (const w of writes) {
+          const e = bad.get(w.c);
+          if (e) failures.set(w.c.index, e);
+          else {
+            this.markDelivered(w.c);
+            w.ok = true;
+          }
+        }
       } finally {
-        for (const c of inside) if (this.delivering.get(c.index) === done) this.delivering.delete(c.index);
+        for (const w of writes) {
+          w.settle(w.ok);
+          if (this.delivering.get(w.c.index) === w.done) this.delivering.delete(w.c.index);
+        }
       }
     }));
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
+    return failures;
   }
 
   private markDelivered(c: ChunkInfo): void {
@@ -408,25 +499,34 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     }
   }
 
-  /** Decodes and verifies one chunk into dst; on a digest/size failure refetches it (up to verifyAttempts). */
+  /**
+   * Decodes and verifies one chunk into dst; on a digest/size failure
+   * refetches it, up to verifyAttempts (one attempt for a chunk back from
+   * its cool-down), then marks it bad. A chunk that verifies is healed.
+   */
   private async decodeInto(c: ChunkInfo, first: Buffer, firstPiece: Piece, dst: Buffer, priority: number,
     waiter: Waiter): Promise<void> {
     let compressed = first;
     let piece = firstPiece;
+    const attempts = this.bad.has(c.index) ? 1 : this.opts.verifyAttempts;
     for (let attempt = 1; ; attempt++) {
       try {
         const data = this.blob.decodeChunk(c, compressed, dst);
         if (data.buffer !== dst.buffer || data.byteOffset !== dst.byteOffset) data.copy(dst);
+        if (this.bad.has(c.index)) this.healed(c);
         return;
       } catch (e) {
         if (!(e instanceof FormatError)) throw e;
         this.stats.verifyFailures++;
         this.drop(c.index, piece);
-        if (attempt >= this.opts.verifyAttempts) {
-          throw new IntegrityError(`chunk ${c.index} failed verification ${attempt} times; last: ${e.message}`,
-            { what: `${this.name} chunk ${c.index} (compressed [${c.cOffset}, +${c.cSize}))` });
+        // out of attempts, or another fill found it bad meanwhile
+        if (attempt >= attempts || this.bad.cooling(c.index)) {
+          const until = this.markBad(c, attempt, e.message);
+          throw new BadChunkError(`chunk ${c.index} failed verification ${attempt} times; last: ${e.message}`,
+            { what: `${this.name} chunk ${c.index} (compressed [${c.cOffset}, +${c.cSize}))` }, c.index, until);
         }
-        this.log?.warn({ blob: this.name, chunk: c.index, attempt, err: e.message }, 'chunk failed verification; refetching');
+        // info: a chunk that keeps failing gets its one warning when it is marked bad
+        this.log?.info({ blob: this.name, chunk: c.index, attempt, err: e.message }, 'chunk failed verification; refetching');
         waiter.check(); // past the deadline: no refetch
         dst.fill(0);
         const again = this.acquire([c], priority, waiter).get(c.index)!;
@@ -434,6 +534,28 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
         compressed = await again.bytes;
       }
     }
+  }
+
+  /** Marks c bad for a cool-down (one log line per marking, not per READ); returns when the cool-down ends. */
+  private markBad(c: ChunkInfo, attempts: number, err: string): number {
+    const { entry, marked } = this.bad.mark(c, err);
+    if (!marked) return entry.until;
+    this.stats.badChunksMarked++;
+    const fields = {
+      blob: this.name, chunk: c.index, uOffset: c.uOffset, uSize: c.uSize, cOffset: c.cOffset, cSize: c.cSize,
+      attempts, failures: entry.failures, until: new Date(entry.until).toISOString(), err,
+    };
+    if (entry.failures === 1) this.log?.warn(fields, 'chunk keeps failing verification: marked bad; its bytes give EIO until the cool-down ends');
+    else this.log?.info(fields, 'bad chunk still fails verification after its cool-down: bad for another cool-down');
+    return entry.until;
+  }
+
+  private healed(c: ChunkInfo): void {
+    const b = this.bad.heal(c.index);
+    if (!b) return;
+    this.stats.badChunksHealed++;
+    this.log?.info({ blob: this.name, chunk: c.index, uOffset: c.uOffset, uSize: c.uSize, failures: b.failures },
+      'bad chunk verified: healed');
   }
 
   /** Chunk runs for prefetch: consecutive chunks from `from` that are not busy, compressed-contiguous, ≤ maxMerge. */
@@ -463,7 +585,8 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       const got = this.acquire(run, Priority.Prefetch, waiter);
       const start = run[0].uOffset;
       const end = Math.min(alignUp(this.size), chunkSpan(run[run.length - 1]).end);
-      await this.deliver([{ start, end }], run, got, sink, alloc, Priority.Prefetch, waiter);
+      const failed = await this.deliver([{ start, end }], run, got, sink, alloc, Priority.Prefetch, waiter);
+      for (const e of failed.values()) throw e; // the run's other chunks were written
     } finally {
       waiter.end();
     }

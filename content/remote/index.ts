@@ -10,6 +10,7 @@ import { RegistryClient, RegistryClientOptions, Repository } from '../../registr
 import { FetchScheduler, SchedulerOptions } from './scheduler';
 
 export { RemoteBlobContent } from './chunk-fetcher';
+export { BadChunkError } from './bad-chunks';
 export type { ChunkFetcherOptions, ChunkFetcherStats } from './chunk-fetcher';
 export type { BlobProgress } from './presence';
 export { Prefetch } from './prefetch';

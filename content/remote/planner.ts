@@ -111,11 +111,21 @@ export function deliveryRanges(window: { start: number; end: number }, deliver: 
     else merged.push({ ...r });
   }
   if (keep.length === 0) return merged;
-  const holes = keep.map(chunkSpan).sort((a, b) => a.start - b.start);
+  return subtractSpans(merged, keep.map(chunkSpan));
+}
+
+/**
+ * Ranges minus holes: what is left of each range around the holes, in
+ * order. With page-aligned inputs (chunk spans are: chunks start on a page
+ * and their spans end on one) the pieces are page-aligned too.
+ */
+export function subtractSpans(ranges: Array<{ start: number; end: number }>, holes: Array<{ start: number; end: number }>):
+  Array<{ start: number; end: number }> {
+  const sorted = [...holes].sort((a, b) => a.start - b.start);
   const out: Array<{ start: number; end: number }> = [];
-  for (const r of merged) {
+  for (const r of ranges) {
     let s = r.start;
-    for (const h of holes) {
+    for (const h of sorted) {
       if (h.end <= s || h.start >= r.end) continue;
       if (h.start > s) out.push({ start: s, end: h.start });
       s = Math.max(s, h.end);
