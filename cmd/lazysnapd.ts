@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
-import { ConfigError, loadConfig } from '../config/config';
+import { applyFlags, ConfigError, loadConfig } from '../config/config';
+import { excerpt } from '../log/excerpt';
 import { newLogger } from '../log/logger';
 import { Snapshotter } from '../snapshotter/snapshotter';
 import { serve, shutdown } from '../snapshotter/server';
@@ -20,8 +21,13 @@ class StartupError extends Error {}
 
 function checkRoot(root: string) {
   const parent = path.dirname(root);
-  if (!fs.existsSync(parent)) throw new StartupError(`root ${root}: parent directory ${parent} does not exist`);
-  if (fs.existsSync(root) && !fs.statSync(root).isDirectory()) throw new StartupError(`root ${root} is not a directory`);
+  if (!fs.existsSync(parent)) throw new StartupError(`root ${excerpt(root)}: parent directory ${excerpt(parent)} does not exist`);
+  const st = fs.statSync(root, { throwIfNoEntry: false });
+  if (!st) return;
+  if (!st.isDirectory()) throw new StartupError(`root ${excerpt(root)} is not a directory`);
+  // lazysnapd makes its root 0700: never a directory others share
+  if (root === '/' || st.mode & 0o1000) throw new StartupError(`root ${excerpt(root)} is a shared directory; give lazysnapd one of its own`);
+  if (st.uid !== process.getuid!()) throw new StartupError(`root ${excerpt(root)} is owned by uid ${st.uid}, not by lazysnapd's (${process.getuid!()})`);
 }
 
 async function main(argv: string[]) {
@@ -32,13 +38,14 @@ async function main(argv: string[]) {
     .option('--address <socket>', 'unix socket to serve on (overrides config "address")')
     .option('--log-level <level>', 'overrides config log.level')
     .exitOverride()
+    // commander's usage errors are one line too ("(Did you mean …?)" joins it)
+    .configureOutput({ outputError: (str, write) => write(`lazysnapd: ${str.trim().replace(/\s*\n\s*/g, ' ')}\n`) })
     .parse(argv);
   const opts = program.opts<{ config?: string; root?: string; address?: string; logLevel?: string }>();
   // Like containerd with /etc/containerd/config.toml: the system config is used when present.
-  const cfg = loadConfig(opts.config ?? (fs.existsSync(SYSTEM_CONFIG) ? SYSTEM_CONFIG : undefined));
-  if (opts.root) cfg.root = path.resolve(opts.root);
-  if (opts.address) cfg.address = path.resolve(opts.address);
-  if (opts.logLevel) cfg.log.level = opts.logLevel as typeof cfg.log.level;
+  if (opts.config === '') throw new ConfigError('--config must not be empty');
+  const file = opts.config ?? (fs.existsSync(SYSTEM_CONFIG) ? SYSTEM_CONFIG : undefined);
+  const cfg = applyFlags(loadConfig(file), opts, (p) => path.resolve(p));
   const log = newLogger(cfg.log.level);
 
   checkRoot(cfg.root);
@@ -51,6 +58,7 @@ async function main(argv: string[]) {
     supervisor: fscache.supervisor,
     images,
     fscacheDisabledReason: fscache.disabledReason,
+    mountDirs: cfg.admin.mount_dirs,
     log,
   });
   const server = await serve(sn, cfg.address, log, [{ definition: adminService().service, handlers: admin }]);
@@ -75,7 +83,7 @@ async function main(argv: string[]) {
 
 main(process.argv).catch((err: Error & { code?: string }) => {
   if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
-  if (err.code?.startsWith('commander.')) process.exit(2);
+  if (err.code?.startsWith('commander.')) process.exit(1); // commander has printed it
   const known = err instanceof ConfigError || err instanceof SocketError || err instanceof StartupError || err instanceof FscacheSetupError;
   process.stderr.write(`lazysnapd: ${known ? err.message : (err.stack ?? err.message)}\n`);
   process.exit(1);

@@ -1,7 +1,7 @@
 // JSON logs on stdout (pino): one object per line, for journald and log shippers.
 import pino, { Logger } from 'pino';
-import type { LogLevel } from '../config/config';
 
-export function newLogger(level: LogLevel, name = 'lazysnapd'): Logger {
+// The level is checked against config's LOG_LEVELS before it gets here.
+export function newLogger(level: pino.LevelWithSilent, name = 'lazysnapd'): Logger {
   return pino({ name, level, base: { pid: process.pid } });
 }

@@ -11,9 +11,13 @@ import type { Logger } from 'pino';
 import { ErofsImage } from '../image/erofs/image';
 import { readDeviceTags } from './device-tags';
 import { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
+import { excerpt } from '../log/excerpt';
+import { readFailure, readRegularFile } from '../config/read-file';
 
 const exec = promisify(execFile);
 const MOUNT_TIMEOUT_MS = 120_000;
+/** Far above any bootstrap (a few hundred bytes per file); a bound so that /dev/zero is refused, not read. */
+export const MAX_BOOTSTRAP_BYTES = 1 << 30;
 
 export class MountError extends Error {}
 
@@ -26,6 +30,13 @@ export interface MountSpec {
   /** where the blobs are fetched from, for images pulled through containerd */
   imageRef?: string;
   snapshotId?: number;
+  /** nosuid,nodev: for mounts the CLI asks for (containers' lower layers live under lazysnapd's 0700 root) */
+  nosuid?: boolean;
+}
+
+/** mount(8)'s -o for an EROFS over fscache. */
+export function erofsOptions(o: { fsid: string; domain: string; nosuid?: boolean }): string {
+  return ['ro', ...(o.nosuid ? ['nosuid', 'nodev'] : []), ...(o.domain ? [`domain_id=${o.domain}`] : []), `fsid=${o.fsid}`].join(',');
 }
 
 const NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
@@ -48,16 +59,21 @@ export class Mounter {
   async mount(spec: MountSpec): Promise<FscacheImage> {
     const mountpoint = path.resolve(spec.mountpoint);
     const source = path.resolve(spec.bootstrap);
-    if (!fs.existsSync(source)) throw new MountError(`bootstrap ${source} does not exist`);
-    if (!fs.statSync(mountpoint, { throwIfNoEntry: false })?.isDirectory()) throw new MountError(`mountpoint ${mountpoint} is not a directory`);
-    if (this.images().byMountpoint(mountpoint)) throw new MountError(`${mountpoint} already has a lazysnap mount`);
-    const buf = fs.readFileSync(source);
-    new ErofsImage(buf, `bootstrap ${source}`); // refuse what the kernel would refuse, with a better message
+    if (!fs.existsSync(source)) throw new MountError(`bootstrap ${excerpt(source)} does not exist`);
+    if (!fs.statSync(mountpoint, { throwIfNoEntry: false })?.isDirectory()) throw new MountError(`mountpoint ${excerpt(mountpoint)} is not a directory`);
+    if (this.images().byMountpoint(mountpoint)) throw new MountError(`${excerpt(mountpoint)} already has a lazysnap mount`);
+    let buf: Buffer;
+    try {
+      buf = readRegularFile(source, MAX_BOOTSTRAP_BYTES);
+    } catch (e) {
+      throw new MountError(`bootstrap ${excerpt(source)}: ${readFailure(e)}`);
+    }
+    new ErofsImage(buf, `bootstrap ${excerpt(source)}`); // refuse what the kernel would refuse, with a better message
     const digest = crypto.createHash('sha256').update(buf).digest('hex');
     const fsid = spec.fsid || `lazysnap-${crypto.createHash('sha256').update(`${mountpoint}\0${digest}`).digest('hex').slice(0, 24)}`;
     const domain = spec.domain ?? '';
     for (const [what, v] of [['fsid', fsid], ['domain', domain]] as const) {
-      if (v && !NAME_RE.test(v)) throw new MountError(`${what} "${v}" must be 1-64 characters of [A-Za-z0-9._-]`);
+      if (v && !NAME_RE.test(v)) throw new MountError(`${what} "${excerpt(v)}" must be 1-64 characters of [A-Za-z0-9._-]`);
     }
     if (this.images().get(fsid)) throw new MountError(`fsid ${fsid} is already in use`);
 
@@ -69,9 +85,9 @@ export class Mounter {
     fs.renameSync(`${bootstrap}.tmp`, bootstrap);
     const blobsDir = spec.imageRef && !spec.blobsDir ? '' : path.resolve(spec.blobsDir ?? path.dirname(source));
     this.images().add({ fsid, domain, bootstrap, blobsDir, imageRef: spec.imageRef, snapshotId: spec.snapshotId });
-    const opts = domain ? `domain_id=${domain},fsid=${fsid}` : `fsid=${fsid}`;
+    const opts = erofsOptions({ fsid, domain, nosuid: spec.nosuid });
     try {
-      await exec('mount', ['-t', 'erofs', '-o', `ro,${opts}`, 'none', mountpoint], { timeout: MOUNT_TIMEOUT_MS });
+      await exec('mount', ['-t', 'erofs', '-o', opts, 'none', mountpoint], { timeout: MOUNT_TIMEOUT_MS });
     } catch (err) {
       this.images().remove(fsid);
       fs.rmSync(dir, { recursive: true, force: true });
@@ -86,7 +102,7 @@ export class Mounter {
   async umount(mountpoint: string): Promise<void> {
     const mp = path.resolve(mountpoint);
     const img = this.images().byMountpoint(mp);
-    if (!img) throw new MountError(`${mp} is not a lazysnap mount`);
+    if (!img) throw new MountError(`${excerpt(mp)} is not a lazysnap mount`);
     try {
       await exec('umount', [mp], { timeout: MOUNT_TIMEOUT_MS });
     } catch (err) {

@@ -3,15 +3,33 @@
 //   selector  := fieldpath [op value]         op: == != ~= ; no op = presence
 //   fieldpath := field ("." field)*           field: [A-Za-z0-9_]+ or "quoted"
 // Several filter strings are OR-ed. Values may be quoted with " (or / and | for ~=).
-import { invalidArgument } from './storage/errors';
+//
+// ~= is a regular expression in RE2 syntax, matched in linear time, as
+// containerd's Go does (regexp). A backtracking engine took 19.5 s over
+// `^redos-(a|a)+$` and a 31-character name, with every other client waiting.
+import { RE2JS } from 're2js';
+import { excerpt, invalidArgument } from './storage/errors';
 import { Info, kindName } from './storage/info';
+
+/** All of one List's filter strings; containerd's own are a few hundred bytes. */
+export const MAX_FILTERS_BYTES = 64 << 10;
+/** One regular expression's text. */
+export const MAX_REGEX_BYTES = 1024;
+/**
+ * RE2 instructions in all of one List's regular expressions (programSize; a
+ * 64-character digest class costs 64). Matching is linear in the value, but
+ * also in the program when RE2's DFA gives up: `.*a.{450}$` takes 0.5 s over
+ * one 4 KiB value here. So List runs regular expressions in worker threads
+ * (filter-pool.ts), and this bounds what one value can cost them.
+ */
+export const MAX_REGEX_PROGRAM = 500;
 
 type Op = 'present' | '==' | '!=' | '~=';
 interface Selector {
   path: string[];
   op: Op;
   value: string;
-  re?: RegExp;
+  re?: RE2JS;
 }
 /** OR of ANDs. An empty list matches everything. */
 export type Filter = Selector[][];
@@ -22,7 +40,7 @@ class Scanner {
   pos = 0;
   constructor(readonly input: string) {}
   error(msg: string, at = this.pos): never {
-    throw invalidArgument(`filters: parse error: [${this.input}] at ${at}: ${msg}`);
+    throw invalidArgument(`filters: parse error: [${excerpt(this.input)}] at ${at}: ${msg}`);
   }
   skipSpace() {
     while (this.pos < this.input.length && /\s/.test(this.input[this.pos])) this.pos++;
@@ -77,7 +95,7 @@ class Scanner {
     while ('=!~'.includes(this.input[this.pos] ?? 'x')) this.pos++;
     const op = this.input.slice(start, this.pos);
     if (op === '==' || op === '!=' || op === '~=') return op;
-    return this.error(op ? `unsupported operator "${op}"` : 'expected an operator ("=="|"!="|"~=")', start);
+    return this.error(op ? `unsupported operator "${excerpt(op)}"` : 'expected an operator ("=="|"!="|"~=")', start);
   }
   value(allowAltQuotes: boolean): string {
     const c = this.peek();
@@ -90,7 +108,15 @@ class Scanner {
   }
 }
 
-function parseOne(input: string): Selector[] {
+function compileRegex(s: Scanner, value: string): RE2JS {
+  try {
+    return RE2JS.compile(value);
+  } catch (e) {
+    return s.error(`bad regular expression: ${excerpt((e as Error).message, 256)}`);
+  }
+}
+
+function parseOne(input: string, budget: { program: number }): Selector[] {
   const s = new Scanner(input);
   const all: Selector[] = [];
   for (;;) {
@@ -107,24 +133,28 @@ function parseOne(input: string): Selector[] {
       const value = s.value(op === '~=');
       sel = { path, op, value };
       if (op === '~=') {
-        try {
-          sel.re = new RegExp(value);
-        } catch (e) {
-          s.error(`bad regular expression: ${(e as Error).message}`);
-        }
+        const n = Buffer.byteLength(value);
+        if (n > MAX_REGEX_BYTES) s.error(`regular expression of ${n} bytes, more than ${MAX_REGEX_BYTES}`);
+        const re = compileRegex(s, value);
+        sel.re = re;
+        budget.program -= re.programSize();
+        if (budget.program < 0) s.error(`regular expressions too complex: more than ${MAX_REGEX_PROGRAM} RE2 instructions in all`);
       }
     }
     all.push(sel);
     const sep = s.peek();
     if (sep === '') return all;
-    if (sep !== ',') s.error(`unexpected input: ${sep}`);
+    if (sep !== ',') s.error(`unexpected input: ${excerpt(sep)}`);
     s.pos++;
   }
 }
 
 /** Parses List's filter strings; an InvalidArgument error names the bad one. */
 export function parseFilters(filters: string[]): Filter {
-  return filters.filter((f) => f !== '').map(parseOne);
+  const n = filters.reduce((sum, f) => sum + Buffer.byteLength(f), 0);
+  if (n > MAX_FILTERS_BYTES) throw invalidArgument(`filters: ${n} bytes, more than ${MAX_FILTERS_BYTES}`);
+  const budget = { program: MAX_REGEX_PROGRAM };
+  return filters.filter((f) => f !== '').map((f) => parseOne(f, budget));
 }
 
 /** The snapshot fields a filter can see, as containerd's storage adaptor exposes them. */
@@ -162,4 +192,20 @@ function matchSelector(sel: Selector, info: Info): boolean {
 export function matches(filter: Filter, info: Info): boolean {
   if (filter.length === 0) return true;
   return filter.some((all) => all.every((sel) => matchSelector(sel, info)));
+}
+
+/** Whether the filter runs a regular expression: List then matches off the event loop (filter-pool.ts). */
+export function usesRegex(filter: Filter): boolean {
+  return filter.some((all) => all.some((sel) => sel.op === '~='));
+}
+
+/** The part of info a filter reads: its name, parent and kind, and only the labels the filter names. */
+export function filterView(filter: Filter, info: Info): Info {
+  const labels: Record<string, string> = {};
+  for (const sel of filter.flat()) {
+    if (sel.path[0] !== 'labels') continue;
+    const key = sel.path.slice(1).join('.');
+    if (Object.prototype.hasOwnProperty.call(info.labels, key)) labels[key] = info.labels[key];
+  }
+  return { ...info, labels };
 }

@@ -13,10 +13,22 @@ import { Info, Kind, Labels, Snapshot, Usage } from './storage/info';
 import { Layout, mountsFor } from './mounts';
 import { matches, parseFilters } from './filters';
 import { MetaStore } from './storage/metastore';
-import { validateLabels } from './storage/snapshots';
+import { validateKey, validateLabels } from './storage/snapshots';
 import { diskUsage } from './usage';
 import { LABEL, bootstrapIn, nydusLayer, remoteRefusal } from './remote';
-import { alreadyExists, failedPrecondition } from './storage/errors';
+import { alreadyExists, excerpt, failedPrecondition } from './storage/errors';
+
+/** Gives each existing path its mode; returns what changed (as octal strings). */
+export function setModes(modes: [string, number][]): { path: string; from: string; to: string }[] {
+  const changed: { path: string; from: string; to: string }[] = [];
+  for (const [p, mode] of modes) {
+    const st = fs.statSync(p, { throwIfNoEntry: false });
+    if (!st || (st.mode & 0o7777) === mode) continue;
+    fs.chmodSync(p, mode);
+    changed.push({ path: p, from: (st.mode & 0o7777).toString(8).padStart(4, '0'), to: mode.toString(8).padStart(4, '0') });
+  }
+  return changed;
+}
 
 /** Lazy images: where the EROFS of a bootstrap layer is mounted (fscache). */
 export interface LazyMounts {
@@ -46,11 +58,19 @@ export class Snapshotter implements Layout {
     this.indexOff = fs.existsSync('/sys/module/overlay/parameters/index');
   }
 
-  /** Opens (or creates) the snapshotter state under root. */
+  /**
+   * Opens (or creates) the snapshotter state under root. A root that existed
+   * keeps its mode through mkdir: 0755 left metadata.db (0644 by the umask)
+   * readable by everyone. The modes are set here, and a change is logged.
+   */
   static open(root: string, log: Logger): Snapshotter {
     fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+    const db = path.join(root, 'metadata.db');
+    const modes: [string, number][] = [[root, 0o700], ...['', '-wal', '-shm'].map((s): [string, number] => [db + s, 0o600])];
+    for (const c of setModes(modes)) log.warn(c, 'lazysnapd state was open to others: mode changed');
     fs.mkdirSync(path.join(root, 'snapshots'), { recursive: true, mode: 0o700 });
-    const store = new MetaStore(path.join(root, 'metadata.db'));
+    const store = new MetaStore(db);
+    setModes(modes); // SQLite just created the ones that were missing, under the umask
     return new Snapshotter(root, store, log);
   }
 
@@ -67,6 +87,9 @@ export class Snapshotter implements Layout {
   }
 
   async prepare(key: string, parent: string, labels: Labels): Promise<Mount[]> {
+    // before the key or labels reach a log line
+    validateKey('snapshot key', key);
+    validateLabels(labels);
     if (nydusLayer(labels) === 'blob') {
       const target = labels[LABEL.snapshotRef];
       const why = remoteRefusal(labels, this.lazy !== undefined);
@@ -98,7 +121,7 @@ export class Snapshotter implements Layout {
       this.create(Kind.Committed, name, parent, labels);
       this.log.info({ name, layer: labels[LABEL.layerDigest] }, 'committed a nydus blob layer without downloading it');
     }
-    throw alreadyExists(`remote snapshot ${target}`);
+    throw alreadyExists(`remote snapshot ${excerpt(target)}`);
   }
 
   /** Mounts of s; above a nydus bootstrap layer, that layer and the blobs below it are one EROFS mount. */
@@ -169,7 +192,7 @@ export class Snapshotter implements Layout {
     if (this.lazy) {
       // The image's EROFS goes before the bootstrap layer does; a failed umount keeps the snapshot.
       const { id } = this.store.view((tx) => tx.usage(key));
-      if (this.store.view((tx) => tx.hasChildren(key))) throw failedPrecondition(`cannot remove snapshot ${key} with child`);
+      if (this.store.view((tx) => tx.hasChildren(key))) throw failedPrecondition(`cannot remove snapshot ${excerpt(key)} with child`);
       if (bootstrapIn(this.upper(id))) await this.lazy.release(id);
     }
     const { id } = this.store.update((tx) => tx.remove(key));
@@ -197,6 +220,11 @@ export class Snapshotter implements Layout {
   list(filters: string[]): Info[] {
     const f = parseFilters(filters);
     return this.store.view((tx) => tx.list()).filter((i) => matches(f, i));
+  }
+
+  /** Every snapshot, unfiltered, one at a time from one consistent view: List's stream filters them a slice at a time. */
+  walk(): Generator<Info> {
+    return this.store.walk();
   }
 
   async usage(key: string): Promise<Usage> {

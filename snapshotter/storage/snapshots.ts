@@ -1,8 +1,8 @@
 // Snapshot queries, run inside a MetaStore transaction. The semantics and
 // error kinds follow containerd's snapshots/storage (bolt.go).
 import type Database from 'better-sqlite3';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound } from './errors';
-import { Info, Kind, Labels, MAX_LABEL_BYTES, Snapshot, Usage, nowUs } from './info';
+import { alreadyExists, excerpt, failedPrecondition, invalidArgument, notFound } from './errors';
+import { Info, Kind, LABEL_OVERHEAD_BYTES, Labels, MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_LABELS_BYTES, Snapshot, Usage, nowUs } from './info';
 
 interface Row {
   id: number;
@@ -16,12 +16,24 @@ interface Row {
 }
 
 export function validateLabels(labels: Labels) {
+  let total = 0;
   for (const [k, v] of Object.entries(labels)) {
     const n = Buffer.byteLength(k) + Buffer.byteLength(v);
     if (n > MAX_LABEL_BYTES) {
       throw invalidArgument(`label key and value length (${n} bytes) greater than maximum size (${MAX_LABEL_BYTES} bytes)`);
     }
+    total += n + LABEL_OVERHEAD_BYTES;
   }
+  if (total > MAX_LABELS_BYTES) {
+    throw invalidArgument(`labels of one snapshot (${total} bytes, ${LABEL_OVERHEAD_BYTES} counted for each label) greater than maximum size (${MAX_LABELS_BYTES} bytes)`);
+  }
+}
+
+/** A key or name for a new snapshot (see MAX_KEY_BYTES). */
+export function validateKey(what: string, key: string) {
+  if (!key) throw invalidArgument(`${what} must not be empty`);
+  const n = Buffer.byteLength(key);
+  if (n > MAX_KEY_BYTES) throw invalidArgument(`${what} ${excerpt(key)} is longer than ${MAX_KEY_BYTES} bytes`);
 }
 
 const statements = new WeakMap<Database.Database, ReturnType<typeof prepare>>();
@@ -59,7 +71,7 @@ export class SnapshotTx {
 
   private row(key: string): Row {
     const r = this.q.byKey.get(key);
-    if (!r) throw notFound(`snapshot ${key}`);
+    if (!r) throw notFound(`snapshot ${excerpt(key)}`);
     return r;
   }
 
@@ -68,7 +80,7 @@ export class SnapshotTx {
     for (let p = r.parent_id; p !== null; ) {
       ids.push(p);
       const pr = this.q.byId.get(p);
-      if (!pr) throw notFound(`parent ${p} of snapshot ${r.key}`);
+      if (!pr) throw notFound(`parent ${p} of snapshot ${excerpt(r.key)}`);
       p = pr.parent_id;
     }
     return ids;
@@ -93,14 +105,14 @@ export class SnapshotTx {
   }
 
   create(kind: Kind.Active | Kind.View, key: string, parent: string, labels: Labels): Snapshot {
-    if (!key) throw invalidArgument('snapshot key must not be empty');
+    validateKey('snapshot key', key);
     let parentRow: Row | undefined;
     if (parent) {
       parentRow = this.q.byKey.get(parent);
-      if (!parentRow) throw notFound(`missing parent "${parent}"`);
-      if (parentRow.kind !== Kind.Committed) throw invalidArgument(`parent "${parent}" is not committed snapshot`);
+      if (!parentRow) throw notFound(`missing parent "${excerpt(parent)}"`);
+      if (parentRow.kind !== Kind.Committed) throw invalidArgument(`parent "${excerpt(parent)}" is not committed snapshot`);
     }
-    if (this.q.byKey.get(key)) throw alreadyExists(`snapshot ${key}`);
+    if (this.q.byKey.get(key)) throw alreadyExists(`snapshot ${excerpt(key)}`);
     const res = this.q.insert.run({ key, parent_id: parentRow?.id ?? null, kind, now: nowUs() });
     const id = Number(res.lastInsertRowid);
     this.setLabels(id, labels);
@@ -138,7 +150,7 @@ export class SnapshotTx {
   get(key: string): Snapshot {
     const r = this.row(key);
     if (r.kind !== Kind.Active && r.kind !== Kind.View) {
-      throw failedPrecondition(`requested snapshot ${key} not active or view`);
+      throw failedPrecondition(`requested snapshot ${excerpt(key)} not active or view`);
     }
     return { id: r.id, kind: r.kind, parentIds: this.parentIds(r) };
   }
@@ -167,7 +179,7 @@ export class SnapshotTx {
       } else if (p === 'labels') {
         labels = { ...info.labels };
       } else {
-        throw invalidArgument(`cannot update "${p}" field on snapshot "${info.name}"`);
+        throw invalidArgument(`cannot update "${excerpt(p)}" field on snapshot "${excerpt(info.name)}"`);
       }
     }
     const now = nowUs();
@@ -177,11 +189,11 @@ export class SnapshotTx {
   }
 
   commit(key: string, name: string, usage: Usage, labels: Labels): number {
-    if (!name) throw invalidArgument('commit name must not be empty');
-    if (this.q.byKey.get(name)) throw alreadyExists(`committed snapshot ${name}`);
+    validateKey('commit name', name);
+    if (this.q.byKey.get(name)) throw alreadyExists(`committed snapshot ${excerpt(name)}`);
     const r = this.q.byKey.get(key);
-    if (!r) throw notFound(`failed to get active snapshot "${key}"`);
-    if (r.kind !== Kind.Active) throw failedPrecondition(`snapshot "${key}" is not active`);
+    if (!r) throw notFound(`failed to get active snapshot "${excerpt(key)}"`);
+    if (r.kind !== Kind.Active) throw failedPrecondition(`snapshot "${excerpt(key)}" is not active`);
     this.q.commit.run({ id: r.id, name, kind: Kind.Committed, now: nowUs(), size: usage.size, inodes: usage.inodes });
     this.setLabels(r.id, labels);
     return r.id;
@@ -189,7 +201,7 @@ export class SnapshotTx {
 
   remove(key: string): { id: number; kind: Kind } {
     const r = this.row(key);
-    if (this.q.hasChild.get(r.id)) throw failedPrecondition(`cannot remove snapshot ${key} with child`);
+    if (this.q.hasChild.get(r.id)) throw failedPrecondition(`cannot remove snapshot ${excerpt(key)} with child`);
     this.q.remove.run(r.id);
     return { id: r.id, kind: r.kind };
   }

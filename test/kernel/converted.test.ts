@@ -9,7 +9,7 @@ import path from 'node:path';
 import { startLazysnapd, Lazysnapd } from '../support/lazysnapd';
 import { unmountAll } from '../support/tmp';
 import { run, runOk } from '../support/proc';
-import { guestDir, requireFscacheKernel } from '../support/guest';
+import { GUEST_MOUNT_DIRS, guestDir, requireFscacheKernel } from '../support/guest';
 import { buildLayeredImage, diffTrees, dumpTree, readNydusLayout } from '../support/oci-layout';
 
 const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
@@ -23,7 +23,7 @@ before(async () => {
   d = await startLazysnapd({
     root,
     address: path.join(dir, 'snap.sock'),
-    config: `root = "${root}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'converted')}"\n`,
+    config: `root = "${root}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'converted')}"\n${GUEST_MOUNT_DIRS}`,
   });
 });
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { startLazysnapd, Lazysnapd } from '../support/lazysnapd';
 import { unmountAll } from '../support/tmp';
 import { run, runOk } from '../support/proc';
-import { guestDir, makeSourceTree, mkfsErofs, requireFscacheKernel, treeDigest, sha256File } from '../support/guest';
+import { GUEST_MOUNT_DIRS, guestDir, makeSourceTree, mkfsErofs, requireFscacheKernel, treeDigest, sha256File } from '../support/guest';
 import { FIXTURE_BLOB_ID, nydusFixtures } from '../support/fixtures';
 import { SnapshotsClient } from '../support/snapshots-client';
 import { Bootstrap } from '../../image/rafs/bootstrap';
@@ -23,7 +23,7 @@ const cli = (...args: string[]) => runOk(process.execPath, [CLI, ...args, '--add
 const status = async () => JSON.parse((await cli('status', '--json')).stdout);
 
 function config(root: string, cache: string, tag = 'lazysnap'): string {
-  return `root = "${root}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${cache}"\ntag = "${tag}"\n`;
+  return `root = "${root}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${cache}"\ntag = "${tag}"\n${GUEST_MOUNT_DIRS}`;
 }
 
 before(async () => {
@@ -49,6 +49,8 @@ test('an image made by mkfs.erofs, mounted through fscache: every file matches i
   fs.mkdirSync(mnt);
   const out = (await cli('mount', img, mnt)).stdout;
   assert.match(out, /^mounted .* \(fsid lazysnap-[0-9a-f]{24}\)/);
+  const opts = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === mnt)?.split(' ')[3].split(',');
+  assert.ok(opts?.includes('nosuid') && opts.includes('nodev') && opts.includes('ro'), `mount options ${opts}`);
   assert.deepEqual(treeDigest(mnt), treeDigest(src));
   const s = await status();
   assert.equal(s.mounts.length, 1);

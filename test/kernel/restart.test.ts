@@ -11,7 +11,7 @@ import { startLazysnapd, LAZYSNAPD_JS } from '../support/lazysnapd';
 import { unmountAll } from '../support/tmp';
 import { run, runOk } from '../support/proc';
 import { waitFor, canConnect } from '../support/wait';
-import { guestDir, makeSourceTree, mkfsErofs, requireFscacheKernel } from '../support/guest';
+import { GUEST_MOUNT_DIRS, guestDir, makeSourceTree, mkfsErofs, requireFscacheKernel } from '../support/guest';
 
 const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
 const READER = path.resolve(__dirname, 'failover-reader.js');
@@ -36,7 +36,7 @@ after(async () => {
 });
 
 const config = (root: string, tag: string) =>
-  `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, tag)}"\ntag = "${tag}"\n`;
+  `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, tag)}"\ntag = "${tag}"\n${GUEST_MOUNT_DIRS}`;
 
 function startReader(mnt: string) {
   const p = spawn(process.execPath, [READER, mnt, src], { stdio: ['ignore', 'pipe', 'inherit'] });

@@ -16,11 +16,16 @@ export function requireFscacheKernel(): string {
   return dir;
 }
 
+const GUEST_DIRS = '/run/lazysnap-kt';
+
 /** A fresh directory under the guest's /run. */
 export function guestDir(label: string): string {
-  fs.mkdirSync('/run/lazysnap-kt', { recursive: true });
-  return fs.mkdtempSync(`/run/lazysnap-kt/${label}-`);
+  fs.mkdirSync(GUEST_DIRS, { recursive: true });
+  return fs.mkdtempSync(`${GUEST_DIRS}/${label}-`);
 }
+
+/** Config lines that let `lazysnap mount` mount beneath guestDir()s (admin.mount_dirs); append them last. */
+export const GUEST_MOUNT_DIRS = `[admin]\nmount_dirs = ["${GUEST_DIRS}"]\n`;
 
 export function sha256File(p: string): string {
   return crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
