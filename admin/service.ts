@@ -1,19 +1,25 @@
 // lazysnap.v1.Admin: what the lazysnap CLI asks lazysnapd for.
+import fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type * as w from '../proto/types';
 import type { FscacheSupervisor } from '../supervisor/supervisor';
 import { Mounter, MountError } from '../mounts/mounter';
 import type { FscacheImages } from '../snapshotter/storage/images';
+import { codeOf, detailsOf } from '../snapshotter/storage/errors';
+import { allowedMountpoint } from './mount-policy';
 import type { WorkerObjectStatus } from '../worker/control';
+import type { BadChunk } from '../content/content';
 
-export type WorkerObject = Pick<WorkerObjectStatus, 'volume' | 'cookie' | 'size' | 'present'>;
+export type WorkerObject = Pick<WorkerObjectStatus, 'volume' | 'cookie' | 'size' | 'present' | 'chunks'>;
 
 export interface AdminDeps {
   mounter?: Mounter;
   supervisor?: FscacheSupervisor;
   images: () => FscacheImages;
   fscacheDisabledReason?: string;
+  /** admin.mount_dirs: Mount only beneath these */
+  mountDirs: string[];
   log: Logger;
 }
 
@@ -24,6 +30,8 @@ export interface BlobStatus {
   bytes: number | null;
   bytesPresent: number | null;
   fetchedBytes: number | null;
+  /** chunks whose bytes give EIO for now (failed verification), when there are any */
+  badChunks?: BadChunk[];
 }
 
 /** An image's blobs, in device-table order; those the worker has not (re)opened are listed as not open. */
@@ -31,6 +39,7 @@ export function blobsOf(volume: string, fsid: string, tags: string[] | null, obj
   const mine = objects.filter((o) => o.volume === volume && o.cookie !== fsid && (!tags || tags.includes(o.cookie)));
   const opened = (o: WorkerObject): BlobStatus => ({
     blob: o.cookie, open: true, bytes: o.present?.bytes ?? o.size, bytesPresent: o.present?.bytesPresent ?? null, fetchedBytes: o.present?.fetchedBytes ?? null,
+    ...(o.chunks?.badChunks.length ? { badChunks: o.chunks.badChunks } : {}),
   });
   if (!tags) return mine.map(opened);
   return tags.map((t) => {
@@ -46,9 +55,9 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
       fn(call.request).then(
         (r) => cb(null, r),
         (err: Error) => {
-          const code = err instanceof MountError ? grpc.status.FAILED_PRECONDITION : grpc.status.UNKNOWN;
+          const code = err instanceof MountError ? grpc.status.FAILED_PRECONDITION : codeOf(err);
           if (code === grpc.status.UNKNOWN) d.log.error({ err }, 'admin request failed');
-          cb({ code, details: err.message });
+          cb({ code, details: detailsOf(err) });
         },
       );
     };
@@ -58,9 +67,12 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
   };
   return {
     Mount: unary(async (r: w.MountRequest): Promise<w.MountResponse> => {
+      // the place is checked first: a refusal does not depend on the host having fscache
+      const mountpoint = allowedMountpoint(r.mountpoint, d.mountDirs);
       const img = await needFscache().mount({
         bootstrap: r.bootstrap,
-        mountpoint: r.mountpoint,
+        mountpoint,
+        nosuid: true,
         blobsDir: r.blobs_dir || undefined,
         domain: r.domain || undefined,
         fsid: r.fsid || undefined,
@@ -68,7 +80,9 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
       return { fsid: img.fsid, domain: img.domain };
     }),
     Umount: unary(async (r: w.UmountRequest) => {
-      await needFscache().umount(r.mountpoint);
+      // mounts are registered by their real path (see allowedMountpoint)
+      const mp = await fs.promises.realpath(r.mountpoint).catch(() => r.mountpoint);
+      await needFscache().umount(mp);
       return {};
     }),
     Status: unary(async (): Promise<w.StatusResponse> => {
@@ -79,7 +93,7 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
       };
       let objects: WorkerObject[] = [];
       if (d.supervisor) {
-        status.worker = { pid: d.supervisor.workerPid ?? null, activations: d.supervisor.activations };
+        status.worker = { pid: d.supervisor.workerPid ?? null, activations: d.supervisor.activations, ...d.supervisor.health() };
         try {
           const w = await d.supervisor.status();
           objects = w.objects;

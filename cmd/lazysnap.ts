@@ -13,7 +13,11 @@ import { DEFAULT_HOSTS_DIR } from '../image/convert/docker';
 import { AdminClient, AdminError, DEFAULT_ADDRESS } from './admin-client';
 import type { BlobStatus } from '../admin/service';
 
-const program = new Command('lazysnap').description('lazysnap command-line tool').exitOverride();
+const program = new Command('lazysnap')
+  .description('lazysnap command-line tool')
+  .exitOverride()
+  // usage errors are one line too ("(Did you mean …?)" joins it); subcommands inherit this
+  .configureOutput({ outputError: (str, write) => write(`lazysnap: ${str.trim().replace(/\s*\n\s*/g, ' ')}\n`) });
 
 const config = program.command('config').description('configuration helpers');
 config
@@ -92,9 +96,10 @@ program
   .action(async (o: { json?: boolean; address: string }) => {
     const s = await withClient(o.address, (c) => c.status());
     if (o.json) return void process.stdout.write(JSON.stringify(s, null, 2) + '\n');
-    const w = s.worker as { pid?: number; activations?: number; objects?: unknown[]; stats?: Record<string, number> } | undefined;
+    const w = s.worker as { pid?: number; activations?: number; hangsHealed?: number; error?: string; objects?: unknown[]; stats?: Record<string, number> } | undefined;
     process.stdout.write(`lazysnapd pid ${s.pid}; fscache ${s.fscache}\n`);
-    if (w) process.stdout.write(`worker pid ${w.pid} (activations ${w.activations}); objects ${w.objects?.length ?? 0}; ${JSON.stringify(w.stats ?? {})}\n`);
+    if (w) process.stdout.write(`worker pid ${w.pid} (activations ${w.activations}, hangs healed ${w.hangsHealed ?? 0}); objects ${w.objects?.length ?? 0}; ${JSON.stringify(w.stats ?? {})}\n`);
+    if (w?.error) process.stdout.write(`worker: ${w.error}\n`);
     type Img = { fsid: string; mountpoint: string; imageRef: string; source: string; blobs: BlobStatus[] };
     for (const m of s.images as Img[]) {
       process.stdout.write(`  ${m.mountpoint ?? '(not mounted)'}  fsid=${m.fsid} lazy, blobs from ${m.source}${m.imageRef ? ` ${m.imageRef}` : ''}\n`);
@@ -105,6 +110,10 @@ program
         }
         const pct = b.bytesPresent === null ? 'local' : `${((100 * b.bytesPresent) / Math.max(1, b.bytes ?? 0)).toFixed(1)}% present`;
         process.stdout.write(`    blob ${b.blob.slice(0, 16)}…  ${b.bytes} bytes, ${pct}\n`);
+        for (const c of b.badChunks ?? []) {
+          const when = c.until > Date.now() ? `EIO until ${new Date(c.until).toISOString()}` : 'cool-down over: tried again at its next READ';
+          process.stdout.write(`      bad chunk ${c.index} [${c.uOffset}, +${c.uSize}) failed verification (${c.failures}×): ${when}\n`);
+        }
       }
     }
   });
@@ -131,7 +140,7 @@ program
 function fail(err: unknown): never {
   const e = err as Error & { code?: string };
   if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') process.exit(0);
-  if (e.code?.startsWith('commander.')) process.exit(2);
+  if (e.code?.startsWith('commander.')) process.exit(1); // commander has printed it
   const known = e instanceof ConfigError || e instanceof FormatError || (e.code && /^E[A-Z]+$/.test(e.code)) || e instanceof AdminError;
   process.stderr.write(`lazysnap: ${known ? e.message : (e.stack ?? e.message)}\n`);
   process.exit(1);

@@ -1,7 +1,11 @@
 // lazysnapd's configuration: TOML, every key optional, unknown keys refused
 // (a typo must not silently fall back to a default). Errors are one line.
-import fs from 'node:fs';
 import { parse, TomlError } from 'smol-toml';
+import { excerpt } from '../log/excerpt';
+import { readFailure, readRegularFile } from './read-file';
+
+/** A config is a few KiB; more is a wrong path (a device, a log file), refused before it is read. */
+export const MAX_CONFIG_BYTES = 1 << 20;
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -33,6 +37,12 @@ export interface Config {
      * data, or with EIO for the reader. Shared by every retry under it.
      */
     read_deadline_ms: number;
+    /**
+     * A serving worker that sends no heartbeat for this many ms (stopped,
+     * spinning, blocked), or holds a READ this long past its deadline, is
+     * killed and the standby takes over.
+     */
+    hang_timeout_ms: number;
   };
   /** where lazy images' blobs are fetched from */
   registry: {
@@ -42,6 +52,14 @@ export interface Config {
     docker_config: string;
     /** http:// for hosts without hosts.toml (loopback registries always use it) */
     plain_http: boolean;
+  };
+  admin: {
+    /**
+     * `lazysnap mount` mounts only beneath these directories (after symlinks
+     * are resolved), and always nosuid,nodev: the CLI must not be a way to
+     * mount over /etc or /usr/bin.
+     */
+    mount_dirs: string[];
   };
 }
 
@@ -64,23 +82,31 @@ prefetch = "on-pull"       # "on-pull", "on-start" (first container) or "off": o
 # 30 s: time for retries after a capped Retry-After (10 s), or for a READ queued behind a host's
 # 8 x 4 MiB GETs at ~10 Mbit/s; EIO is worse than waiting, but stay far below the 120 s hung-task warning.
 read_deadline_ms = 30000   # a READ gets its data or EIO within this; every retry under it shares it
+# 4 s: healthy serving workers went at most 1.2 s between heartbeats under the failover test (a kill every
+# 200-500 ms, a standby's Node start on the guest's one CPU), 0.3-0.8 s elsewhere: 3x that and more, so a GC pause or
+# a busy 2-core host never trips it; and a hung worker's readers stall about this long (4.1-5.1 s in kernel/hang).
+hang_timeout_ms = 4000     # a serving worker silent this long is killed and replaced (readers stall about this long)
 
 [registry]
 config_path = "/etc/containerd/certs.d"   # hosts.toml per registry host, as containerd reads it
 docker_config = "/root/.docker/config.json"
 plain_http = false
+
+[admin]
+mount_dirs = ["/mnt", "/run/lazysnap/mnt"]   # lazysnap mount: only beneath these (symlinks resolved), nosuid,nodev
 `;
 
 export class ConfigError extends Error {}
 
-type Leaf = 'string' | 'boolean' | 'number' | 'string|boolean';
+type Leaf = 'string' | 'boolean' | 'number' | 'string|boolean' | 'string[]';
 type Shape = { [k: string]: Leaf | Shape };
 const SHAPE: Shape = {
   root: 'string',
   address: 'string',
   log: { level: 'string' },
-  fscache: { enabled: 'string|boolean', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean', prefetch: 'string', read_deadline_ms: 'number' },
+  fscache: { enabled: 'string|boolean', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean', prefetch: 'string', read_deadline_ms: 'number', hang_timeout_ms: 'number' },
   registry: { config_path: 'string', docker_config: 'string', plain_http: 'boolean' },
+  admin: { mount_dirs: 'string[]' },
 };
 
 function check(obj: Record<string, unknown>, shape: Shape, where: string) {
@@ -88,8 +114,10 @@ function check(obj: Record<string, unknown>, shape: Shape, where: string) {
     const want = shape[k];
     const name = where ? `${where}.${k}` : k;
     if (want === undefined) throw new ConfigError(`unknown key "${name}"`);
-    if (typeof want === 'string') {
-      if (!want.split('|').includes(typeof v)) throw new ConfigError(`"${name}" must be a ${want.replace('|', ' or ')}, got ${JSON.stringify(v)}`);
+    if (want === 'string[]') {
+      if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new ConfigError(`"${name}" must be an array of strings, got ${excerpt(JSON.stringify(v))}`);
+    } else if (typeof want === 'string') {
+      if (!want.split('|').includes(typeof v)) throw new ConfigError(`"${name}" must be a ${want.replace('|', ' or ')}, got ${excerpt(JSON.stringify(v) ?? String(v))}`);
     } else {
       if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(`"${name}" must be a table`);
       check(v as Record<string, unknown>, want, name);
@@ -113,7 +141,8 @@ export function parseConfig(text: string): Config {
   const log = { ...base.log, ...((doc.log as object) ?? {}) };
   const fscache = { ...base.fscache, ...((doc.fscache as object) ?? {}) };
   const registry = { ...base.registry, ...((doc.registry as object) ?? {}) };
-  const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry };
+  const admin = { ...base.admin, ...((doc.admin as object) ?? {}) };
+  const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry, admin };
   if (cfg.fscache.enabled !== true && cfg.fscache.enabled !== false && cfg.fscache.enabled !== 'auto') {
     throw new ConfigError(`"fscache.enabled" must be true, false or "auto", got ${JSON.stringify(cfg.fscache.enabled)}`);
   }
@@ -124,30 +153,64 @@ export function parseConfig(text: string): Config {
   if (!Number.isSafeInteger(rd) || rd < 100 || rd > 600_000) {
     throw new ConfigError(`"fscache.read_deadline_ms" must be an integer from 100 to 600000, got ${JSON.stringify(rd)}`);
   }
+  const ht = cfg.fscache.hang_timeout_ms;
+  if (!Number.isSafeInteger(ht) || ht < 1000 || ht > 600_000) {
+    throw new ConfigError(`"fscache.hang_timeout_ms" must be an integer from 1000 to 600000, got ${JSON.stringify(ht)}`);
+  }
   if (!/^[A-Za-z0-9._-]{1,32}$/.test(cfg.fscache.tag)) throw new ConfigError(`"fscache.tag" must be 1-32 characters of [A-Za-z0-9._-]`);
   if (cfg.fscache.domain && !/^[A-Za-z0-9._-]{1,64}$/.test(cfg.fscache.domain)) throw new ConfigError(`"fscache.domain" must be 1-64 characters of [A-Za-z0-9._-]`);
   if (cfg.fscache.cache_dir && !cfg.fscache.cache_dir.startsWith('/')) throw new ConfigError(`"fscache.cache_dir" must be an absolute path`);
   if (!LOG_LEVELS.includes(cfg.log.level)) {
-    throw new ConfigError(`"log.level" must be one of ${LOG_LEVELS.join(', ')}, got "${cfg.log.level}"`);
+    throw new ConfigError(`"log.level" must be one of ${LOG_LEVELS.join(', ')}, got "${excerpt(cfg.log.level)}"`);
   }
-  if (!cfg.root.startsWith('/')) throw new ConfigError(`"root" must be an absolute path, got "${cfg.root}"`);
-  if (!cfg.address.startsWith('/')) throw new ConfigError(`"address" must be an absolute path, got "${cfg.address}"`);
+  if (!cfg.root.startsWith('/')) throw new ConfigError(`"root" must be an absolute path, got "${excerpt(cfg.root)}"`);
+  if (!cfg.address.startsWith('/')) throw new ConfigError(`"address" must be an absolute path, got "${excerpt(cfg.address)}"`);
+  for (const d of cfg.admin.mount_dirs) {
+    // "/" would allow any mountpoint, which is what the list is there to prevent
+    if (!d.startsWith('/') || d.replace(/\/+$/, '') === '') {
+      throw new ConfigError(`"admin.mount_dirs" entries must be absolute directories other than "/", got ${JSON.stringify(excerpt(d))}`);
+    }
+  }
   return cfg;
 }
 
-/** Reads a config file; no file means the embedded defaults. */
+/** Command-line overrides of lazysnapd, checked like the keys they replace. */
+export interface ConfigFlags {
+  root?: string;
+  address?: string;
+  logLevel?: string;
+}
+
+/** Applies flags over cfg; a bad value is a one-line ConfigError naming the flag. resolve makes paths absolute. */
+export function applyFlags(cfg: Config, flags: ConfigFlags, resolve: (p: string) => string): Config {
+  for (const [flag, v] of [['--root', flags.root], ['--address', flags.address]] as const) {
+    if (v !== undefined && v === '') throw new ConfigError(`${flag} must not be empty`);
+  }
+  if (flags.logLevel !== undefined && !(LOG_LEVELS as readonly string[]).includes(flags.logLevel)) {
+    throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${excerpt(flags.logLevel)}"`);
+  }
+  return {
+    ...cfg,
+    root: flags.root ? resolve(flags.root) : cfg.root,
+    address: flags.address ? resolve(flags.address) : cfg.address,
+    log: { ...cfg.log, level: (flags.logLevel as LogLevel | undefined) ?? cfg.log.level },
+  };
+}
+
+/** Reads a config file (a regular file of at most MAX_CONFIG_BYTES); no file means the embedded defaults. */
 export function loadConfig(file?: string): Config {
   if (!file) return parseConfig('');
+  const name = excerpt(file);
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = readRegularFile(file, MAX_CONFIG_BYTES).toString('utf8');
   } catch (e) {
-    throw new ConfigError(`config ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    throw new ConfigError(`config ${name}: ${readFailure(e)}`);
   }
   try {
     return parseConfig(text);
   } catch (e) {
-    if (e instanceof ConfigError) throw new ConfigError(`config ${file}: ${e.message}`);
+    if (e instanceof ConfigError) throw new ConfigError(`config ${name}: ${e.message}`);
     throw e;
   }
 }

@@ -10,7 +10,7 @@ import { sdListenFds, sdNotify } from '../native';
 import { bindDevice, cullFile, openDevice } from './cachefiles';
 import { credentialFileExposure } from '../registry/docker-config';
 import { Mounter } from '../mounts/mounter';
-import { FscacheSupervisor } from './supervisor';
+import { FscacheSupervisor, heartbeatMsFor } from './supervisor';
 import { previousWorkers, retireWorkers, takeFdFrom } from '../worker/takeover';
 import { SnapshotMounts } from '../mounts/lazy-mounts';
 import type { FscacheImages } from '../snapshotter/storage/images';
@@ -90,12 +90,14 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
     log,
     standby: cfg.fscache.standby_worker,
     pidFile,
+    hangTimeoutMs: cfg.fscache.hang_timeout_ms,
     worker: {
       dbPath: path.join(cfg.root, 'metadata.db'),
       takeoverPath,
       logLevel: cfg.log.level,
       prefetch: cfg.fscache.prefetch !== 'off',
       readDeadlineMs: cfg.fscache.read_deadline_ms,
+      heartbeatMs: heartbeatMsFor(cfg.fscache.hang_timeout_ms),
       registry: { hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http },
     },
   });

@@ -8,8 +8,9 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { sendFds, socketpair } from '../native';
-import { ControlReply, HANDOVER_BYTE, WorkerEvent, WorkerStatus, onJsonLines, sendJson } from '../worker/control';
+import { ControlReply, HANDOVER_BYTE, Heartbeat, WorkerEvent, WorkerStatus, onJsonLines, sendJson } from '../worker/control';
 import { SETTINGS_ENV, WorkerSettings, encodeSettings } from '../worker/settings';
+import { judgeWorker } from './liveness';
 
 export interface SupervisorOptions {
   devFd: number;
@@ -22,6 +23,28 @@ export interface SupervisorOptions {
   pidFile?: string;
   /** what every worker is started with */
   worker: WorkerSettings;
+  /** a serving worker silent (or stuck) this long is killed and replaced (config fscache.hang_timeout_ms) */
+  hangTimeoutMs: number;
+}
+
+/** Health of the serving worker as lazysnapd sees it, without asking it: for `lazysnap status`. */
+export interface WorkerHealth {
+  hangTimeoutMs: number;
+  /** hung serving workers killed and replaced so far */
+  hangsHealed: number;
+  /** since the serving worker's last sign of life (heartbeat, load or activation), ms */
+  silentMs: number | null;
+  /** judged hung and being replaced */
+  hung: boolean;
+  /** from its last heartbeat */
+  inflight: number | null;
+  oldestReadMs: number | null;
+  /** the longest gap between a serving worker's heartbeats (or from its activation to the first), as sent: how close healthy workers came to the bound */
+  worstSilenceMs: number;
+  /** the longest event-loop stall any worker reported, ms */
+  worstLoopStallMs: number;
+  /** lazysnapd's own longest stall seen by its watchdog, ms (such a check is skipped: unread heartbeats are not silence) */
+  worstOwnStallMs: number;
 }
 
 interface Worker {
@@ -33,10 +56,25 @@ interface Worker {
   ready: Promise<void>;
   /** its code loaded: a later death is a kill or a crash, not a failed start */
   loaded: boolean;
+  loadedAt?: number;
+  lastHeartbeatAt?: number;
+  heartbeat?: Heartbeat;
+  /** why it was killed as hung */
+  hung?: string;
   pending: Map<number, (r: ControlReply) => void>;
 }
 
 const MAX_BACKOFF_MS = 30_000;
+/** how often lazysnapd judges the serving worker; adds at most this to a hang's detection */
+const CHECK_MS = 250;
+/** a watchdog tick this late (or this long in the loop's poll phase) means lazysnapd itself stalled */
+const OWN_STALL_MS = 250;
+/** a worker whose Node has not even loaded this long after activation is hung (a start takes 1-3 s on a busy 2-core host) */
+const START_TIMEOUT_MS = 30_000;
+/** the heartbeat period: several per hang timeout, so one late beat is never a hang */
+export function heartbeatMsFor(hangTimeoutMs: number): number {
+  return Math.max(50, Math.min(250, Math.floor(hangTimeoutMs / 8)));
+}
 
 export class FscacheSupervisor {
   private active: Worker | undefined;
@@ -48,6 +86,14 @@ export class FscacheSupervisor {
   private timer: NodeJS.Timeout | undefined;
   /** how many times a worker was (re)activated; for status and tests */
   activations = 0;
+  /** hung serving workers killed and replaced */
+  hangsHealed = 0;
+  private worstSilenceMs = 0;
+  private worstLoopStallMs = 0;
+  private worstOwnStallMs = 0;
+  private watchdog: NodeJS.Timeout | undefined;
+  private lastTickAt = 0;
+  private checksSkipped = 0;
   readonly workerJs: string;
 
   constructor(private readonly o: SupervisorOptions) {
@@ -58,6 +104,58 @@ export class FscacheSupervisor {
   start(): void {
     this.activate(this.spawnWorker());
     if (this.o.standby !== false) this.standby = this.spawnWorker();
+    // Judged in the check phase, after the poll phase has read the heartbeats already on the socket.
+    this.watchdog = setInterval(() => {
+      const firedAt = Date.now();
+      const lateMs = this.lastTickAt ? firedAt - this.lastTickAt - CHECK_MS : 0;
+      this.lastTickAt = firedAt;
+      setImmediate(() => this.checkHang(Math.max(lateMs, Date.now() - firedAt)));
+    }, CHECK_MS);
+    this.watchdog.unref();
+  }
+
+  /** Kills the serving worker if it is hung; onExit then fails over as after a crash. */
+  private checkHang(ownStallMs: number): void {
+    const w = this.active;
+    if (!w || this.stopping || w.hung !== undefined || w.activatedAt === undefined) return;
+    this.worstOwnStallMs = Math.max(this.worstOwnStallMs, ownStallMs);
+    // lazysnapd itself was blocked (a big synchronous copy, a GC): heartbeats may wait unread on the socket, so its
+    // silence is not the worker's. The next turn of the loop reads them; past two skips lazysnapd is overloaded: judge.
+    if (ownStallMs > OWN_STALL_MS && this.checksSkipped < 2) {
+      this.checksSkipped++;
+      return;
+    }
+    this.checksSkipped = 0;
+    const facts = { activatedAt: w.activatedAt, loadedAt: w.loadedAt, lastHeartbeatAt: w.lastHeartbeatAt, heartbeat: w.heartbeat };
+    const v = judgeWorker(facts, Date.now(), {
+      hangTimeoutMs: this.o.hangTimeoutMs,
+      startTimeoutMs: START_TIMEOUT_MS,
+      readDeadlineMs: this.o.worker.readDeadlineMs,
+    });
+    if (!v.hung) return;
+    w.hung = v.reason;
+    this.hangsHealed++;
+    this.o.log.warn({ pid: w.proc.pid, reason: v.reason, hangTimeoutMs: this.o.hangTimeoutMs, hangsHealed: this.hangsHealed },
+      'fscache worker hung; killing it and failing over');
+    // SIGKILL also ends a stopped process; its exit takes the crash path (it had loaded, so no crash-loop backoff).
+    w.proc.kill('SIGKILL');
+  }
+
+  health(now = Date.now()): WorkerHealth {
+    const w = this.active;
+    const lastSign = w?.activatedAt === undefined ? undefined : Math.max(w.activatedAt, w.loadedAt ?? 0, w.lastHeartbeatAt ?? 0);
+    const hb = w?.lastHeartbeatAt !== undefined && w.activatedAt !== undefined && w.lastHeartbeatAt >= w.activatedAt ? w.heartbeat : undefined;
+    return {
+      hangTimeoutMs: this.o.hangTimeoutMs,
+      hangsHealed: this.hangsHealed,
+      silentMs: lastSign === undefined ? null : now - lastSign,
+      hung: w?.hung !== undefined,
+      inflight: hb?.inflight ?? null,
+      oldestReadMs: hb?.oldestReadMs ?? null,
+      worstSilenceMs: this.worstSilenceMs,
+      worstLoopStallMs: this.worstLoopStallMs,
+      worstOwnStallMs: this.worstOwnStallMs,
+    };
   }
 
   get workerPid(): number | undefined {
@@ -97,8 +195,10 @@ export class FscacheSupervisor {
       control,
       (m) => {
         const msg = m as WorkerEvent | ControlReply;
-        if ('event' in msg && msg.event === 'loaded') {
+        if ('event' in msg && msg.event === 'heartbeat') this.onHeartbeat(w, msg);
+        else if ('event' in msg && msg.event === 'loaded') {
           w.loaded = true;
+          w.loadedAt = Date.now();
           this.failedStarts = 0;
         } else if ('event' in msg && msg.event === 'ready') resolveReady();
         else if ('id' in msg) {
@@ -121,6 +221,17 @@ export class FscacheSupervisor {
   }
 
   private readonly pids = new Set<number>();
+
+  private onHeartbeat(w: Worker, hb: Heartbeat): void {
+    const now = Date.now();
+    if (w === this.active && w.activatedAt !== undefined && w.hung === undefined) {
+      const prev = w.heartbeat && w.lastHeartbeatAt! >= w.activatedAt ? w.heartbeat.sentAt : Math.max(w.activatedAt, w.loadedAt ?? 0);
+      this.worstSilenceMs = Math.max(this.worstSilenceMs, hb.sentAt - prev);
+    }
+    this.worstLoopStallMs = Math.max(this.worstLoopStallMs, hb.worstLoopStallMs);
+    w.lastHeartbeatAt = now;
+    w.heartbeat = hb;
+  }
 
   private writePids(): void {
     if (!this.o.pidFile) return;
@@ -162,7 +273,7 @@ export class FscacheSupervisor {
     // only workers that never loaded count towards backing off.
     if (!w.loaded) this.failedStarts++;
     this.active = undefined;
-    this.o.log.warn({ pid: w.proc.pid, code, signal, livedMs: lived }, 'fscache worker exited; failing over');
+    this.o.log.warn({ pid: w.proc.pid, code, signal, livedMs: lived, ...(w.hung ? { hung: w.hung } : {}) }, 'fscache worker exited; failing over');
     const next = this.standby;
     this.standby = undefined;
     const delay = this.failedStarts > 3 ? this.backoff() : 0;
@@ -194,10 +305,15 @@ export class FscacheSupervisor {
     if (w) sendJson(w.control, { id: this.nextId++, op: 'hold-prefetch', ms });
   }
 
-  /** The active worker's status, or an error. */
-  status(timeoutMs = 5000): Promise<WorkerStatus> {
+  /** The active worker's status, or an error: at once when it has gone silent (asking a hung worker only waits). */
+  status(timeoutMs = 2000): Promise<WorkerStatus> {
     const w = this.active;
     if (!w) return Promise.reject(new Error('no fscache worker is running'));
+    const h = this.health();
+    if (h.hung) return Promise.reject(new Error('the fscache worker hung and is being replaced'));
+    if (w.loaded && h.silentMs !== null && h.silentMs > Math.min(4 * this.o.worker.heartbeatMs + 500, this.o.hangTimeoutMs / 2)) {
+      return Promise.reject(new Error(`the fscache worker has sent no heartbeat for ${h.silentMs} ms`));
+    }
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
@@ -221,6 +337,7 @@ export class FscacheSupervisor {
   async stop(opts: { keepActive?: boolean } = {}): Promise<void> {
     this.stopping = true;
     clearTimeout(this.timer);
+    clearInterval(this.watchdog);
     const all = [opts.keepActive ? undefined : this.active, this.standby].filter((w): w is Worker => !!w);
     if (opts.keepActive && this.active) {
       this.active.proc.unref();

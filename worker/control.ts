@@ -3,12 +3,34 @@
 // (SCM_RIGHTS); then newline-delimited JSON in both directions.
 import net from 'node:net';
 import readline from 'node:readline';
-import type { BlobPresence } from '../content/content';
+import type { BlobPresence, ChunkHealth } from '../content/content';
 import type { DaemonStats } from './daemon';
 
 export const HANDOVER_BYTE = Buffer.from('F');
 
-export type WorkerEvent = { event: 'loaded'; pid: number } | { event: 'ready'; pid: number };
+export type WorkerEvent = { event: 'loaded'; pid: number } | { event: 'ready'; pid: number } | Heartbeat;
+
+/**
+ * Sent by the serving worker every heartbeatMs from a timer on its event
+ * loop: a stopped, spinning or blocked loop sends none. It also carries the
+ * facts that show progress, for a loop that runs but serves nothing.
+ */
+export interface Heartbeat {
+  event: 'heartbeat';
+  pid: number;
+  /** the worker's Date.now() when sent: gaps as the worker made them, without lazysnapd's own delays */
+  sentAt: number;
+  /** messages from the kernel handled to the end so far */
+  handled: number;
+  /** messages being handled */
+  inflight: number;
+  /** age of the oldest READ being handled, ms (0: none) */
+  oldestReadMs: number;
+  /** the device is polled: a worker that stopped reading it leaves the kernel's queue unread */
+  reading: boolean;
+  /** the worst lateness of this timer so far, ms: the worker's longest event-loop stall */
+  worstLoopStallMs: number;
+}
 export type ControlRequest = { id: number; op: 'status' } | { id: number; op: 'retire' } | { id: number; op: 'hold-prefetch'; ms: number };
 export type ControlReply = { id: number; result?: unknown; error?: string };
 
@@ -22,6 +44,8 @@ export interface WorkerObjectStatus {
   bytesWritten: number;
   /** remote blobs only */
   present?: BlobPresence;
+  /** remote blobs only: chunks that failed verification; `badChunks` are those whose bytes give EIO for now */
+  chunks?: ChunkHealth;
 }
 
 /** The reply to `status`: built by the worker, read by lazysnapd's admin service. */

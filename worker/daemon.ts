@@ -4,7 +4,7 @@
 // in unit tests without a kernel.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { Allocator, BlobContent, ContentResolver, UnknownBlobError } from '../content/content';
+import { Allocator, BlobContent, ContentResolver, UnknownBlobError, fillRetryable } from '../content/content';
 import { CacheObject, ObjectTable } from './objects';
 import { Message, Opcode, OpenMsg, ReadMsg, CloseMsg, cmd, volumeName } from './protocol';
 
@@ -59,6 +59,10 @@ export class FscacheDaemon {
     opens: 0, opensRefused: 0, reads: 0, readsFailed: 0, readsTimedOut: 0, readRetries: 0, bytesWritten: 0, closes: 0,
   };
   private inflight = 0;
+  /** messages handled to the end, for the heartbeat */
+  handled = 0;
+  /** arrival times of the READs in flight, oldest first (a Map keeps insertion order) */
+  private readonly readsSince = new Map<object, number>();
 
   constructor(
     private readonly io: DeviceIO,
@@ -69,6 +73,12 @@ export class FscacheDaemon {
 
   get pending(): number {
     return this.inflight;
+  }
+
+  /** How long the oldest READ in flight has waited, ms (0: none). */
+  oldestReadMs(now = Date.now()): number {
+    for (const since of this.readsSince.values()) return now - since;
+    return 0;
   }
 
   /** Handles one message. Never rejects: every failure is answered to the kernel and logged. */
@@ -87,6 +97,7 @@ export class FscacheDaemon {
       this.log.error({ err, msgId: m.msgId, opcode: m.opcode }, 'unexpected failure handling a cachefiles message');
     } finally {
       this.inflight--;
+      this.handled++;
     }
   }
 
@@ -165,6 +176,16 @@ export class FscacheDaemon {
   }
 
   private async read(m: ReadMsg): Promise<void> {
+    const key = {};
+    this.readsSince.set(key, Date.now());
+    try {
+      await this.readOne(m);
+    } finally {
+      this.readsSince.delete(key);
+    }
+  }
+
+  private async readOne(m: ReadMsg): Promise<void> {
     const obj = this.objects.get(m.objectId);
     if (!obj) {
       // Cannot happen with a sane kernel: a READ always follows its OPEN. Without the fd there is nothing to complete.
@@ -217,6 +238,12 @@ export class FscacheDaemon {
         return true;
       } catch (err) {
         if (signal.aborted) return false;
+        if (!fillRetryable(err)) {
+          // known-bad bytes (a chunk in its cool-down, logged once where it was marked): answer now, no line per READ
+          this.log.debug({ objectId: obj.objectId, blob: obj.content.name, off: m.off, len: m.readLen, err: (err as Error).message },
+            'READ needs bytes known bad; the reader gets EIO for them');
+          return false;
+        }
         const last = attempt >= this.opts.readAttempts;
         this.log[last ? 'error' : 'warn'](
           { objectId: obj.objectId, blob: obj.content.name, off: m.off, len: m.readLen, attempt, err: (err as Error).message },

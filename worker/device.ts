@@ -92,6 +92,11 @@ export class CachefilesDevice implements DeviceIO {
     this.poller.start();
   }
 
+  /** Whether the device is polled: false after stop(), or after libuv gave up on it (an error). */
+  get reading(): boolean {
+    return this.poller?.active ?? false;
+  }
+
   stop(): void {
     this.poller?.close();
     this.poller = undefined;

@@ -14,6 +14,8 @@ export interface WorkerSettings {
   prefetch: boolean;
   /** every READ is answered within this many ms: data, or EIO for the reader */
   readDeadlineMs: number;
+  /** the serving worker sends a heartbeat this often; lazysnapd kills a worker that stays silent (supervisor/liveness.ts) */
+  heartbeatMs: number;
   /** where lazy blobs are fetched from */
   registry: {
     /** containerd's hosts.toml directory */
@@ -50,6 +52,7 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
   want(typeof o.logLevel === 'string', 'logLevel must be a string');
   want(typeof o.prefetch === 'boolean', 'prefetch must be a boolean');
   want(Number.isSafeInteger(o.readDeadlineMs) && (o.readDeadlineMs as number) > 0, 'readDeadlineMs must be a positive integer');
+  want(Number.isSafeInteger(o.heartbeatMs) && (o.heartbeatMs as number) > 0, 'heartbeatMs must be a positive integer');
   want(typeof r.hostsDir === 'string' && typeof r.dockerConfig === 'string' && typeof r.plainHttp === 'boolean',
     'registry must have hostsDir, dockerConfig (strings) and plainHttp (boolean)');
   return {
@@ -58,6 +61,7 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
     logLevel: o.logLevel as string,
     prefetch: o.prefetch as boolean,
     readDeadlineMs: o.readDeadlineMs as number,
+    heartbeatMs: o.heartbeatMs as number,
     registry: { hostsDir: r.hostsDir as string, dockerConfig: r.dockerConfig as string, plainHttp: r.plainHttp as boolean },
   };
 }

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { recvFds } from '../native';
 import { CachefilesDevice } from './device';
 import { FscacheDaemon } from './daemon';
-import { ControlRequest, HANDOVER_BYTE, WorkerStatus, onJsonLines, sendJson } from './control';
+import { ControlRequest, HANDOVER_BYTE, Heartbeat, WorkerStatus, onJsonLines, sendJson } from './control';
 import { cmd } from './protocol';
 import { MetadataResolver, RemoteBlobOpener } from './resolver';
 import { BlobFetcher, dockerConfigCredentials, parseImageRef } from '../content/remote';
@@ -34,6 +34,8 @@ function remoteOpener(o: WorkerOptions): { open: RemoteBlobOpener; holdPrefetch(
         hostsDir: reg.hostsDir || undefined,
         plainHttp: reg.plainHttp,
         credentials: dockerConfigCredentials({ path: reg.dockerConfig }),
+        // A GET that stalls is given up after a third of the READ's deadline, so a retry still fits in it.
+        timeouts: { headersMs: stallMs(o.settings.readDeadlineMs), bodyMs: stallMs(o.settings.readDeadlineMs) },
         log: o.log,
       },
       log: o.log,
@@ -44,7 +46,12 @@ function remoteOpener(o: WorkerOptions): { open: RemoteBlobOpener; holdPrefetch(
   return { open, holdPrefetch };
 }
 
+/** How long a registry response may stay silent before its GET is retried. */
+const stallMs = (deadlineMs: number) => Math.max(1000, Math.floor(deadlineMs / 3));
+
 export async function runWorker(o: WorkerOptions): Promise<void> {
+  // Before `ready`: a test may signal the worker the moment it serves.
+  if (process.env[TEST_HOOKS_ENV] === '1') installTestHooks(o.log);
   // Loaded: from here on a death is a kill or a crash, not a worker that cannot start.
   fs.writeSync(o.controlFd, JSON.stringify({ event: 'loaded', pid: process.pid }) + '\n');
   // Blocks until lazysnapd hands the device over: a standby worker waits here, fully loaded.
@@ -86,6 +93,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
               reads: x.reads,
               bytesWritten: x.bytesWritten,
               ...(x.content.progress ? { present: x.content.progress() } : {}),
+              ...(x.content.chunkHealth ? { chunks: x.content.chunkHealth() } : {}),
             })),
         };
         sendJson(control, { id: req.id, result });
@@ -93,6 +101,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
         if (Number.isFinite(req.ms) && req.ms > 0) remote.holdPrefetch(Math.min(req.ms, 60_000));
       } else if (req.op === 'retire') {
         retiring = true;
+        clearInterval(heartbeat);
         device.stop();
         const wait = setInterval(() => {
           if (daemon.pending > 0) return;
@@ -117,5 +126,44 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   );
   if (o.settings.takeoverPath) serveTakeover(o.settings.takeoverPath, devFd, o.log);
   sendJson(control, { event: 'ready', pid: process.pid });
+  const heartbeat = startHeartbeat(control, daemon, device, o.settings.heartbeatMs);
   o.log.info({ pid: process.pid }, 'fscache worker serving');
+}
+
+/** A timer on the event loop: when the loop stops, spins or blocks, the heartbeats stop too, and lazysnapd notices. */
+function startHeartbeat(control: net.Socket, daemon: FscacheDaemon, device: CachefilesDevice, everyMs: number): NodeJS.Timeout {
+  let due = Date.now() + everyMs;
+  let worstLoopStallMs = 0;
+  const beat = () => {
+    const now = Date.now();
+    worstLoopStallMs = Math.max(worstLoopStallMs, now - due);
+    due = now + everyMs;
+    const hb: Heartbeat = {
+      event: 'heartbeat',
+      pid: process.pid,
+      sentAt: now,
+      handled: daemon.handled,
+      inflight: daemon.pending,
+      oldestReadMs: daemon.oldestReadMs(now),
+      reading: device.reading,
+      worstLoopStallMs,
+    };
+    sendJson(control, hb);
+  };
+  beat();
+  return setInterval(beat, everyMs);
+}
+
+/** Set in lazysnapd's environment (workers inherit it) by tests only. */
+export const TEST_HOOKS_ENV = 'LAZYSNAP_TEST_HOOKS';
+
+/** SIGUSR2 makes the loop spin (up to 2 min): a hung worker that is neither stopped nor dead. */
+function installTestHooks(log: Logger): void {
+  process.on('SIGUSR2', () => {
+    log.warn('test hook: blocking the event loop');
+    const until = Date.now() + 120_000;
+    while (Date.now() < until) {
+      // spin
+    }
+  });
 }

@@ -1,19 +1,22 @@
 // bench/fscache: lazysnap's fscache worker against a minimal C daemon
 // (cdaemon.c) serving the same 512 MiB EROFS image from a local file, cold.
 // Runs inside the UML test kernel: npm run bench:fscache
-// Prints READ requests/s and MB/s for both, their ratio, and the reader's
-// stall per failover (p50, p99) when the worker is killed mid-read.
+// Prints READ requests/s and MB/s for both, their ratio, the reader's
+// stall per failover (p50, p99) when the worker is killed mid-read, and per
+// healed hang (p50, max) when it is stopped mid-read (SIGSTOP).
 import { spawn, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startLazysnapd } from '../../test/support/lazysnapd';
 import { runOk } from '../../test/support/proc';
-import { guestDir, mkfsErofs, requireFscacheKernel } from '../../test/support/guest';
+import { GUEST_MOUNT_DIRS, guestDir, mkfsErofs, requireFscacheKernel } from '../../test/support/guest';
+import { AdminClient } from '../../cmd/admin-client';
 
 const MB = 2 ** 20;
 const IMAGE_MB = Number(process.env.BENCH_IMAGE_MB ?? 512);
 const KILLS = Number(process.env.BENCH_KILLS ?? 30);
+const HANGS = Number(process.env.BENCH_HANGS ?? 10);
 const WORK = `/var/tmp/lazysnap-bench-fscache-${IMAGE_MB}m`;
 const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
 const HERE_SRC = path.resolve(__dirname, '../../../bench/fscache');
@@ -95,10 +98,19 @@ async function main() {
     root,
     logPath: path.join(WORK, 'lazysnapd.log'),
     address: path.join(dir, 'snap.sock'),
-    config: `root = "${root}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'bench-l')}"\n`,
+    config: `root = "${root}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'bench-l')}"\n${GUEST_MOUNT_DIRS}`,
   });
   const cli = async (...a: string[]) => (await runOk(process.execPath, [CLI, ...a, '--address', d.address], { timeoutMs: 600_000 })).stdout;
   const status = async () => JSON.parse(await cli('status', '--json'));
+  // In-process: a CLI start in the guest takes seconds, longer than a pass.
+  const quickStatus = async () => {
+    const a = new AdminClient(d.address);
+    try {
+      return (await a.status()) as { worker: Record<string, any> };
+    } finally {
+      a.close();
+    }
+  };
   try {
     const mnt = path.join(dir, 'mnt-l');
     fs.mkdirSync(mnt);
@@ -108,6 +120,7 @@ async function main() {
     const reads = (await status()).worker.stats.reads - before;
     await cli('umount', mnt);
     const l = { mbps: r.bytes / MB / r.seconds, rps: reads / r.seconds, reads };
+    const healthy = (await quickStatus()).worker;
 
     // Failover: cold reads in a child process, pass after pass on fresh mounts,
     // while the worker is killed every 300 ms until KILLS kills.
@@ -135,7 +148,52 @@ async function main() {
       await cli('umount', mnt2);
     }
     // Stall per failover: the longest read() in flight when, or starting within 1 s after, the worker died.
-    const stalls = kills.map((k) => Math.max(0, ...calls.filter(([s, e]) => e >= k && s <= k + 1000).map(([s, e]) => e - Math.max(s, k))));
+    const stallAfter = (k: number, cs: [number, number][]) => Math.max(0, ...cs.filter(([s, e]) => e >= k && s <= k + 1000).map(([s, e]) => e - Math.max(s, k)));
+    const stalls = kills.map((k) => stallAfter(k, calls));
+
+    // Healed hangs: during cold passes the serving worker is stopped (SIGSTOP) once it has served READs of the pass;
+    // lazysnapd notices the silence, kills it and fails over, and the next worker is stopped again once it serves.
+    // Several per pass, since each mount costs lazysnapd a copy of the image. Stall: as above, from the stop; a stop
+    // after the pass's last read held no reader and is not counted.
+    const hangStalls: number[] = [];
+    let stopsTotal = 0;
+    const hangsBefore = (await quickStatus()).worker.hangsHealed as number;
+    for (let pass = 0; hangStalls.length < HANGS; pass++) {
+      const mnt3 = path.join(dir, `mnt-h${pass}`);
+      fs.mkdirSync(mnt3);
+      await cli('mount', img, mnt3, '--fsid', `bench-h${pass}`);
+      const w0 = (await quickStatus()).worker;
+      const reader = spawn(process.execPath, ['-e', `(${readAllSource})(${JSON.stringify(mnt3)})`], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let json = '';
+      reader.stdout.on('data', (x) => (json += x));
+      let running = true;
+      const exited = new Promise((res) => reader.once('exit', res)).then(() => (running = false));
+      const stops: number[] = [];
+      let basePid = w0.pid as number;
+      let baseReads = w0.stats.reads as number;
+      let stopped = 0;
+      while (running && hangStalls.length + stops.length < HANGS) {
+        await new Promise((res) => setTimeout(res, 20));
+        const w = (await quickStatus()).worker;
+        if (!w.pid || w.pid === stopped || w.hung || w.error) continue;
+        // A new worker first finishes the reads the hang held; stopped at once, one read() would span two hangs.
+        if (w.pid !== basePid) {
+          [basePid, baseReads] = [w.pid, Infinity];
+          setTimeout(() => basePid === w.pid && (baseReads = -1), 1000);
+        }
+        if (baseReads === -1) baseReads = w.stats?.reads ?? 0;
+        if ((w.stats?.reads ?? 0) <= baseReads) continue;
+        stops.push(performance.timeOrigin + performance.now());
+        process.kill(w.pid, 'SIGSTOP');
+        stopped = w.pid;
+      }
+      await exited;
+      const passCalls = JSON.parse(json) as [number, number][];
+      stopsTotal += stops.length;
+      for (const k of stops) if (passCalls.some(([, e]) => e >= k)) hangStalls.push(stallAfter(k, passCalls));
+      await cli('umount', mnt3);
+    }
+    const w1 = (await quickStatus()).worker;
     const line = (name: string, x: { mbps: number; rps: number; reads: number }) =>
       `${name.padEnd(22)} ${x.mbps.toFixed(1).padStart(8)} MB/s ${x.rps.toFixed(0).padStart(8)} READ/s  (${x.reads} READs)`;
     console.log(`bench/fscache: ${IMAGE_MB} MiB EROFS image from a local file, cold, 1 MiB sequential reads, UML guest`);
@@ -143,6 +201,8 @@ async function main() {
     console.log(line('lazysnap worker', l));
     console.log(`ratio lazysnap/C: MB/s ${(l.mbps / c.mbps).toFixed(2)}  READ/s ${(l.rps / c.rps).toFixed(2)}`);
     console.log(`failover: kills=${kills.length} in ${((Date.now() - t0) / 1000).toFixed(1)} s; stall per failover p50=${pct(stalls, 50).toFixed(0)} ms p99=${pct(stalls, 99).toFixed(0)} ms`);
+    console.log(`hangs: stops=${stopsTotal} healed=${w1.hangsHealed - hangsBefore} (bound ${w1.hangTimeoutMs} ms); stall per healed hang p50=${pct(hangStalls, 50).toFixed(0)} ms max=${Math.max(0, ...hangStalls).toFixed(0)} ms`);
+    console.log(`healthy worker under the throughput run: worst silence ${healthy.worstSilenceMs} ms, worst event-loop stall ${healthy.worstLoopStallMs} ms; over the whole bench: ${w1.worstSilenceMs} ms, ${w1.worstLoopStallMs} ms`);
   } finally {
     await d.stop();
   }
