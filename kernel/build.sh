@@ -41,18 +41,19 @@ if [ ! -f "$src/Makefile" ] || [ "$(cat "$build/.version" 2>/dev/null)" != "$ver
   tar -C "$build" -xJf "$tarball"
   echo "$version" > "$build/.version"
 fi
-bash "$here/fix-uml-xstate.sh" "$src"
+bash "$here/fix-uml-xstate.sh" "$src" >&2
 obj=$build/obj-um
 mkdir -p "$obj"
-make -s -C "$src" O="$obj" ARCH=um defconfig
+# make writes progress ("  LINK linux") to stdout even with -s: stdout is only the path printed at the end
+make -s -C "$src" O="$obj" ARCH=um defconfig >&2
 "$src/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$here/lazysnap-uml.config" >/dev/null
-make -s -C "$src" O="$obj" ARCH=um olddefconfig
+make -s -C "$src" O="$obj" ARCH=um olddefconfig >&2
 for opt in CACHEFILES_ONDEMAND EROFS_FS_ONDEMAND EROFS_FS HOSTFS OVERLAY_FS CGROUP_BPF; do
   grep -qx "CONFIG_$opt=y" "$obj/.config" || { log "CONFIG_$opt did not end up =y"; exit 1; }
 done
 start=$SECONDS
 log "building (make -j$(nproc); 6-10 minutes on 2 cores)"
-nice make -s -C "$src" O="$obj" ARCH=um -j"$(nproc)" linux 2> >(tee "$obj/build-warnings.log" >&2)
+nice make -s -C "$src" O="$obj" ARCH=um -j"$(nproc)" linux >&2 2> >(tee "$obj/build-warnings.log" >&2)
 # A signal handler with a frame this large overflows UML's 32 KiB signal stack when signals nest (fix-uml-xstate.sh).
 if grep -A2 "os-Linux/signal.c" "$obj/build-warnings.log" | grep -q "frame size of"; then
   log "a signal handler's stack frame is too large again (see $obj/build-warnings.log)"
