@@ -1,6 +1,7 @@
 // Recognising the layers of a nydus image from the labels containerd sends
 // with Prepare (formats.md §1.5-1.6): data blob layers are committed without
-// being downloaded; the bootstrap layer is unpacked as usual; a container's
+// being downloaded, or refused when they cannot be located; the bootstrap
+// layer is unpacked as usual; a container's
 // writable snapshot on top gets EROFS over fscache as its lower layer.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -30,13 +31,20 @@ export function nydusLayer(labels: Labels): NydusLayer {
 }
 
 /**
- * Why a nydus blob layer cannot be committed remotely (and containerd must
- * download it), or null if it can. Only RAFS v6 (EROFS) images can be
- * mounted through fscache.
+ * Why a nydus data blob layer cannot be committed remotely, saying what to
+ * change; null if it can. There is no other way to handle such a layer: a
+ * nydus blob is not a tar, so containerd cannot unpack it ("no processor for
+ * media-type"), and a layer without a location would give a container
+ * without its files. So a refusal fails the pull at once, with this message.
  */
 export function remoteRefusal(labels: Labels, fscache: boolean): string | null {
-  if (!fscache) return 'fscache is off';
+  if (!fscache) return 'fscache is off on this node, and nydus images are served only through it (lazysnapd logs why at start)';
   if (!labels[LABEL.snapshotRef]) return `containerd sent no ${LABEL.snapshotRef} label`;
+  if (!labels[LABEL.imageRef]) {
+    return `containerd sent no ${LABEL.imageRef} label, so the layer's blobs cannot be located. ` +
+      'containerd 2.x: add exports = { enable_remote_snapshot_annotations = "true" } to [proxy_plugins.lazysnap]; ' +
+      'CRI: set disable_snapshot_annotations = false; ctr on 1.6/1.7: pull with `lazysnap pull`';
+  }
   const v = labels[LABEL.nydusFsVersion];
   if (v !== undefined && v !== '6') return `RAFS v${v} image: only v6 (EROFS) can be mounted through fscache`;
   return null;

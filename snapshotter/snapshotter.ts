@@ -94,8 +94,9 @@ export class Snapshotter implements Layout {
       const target = labels[LABEL.snapshotRef];
       const why = remoteRefusal(labels, this.lazy !== undefined);
       if (!why) this.commitRemote(key, target!, parent, labels); // remoteRefusal checked target
-      this.log.warn({ key, image: labels[LABEL.imageRef] ?? null, layer: labels[LABEL.layerDigest] ?? null, why },
-        'nydus blob layer downloaded in full, not served lazily');
+      const layer = labels[LABEL.layerDigest] ?? null;
+      this.log.warn({ key, image: labels[LABEL.imageRef] ?? null, layer, why }, 'nydus blob layer refused: the pull fails');
+      throw failedPrecondition(`lazysnap cannot serve nydus data blob layer ${excerpt(layer ?? key, 80)}: ${why}`);
     }
     return this.mountsOf(this.create(Kind.Active, key, parent, labels), { starting: true });
   }

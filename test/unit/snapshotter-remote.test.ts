@@ -100,30 +100,37 @@ test('above a bootstrap layer, the image is one lazy EROFS mount; removing the l
   assert.equal(calls.at(-1), `release ${bootId}`);
 });
 
-test('a nydus blob layer that cannot be served lazily is downloaded, and the log names the image and why', async () => {
-  const lines: { msg: string; image: string; layer: string; why: string }[] = [];
+test('a nydus blob layer that cannot be served lazily fails the pull at once, naming what to change; nothing is committed', async () => {
+  const lines: { msg: string; image: string | null; layer: string; why: string }[] = [];
   const logged = Snapshotter.open(path.join(root, 'logged'), pino({ level: 'info' }, { write: (l: string) => lines.push(JSON.parse(l)) }));
   try {
+    const { [LABEL.imageRef]: _ref, ...noRef } = blobLabels('sha256:c4', 'sha256:l4');
     const cases: [string, Labels, boolean, RegExp][] = [
       ['no fscache', blobLabels('sha256:c1', 'sha256:l1'), false, /fscache is off/],
       ['no snapshot.ref', { ...blobLabels('sha256:c2', 'sha256:l2'), [LABEL.snapshotRef]: '' }, true, /no containerd.io\/snapshot.ref label/],
       ['RAFS v5', { ...blobLabels('sha256:c3', 'sha256:l3'), [LABEL.nydusFsVersion]: '5' }, true, /RAFS v5 image/],
+      // containerd 2.x's unpacker without the proxy plugin's exports: snapshot.ref and nydus-blob, no image ref
+      ['no image ref', noRef, true, /no containerd.io\/snapshot\/cri.image-ref label.*enable_remote_snapshot_annotations = "true".*disable_snapshot_annotations = false.*lazysnap pull/],
     ];
     for (const [i, [what, labels, lazy, why]] of cases.entries()) {
       logged.lazy = lazy ? new FakeLazy() : undefined;
-      const m = await logged.prepare(`default/${i}/x`, '', labels);
-      assert.equal(m[0].type, 'bind', what);
-      assert.equal(logged.stat(`default/${i}/x`).kind, Kind.Active, `${what}: an ordinary layer to unpack`);
+      await assert.rejects(logged.prepare(`default/${i}/x`, '', labels), (e: unknown) => {
+        assert.ok(isCode(status.FAILED_PRECONDITION)(e), `${what}: ${String(e)}`);
+        assert.match((e as Error).message, why, what);
+        assert.ok((e as Error).message.includes(labels[LABEL.layerDigest]), `${what}: names the layer`);
+        return true;
+      });
+      assert.equal(logged.list([]).length, 0, `${what}: nothing committed or left active`);
       const l = lines.at(-1)!;
-      assert.match(l.msg, /downloaded in full/, what);
-      assert.equal(l.image, '127.0.0.1:5001/test/app:1', what);
+      assert.match(l.msg, /refused/, what);
+      assert.equal(l.image, labels[LABEL.imageRef] ?? null, what);
       assert.equal(l.layer, labels[LABEL.layerDigest], what);
       assert.match(l.why, why, what);
     }
     logged.lazy = new FakeLazy();
     const n = lines.length;
     await assert.rejects(logged.prepare('default/9/x', '', { ...blobLabels('sha256:c9', 'sha256:l9'), [LABEL.nydusFsVersion]: '6' }), isCode(status.ALREADY_EXISTS));
-    assert.ok(!lines.slice(n).some((l) => /downloaded in full/.test(l.msg)), 'a lazy layer logs no fallback');
+    assert.ok(!lines.slice(n).some((l) => /refused/.test(l.msg)), 'a lazy layer is not refused');
   } finally {
     logged.close();
   }
