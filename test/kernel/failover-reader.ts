@@ -10,10 +10,27 @@ const r = { files: 0, bytes: 0, readsFailed: 0, mismatchedBytes: 0, worstStallMs
 const a = Buffer.alloc(BLOCK);
 const b = Buffer.alloc(BLOCK);
 
+// A failing readdir or lstat is a failed read too (metadata comes from the
+// bootstrap through the same kernel path), and the walk goes on.
 function walk(rel: string): void {
-  for (const name of fs.readdirSync(path.join(mnt, rel)).sort()) {
+  let names: string[];
+  try {
+    names = fs.readdirSync(path.join(mnt, rel)).sort();
+  } catch (e) {
+    r.readsFailed++;
+    r.errors.push(`readdir ${rel || '.'}: ${(e as Error).message}`);
+    return;
+  }
+  for (const name of names) {
     const p = path.join(rel, name);
-    const st = fs.lstatSync(path.join(mnt, p));
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(path.join(mnt, p));
+    } catch (e) {
+      r.readsFailed++;
+      r.errors.push(`lstat ${p}: ${(e as Error).message}`);
+      continue;
+    }
     if (st.isDirectory()) walk(p);
     else if (st.isFile()) readFile(p, st.size);
   }

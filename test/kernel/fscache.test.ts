@@ -136,7 +136,7 @@ test('a worker that cannot start does not take lazysnapd down', async () => {
   const bad = await startLazysnapd({
     root,
     address: path.join(sub, 'snap.sock'),
-    config: config(root, path.join(requireFscacheKernel(), 'cache-bad'), 'lazysnap-bad'),
+    config: config(root, path.join(path.dirname(cacheDir), 'cache-bad'), 'lazysnap-bad'),
     env: { ...process.env, LAZYSNAP_FSCACHE_WORKER: '/nonexistent/worker.js' },
   });
   try {

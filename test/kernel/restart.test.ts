@@ -63,10 +63,10 @@ test('kill -9 lazysnapd mid-read, start it again: the reader never notices', asy
   const second = await startLazysnapd({ root, address, config: cfg });
   try {
     const r = await reading;
-    assert.equal(r.readsFailed, 0, r.errors.join('; '));
+    const log = fs.readFileSync(second.logPath, 'utf8');
+    assert.equal(r.readsFailed, 0, `${r.errors.slice(0, 10).join('; ')}\n--- lazysnapd log ---\n${log.slice(-6000)}`);
     assert.equal(r.mismatchedBytes, 0);
     assert.ok(r.files > 200);
-    const log = fs.readFileSync(second.logPath, 'utf8');
     assert.match(log, /took the \/dev\/cachefiles fd back from the running fscache worker/);
     const s = JSON.parse((await runOk(process.execPath, [CLI, 'status', '--json', '--address', address])).stdout);
     assert.notEqual(s.worker.pid, oldWorker);
@@ -112,7 +112,7 @@ test('under systemd: the fd goes to the fd store and comes back with LISTEN_FDS 
     await until('restart with the stored fd', (e) => e.event === 'started' && e.listen_fds === 1, mark);
     await until('READY=1 again', (e) => e.event === 'notify' && e.state === 'READY=1', mark);
     const r = await reading;
-    assert.equal(r.readsFailed, 0, r.errors.join('; '));
+    assert.equal(r.readsFailed, 0, `${r.errors.slice(0, 10).join('; ')}\n--- lazysnapd log ---\n${fs.readFileSync(logPath, 'utf8').slice(-6000)}`);
     assert.equal(r.mismatchedBytes, 0);
     assert.match(fs.readFileSync(logPath, 'utf8'), /took the \/dev\/cachefiles fd back from the systemd fd store/);
     await waitFor(() => canConnect(address), { what: 'lazysnapd socket after restart' });

@@ -1,6 +1,7 @@
 // Helpers for tests that run inside the UML test kernel (test/kernel/*).
 // Unix sockets do not work on hostfs, so daemons live under the guest's /run.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,7 +14,26 @@ export function requireFscacheKernel(): string {
   assert.ok(fs.existsSync('/dev/cachefiles'), `/dev/cachefiles is missing; ${HOW_TO_RUN}`);
   const dir = process.env.FSCACHE_DIR;
   assert.ok(dir && fs.existsSync(dir), `$FSCACHE_DIR (an ext4 cache dir) is missing; ${HOW_TO_RUN}`);
+  emptyScratchCache(dir);
   return dir;
+}
+
+/**
+ * Each test file starts with an empty $FSCACHE_DIR. It is a small ext4
+ * (256 MB, in the guest's memory) shared by the files of one guest run; the
+ * caches an earlier file left there once filled it, cachefiles refused the
+ * next file's writes below its free-space floor (pwrite: ENOBUFS) and its
+ * readers got EIO. The earlier files are done (one file at a time), so a
+ * worker still running is a leftover that keeps its cache bound.
+ */
+function emptyScratchCache(dir: string): void {
+  spawnSync('pkill', ['-9', '-f', 'lazysnap-fscache-worker']);
+  for (const e of fs.readdirSync(dir)) {
+    if (e === 'lost+found') continue;
+    fs.rmSync(path.join(dir, e), { recursive: true, force: true, maxRetries: 5 });
+  }
+  const st = fs.statfsSync(dir);
+  assert.ok(st.bavail / st.blocks > 0.9, `$FSCACHE_DIR ${dir} is ${Math.round(100 - (100 * st.bavail) / st.blocks)}% full after emptying it`);
 }
 
 const GUEST_DIRS = '/run/lazysnap-kt';
