@@ -1,6 +1,7 @@
 // A private containerd (own root, state, socket, config) with lazysnap as a
 // proxy snapshotter. Shims and runc keep state in /run/containerd no matter
 // what root/state say, so stop() cleans up only what this instance created.
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -10,7 +11,7 @@ import { describe, failureMessage, isRunning, run, spawnDaemon, stopDaemon, tail
 import { unmountAll } from './tmp';
 import { canConnect, waitFor } from './wait';
 
-/** Fixed by containerd 1.6 (defaults.DefaultStateDir): shim sockets, fifos, runc roots. */
+/** Fixed in 1.6, 1.7 and 2.x alike (defaults.DefaultStateDir), whatever `state` says: shim sockets, fifos, runc roots. */
 const SHARED_STATE = '/run/containerd';
 
 export interface ContainerdOptions {
@@ -39,6 +40,7 @@ export interface Containerd {
   /** certs.d directory for `ctr ... --hosts-dir` and CRI's registry.config_path. */
   hostsDir: string;
   daemon: Daemon;
+  version: ContainerdVersion;
   /** Runs `ctr --address <address> -n <namespace> <args>`; resolves whatever the exit code. */
   ctr(args: string[], opts?: CtrOptions): Promise<RunResult>;
   /** Like ctr(), but rejects unless ctr exits 0 (message includes stderr and containerd's log tail). */
@@ -46,15 +48,80 @@ export interface Containerd {
   stop(): Promise<void>;
 }
 
-export const DEFAULT_DISABLED_PLUGINS = [
-  'io.containerd.grpc.v1.cri',
-  'io.containerd.snapshotter.v1.aufs',
-  'io.containerd.snapshotter.v1.btrfs',
-  'io.containerd.snapshotter.v1.devmapper',
-  'io.containerd.snapshotter.v1.zfs',
-  'io.containerd.tracing.processor.v1.otlp',
-  'io.containerd.internal.v1.tracing',
-];
+/** Plugins that cannot load here (or are slow and noisy: CRI, unless wanted), by config version. */
+export function disabledPlugins(major: number, o: { cri: boolean }): string[] {
+  const always = [
+    'io.containerd.snapshotter.v1.btrfs',
+    'io.containerd.snapshotter.v1.devmapper',
+    'io.containerd.snapshotter.v1.zfs',
+    'io.containerd.tracing.processor.v1.otlp',
+    'io.containerd.internal.v1.tracing',
+  ];
+  // 2.x split CRI into images, runtime and the gRPC service; 1.x has one plugin (and aufs).
+  const cri = major >= 2
+    ? ['io.containerd.grpc.v1.cri', 'io.containerd.cri.v1.runtime', 'io.containerd.cri.v1.images',
+      'io.containerd.podsandbox.controller.v1.podsandbox']
+    : ['io.containerd.grpc.v1.cri'];
+  return [...(major >= 2 ? [] : ['io.containerd.snapshotter.v1.aufs']), ...always, ...(o.cri ? [] : cri)];
+}
+
+let versionCache: ContainerdVersion | undefined;
+export interface ContainerdVersion { major: number; minor: number; patch: number; text: string }
+
+/** The version of the containerd the tests run (LAZYSNAP_CONTAINERD_DIR, else bookworm's). */
+export function containerdVersion(): ContainerdVersion {
+  if (versionCache) return versionCache;
+  requireBinaries(['containerd']);
+  const out = execFileSync(bin('containerd'), ['--version'], { encoding: 'utf8' });
+  const m = /\s(?:v)?(\d+)\.(\d+)\.(\d+)/.exec(out);
+  if (!m) throw new Error(`cannot read a version from '${out.trim()}'`);
+  versionCache = { major: +m[1], minor: +m[2], patch: +m[3], text: `containerd ${m[1]}.${m[2]}.${m[3]}` };
+  return versionCache;
+}
+
+export interface ConfigInput {
+  major: number;
+  dir: string;
+  address: string;
+  snapshotterName: string;
+  snapshotterSocket: string;
+  disabled: string[];
+  hostsDir: string;
+}
+
+/**
+ * config.toml as an operator of that version writes it: version 2 for 1.6
+ * and 1.7; a native version 3 for 2.x, where `ctr pull` goes through the
+ * transfer service (it unpacks only into snapshotters in its unpack_config)
+ * and the proxy plugin exports enable_remote_snapshot_annotations (without
+ * it 2.x sends no cri.image-ref, and lazysnap refuses the nydus layers).
+ */
+export function containerdConfig(o: ConfigInput): string {
+  const lines = [
+    `version = ${o.major >= 2 ? 3 : 2}`,
+    `root = ${q(join(o.dir, 'root'))}`,
+    `state = ${q(join(o.dir, 'state'))}`,
+    `disabled_plugins = [${o.disabled.map(q).join(', ')}]`,
+    '[grpc]',
+    `  address = ${q(o.address)}`,
+    '[plugins."io.containerd.internal.v1.opt"]',
+    `  path = ${q(join(o.dir, 'opt'))}`,
+    `[proxy_plugins.${o.snapshotterName}]`,
+    '  type = "snapshot"',
+    `  address = ${q(o.snapshotterSocket)}`,
+  ];
+  if (o.major >= 2) {
+    lines.push(
+      '  exports = { enable_remote_snapshot_annotations = "true" }',
+      '[plugins."io.containerd.transfer.v1.local"]',
+      `  config_path = ${q(o.hostsDir)}`,
+      '[[plugins."io.containerd.transfer.v1.local".unpack_config]]',
+      '  platform = "linux/amd64"',
+      `  snapshotter = ${q(o.snapshotterName)}`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}
 
 export async function startContainerd(opts: ContainerdOptions): Promise<Containerd> {
   requireBinaries(['containerd', 'ctr', 'shim', 'runc']);
@@ -72,22 +139,11 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     await writeFile(join(hostsDir, h, 'hosts.toml'),
       `server = "http://${h}"\n[host."http://${h}"]\n  capabilities = ["pull", "resolve", "push"]\n`);
   }
-  const disabled = opts.disabledPlugins ?? DEFAULT_DISABLED_PLUGINS;
-  await writeFile(configPath, [
-    'version = 2',
-    `root = ${q(join(dir, 'root'))}`,
-    `state = ${q(join(dir, 'state'))}`,
-    `disabled_plugins = [${disabled.map(q).join(', ')}]`,
-    '[grpc]',
-    `  address = ${q(address)}`,
-    '[plugins."io.containerd.internal.v1.opt"]',
-    `  path = ${q(join(dir, 'opt'))}`,
-    `[proxy_plugins.${name}]`,
-    '  type = "snapshot"',
-    `  address = ${q(opts.snapshotterSocket)}`,
-    opts.extraConfig ?? '',
-    '',
-  ].join('\n'));
+  const version = containerdVersion();
+  await writeFile(configPath, containerdConfig({
+    major: version.major, dir, address, snapshotterName: name, snapshotterSocket: opts.snapshotterSocket, hostsDir,
+    disabled: opts.disabledPlugins ?? disabledPlugins(version.major, { cri: false }),
+  }) + (opts.extraConfig ?? '') + '\n');
 
   // containerd finds containerd-shim-runc-v2 and runc via PATH.
   const env = { ...process.env, PATH: `${CONTAINERD_DIR}:/usr/sbin:/usr/bin:/sbin:/bin:${process.env.PATH ?? ''}` };
@@ -114,7 +170,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     await stop();
     throw e;
   }
-  return { address, namespace, dir, logPath, configPath, hostsDir, daemon, ctr, ctrOk, stop };
+  return { address, namespace, dir, logPath, configPath, hostsDir, daemon, version, ctr, ctrOk, stop };
 }
 
 interface Instance {

@@ -14,7 +14,7 @@
 import { chmod, copyFile, mkdir, rm, statfs, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { bin, requireBinaries } from './bins';
-import { DEFAULT_DISABLED_PLUGINS, startContainerd, type Containerd } from './containerd';
+import { containerdVersion, disabledPlugins, startContainerd, type Containerd } from './containerd';
 import { CriClient } from './cri';
 import { isRunning, runOk, tail } from './proc';
 
@@ -67,9 +67,40 @@ export interface GuestContainerd {
   stop(): Promise<void>;
 }
 
-/** The CRI part of config.toml (containerd 1.6/1.7, config version 2). */
-export function criConfig(o: { snapshotter: string; sandboxImage: string; hostsDir: string; cniDir: string }): string {
+/**
+ * The CRI part of config.toml: version 2 for 1.6/1.7 (one plugin,
+ * io.containerd.grpc.v1.cri), version 3 for 2.x (images and runtime are
+ * plugins of their own; the sandbox image is a pinned image).
+ */
+export function criConfig(o: { major: number; snapshotter: string; sandboxImage: string; hostsDir: string; cniDir: string }): string {
   const q = (s: string) => JSON.stringify(s);
+  if (o.major >= 2) {
+    const images = '[plugins."io.containerd.cri.v1.images"]';
+    const runtime = '[plugins."io.containerd.cri.v1.runtime"]';
+    const sub = (t: string, s: string) => `${t.slice(0, -1)}.${s}]`;
+    return [
+      images,
+      `  snapshotter = ${q(o.snapshotter)}`,
+      '  disable_snapshot_annotations = false',
+      sub(images, 'pinned_images'),
+      `  sandbox = ${q(o.sandboxImage)}`,
+      sub(images, 'registry'),
+      `  config_path = ${q(o.hostsDir)}`,
+      runtime,
+      '  disable_apparmor = true',
+      '  restrict_oom_score_adj = true',
+      sub(runtime, 'containerd'),
+      '  default_runtime_name = "runc"',
+      sub(runtime, 'containerd.runtimes.runc'),
+      '  runtime_type = "io.containerd.runc.v2"',
+      sub(runtime, 'cni'),
+      `  bin_dirs = [${q(join(o.cniDir, 'bin'))}]`,
+      `  conf_dir = ${q(join(o.cniDir, 'net.d'))}`,
+      '[plugins."io.containerd.grpc.v1.cri"]',
+      '  stream_server_address = "127.0.0.1"',
+      '',
+    ].join('\n');
+  }
   const cri = '[plugins."io.containerd.grpc.v1.cri"]';
   return [
     cri,
@@ -110,8 +141,8 @@ export async function startGuestContainerd(opts: GuestContainerdOptions): Promis
     snapshotterName: snapshotter,
     registryHost: opts.registryHost,
     namespace: CRI_NAMESPACE,
-    disabledPlugins: DEFAULT_DISABLED_PLUGINS.filter((p) => p !== 'io.containerd.grpc.v1.cri'),
-    extraConfig: criConfig({ snapshotter: opts.criSnapshotter ?? snapshotter, sandboxImage: opts.sandboxImage, hostsDir, cniDir }) + (opts.extraConfig ?? ''),
+    disabledPlugins: disabledPlugins(containerdVersion().major, { cri: true }),
+    extraConfig: criConfig({ major: containerdVersion().major, snapshotter: opts.criSnapshotter ?? snapshotter, sandboxImage: opts.sandboxImage, hostsDir, cniDir }) + (opts.extraConfig ?? ''),
   });
   if (containerd.hostsDir !== hostsDir) {
     await containerd.stop();
