@@ -244,12 +244,16 @@ export class FscacheDaemon {
             'READ needs bytes known bad; the reader gets EIO for them');
           return false;
         }
-        const last = attempt >= this.opts.readAttempts;
+        const closed = isClosedFd(err);
+        const last = attempt >= this.opts.readAttempts || closed;
         this.log[last ? 'error' : 'warn'](
           { objectId: obj.objectId, blob: obj.content.name, off: m.off, len: m.readLen, attempt, err: (err as Error).message },
-          last ? 'READ failed; the reader gets EIO' : 'READ attempt failed; retrying',
+          !last ? 'READ attempt failed; retrying'
+            // ENOBUFS from the anon fd: the object was withdrawn, or the cache disk is below cachefiles' free-space floor
+            : closed ? 'the cache refused the write (object withdrawn, or the cache disk full); the reader gets EIO'
+              : 'READ failed; the reader gets EIO',
         );
-        if (last || isClosedFd(err)) return false;
+        if (last) return false;
         try {
           await sleep(this.opts.retryDelayMs * 2 ** (attempt - 1), undefined, { signal });
         } catch {

@@ -19,6 +19,7 @@ import { run, runOk, tail } from '../support/proc';
 import { startRegistry, type Registry } from '../support/registry';
 import { SnapshotsClient } from '../support/snapshots-client';
 import { unmountAll } from '../support/tmp';
+import { waitFor } from '../support/wait';
 import { readNydusLayout } from '../support/oci-layout';
 import { cachedDebianPythonImage, PYTHON_TREE_DIGEST, type DebianPythonExpect } from '../support/debian-python';
 import { Kind } from '../../snapshotter/storage/info';
@@ -350,6 +351,13 @@ async function waitRemoved(what: string, imageRef: string | null, done: () => bo
 const erofsMounts = () => fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.split(' ')[2] === 'erofs');
 
 test('cleanup: removing an image removes its snapshots, its EROFS mount and its own cache files; the last one its volume', { timeout: 300_000 }, async () => {
+  // containerd cleans a snapshotter once per removal: a cleanup that lands
+  // while its gRPC channel to the restarted lazysnapd is still in reconnect
+  // backoff fails with the old 'connection refused' and is not retried
+  // until something else is removed. Wait until containerd reaches lazysnapd
+  // (Usage goes to the snapshotter; a List is answered from containerd's own metadata).
+  await waitFor(async () => (await ctrd!.ctr(['snapshots', '--snapshotter', 'lazysnap', 'usage'], { timeoutMs: 10_000 })).code === 0,
+    { what: 'containerd to reach the restarted lazysnapd', timeoutMs: 60_000 });
   const bbBlobs = blobDigests.map((d) => d.slice('sha256:'.length));
   // the busybox+data image goes while busybox-plain and python stay in the shared domain
   await cri.removeImage(ref);
@@ -403,4 +411,36 @@ test('warm on pull: with prefetch = "on-pull" the image is fetched before any co
   const text = (await runOk(process.execPath, [CLI, 'status', '--address', lazysnapd!.address])).stdout;
   assert.match(text, /lazy, blobs from registry/);
   assert.match(text, /100\.0% present/);
+});
+
+// Without a kubelet. 2.x: `ctr pull` through the transfer service, whose
+// unpacker sends the remote-snapshot labels because the proxy plugin exports
+// enable_remote_snapshot_annotations (test/support/containerd.ts writes the
+// config the README gives). 1.x: ctr sends no labels and cannot unpack a
+// nydus blob itself; the pull fails in ctr and leaves nothing behind.
+test('ctr images pull of a nydus image: lazy on containerd 2.x; on 1.x ctr fails and nothing is committed', { timeout: 300_000 }, async (t) => {
+  const major = ctrd!.containerd.version.major;
+  const logFrom = fs.readFileSync(registry!.logPath, 'utf8').length;
+  const containerdBlobGets = () => fs.readFileSync(registry!.logPath, 'utf8').slice(logFrom).split('\n')
+    .filter((l) => /GET/.test(l) && l.includes('containerd/') && blobDigests.some((d) => l.includes(`/blobs/${d}`)));
+  const pull = await ctrd!.ctr(['images', 'pull', '--snapshotter', 'lazysnap', ref], { timeoutMs: 120_000 });
+  if (major < 2) {
+    assert.notEqual(pull.code, 0, 'ctr of 1.x cannot unpack a nydus blob layer');
+    assert.match(pull.stderr, /no processor for media-type application\/vnd\.oci\.image\.layer\.nydus\.blob\.v1|lazysnap cannot serve nydus/);
+    const left = (await snaps!.list()).filter((i) => i.labels[LABEL.imageRef] === ref);
+    assert.deepEqual(left.map((i) => i.name), [], 'no snapshot of the image is committed');
+    t.diagnostic(`containerd ${ctrd!.containerd.version.text}: ${pull.stderr.trim().split('\n').pop()}`);
+    return;
+  }
+  assert.equal(pull.code, 0, `${pull.stderr}${await logs()}`);
+  assert.deepEqual(containerdBlobGets(), [], 'containerd fetched no data blob');
+  const id = `ctr-lazy-${Date.now()}`;
+  const r = await ctrd!.ctr(['run', '--rm', '--snapshotter', 'lazysnap', ref, id, '/bin/busybox', 'sha256sum', '/data/big1'], { timeoutMs: 180_000 });
+  assert.equal(r.code, 0, `${r.stderr}${await logs()}`);
+  assert.match(r.stdout, new RegExp(`^${bigSha.big1}  /data/big1$`, 'm'));
+  assert.deepEqual(containerdBlobGets(), [], 'containerd never fetched a data blob');
+  const lazysnapBlobGets = fs.readFileSync(registry!.logPath, 'utf8').slice(logFrom).split('\n')
+    .filter((l) => /GET/.test(l) && l.includes('lazysnap/') && blobDigests.some((d) => l.includes(`/blobs/${d}`)));
+  assert.ok(lazysnapBlobGets.length > 0, 'the data came from the registry through lazysnap (its blob was culled in the cleanup test)');
+  t.diagnostic(`containerd ${ctrd!.containerd.version.text}: ctr pull fetched no data blob; lazysnap made ${lazysnapBlobGets.length} blob GETs for the run`);
 });
