@@ -9,6 +9,9 @@ import { FormatError } from '../image/errors';
 import { inspect } from './inspect';
 import { isLayoutRef, openNydusLayout } from '../image/convert/nydus-layout';
 import { convertCommand, ConvertCliOptions } from './convert';
+import { pullCommand, PullCliOptions } from './pull';
+import { PullError } from '../pull/pull';
+import { RegistryError } from '../registry/errors';
 import { DEFAULT_HOSTS_DIR } from '../image/convert/docker';
 import { AdminClient, AdminError, DEFAULT_ADDRESS } from './admin-client';
 import type { BlobStatus } from '../admin/service';
@@ -137,11 +140,28 @@ program
     process.exitCode = await convertCommand(src, dst, opts);
   });
 
+program
+  .command('pull <ref>')
+  .description('pull an image into containerd for lazysnap, lazily: nydus data blobs are not downloaded (for containerd 1.6/1.7, whose ctr pull cannot; on 2.x ctr pull does it with the config in the README)')
+  .option('--address <socket>', "containerd's socket", process.env.CONTAINERD_ADDRESS ?? '/run/containerd/containerd.sock')
+  .option('-n, --namespace <ns>', 'containerd namespace (ctr: default, Kubernetes: k8s.io)', process.env.CONTAINERD_NAMESPACE ?? 'default')
+  .option('--snapshotter <name>', 'the proxy snapshotter lazysnap is registered as', 'lazysnap')
+  .option('--hosts-dir <dir>', "containerd's hosts.toml directory (mirrors, CAs)", DEFAULT_HOSTS_DIR)
+  .option('--plain-http', 'use http:// for registries without a hosts.toml (automatic for localhost and 127.0.0.1)')
+  .option('--user <user:pass>', "registry credentials; default: docker's config.json")
+  .option('--platform <os/arch>', 'platform to pick from an image index', 'linux/amd64')
+  .option('--json', 'print the result as JSON')
+  .action(async (ref: string, opts: PullCliOptions) => {
+    process.exitCode = await pullCommand(ref, opts);
+  });
+
 function fail(err: unknown): never {
-  const e = err as Error & { code?: string };
+  const e = err as Error & { code?: string | number };
   if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') process.exit(0);
-  if (e.code?.startsWith('commander.')) process.exit(1); // commander has printed it
-  const known = e instanceof ConfigError || e instanceof FormatError || (e.code && /^E[A-Z]+$/.test(e.code)) || e instanceof AdminError;
+  if (typeof e.code === 'string' && e.code.startsWith('commander.')) process.exit(1); // commander has printed it
+  // a gRPC status from containerd or lazysnapd: its message says it
+  const grpcStatus = typeof (e as { code?: unknown }).code === 'number' && 'details' in e;
+  const known = grpcStatus || e instanceof ConfigError || e instanceof FormatError || e instanceof PullError || e instanceof RegistryError || (typeof e.code === 'string' && /^E[A-Z]+$/.test(e.code)) || e instanceof AdminError;
   process.stderr.write(`lazysnap: ${known ? e.message : (e.stack ?? e.message)}\n`);
   process.exit(1);
 }

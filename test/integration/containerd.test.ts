@@ -11,7 +11,7 @@ import { requireBinaries } from '../support/bins';
 import { startContainerd, type Containerd } from '../support/containerd';
 import { buildBusyboxImage, pushOciLayout, readImageConfig } from '../support/images';
 import { startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
-import { tail } from '../support/proc';
+import { run, tail } from '../support/proc';
 import { startRegistry, type Registry } from '../support/registry';
 import { SnapshotsClient } from '../support/snapshots-client';
 import { makeTempDir, removeTempDir } from '../support/tmp';
@@ -126,4 +126,38 @@ test('removing the image and its snapshots leaves lazysnapd empty', { timeout: 6
   } finally {
     client.close();
   }
+});
+
+// `lazysnap pull` through containerd's own services (content, leases, diff,
+// images, snapshots): a plain image is fetched and unpacked as ctr would;
+// GC keeps it once the pull's lease is gone.
+test('lazysnap pull of a plain image: ctr lists it, ctr run runs it, and a GC keeps it', { timeout: 120_000 }, async (t) => {
+  if (!useLazysnap) return t.skip('the overlayfs check of the harness');
+  const cli = join(__dirname, '../../cmd/lazysnap.js');
+  const r = await run(process.execPath, [cli, 'pull', ref, '--address', ctrd!.address, '-n', ctrd!.namespace,
+    '--hosts-dir', ctrd!.hostsDir, '--json'], { timeoutMs: 60_000 });
+  assert.equal(r.code, 0, `${r.stderr}\n--- containerd log ---\n${await tail(ctrd!.logPath, 3000)}`);
+  assert.deepEqual((JSON.parse(r.stdout) as { layers: { how: string }[] }).layers.map((l) => l.how), ['unpacked']);
+  const lease = (await ctr(['leases', 'create'])).stdout.trim().split(/\s+/)[0];
+  await ctr(['leases', 'delete', '--sync', lease]); // a synchronous GC
+  assert.ok((await ctr(['images', 'ls', '-q'])).stdout.split('\n').includes(ref));
+  assert.ok((await snapshotRows()).some((s) => s.key === layerChainId && s.kind === 'Committed'), 'the layer survived GC');
+  const id = `lazysnap-pull-${process.pid}-${Date.now()}`;
+  const out = await ctr(['run', '--rm', '--snapshotter', SNAPSHOTTER, ref, id, '/bin/sh', '-c', 'echo pulled-by-lazysnap']);
+  assert.equal(out.stdout, 'pulled-by-lazysnap\n');
+  await ctr(['images', 'rm', '--sync', ref]);
+});
+
+test('lazysnap pull says what is wrong: no containerd at the address, no such image', { timeout: 60_000 }, async (t) => {
+  if (!useLazysnap) return t.skip('the overlayfs check of the harness');
+  const cli = join(__dirname, '../../cmd/lazysnap.js');
+  const noCtrd = await run(process.execPath, [cli, 'pull', ref, '--address', join(dir!, 'none.sock'), '--hosts-dir', ctrd!.hostsDir]);
+  assert.equal(noCtrd.code, 1);
+  const errors = noCtrd.stderr.trim().split('\n').filter((l) => l.startsWith('lazysnap: '));
+  assert.equal(errors.length, 1, noCtrd.stderr);
+  assert.match(errors[0], /UNAVAILABLE|No connection|ENOENT/);
+  assert.doesNotMatch(noCtrd.stderr, /\n\s+at /, 'no stack trace');
+  const missing = await run(process.execPath, [cli, 'pull', `${registry!.host}/test/none:1`, '--address', ctrd!.address, '--hosts-dir', ctrd!.hostsDir]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /^lazysnap: .*(not found|NOT_FOUND|404|unknown)/im);
 });
