@@ -383,6 +383,47 @@ test('cleanup: removing an image removes its snapshots, its EROFS mount and its 
   assert.deepEqual(fs.existsSync(graveyard) ? fs.readdirSync(graveyard) : [], [], 'nothing left in the graveyard');
 });
 
+// Without a kubelet. 2.x: `ctr pull` through the transfer service, whose
+// unpacker sends the remote-snapshot labels because the proxy plugin exports
+// enable_remote_snapshot_annotations (test/support/containerd.ts writes the
+// config the README gives). 1.x: ctr sends no labels and cannot unpack a
+// nydus blob itself, so its pull fails and leaves nothing behind; there
+// `lazysnap pull` does it. Either way `ctr run` then reads the image lazily.
+test('a lazy pull without a kubelet: ctr pull on containerd 2.x, lazysnap pull on 1.x (where ctr pull fails); ctr run reads it lazily', { timeout: 300_000 }, async (t) => {
+  const major = ctrd!.containerd.version.major;
+  let logFrom = fs.readFileSync(registry!.logPath, 'utf8').length;
+  const dataBlobGets = (who: string) => fs.readFileSync(registry!.logPath, 'utf8').slice(logFrom).split('\n')
+    .filter((l) => /GET/.test(l) && l.includes(`${who}/`) && blobDigests.some((d) => l.includes(`/blobs/${d}`)));
+  const before = new Set((await snaps!.list()).map((i) => i.name));
+  const pull = await ctrd!.ctr(['images', 'pull', '--snapshotter', 'lazysnap', ref], { timeoutMs: 120_000 });
+  if (major < 2) {
+    assert.notEqual(pull.code, 0, 'ctr of 1.x cannot unpack a nydus blob layer');
+    assert.match(pull.stderr, /stream processor for application\/vnd\.oci\.image\.layer\.nydus\.blob\.v1: no processor for media-type/);
+    const added = (await snaps!.list()).filter((i) => !before.has(i.name));
+    assert.deepEqual(added.map((i) => i.name), [], 'the failed pull left no snapshot in lazysnapd');
+    // (ctr of 1.x downloads every layer before it tries to unpack: count from here)
+    logFrom = fs.readFileSync(registry!.logPath, 'utf8').length;
+    const lp = await run(process.execPath, [CLI, 'pull', ref, '--address', ctrd!.address, '-n', 'k8s.io',
+      '--hosts-dir', join(ctrd!.dir, 'certs.d'), '--json'], { timeoutMs: 120_000 });
+    assert.equal(lp.code, 0, `lazysnap pull: ${lp.stderr}${await logs()}`);
+    const res = JSON.parse(lp.stdout) as { layers: { how: string }[] };
+    assert.deepEqual(res.layers.map((l) => l.how).sort(), [...blobDigests.map(() => 'remote'), 'unpacked'].sort(), lp.stdout);
+    t.diagnostic(`containerd ${ctrd!.containerd.version.text}: ctr pull failed as documented; lazysnap pull: ${res.layers.map((l) => l.how).join(', ')}`);
+  } else {
+    assert.equal(pull.code, 0, `${pull.stderr}${await logs()}`);
+  }
+  assert.deepEqual(dataBlobGets('containerd'), [], 'containerd fetched no data blob');
+  assert.deepEqual(dataBlobGets('lazysnap'), [], 'nothing fetched a data blob before a container read');
+  const id = `ctr-lazy-${Date.now()}`;
+  const r = await ctrd!.ctr(['run', '--rm', '--snapshotter', 'lazysnap', ref, id, '/bin/busybox', 'sha256sum', '/data/big1'], { timeoutMs: 180_000 });
+  assert.equal(r.code, 0, `${r.stderr}${await logs()}`);
+  assert.match(r.stdout, new RegExp(`^${bigSha.big1}  /data/big1$`, 'm'));
+  assert.deepEqual(dataBlobGets('containerd'), [], 'containerd never fetched a data blob');
+  const lazysnapBlobGets = dataBlobGets('lazysnap');
+  assert.ok(lazysnapBlobGets.length > 0, 'the data came from the registry through lazysnap (its blob was culled in the cleanup test)');
+  t.diagnostic(`containerd ${ctrd!.containerd.version.text}: no data blob GET by containerd; lazysnap made ${lazysnapBlobGets.length} for the run`);
+});
+
 test('warm on pull: with prefetch = "on-pull" the image is fetched before any container asks', { timeout: 300_000 }, async (t) => {
   const { root, address, logPath } = lazysnapd!;
   const config = fs.readFileSync(`${root}.config.toml`, 'utf8').replace('prefetch = "off"', 'prefetch = "on-pull"');
@@ -411,43 +452,4 @@ test('warm on pull: with prefetch = "on-pull" the image is fetched before any co
   const text = (await runOk(process.execPath, [CLI, 'status', '--address', lazysnapd!.address])).stdout;
   assert.match(text, /lazy, blobs from registry/);
   assert.match(text, /100\.0% present/);
-});
-
-// Without a kubelet. 2.x: `ctr pull` through the transfer service, whose
-// unpacker sends the remote-snapshot labels because the proxy plugin exports
-// enable_remote_snapshot_annotations (test/support/containerd.ts writes the
-// config the README gives). 1.x: ctr sends no labels and cannot unpack a
-// nydus blob itself, so its pull fails and leaves nothing behind; there
-// `lazysnap pull` does it. Either way `ctr run` then reads the image lazily.
-test('a lazy pull without a kubelet: ctr pull on containerd 2.x, lazysnap pull on 1.x (where ctr pull fails); ctr run reads it lazily', { timeout: 300_000 }, async (t) => {
-  const major = ctrd!.containerd.version.major;
-  const logFrom = fs.readFileSync(registry!.logPath, 'utf8').length;
-  const dataBlobGets = (who: string) => fs.readFileSync(registry!.logPath, 'utf8').slice(logFrom).split('\n')
-    .filter((l) => /GET/.test(l) && l.includes(`${who}/`) && blobDigests.some((d) => l.includes(`/blobs/${d}`)));
-  const before = new Set((await snaps!.list()).map((i) => i.name));
-  const pull = await ctrd!.ctr(['images', 'pull', '--snapshotter', 'lazysnap', ref], { timeoutMs: 120_000 });
-  if (major < 2) {
-    assert.notEqual(pull.code, 0, 'ctr of 1.x cannot unpack a nydus blob layer');
-    assert.match(pull.stderr, /stream processor for application\/vnd\.oci\.image\.layer\.nydus\.blob\.v1: no processor for media-type/);
-    const added = (await snaps!.list()).filter((i) => !before.has(i.name));
-    assert.deepEqual(added.map((i) => i.name), [], 'the failed pull left no snapshot in lazysnapd');
-    const lp = await run(process.execPath, [CLI, 'pull', ref, '--address', ctrd!.address, '-n', 'k8s.io',
-      '--hosts-dir', join(ctrd!.dir, 'certs.d'), '--json'], { timeoutMs: 120_000 });
-    assert.equal(lp.code, 0, `lazysnap pull: ${lp.stderr}${await logs()}`);
-    const res = JSON.parse(lp.stdout) as { layers: { how: string }[] };
-    assert.deepEqual(res.layers.map((l) => l.how).sort(), [...blobDigests.map(() => 'remote'), 'unpacked'].sort(), lp.stdout);
-    t.diagnostic(`containerd ${ctrd!.containerd.version.text}: ctr pull failed as documented; lazysnap pull: ${res.layers.map((l) => l.how).join(', ')}`);
-  } else {
-    assert.equal(pull.code, 0, `${pull.stderr}${await logs()}`);
-  }
-  assert.deepEqual(dataBlobGets('containerd'), [], 'containerd fetched no data blob');
-  assert.deepEqual(dataBlobGets('lazysnap'), [], 'nothing fetched a data blob before a container read');
-  const id = `ctr-lazy-${Date.now()}`;
-  const r = await ctrd!.ctr(['run', '--rm', '--snapshotter', 'lazysnap', ref, id, '/bin/busybox', 'sha256sum', '/data/big1'], { timeoutMs: 180_000 });
-  assert.equal(r.code, 0, `${r.stderr}${await logs()}`);
-  assert.match(r.stdout, new RegExp(`^${bigSha.big1}  /data/big1$`, 'm'));
-  assert.deepEqual(dataBlobGets('containerd'), [], 'containerd never fetched a data blob');
-  const lazysnapBlobGets = dataBlobGets('lazysnap');
-  assert.ok(lazysnapBlobGets.length > 0, 'the data came from the registry through lazysnap (its blob was culled in the cleanup test)');
-  t.diagnostic(`containerd ${ctrd!.containerd.version.text}: no data blob GET by containerd; lazysnap made ${lazysnapBlobGets.length} for the run`);
 });
