@@ -412,7 +412,7 @@ test('a lazy pull without a kubelet: ctr pull on containerd 2.x, lazysnap pull o
     assert.equal(lp.code, 0, `lazysnap pull: ${lp.stderr}${await logs()}`);
     const res = JSON.parse(lp.stdout) as { layers: { how: string }[] };
     assert.deepEqual(res.layers.map((l) => l.how).sort(), [...blobDigests.map(() => 'remote'), 'unpacked'].sort(), lp.stdout);
-    t.diagnostic(`containerd ${ctrd!.containerd.version.text}: ctr pull failed as documented; lazysnap pull: ${res.layers.map((l) => l.how).join(', ')}`);
+    t.diagnostic(`${ctrd!.containerd.version.text}: ctr pull failed as documented; lazysnap pull: ${res.layers.map((l) => l.how).join(', ')}`);
   } else {
     assert.equal(pull.code, 0, `${pull.stderr}${await logs()}`);
   }
@@ -425,7 +425,7 @@ test('a lazy pull without a kubelet: ctr pull on containerd 2.x, lazysnap pull o
   assert.deepEqual(dataBlobGets('containerd'), [], 'containerd never fetched a data blob');
   const lazysnapBlobGets = dataBlobGets('lazysnap');
   assert.ok(lazysnapBlobGets.length > 0, 'the data came from the registry through lazysnap (its blob was culled in the cleanup test)');
-  t.diagnostic(`containerd ${ctrd!.containerd.version.text}: no data blob GET by containerd; lazysnap made ${lazysnapBlobGets.length} for the run`);
+  t.diagnostic(`${ctrd!.containerd.version.text}: no data blob GET by containerd; lazysnap made ${lazysnapBlobGets.length} for the run`);
 });
 
 test('warm on pull: with prefetch = "on-pull" the image is fetched before any container asks', { timeout: 300_000 }, async (t) => {
