@@ -38,14 +38,15 @@ test('kernel tests in the UML guest (fscache on-demand, native addon)', { timeou
   assert.match(r.stdout, /^# fail 0$/m);
 });
 
-// bookworm's 1.6.20 ran them above; 2.1.9 with a native version 3 config.
+// The guest tests that go through containerd, again: bookworm's 1.6.20 ran
+// them above; 2.1.9 with a native version 3 config.
 for (const [series, version] of [['1.7', '1.7.24'], ['2.1', '2.1.9']] as const) {
-  test(`CRI and lazy pull-and-run again with containerd ${version} (unpacked by scripts/containerd.sh)`, { timeout: 30 * 60_000 }, async () => {
+  test(`CRI, lazy pull-and-run and bad chunks again with containerd ${version} (unpacked by scripts/containerd.sh)`, { timeout: 30 * 60_000 }, async () => {
     const dir = await run('bash', [path.join(REPO, 'scripts', 'containerd.sh'), series], { timeoutMs: 10 * 60_000 });
     assert.equal(dir.code, 0, dir.stderr);
     process.env.LAZYSNAP_CONTAINERD_DIR = dir.stdout.trim();
     try {
-      const r = await inGuest(['-t', '1500', '--', 'node', '--test', '--test-concurrency=1', 'dist/test/kernel/cri.test.js', 'dist/test/kernel/lazy-pull.test.js'], 28 * 60_000);
+      const r = await inGuest(['-t', '1500', '--', 'node', '--test', '--test-concurrency=1', 'dist/test/kernel/cri.test.js', 'dist/test/kernel/lazy-pull.test.js', 'dist/test/kernel/bad-chunk.test.js'], 28 * 60_000);
       console.log(`guest (containerd ${version}): ${r.stdout.split('\n').filter((l) => /^# (tests|pass|fail)/.test(l)).join(', ')}`);
       assert.equal(r.code, 0, failureReport(r.stdout, r.out));
       assert.match(r.stdout, new RegExp(`containerd ${version.replace(/\./g, '\\.')}`));
