@@ -19,6 +19,13 @@ export interface Config {
   fscache: {
     /** "auto": when /dev/cachefiles exists */
     enabled: boolean | 'auto';
+    /**
+     * The kernel interface lazy images are served through: "fscache"
+     * (EROFS over fscache on-demand), "fanotify" (EROFS file-backed mounts
+     * with fanotify pre-content events, Linux >= 6.14), or "auto": fscache
+     * where it binds, else fanotify where the kernel has it.
+     */
+    backend: 'auto' | 'fscache' | 'fanotify';
     device: string;
     /** the cachefiles cache dir; needs xattrs (ext4, xfs); "" = <root>/cache */
     cache_dir: string;
@@ -73,8 +80,9 @@ level = "info"  # trace, debug, info, warn, error, fatal, silent
 
 [fscache]
 enabled = "auto"           # "auto" (when /dev/cachefiles exists), true, false
+backend = "fscache"         # "fscache", "fanotify" (EROFS file-backed + fanotify pre-content, Linux >= 6.14) or "auto"
 device = "/dev/cachefiles"
-cache_dir = ""             # "" = <root>/cache; must support xattrs (ext4, xfs)
+cache_dir = ""             # "" = <root>/cache; fscache: must support xattrs; fanotify: must accept pre-content marks (ext4, xfs; not tmpfs)
 tag = "lazysnap"
 domain = "lazysnap"        # images share blobs (and their cache) in this domain; "" = none
 standby_worker = true
@@ -104,7 +112,7 @@ const SHAPE: Shape = {
   root: 'string',
   address: 'string',
   log: { level: 'string' },
-  fscache: { enabled: 'string|boolean', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean', prefetch: 'string', read_deadline_ms: 'number', hang_timeout_ms: 'number' },
+  fscache: { enabled: 'string|boolean', backend: 'string', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean', prefetch: 'string', read_deadline_ms: 'number', hang_timeout_ms: 'number' },
   registry: { config_path: 'string', docker_config: 'string', plain_http: 'boolean' },
   admin: { mount_dirs: 'string[]' },
 };
@@ -145,6 +153,9 @@ export function parseConfig(text: string): Config {
   const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry, admin };
   if (cfg.fscache.enabled !== true && cfg.fscache.enabled !== false && cfg.fscache.enabled !== 'auto') {
     throw new ConfigError(`"fscache.enabled" must be true, false or "auto", got ${JSON.stringify(cfg.fscache.enabled)}`);
+  }
+  if (!['auto', 'fscache', 'fanotify'].includes(cfg.fscache.backend)) {
+    throw new ConfigError(`"fscache.backend" must be "auto", "fscache" or "fanotify", got ${JSON.stringify(cfg.fscache.backend).slice(0, 80)}`);
   }
   if (!['on-pull', 'on-start', 'off'].includes(cfg.fscache.prefetch)) {
     throw new ConfigError(`"fscache.prefetch" must be "on-pull", "on-start" or "off", got ${JSON.stringify(cfg.fscache.prefetch)}`);

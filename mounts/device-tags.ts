@@ -3,9 +3,19 @@
 // image can be hundreds of MiB.
 import fs from 'node:fs';
 import { Bytes } from '../image/bytes';
-import { deviceTableEnd, deviceTags } from '../image/rafs/bootstrap';
+import { deviceSlots, deviceTableEnd, deviceTags } from '../image/rafs/bootstrap';
 
 export function readDeviceTags(file: string): string[] {
+  return deviceTags(readTableHead(file));
+}
+
+/** The blobs a file-backed mount opens as devices, with their sizes in bytes. */
+export function readDevices(file: string): { tag: string; size: number }[] {
+  const { slots, blockSize } = deviceSlots(readTableHead(file));
+  return slots.map((d) => ({ tag: d.tag, size: d.blocks * blockSize }));
+}
+
+function readTableHead(file: string): Bytes {
   const fd = fs.openSync(file, 'r');
   try {
     const read = (len: number) => {
@@ -14,7 +24,7 @@ export function readDeviceTags(file: string): string[] {
     };
     const head = read(64 << 10);
     const end = deviceTableEnd(head);
-    return deviceTags(end <= head.length ? head : read(end));
+    return end <= head.length ? head : read(end);
   } finally {
     fs.closeSync(fd);
   }

@@ -9,10 +9,12 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { ErofsImage } from '../image/erofs/image';
-import { readDeviceTags } from './device-tags';
+import { readDeviceTags, readDevices } from './device-tags';
+import { fileBackedOptions, prepareBlobFiles } from './blob-files';
 import { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
 import { excerpt } from '../log/excerpt';
 import { readFailure, readRegularFile } from '../config/read-file';
+import { MS, mountFs } from '../native';
 
 const exec = promisify(execFile);
 const MOUNT_TIMEOUT_MS = 120_000;
@@ -54,6 +56,8 @@ export class Mounter {
     private readonly cacheDir?: string,
     /** culls cache file `name` in `dir` through /dev/cachefiles; throws EBUSY while the kernel uses it */
     private readonly cull?: (dir: string, name: string) => void,
+    /** mount file-backed, with blob files under blobDir marked in this fanotify group, instead of through fscache */
+    private readonly fanotify?: { groupFd: number; blobDir: string },
   ) {}
 
   async mount(spec: MountSpec): Promise<FscacheImage> {
@@ -85,17 +89,28 @@ export class Mounter {
     fs.renameSync(`${bootstrap}.tmp`, bootstrap);
     const blobsDir = spec.imageRef && !spec.blobsDir ? '' : path.resolve(spec.blobsDir ?? path.dirname(source));
     this.images().add({ fsid, domain, bootstrap, blobsDir, imageRef: spec.imageRef, snapshotId: spec.snapshotId });
-    const opts = erofsOptions({ fsid, domain, nosuid: spec.nosuid });
+    let opts = '';
     try {
-      await exec('mount', ['-t', 'erofs', '-o', opts, 'none', mountpoint], { timeout: MOUNT_TIMEOUT_MS });
+      if (this.fanotify) {
+        const devices = prepareBlobFiles(this.fanotify.groupFd, this.fanotify.blobDir, domain || fsid, readDevices(bootstrap));
+        opts = fileBackedOptions({ devices, nosuid: spec.nosuid });
+        const flags = MS.RDONLY | (spec.nosuid ? MS.NOSUID | MS.NODEV : 0);
+        await mountFs(bootstrap, mountpoint, 'erofs', flags, devices.map((d) => `device=${d}`).join(','));
+      } else {
+        opts = erofsOptions({ fsid, domain, nosuid: spec.nosuid });
+        await exec('mount', ['-t', 'erofs', '-o', opts, 'none', mountpoint], { timeout: MOUNT_TIMEOUT_MS });
+      }
     } catch (err) {
       this.images().remove(fsid);
       fs.rmSync(dir, { recursive: true, force: true });
-      const e = err as { stderr?: string; message: string };
-      throw new MountError(`mount -t erofs -o ${opts} failed: ${(e.stderr || e.message).trim()}`);
+      if (this.fanotify && this.images().inVolume(domain || fsid).length === 0) this.dropVolume(domain || fsid);
+      const e = err as { stderr?: string; message: string; code?: string };
+      if (!opts) throw new MountError(`cannot prepare the blob files of ${excerpt(source)}: ${e.message}`);
+      const hint = e.code === 'EINVAL' && this.fanotify ? ' (a kernel without EROFS file-backed mounts, CONFIG_EROFS_FS_BACKED_BY_FILE, Linux >= 6.12?)' : '';
+      throw new MountError(`mount -t erofs -o ${opts} failed: ${(e.stderr || e.message).trim()}${hint}`);
     }
     this.images().setMountpoint(fsid, mountpoint);
-    this.log.info({ fsid, domain, mountpoint, bootstrap: source }, 'mounted through fscache');
+    this.log.info({ fsid, domain, mountpoint, bootstrap: source, backend: this.fanotify ? 'fanotify' : 'fscache' }, 'mounted lazily');
     return this.images().get(fsid)!;
   }
 
@@ -156,6 +171,10 @@ export class Mounter {
    * graveyard, which is emptied here as cachefilesd would.
    */
   private dropBlobs(volume: string, tags: string[]): void {
+    if (this.fanotify) {
+      for (const tag of tags) fs.rmSync(path.join(this.fanotify.blobDir, volume, tag), { force: true });
+      return;
+    }
     if (!this.cacheDir || !this.cull) return;
     const volumeDir = path.join(this.cacheDir, 'cache', `Ierofs,${volume}`);
     const find = (name: string) => {
@@ -207,6 +226,7 @@ export class Mounter {
    * holds none of these files; it would recreate them on the next mount.
    */
   private dropVolume(volume: string): void {
+    if (this.fanotify) return void fs.rmSync(path.join(this.fanotify.blobDir, volume), { recursive: true, force: true });
     if (!this.cacheDir) return;
     const dir = path.join(this.cacheDir, 'cache', `Ierofs,${volume}`);
     // fscache withdraws a relinquished volume in the background and may touch

@@ -8,7 +8,9 @@
         "src/errors.cc",
         "src/io.cc",
         "src/poller.cc",
-        "src/fdpass.cc"
+        "src/fdpass.cc",
+        "src/fanotify.cc",
+        "src/mount.cc"
       ],
       # node-addon-api with C++ exceptions: a Napi::Error thrown in C++ becomes
       # a JS exception at the N-API boundary.

@@ -56,6 +56,7 @@ interface Binding {
   pwriteAll(fd: number, buf: Uint8Array, offset: number): Promise<number>;
   ioctlReadComplete(fd: number, msgId: number): void;
   dataExtents(fd: number, end: number): number[];
+  seekHole(fd: number, off: number): number;
   FdPoller: new (fd: number, onReadable: OnReadable) => FdPoller;
   socketpair(type?: SocketType): [number, number];
   sendFds(sock: number, data: Uint8Array, fds: number[]): number;
@@ -64,6 +65,13 @@ interface Binding {
   setCloexec(fd: number, on: boolean): void;
   unixConnect(path: string): number;
   getCloexec(fd: number): boolean;
+  fanotifyInit(flags: number, eventFFlags: number): number;
+  fanotifyMark(fd: number, flags: number, mask: number, path: string): void;
+  mapShared(fd: number, length: number): Uint8Array;
+  mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
+  MS_RDONLY: number;
+  MS_NOSUID: number;
+  MS_NODEV: number;
 }
 
 const ADDON = 'lazysnap_native.node';
@@ -140,6 +148,15 @@ export function dataExtents(fd: number, end: number): [number, number][] {
   const out: [number, number][] = [];
   for (let i = 0; i < flat.length; i += 2) out.push([flat[i], flat[i + 1]]);
   return out;
+}
+
+/**
+ * lseek(fd, off, SEEK_HOLE): where the data starting at `off` ends (`off`
+ * itself if it is in a hole). Uses pread-independent lseek; moves the fd's
+ * file position, which pread/pwrite ignore.
+ */
+export function seekHole(fd: number, off: number): number {
+  return native.seekHole(fd, off);
 }
 
 /**
@@ -246,4 +263,36 @@ export function sdListenFds(opts: { unsetEnvironment?: boolean; env?: NodeJS.Pro
     out.push({ fd, name: nameList[i] !== undefined && nameList[i] !== '' ? nameList[i] : 'unknown' });
   }
   return out;
+}
+
+/** fanotify_init(2): a new group's fd. Flags and the event fds' open flags as in worker/fanotify/events.ts. */
+export function fanotifyInit(flags: number, eventFFlags: number): number {
+  return native.fanotifyInit(flags, eventFFlags);
+}
+
+/** fanotify_mark(2) of `path` (relative to the cwd): adds or removes `mask` on its inode, mount or filesystem. */
+export function fanotifyMark(fd: number, flags: number, mask: number, path: string): void {
+  native.fanotifyMark(fd, flags, mask, path);
+}
+
+/**
+ * A Buffer over mmap(MAP_SHARED) of the first `length` bytes of the file
+ * behind `fd` (which must be that long): what is written to it is in the
+ * file's page cache at once, visible to other processes and surviving a
+ * kill. Unmapped when the GC collects it.
+ */
+export function mapShared(fd: number, length: number): Buffer {
+  const view = native.mapShared(fd, length);
+  return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+}
+
+/** mount(2) flags. */
+export const MS = { RDONLY: native.MS_RDONLY, NOSUID: native.MS_NOSUID, NODEV: native.MS_NODEV } as const;
+
+/**
+ * mount(2) on the libuv threadpool. For file-backed EROFS, where mount(8)
+ * would put a loop device under the regular-file source.
+ */
+export function mountFs(source: string, target: string, fstype: string, flags: number, data: string): Promise<void> {
+  return native.mount(source, target, fstype, flags, data);
 }

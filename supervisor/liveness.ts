@@ -38,7 +38,7 @@ export function judgeWorker(w: WorkerLiveness, now: number, b: LivenessBounds): 
   }
   const hb = w.heartbeat;
   if (!hb || w.lastHeartbeatAt === undefined || w.lastHeartbeatAt < w.activatedAt) return { hung: false };
-  if (!hb.reading) return { hung: true, reason: 'not reading /dev/cachefiles' };
+  if (!hb.reading) return { hung: true, reason: 'not reading its device (/dev/cachefiles or the fanotify group)' };
   // The loop runs but a READ is stuck where its deadline does not reach (the deadline fires on the same loop).
   const oldest = hb.inflight > 0 && hb.oldestReadMs > 0 ? hb.oldestReadMs + (now - w.lastHeartbeatAt) : 0;
   if (oldest > b.readDeadlineMs + b.hangTimeoutMs) {

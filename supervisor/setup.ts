@@ -13,6 +13,8 @@ import { Mounter } from '../mounts/mounter';
 import { FscacheSupervisor, heartbeatMsFor } from './supervisor';
 import { previousWorkers, retireWorkers, takeFdFrom } from '../worker/takeover';
 import { SnapshotMounts } from '../mounts/lazy-mounts';
+import type { WorkerSettings } from '../worker/settings';
+import { startFanotify } from './fanotify';
 import type { FscacheImages } from '../snapshotter/storage/images';
 
 export const FDSTORE_NAME = 'cachefiles';
@@ -26,6 +28,8 @@ export interface Fscache {
   lazy?: SnapshotMounts;
   /** why fscache is off, when it is */
   disabledReason?: string;
+  /** the kernel interface that serves lazy images */
+  backend?: 'fscache' | 'fanotify';
 }
 
 /**
@@ -33,12 +37,17 @@ export interface Fscache {
  * first seconds need the CPU and the network more than the rest of the
  * image does (bench/startup: prefetch during the start cost up to 2x).
  */
-const PREFETCH_HOLD_ON_START_MS = 3000;
+export const PREFETCH_HOLD_ON_START_MS = 3000;
 
 export async function startFscache(cfg: Config, images: () => FscacheImages, log: Logger): Promise<Fscache> {
   const want = cfg.fscache.enabled;
   if (want === false) return { disabledReason: 'disabled in config (fscache.enabled = false)' };
-  const fail = (reason: string): Fscache => {
+  if (cfg.fscache.backend === 'fanotify') return startFanotify(cfg, images, log);
+  const fail = (reason: string): Fscache | Promise<Fscache> => {
+    if (cfg.fscache.backend === 'auto') {
+      log.info({ reason }, 'fscache on-demand is not available here; trying fanotify pre-content');
+      return startFanotify(cfg, images, log, reason);
+    }
     if (want === true) throw new FscacheSetupError(reason);
     log.info({ reason }, 'fscache is off; lazy images cannot be served');
     return { disabledReason: reason };
@@ -82,18 +91,29 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
   // Workers of a previous lazysnapd may still serve (they outlive it); two readers of one device would split its requests.
   await retireWorkers(previousWorkers(pidFile), log);
 
+  const supervisor = startSupervisor(cfg, devFd, { backend: 'fscache', blobDir: '', journalDir: '' }, log);
+  const mounter = new Mounter(images, path.join(cfg.root, 'fscache', 'images'), log, cacheDir, (dir, name) => cullFile(devFd, dir, name));
+  const lazy = new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, cfg.fscache.prefetch === 'on-pull',
+    () => supervisor.holdPrefetch(PREFETCH_HOLD_ON_START_MS));
+  return { supervisor, mounter, lazy, backend: 'fscache' };
+}
+
+/** Workers for `fd` (the device, or the fanotify group): one serving, one standby. */
+export function startSupervisor(cfg: Config, fd: number, backend: Pick<WorkerSettings, 'backend' | 'blobDir' | 'journalDir'>, log: Logger): FscacheSupervisor {
+  const dir = path.join(cfg.root, 'fscache');
   // The worker reads registry credentials from here at fetch time; lazysnap never copies them.
   const exposed = credentialFileExposure(cfg.registry.docker_config);
   if (exposed) log.warn({ file: cfg.registry.docker_config }, exposed);
   const supervisor = new FscacheSupervisor({
-    devFd,
+    devFd: fd,
     log,
     standby: cfg.fscache.standby_worker,
-    pidFile,
+    pidFile: path.join(dir, 'workers.json'),
     hangTimeoutMs: cfg.fscache.hang_timeout_ms,
     worker: {
+      ...backend,
       dbPath: path.join(cfg.root, 'metadata.db'),
-      takeoverPath,
+      takeoverPath: path.join(dir, 'takeover.sock'),
       logLevel: cfg.log.level,
       prefetch: cfg.fscache.prefetch !== 'off',
       readDeadlineMs: cfg.fscache.read_deadline_ms,
@@ -102,8 +122,5 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
     },
   });
   supervisor.start();
-  const mounter = new Mounter(images, path.join(cfg.root, 'fscache', 'images'), log, cacheDir, (dir, name) => cullFile(devFd, dir, name));
-  const lazy = new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, cfg.fscache.prefetch === 'on-pull',
-    () => supervisor.holdPrefetch(PREFETCH_HOLD_ON_START_MS));
-  return { supervisor, mounter, lazy };
+  return supervisor;
 }

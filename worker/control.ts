@@ -5,6 +5,7 @@ import net from 'node:net';
 import readline from 'node:readline';
 import type { BlobPresence, ChunkHealth } from '../content/content';
 import type { DaemonStats } from './daemon';
+import type { FanotifyStats } from './fanotify/daemon';
 
 export const HANDOVER_BYTE = Buffer.from('F');
 
@@ -51,7 +52,8 @@ export interface WorkerObjectStatus {
 /** The reply to `status`: built by the worker, read by lazysnapd's admin service. */
 export interface WorkerStatus {
   pid: number;
-  stats: DaemonStats;
+  backend: 'fscache' | 'fanotify';
+  stats: DaemonStats | FanotifyStats;
   /** messages being handled */
   pending: number;
   objects: WorkerObjectStatus[];

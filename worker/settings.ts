@@ -5,6 +5,11 @@
 export const SETTINGS_ENV = 'LAZYSNAP_WORKER_SETTINGS';
 
 export interface WorkerSettings {
+  /** the kernel interface served: /dev/cachefiles, or a fanotify pre-content group */
+  backend: 'fscache' | 'fanotify';
+  /** fanotify: where blob files live (<blobDir>/<volume>/<cookie>), and where workers keep their journals ('' for fscache) */
+  blobDir: string;
+  journalDir: string;
   /** lazysnapd's metadata database, opened read-only */
   dbPath: string;
   /** where the serving worker hands the device fd to a restarted lazysnapd ('' = nowhere) */
@@ -47,6 +52,10 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
     if (!ok) throw new SettingsError(`${SETTINGS_ENV}: ${what}`);
   };
   want(typeof o === 'object' && o !== null, 'not an object');
+  want(o.backend === 'fscache' || o.backend === 'fanotify', 'backend must be "fscache" or "fanotify"');
+  want(typeof o.blobDir === 'string' && typeof o.journalDir === 'string', 'blobDir and journalDir must be strings');
+  want(o.backend !== 'fanotify' || ((o.blobDir as string).startsWith('/') && (o.journalDir as string).startsWith('/')),
+    'a fanotify worker needs absolute blobDir and journalDir');
   want(typeof o.dbPath === 'string' && o.dbPath.startsWith('/'), 'dbPath must be an absolute path');
   want(typeof o.takeoverPath === 'string', 'takeoverPath must be a string');
   want(typeof o.logLevel === 'string', 'logLevel must be a string');
@@ -56,6 +65,9 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
   want(typeof r.hostsDir === 'string' && typeof r.dockerConfig === 'string' && typeof r.plainHttp === 'boolean',
     'registry must have hostsDir, dockerConfig (strings) and plainHttp (boolean)');
   return {
+    backend: o.backend as WorkerSettings['backend'],
+    blobDir: o.blobDir as string,
+    journalDir: o.journalDir as string,
     dbPath: o.dbPath as string,
     takeoverPath: o.takeoverPath as string,
     logLevel: o.logLevel as string,

@@ -11,6 +11,7 @@ import { recvFds } from '../native';
 import { CachefilesDevice } from './device';
 import { FscacheDaemon } from './daemon';
 import { ControlRequest, HANDOVER_BYTE, Heartbeat, WorkerStatus, onJsonLines, sendJson } from './control';
+import { serveFanotify } from './fanotify/serve';
 import { cmd } from './protocol';
 import { MetadataResolver, RemoteBlobOpener } from './resolver';
 import { BlobFetcher, dockerConfigCredentials, parseImageRef } from '../content/remote';
@@ -66,13 +67,9 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const devFd = got.fds[0];
   const remote = remoteOpener(o);
   const resolver = MetadataResolver.open(o.settings.dbPath, remote.open);
-  const device = new CachefilesDevice(devFd);
-  const daemon = new FscacheDaemon(device, resolver, o.log, {
-    readAttempts: 4,
-    retryDelayMs: 50,
-    readDeadlineMs: o.settings.readDeadlineMs,
-    prefetch: o.settings.prefetch,
-  });
+  const serving = o.settings.backend === 'fanotify'
+    ? serveFanotify(devFd, resolver, o.settings, o.log)
+    : serveFscache(devFd, resolver, o.settings, o.log);
 
   const control = new net.Socket({ fd: o.controlFd, readable: true, writable: true });
   let retiring = false;
@@ -81,30 +78,15 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     (m) => {
       const req = m as ControlRequest;
       if (req.op === 'status') {
-        const result: WorkerStatus = {
-            pid: process.pid,
-            stats: daemon.stats,
-            pending: daemon.pending,
-            objects: daemon.objects.all().map((x) => ({
-              objectId: x.objectId,
-              volume: x.volume,
-              cookie: x.cookie,
-              size: x.content.size,
-              reads: x.reads,
-              bytesWritten: x.bytesWritten,
-              ...(x.content.progress ? { present: x.content.progress() } : {}),
-              ...(x.content.chunkHealth ? { chunks: x.content.chunkHealth() } : {}),
-            })),
-        };
-        sendJson(control, { id: req.id, result });
+        sendJson(control, { id: req.id, result: serving.status() });
       } else if (req.op === 'hold-prefetch') {
         if (Number.isFinite(req.ms) && req.ms > 0) remote.holdPrefetch(Math.min(req.ms, 60_000));
       } else if (req.op === 'retire') {
         retiring = true;
         clearInterval(heartbeat);
-        device.stop();
+        serving.stop();
         const wait = setInterval(() => {
-          if (daemon.pending > 0) return;
+          if (serving.pending > 0) return;
           clearInterval(wait);
           sendJson(control, { id: req.id, result: 'retired' });
           process.exit(0);
@@ -119,19 +101,75 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   });
   control.on('error', () => {});
 
-  device.command(cmd.restore());
-  device.serve(
-    (m) => void daemon.handle(m),
-    (err) => o.log.error({ err: err.message }, 'bad message from /dev/cachefiles'),
-  );
+  serving.start();
   if (o.settings.takeoverPath) serveTakeover(o.settings.takeoverPath, devFd, o.log);
   sendJson(control, { event: 'ready', pid: process.pid });
-  const heartbeat = startHeartbeat(control, daemon, device, o.settings.heartbeatMs);
-  o.log.info({ pid: process.pid }, 'fscache worker serving');
+  const heartbeat = startHeartbeat(control, serving, o.settings.heartbeatMs);
+  o.log.info({ pid: process.pid, backend: o.settings.backend }, 'worker serving');
+}
+
+/** What the control channel and the heartbeat need of either backend. */
+export interface Serving {
+  /** begins answering the kernel (fscache: after `restore`) */
+  start(): void;
+  /** stops taking new requests; those in flight finish */
+  stop(): void;
+  readonly handled: number;
+  readonly pending: number;
+  oldestReadMs(now: number): number;
+  /** inside a read of the device right now */
+  readonly reading: boolean;
+  status(): WorkerStatus;
+}
+
+function serveFscache(devFd: number, resolver: MetadataResolver, s: WorkerSettings, log: Logger): Serving {
+  const device = new CachefilesDevice(devFd);
+  const daemon = new FscacheDaemon(device, resolver, log, {
+    readAttempts: 4,
+    retryDelayMs: 50,
+    readDeadlineMs: s.readDeadlineMs,
+    prefetch: s.prefetch,
+  });
+  return {
+    start() {
+      device.command(cmd.restore());
+      device.serve(
+        (m) => void daemon.handle(m),
+        (err) => log.error({ err: err.message }, 'bad message from /dev/cachefiles'),
+      );
+    },
+    stop: () => device.stop(),
+    get handled() {
+      return daemon.handled;
+    },
+    get pending() {
+      return daemon.pending;
+    },
+    oldestReadMs: (now) => daemon.oldestReadMs(now),
+    get reading() {
+      return device.reading;
+    },
+    status: () => ({
+      pid: process.pid,
+      backend: 'fscache',
+      stats: daemon.stats,
+      pending: daemon.pending,
+      objects: daemon.objects.all().map((x) => ({
+        objectId: x.objectId,
+        volume: x.volume,
+        cookie: x.cookie,
+        size: x.content.size,
+        reads: x.reads,
+        bytesWritten: x.bytesWritten,
+        ...(x.content.progress ? { present: x.content.progress() } : {}),
+        ...(x.content.chunkHealth ? { chunks: x.content.chunkHealth() } : {}),
+      })),
+    }),
+  };
 }
 
 /** A timer on the event loop: when the loop stops, spins or blocks, the heartbeats stop too, and lazysnapd notices. */
-function startHeartbeat(control: net.Socket, daemon: FscacheDaemon, device: CachefilesDevice, everyMs: number): NodeJS.Timeout {
+function startHeartbeat(control: net.Socket, serving: Serving, everyMs: number): NodeJS.Timeout {
   let due = Date.now() + everyMs;
   let worstLoopStallMs = 0;
   const beat = () => {
@@ -142,10 +180,10 @@ function startHeartbeat(control: net.Socket, daemon: FscacheDaemon, device: Cach
       event: 'heartbeat',
       pid: process.pid,
       sentAt: now,
-      handled: daemon.handled,
-      inflight: daemon.pending,
-      oldestReadMs: daemon.oldestReadMs(now),
-      reading: device.reading,
+      handled: serving.handled,
+      inflight: serving.pending,
+      oldestReadMs: serving.oldestReadMs(now),
+      reading: serving.reading,
       worstLoopStallMs,
     };
     sendJson(control, hb);

@@ -209,6 +209,12 @@ export function deviceTags(head: Bytes): string[] {
   return devicesOf(head, parseSuperblock(head)).map((d) => d.tag);
 }
 
+/** The device table and the block size its `blocks` count in, from the same head as deviceTags(). */
+export function deviceSlots(head: Bytes): { slots: DeviceSlot[]; blockSize: number } {
+  const sb = parseSuperblock(head);
+  return { slots: devicesOf(head, sb), blockSize: 1 << sb.blkszbits };
+}
+
 /** The device table, if the image has one. */
 function devicesOf(b: Bytes, sb: ErofsSuperblock): DeviceSlot[] {
   return sb.featureIncompat & INCOMPAT_DEVICE_TABLE ? parseDevices(b, sb.devtSlotoff, sb.extraDevices) : [];

@@ -4,6 +4,8 @@ static Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   lazysnap::InitIo(env, exports);
   lazysnap::InitPoller(env, exports);
   lazysnap::InitFdPass(env, exports);
+  lazysnap::InitFanotify(env, exports);
+  lazysnap::InitMount(env, exports);
   return exports;
 }
 

@@ -175,7 +175,21 @@ static Napi::Value DataExtents(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// seekHole(fd, off): lseek(fd, off, SEEK_HOLE), the end of the data that
+// starts at off (off itself when off is in a hole; the size at or past EOF).
+static Napi::Value SeekHole(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0, "fd");
+  int64_t off = ArgInt(info, 1, "off", 0, (int64_t{1} << 53) - 1);
+  off_t hole = lseek(fd, static_cast<off_t>(off), SEEK_HOLE);
+  if (hole < 0) {
+    if (errno == ENXIO) return Napi::Number::New(info.Env(), static_cast<double>(off));  // at or past EOF
+    throw ErrnoError(info.Env(), errno, "lseek");
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(hole));
+}
+
 void InitIo(Napi::Env env, Napi::Object exports) {
+  exports.Set("seekHole", Napi::Function::New(env, SeekHole, "seekHole"));
   exports.Set("dataExtents", Napi::Function::New(env, DataExtents, "dataExtents"));
   exports.Set("allocAligned", Napi::Function::New(env, AllocAligned, "allocAligned"));
   exports.Set("isAligned", Napi::Function::New(env, IsAligned, "isAligned"));

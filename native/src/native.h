@@ -22,5 +22,7 @@ Napi::Uint8Array ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* 
 void InitIo(Napi::Env env, Napi::Object exports);
 void InitPoller(Napi::Env env, Napi::Object exports);
 void InitFdPass(Napi::Env env, Napi::Object exports);
+void InitFanotify(Napi::Env env, Napi::Object exports);
+void InitMount(Napi::Env env, Napi::Object exports);
 
 }  // namespace lazysnap

@@ -48,7 +48,7 @@ test('a live loop that makes no progress is a hang: a READ far past its deadline
     { hung: true, reason: 'oldest READ 34100 ms old (deadline 30000 ms)' });
   // OPENs have no deadline: a long one with no READ pending is not judged
   assert.deepEqual(judge({ ...base, heartbeat: hb({ inflight: 1, oldestReadMs: 0 }) }, 40_200), { hung: false });
-  assert.deepEqual(judge({ ...base, heartbeat: hb({ reading: false }) }, 40_200), { hung: true, reason: 'not reading /dev/cachefiles' });
+  assert.deepEqual(judge({ ...base, heartbeat: hb({ reading: false }) }, 40_200), { hung: true, reason: 'not reading its device (/dev/cachefiles or the fanotify group)' });
   // facts from before the activation are not this activation's
   assert.deepEqual(judge({ activatedAt: 50_000, loadedAt: 0, lastHeartbeatAt: 40_000, heartbeat: hb({ reading: false }) }, 50_100), { hung: false });
 });
@@ -77,7 +77,7 @@ async function withSupervisor(fn: (sup: FscacheSupervisor, logs: Record<string, 
   const logs: Record<string, unknown>[] = [];
   const log = pino({ level: 'warn' }, { write: (s: string) => void logs.push(JSON.parse(s)) });
   const worker: WorkerSettings = {
-    dbPath, takeoverPath: '', logLevel: 'warn', prefetch: false, readDeadlineMs: 30_000, heartbeatMs: heartbeatMsFor(BOUND),
+    backend: 'fscache', blobDir: '', journalDir: '', dbPath, takeoverPath: '', logLevel: 'warn', prefetch: false, readDeadlineMs: 30_000, heartbeatMs: heartbeatMsFor(BOUND),
     registry: { hostsDir: '', dockerConfig: '', plainHttp: false },
   };
   const prev = process.env.LAZYSNAP_TEST_HOOKS;
@@ -177,7 +177,7 @@ test('lazysnapd blocked itself is not a hung worker: heartbeats it has not read 
 
 test('settings carry the heartbeat period', () => {
   const s: WorkerSettings = {
-    dbPath: '/x.db', takeoverPath: '', logLevel: 'info', prefetch: true, readDeadlineMs: 30_000, heartbeatMs: 250,
+    backend: 'fscache', blobDir: '', journalDir: '', dbPath: '/x.db', takeoverPath: '', logLevel: 'info', prefetch: true, readDeadlineMs: 30_000, heartbeatMs: 250,
     registry: { hostsDir: '', dockerConfig: '', plainHttp: false },
   };
   assert.deepEqual(decodeSettings(encodeSettings(s)), s);

@@ -1,0 +1,60 @@
+// The blob files of fanotify mounts: one sparse file per data blob, at
+// <blob dir>/<volume>/<device tag>, as long as the device table says, marked
+// for pre-content events before anything mounts it. Unmarked, an unfilled
+// range of it reads as zeros; so a file is never handed to a mount unmarked
+// unless it is complete.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fanotifyMark, seekHole } from '../native';
+import { FAN } from '../worker/fanotify/events';
+
+export class BlobFileError extends Error {}
+
+/** Creates (or finds) the image's blob files and marks the incomplete ones; returns their paths in device order. */
+export function prepareBlobFiles(groupFd: number, blobDir: string, volume: string, devices: { tag: string; size: number }[]): string[] {
+  const dir = path.join(blobDir, volume);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return devices.map(({ tag, size }) => {
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(tag) || tag.startsWith('.')) throw new BlobFileError(`device tag "${tag.slice(0, 80)}" cannot name a blob file`);
+    const file = path.join(dir, tag);
+    const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    try {
+      const have = fs.fstatSync(fd).size;
+      if (have === 0) fs.ftruncateSync(fd, size);
+      else if (have !== size) throw new BlobFileError(`blob file ${file} is ${have} bytes; the device table says ${size}`);
+      if (size > 0 && seekHole(fd, 0) >= size) return file; // complete: nothing to hold back
+    } finally {
+      fs.closeSync(fd);
+    }
+    fanotifyMark(groupFd, FAN.MARK_ADD, FAN.PRE_ACCESS, file);
+    return file;
+  });
+}
+
+/** mount(8)'s -o for a file-backed EROFS with its blobs as devices. */
+export function fileBackedOptions(o: { devices: string[]; nosuid?: boolean }): string {
+  for (const d of o.devices) if (d.includes(',')) throw new BlobFileError(`blob file path ${d} contains a comma`);
+  return ['ro', ...(o.nosuid ? ['nosuid', 'nodev'] : []), ...o.devices.map((d) => `device=${d}`)].join(',');
+}
+
+/**
+ * Whether this kernel and blobDir can serve lazily through fanotify: a probe
+ * file in blobDir is marked for pre-content events. Returns why not, or null.
+ */
+export function fanotifyUnsupported(groupFd: number, blobDir: string): string | null {
+  fs.mkdirSync(blobDir, { recursive: true, mode: 0o700 });
+  const probe = path.join(blobDir, '.mark-probe');
+  fs.writeFileSync(probe, '');
+  try {
+    fanotifyMark(groupFd, FAN.MARK_ADD, FAN.PRE_ACCESS, probe);
+    fanotifyMark(groupFd, FAN.MARK_REMOVE, FAN.PRE_ACCESS, probe);
+    return null;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EINVAL') return 'the kernel has no fanotify pre-content events (Linux >= 6.14 with CONFIG_FANOTIFY_ACCESS_PERMISSIONS)';
+    if (code === 'EOPNOTSUPP') return `${blobDir} is on a filesystem that refuses pre-content marks (tmpfs does; use ext4 or xfs)`;
+    return `cannot mark a file in ${blobDir}: ${(err as Error).message}`;
+  } finally {
+    fs.rmSync(probe, { force: true });
+  }
+}

@@ -1,0 +1,69 @@
+// lazysnapd's side of the fanotify backend: the pre-content group is made
+// once and held for lazysnapd's whole life (and parked in systemd's fd
+// store), so no worker's death releases it: a group whose last fd closes
+// answers every pending event with "allow", and readers get zeros.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config';
+import { fanotifyInit, sdListenFds, sdNotify } from '../native';
+import { fanotifyUnsupported } from '../mounts/blob-files';
+import { Mounter } from '../mounts/mounter';
+import { SnapshotMounts } from '../mounts/lazy-mounts';
+import type { FscacheImages } from '../snapshotter/storage/images';
+import { EVENT_FD_FLAGS, FAN } from '../worker/fanotify/events';
+import { previousWorkers, retireWorkers, takeFdFrom } from '../worker/takeover';
+import { type Fscache, FscacheSetupError, PREFETCH_HOLD_ON_START_MS, startSupervisor } from './setup';
+
+export const FANOTIFY_FDSTORE_NAME = 'fanotify';
+
+/** What an fd is, from /proc: a fanotify group reads "anon_inode:[fanotify]". */
+function isFanotifyGroup(fd: number): boolean {
+  try {
+    return fs.readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[fanotify]';
+  } catch {
+    return false;
+  }
+}
+
+export async function startFanotify(cfg: Config, images: () => FscacheImages, log: Logger, whyNotFscache?: string): Promise<Fscache> {
+  const fail = (reason: string): Fscache => {
+    const full = whyNotFscache ? `${reason}; and fscache: ${whyNotFscache}` : reason;
+    if (cfg.fscache.enabled === true) throw new FscacheSetupError(full);
+    log.info({ reason: full }, 'no lazy backend; lazy images cannot be served');
+    return { disabledReason: full };
+  };
+  const dir = path.join(cfg.root, 'fscache');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const blobDir = cfg.fscache.cache_dir || path.join(cfg.root, 'cache');
+  const stored = sdListenFds().find((f) => f.name === FANOTIFY_FDSTORE_NAME);
+  const fromWorker = stored ? null : await takeFdFrom(path.join(dir, 'takeover.sock'));
+  let groupFd: number;
+  if (stored && isFanotifyGroup(stored.fd)) {
+    groupFd = stored.fd;
+    log.info({ fd: groupFd }, 'took the fanotify group back from the systemd fd store');
+  } else if (fromWorker !== null && isFanotifyGroup(fromWorker)) {
+    groupFd = fromWorker;
+    log.info({ fd: groupFd }, 'took the fanotify group back from the running worker');
+  } else {
+    if (fromWorker !== null) fs.closeSync(fromWorker); // a /dev/cachefiles fd of a run with the other backend
+    try {
+      groupFd = fanotifyInit(FAN.CLASS_PRE_CONTENT | FAN.CLOEXEC | FAN.NONBLOCK | FAN.UNLIMITED_QUEUE | FAN.UNLIMITED_MARKS, EVENT_FD_FLAGS);
+    } catch (err) {
+      return fail(`cannot create a fanotify pre-content group: ${(err as Error).message}`);
+    }
+    const why = fanotifyUnsupported(groupFd, blobDir);
+    if (why) {
+      fs.closeSync(groupFd);
+      return fail(why);
+    }
+    log.info({ blobDir }, 'serving lazy images through fanotify pre-content events');
+  }
+  if (sdNotify(`FDSTORE=1\nFDNAME=${FANOTIFY_FDSTORE_NAME}`, [groupFd])) log.info('gave the fanotify group to the systemd fd store');
+  await retireWorkers(previousWorkers(path.join(dir, 'workers.json')), log);
+  const supervisor = startSupervisor(cfg, groupFd, { backend: 'fanotify', blobDir, journalDir: path.join(dir, 'journals') }, log);
+  const mounter = new Mounter(images, path.join(dir, 'images'), log, undefined, undefined, { groupFd, blobDir });
+  const lazy = new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, cfg.fscache.prefetch === 'on-pull',
+    () => supervisor.holdPrefetch(PREFETCH_HOLD_ON_START_MS));
+  return { supervisor, mounter, lazy, backend: 'fanotify' };
+}

@@ -1,0 +1,295 @@
+// Serving a fanotify pre-content group: a FAN_PRE_ACCESS event names a
+// range of a sparse blob file (through the event's fd, whose path says which
+// blob: <blob dir>/<volume>/<cookie>). Present ranges are allowed at once;
+// missing ones are filled through content/ and written through the event's
+// own fd (which raises no events), then allowed. A range that cannot be had
+// and verified is denied with EIO: never allowed, since an allowed hole
+// reads as zeros. The group is behind FanotifyIO, so this runs in unit tests.
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { Allocator, BlobContent, ContentResolver, UnknownBlobError, fillRetryable } from '../../content/content';
+import { FAN, FanEvent, parseEvent } from './events';
+import { EventJournal, JournalEntry } from './journal';
+
+const EIO = 5;
+
+/** The syscalls the daemon makes on the group, its event fds and blob files. */
+export interface FanotifyIO {
+  /** read(2) of at most one event into `area`; 0 when none is queued */
+  readEvent(area: Buffer): number;
+  respond(fd: number, verdict: 'allow' | { deny: number }): void;
+  /** the path an event fd names (readlink of /proc/self/fd/N) */
+  pathOf(fd: number): string;
+  /** the blob file's size */
+  sizeOf(fd: number): number;
+  pwrite(fd: number, buf: Buffer, off: number): Promise<void>;
+  /** lseek(fd, off, SEEK_HOLE): where the data starting at off ends */
+  holeAt(fd: number, off: number): number;
+  close(fd: number): void;
+  /** drops the group's mark on a blob file that became complete */
+  unmark(file: string): void;
+  /** reads [off, off+count) of `file` through a new fd, raising the events that fill it; rejects if the read fails */
+  retrigger(file: string, off: number, count: number): Promise<void>;
+  alloc: Allocator;
+}
+
+export interface FanotifyDaemonOptions {
+  /** where blob files live: <blobDir>/<volume>/<cookie> */
+  blobDir: string;
+  readAttempts: number;
+  retryDelayMs: number;
+  /** every event is answered within this many ms (denied with EIO if not filled by then) */
+  readDeadlineMs?: number;
+  /** called after each answer: reading may resume if the journal was full */
+  onAnswered?: () => void;
+}
+
+export interface FanotifyStats {
+  events: number;
+  /** allowed at once: the range was already in the blob file */
+  eventsPresent: number;
+  /** denied with EIO */
+  eventsDenied: number;
+  fills: number;
+  bytesWritten: number;
+  /** events a dead worker left unanswered, answered here */
+  orphansAnswered: number;
+  /** blobs that became complete and lost their mark */
+  marksRemoved: number;
+  /** events that named a file outside the blob dir (allowed: not ours to hold) */
+  foreign: number;
+}
+
+interface Blob {
+  rel: string;
+  size: number;
+  content: Promise<BlobContent>;
+  reads: number;
+  bytesWritten: number;
+  complete: boolean;
+  /** once content has resolved */
+  resolved?: BlobContent;
+}
+
+export class FanotifyDaemon {
+  readonly stats: FanotifyStats = {
+    events: 0, eventsPresent: 0, eventsDenied: 0, fills: 0, bytesWritten: 0, orphansAnswered: 0, marksRemoved: 0, foreign: 0,
+  };
+  /** events handled to the end, for the heartbeat */
+  handled = 0;
+  private readonly blobs = new Map<string, Blob>();
+  /** fds of this process's events not answered yet: an orphan's number is never answered while it is one of these */
+  private readonly live = new Set<number>();
+  private readonly since = new Map<number, number>();
+
+  constructor(
+    private readonly io: FanotifyIO,
+    private readonly journal: EventJournal,
+    private readonly resolver: ContentResolver,
+    private readonly log: Logger,
+    private readonly opts: FanotifyDaemonOptions,
+  ) {}
+
+  get pending(): number {
+    return this.live.size;
+  }
+
+  oldestReadMs(now = Date.now()): number {
+    for (const t of this.since.values()) return now - t;
+    return 0;
+  }
+
+  /** The blobs served so far, for status. */
+  objects(): { rel: string; size: number; reads: number; bytesWritten: number; complete: boolean; content?: BlobContent }[] {
+    return [...this.blobs.values()].map((b) => ({
+      rel: b.rel, size: b.size, reads: b.reads, bytesWritten: b.bytesWritten, complete: b.complete, content: b.resolved,
+    }));
+  }
+
+  /** Reads and starts handling every queued event. Returns false if it stopped because the journal is full. */
+  drain(): boolean {
+    for (;;) {
+      const t = this.journal.take();
+      if (!t) return false;
+      let n: number;
+      try {
+        n = this.io.readEvent(t.area);
+      } catch (err) {
+        this.journal.untake(t.slot);
+        throw err;
+      }
+      if (n === 0) {
+        this.journal.untake(t.slot);
+        return true;
+      }
+      let ev: FanEvent;
+      try {
+        ev = parseEvent(t.area.subarray(0, n));
+      } catch (err) {
+        // Cannot happen with a sane kernel; without a parsed fd there is nothing to answer.
+        this.log.error({ err: (err as Error).message, bytes: t.area.subarray(0, n).toString('hex') }, 'unparsable fanotify event');
+        this.journal.clear(t.slot);
+        continue;
+      }
+      if (ev.fd === FAN.NOFD || ev.fd < 0) {
+        this.log.error({ mask: ev.mask }, 'fanotify event without an fd (queue overflow?)');
+        this.journal.clear(t.slot);
+        continue;
+      }
+      this.live.add(ev.fd);
+      this.since.set(ev.fd, Date.now());
+      void this.handle(t.slot, ev);
+    }
+  }
+
+  private async handle(slot: number, ev: FanEvent): Promise<void> {
+    let verdict: 'allow' | { deny: number } = { deny: EIO };
+    try {
+      verdict = await this.decide(slot, ev);
+    } catch (err) {
+      this.log.error({ err, fd: ev.fd }, 'unexpected failure handling a fanotify event; denying it');
+    } finally {
+      try {
+        this.io.respond(ev.fd, verdict);
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message, fd: ev.fd }, 'the kernel refused a fanotify response');
+      }
+      if (verdict !== 'allow') this.stats.eventsDenied++;
+      this.live.delete(ev.fd);
+      this.since.delete(ev.fd);
+      this.io.close(ev.fd);
+      this.journal.clear(slot);
+      this.handled++;
+      this.opts.onAnswered?.();
+    }
+  }
+
+  private async decide(slot: number, ev: FanEvent): Promise<'allow' | { deny: number }> {
+    this.stats.events++;
+    const file = this.io.pathOf(ev.fd);
+    const rel = path.relative(this.opts.blobDir, file);
+    const parts = rel.split(path.sep);
+    if (rel.startsWith('..') || path.isAbsolute(rel) || parts.length !== 2) {
+      // Marked by someone else (not a blob file): not ours to hold back.
+      this.stats.foreign++;
+      this.log.warn({ file }, 'fanotify event for a file outside the blob dir; allowing it');
+      return 'allow';
+    }
+    this.journal.setPath(slot, rel);
+    if (!ev.range) {
+      this.log.error({ file, mask: ev.mask }, 'pre-content event without a range; denying it');
+      return { deny: EIO };
+    }
+    const size = this.io.sizeOf(ev.fd);
+    const start = ev.range.offset;
+    const end = Math.min(start + ev.range.count, size);
+    if (start >= end || this.io.holeAt(ev.fd, start) >= end) {
+      this.stats.eventsPresent++;
+      return 'allow';
+    }
+    const blob = this.blob(rel, parts[0], parts[1], size);
+    blob.reads++;
+    let content: BlobContent;
+    try {
+      content = await blob.content;
+    } catch (err) {
+      this.blobs.delete(rel); // not remembered: the next event tries again
+      this.log.warn({ file, err: (err as Error).message, unknown: err instanceof UnknownBlobError }, 'cannot resolve a blob; denying its read');
+      return { deny: EIO };
+    }
+    const ok = await this.fill(blob, content, ev.fd, start, end - start, size);
+    if (!ok) return { deny: EIO };
+    this.stats.fills++;
+    if (!blob.complete && this.io.holeAt(ev.fd, 0) >= size) {
+      blob.complete = true;
+      try {
+        this.io.unmark(file);
+        this.stats.marksRemoved++;
+        this.log.info({ blob: rel }, 'blob complete; its reads no longer raise events');
+      } catch (err) {
+        this.log.warn({ blob: rel, err: (err as Error).message }, 'cannot remove the mark of a complete blob');
+      }
+    }
+    return 'allow';
+  }
+
+  private blob(rel: string, volume: string, cookie: string, size: number): Blob {
+    let b = this.blobs.get(rel);
+    if (!b) {
+      const nb: Blob = { rel, size, content: this.resolver.resolve(volume, cookie), reads: 0, bytesWritten: 0, complete: false };
+      nb.content.then((c) => (nb.resolved = c), () => undefined);
+      this.blobs.set(rel, (b = nb));
+    }
+    return b;
+  }
+
+  /** Never rejects; false when the range could not be filled within the deadline and attempts. */
+  private async fill(blob: Blob, content: BlobContent, fd: number, off: number, len: number, size: number): Promise<boolean> {
+    const ms = this.opts.readDeadlineMs;
+    const deadline = new AbortController();
+    const timer = ms ? setTimeout(() => deadline.abort(new DOMException(`deadline of ${ms} ms passed`, 'TimeoutError')), ms) : undefined;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await content.fill(off, len, async (at, data) => {
+            // The blob file is exactly `size` long: the last page's tail past it is not written.
+            const n = Math.min(data.length, size - at);
+            if (n <= 0) return;
+            await this.io.pwrite(fd, n === data.length ? data : data.subarray(0, n), at);
+            blob.bytesWritten += n;
+            this.stats.bytesWritten += n;
+          }, this.io.alloc, deadline.signal);
+          return true;
+        } catch (err) {
+          const last = attempt >= this.opts.readAttempts || deadline.signal.aborted || !fillRetryable(err);
+          if (fillRetryable(err) || deadline.signal.aborted) {
+            this.log[last ? 'error' : 'warn']({ blob: blob.rel, off, len, attempt, err: (err as Error).message },
+              last ? 'fill failed; the reader gets EIO' : 'fill failed; retrying');
+          }
+          if (last) return false;
+          await new Promise((r) => setTimeout(r, this.opts.retryDelayMs * 2 ** (attempt - 1)));
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Answers the events dead workers left unanswered. Each orphan's range is
+   * filled first, through a read of this worker's own that raises events it
+   * serves; only when every orphan is filled are they answered, by number
+   * (two dead workers may have used the same one). The caller keeps those
+   * numbers off this process's own events (see reserveFds).
+   */
+  async answerOrphans(orphans: JournalEntry[], allBlobFiles: () => string[]): Promise<void> {
+    if (orphans.length === 0) return;
+    const failed = new Set<number>();
+    for (const o of orphans) {
+      const range = o.event.range;
+      if (!range) continue;
+      const files = o.path ? [path.join(this.opts.blobDir, o.path)] : allBlobFiles();
+      for (const f of files) {
+        try {
+          await this.io.retrigger(f, range.offset, range.count);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (!o.path && (code === 'ENOENT' || code === 'EINVAL')) continue; // a guess that does not fit
+          failed.add(o.event.fd);
+          this.log.error({ blob: o.path ?? f, range, err: (err as Error).message }, 'cannot fill the range of an orphaned event; it is denied');
+        }
+      }
+    }
+    for (const o of orphans) {
+      while (this.live.has(o.event.fd)) await new Promise((r) => setTimeout(r, 5));
+      try {
+        this.io.respond(o.event.fd, failed.has(o.event.fd) ? { deny: EIO } : 'allow');
+        this.stats.orphansAnswered++;
+      } catch (err) {
+        // ENOENT: answered already (the dead worker answered it but died before clearing its slot)
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ err: (err as Error).message, fd: o.event.fd }, 'cannot answer an orphaned event');
+      }
+    }
+    this.log.info({ orphans: orphans.length, failed: failed.size }, 'answered the events a dead worker left');
+  }
+}

@@ -1,0 +1,79 @@
+// A worker serving a fanotify group: the journal, the daemon, the poller,
+// and the events a dead predecessor left unanswered.
+import type { Logger } from 'pino';
+import type { ContentResolver } from '../../content/content';
+import type { WorkerSettings } from '../settings';
+import type { Serving } from '../worker';
+import { FanotifyDaemon } from './daemon';
+import { GroupPoller, allBlobFiles, deadJournals, groupIO, openJournal, reserveFds } from './group';
+
+/** how often orphans wait for a live worker's journal (a retiring one) to go */
+const RESCAN_MS = 200;
+
+export function serveFanotify(groupFd: number, resolver: ContentResolver, s: WorkerSettings, log: Logger): Serving {
+  const journal = openJournal(s.journalDir);
+  let poller: GroupPoller | undefined;
+  const daemon = new FanotifyDaemon(groupIO(groupFd), journal, resolver, log, {
+    blobDir: s.blobDir,
+    readAttempts: 4,
+    retryDelayMs: 50,
+    readDeadlineMs: s.readDeadlineMs,
+    onAnswered: () => poller?.resume(),
+  });
+  poller = new GroupPoller(groupFd, () => daemon.drain(), (err) => log.error({ err: err.message }, 'reading the fanotify group failed'));
+
+  const answerOrphans = async () => {
+    let dead = deadJournals(s.journalDir);
+    // Their numbers are held before the first read: none of this worker's own events can take one.
+    const reserved = reserveFds(dead.orphans.map((o) => o.event.fd));
+    if (dead.orphans.length > 0) {
+      log.warn({ orphans: dead.orphans.length, heldElsewhere: reserved.heldElsewhere }, 'a dead worker left events unanswered; filling and answering them');
+    }
+    poller!.start();
+    try {
+      // A live worker's journal (a retiring one) is not ours to answer: wait until it is gone.
+      while (dead.alive.length > 0) {
+        await new Promise((r) => setTimeout(r, RESCAN_MS));
+        dead = deadJournals(s.journalDir);
+      }
+      await daemon.answerOrphans(dead.orphans, () => allBlobFiles(s.blobDir));
+      dead.remove();
+    } finally {
+      reserved.release();
+    }
+  };
+
+  return {
+    start: () => void answerOrphans().catch((err) => log.error({ err }, 'answering orphaned events failed')),
+    stop: () => poller?.stop(),
+    get handled() {
+      return daemon.handled;
+    },
+    get pending() {
+      return daemon.pending;
+    },
+    oldestReadMs: (now) => daemon.oldestReadMs(now),
+    get reading() {
+      return poller?.reading ?? false;
+    },
+    status: () => ({
+      pid: process.pid,
+      backend: 'fanotify',
+      stats: daemon.stats,
+      pending: daemon.pending,
+      objects: daemon.objects().map((b, i) => {
+        const [volume, cookie] = b.rel.split('/');
+        return {
+          objectId: i,
+          volume,
+          cookie,
+          size: b.size,
+          reads: b.reads,
+          bytesWritten: b.bytesWritten,
+          ...(b.content?.progress ? { present: b.content.progress() } : {}),
+          ...(b.content?.chunkHealth ? { chunks: b.content.chunkHealth() } : {}),
+        };
+      }),
+    }),
+  };
+}
