@@ -11,7 +11,7 @@ import { recvFds } from '../native';
 import { CachefilesDevice } from './device';
 import { FscacheDaemon } from './daemon';
 import { ControlRequest, HANDOVER_BYTE, Heartbeat, WorkerStatus, onJsonLines, sendJson } from './control';
-import { serveFanotify } from './fanotify/serve';
+import { serveFanotify } from './serve-fanotify';
 import { cmd } from './protocol';
 import { MetadataResolver, RemoteBlobOpener } from './resolver';
 import { BlobFetcher, dockerConfigCredentials, parseImageRef } from '../content/remote';

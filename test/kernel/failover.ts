@@ -1,7 +1,11 @@
-// The failover acceptance test (npm run test:failover), run inside the UML
-// test kernel. A reader reads a cold EROFS image of >= 256 MiB through
-// fscache, pass after pass on fresh mounts (a fresh fsid is cold again),
-// while the active fscache worker is SIGKILLed every 200-500 ms, at least 100
+// The failover acceptance test. FAILOVER_BACKEND=fscache (npm run
+// test:failover, inside the UML test kernel): a reader reads a cold EROFS
+// image of >= 256 MiB through fscache; =fanotify (npm run
+// test:failover:fanotify, on the host's own kernel): the same files as a
+// nydus image (made by lazysnap convert) through fanotify pre-content
+// events, its blobs filled from the local blob files. Pass after pass on
+// fresh mounts (a fresh fsid is cold again: a new volume, new blob files),
+// while the active worker is SIGKILLed every 200-500 ms, at least 100
 // times. Every byte is compared with the source; no read may fail.
 // Prints: failover: kills=N reads_failed=0 mismatched_bytes=0 worst_stall_ms=X
 import assert from 'node:assert/strict';
@@ -12,6 +16,9 @@ import { spawn } from 'node:child_process';
 import { startLazysnapd } from '../support/lazysnapd';
 import { runOk } from '../support/proc';
 import { GUEST_MOUNT_DIRS, guestDir, mkfsErofs, requireFscacheKernel } from '../support/guest';
+import { nydusFromDir } from '../support/nydus-from-dir';
+
+const BACKEND = process.env.FAILOVER_BACKEND ?? 'fscache';
 
 const MIN_KILLS = Number(process.env.FAILOVER_KILLS ?? 100);
 const IMAGE_MB = Number(process.env.FAILOVER_IMAGE_MB ?? 260);
@@ -44,7 +51,7 @@ function makeSource(src: string): void {
   }
 }
 
-async function prepareImage(): Promise<{ src: string; image: string }> {
+async function prepareImage(): Promise<{ src: string; image: string; imageBytes: number }> {
   const src = path.join(WORK, 'src');
   const image = path.join(WORK, 'image.erofs');
   if (!fs.existsSync(path.join(WORK, 'done'))) {
@@ -54,7 +61,24 @@ async function prepareImage(): Promise<{ src: string; image: string }> {
     await mkfsErofs(image, src);
     fs.writeFileSync(path.join(WORK, 'done'), '');
   }
-  return { src, image };
+  if (BACKEND !== 'fanotify') return { src, image, imageBytes: fs.statSync(image).size };
+  // The nydus image: a bootstrap, and one blob whose uncompressed size is what the reader pulls through events.
+  const work = path.join(WORK, 'nydus');
+  if (!fs.existsSync(path.join(work, 'done'))) {
+    fs.rmSync(work, { recursive: true, force: true });
+    await nydusFromDir(src, work);
+    fs.writeFileSync(path.join(work, 'done'), '');
+  }
+  const ref = `oci:${path.join(work, 'nydus')}:nydus`;
+  return { src, image: ref, imageBytes: await nydusUncompressedBytes(path.join(work, 'nydus')) };
+}
+
+/** The uncompressed size of a nydus layout's data blobs (what a cold read fills). */
+async function nydusUncompressedBytes(layout: string): Promise<number> {
+  const { readNydusLayout } = await import('../support/oci-layout');
+  const { Bootstrap } = await import('../../image/rafs/bootstrap');
+  const n = await readNydusLayout(layout, 'nydus');
+  return new Bootstrap(n.bootstrap, 'bootstrap').blobs.reduce((a, b) => a + b.uncompressedSize, 0);
 }
 
 interface ReaderResult {
@@ -78,21 +102,25 @@ function readPass(mnt: string, src: string): Promise<ReaderResult> {
 }
 
 async function main() {
-  const fscacheDir = requireFscacheKernel();
-  const { src, image } = await prepareImage();
-  const imageMiB = fs.statSync(image).size / 2 ** 20;
+  const fanotify = BACKEND === 'fanotify';
+  const fscacheDir = fanotify ? '' : requireFscacheKernel();
+  const { src, image, imageBytes } = await prepareImage();
+  const imageMiB = imageBytes / 2 ** 20;
   assert.ok(imageMiB >= 256, `image is ${imageMiB.toFixed(0)} MiB`);
-  const dir = guestDir('failover');
+  // fanotify: on the host's disk (blob files need a filesystem that takes pre-content marks; not tmpfs)
+  const dir = fanotify ? fs.mkdtempSync(path.join(WORK, 'run-')) : guestDir('failover');
   const root = path.join(dir, 'root');
   // The log goes to the host's disk, so it survives the guest for a post-mortem.
-  const logPath = path.join(WORK, 'lazysnapd.log');
+  const logPath = path.join(WORK, BACKEND === 'fscache' ? 'lazysnapd.log' : `lazysnapd-${BACKEND}.log`);
   fs.rmSync(logPath, { force: true });
   process.stderr.write(`lazysnapd log: ${logPath}\n`);
   const d = await startLazysnapd({
     root,
     logPath,
     address: path.join(dir, 'snap.sock'),
-    config: `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'failover')}"\n${GUEST_MOUNT_DIRS}`,
+    config: fanotify
+      ? `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\nbackend = "fanotify"\n[admin]\nmount_dirs = ["${dir}"]\n`
+      : `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'failover')}"\n${GUEST_MOUNT_DIRS}`,
   });
   const cli = async (...a: string[]) => (await runOk(process.execPath, [CLI, ...a, '--address', d.address], { timeoutMs: 300_000 })).stdout;
   const workerPid = async () => JSON.parse(await cli('status', '--json')).worker.pid as number;
@@ -146,6 +174,7 @@ async function main() {
     done = true;
     await killer;
     await d.stop();
+    if (fanotify) fs.rmSync(dir, { recursive: true, force: true });
   }
   for (const e of total.errors.slice(0, 10)) process.stderr.write(`error: ${e}\n`);
   process.stdout.write(

@@ -1,11 +1,11 @@
 // A worker serving a fanotify group: the journal, the daemon, the poller,
 // and the events a dead predecessor left unanswered.
 import type { Logger } from 'pino';
-import type { ContentResolver } from '../../content/content';
-import type { WorkerSettings } from '../settings';
-import type { Serving } from '../worker';
-import { FanotifyDaemon } from './daemon';
-import { GroupPoller, allBlobFiles, deadJournals, groupIO, openJournal, reserveFds } from './group';
+import type { ContentResolver } from '../content/content';
+import type { WorkerSettings } from './settings';
+import type { Serving } from './worker';
+import { FanotifyDaemon } from './fanotify/daemon';
+import { GroupPoller, allBlobFiles, deadJournals, groupIO, openJournal, reserveFds } from './fanotify/group';
 
 /** how often orphans wait for a live worker's journal (a retiring one) to go */
 const RESCAN_MS = 200;

@@ -1,0 +1,245 @@
+// The fanotify backend's pure parts: the wire format (against bytes this
+// machine's 6.18 kernel produced), the journal, and the daemon against a
+// recording fake group with real content (a local file).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { FAN, FanotifyProtocolError, PRE_CONTENT_EVENT_LEN, parseEvent, parseEvents, response } from '../../worker/fanotify/events';
+import { EventJournal, JOURNAL_LEN, SLOTS, SLOT_LEN, readJournal } from '../../worker/fanotify/journal';
+import { FanotifyDaemon, FanotifyIO } from '../../worker/fanotify/daemon';
+import { reserveFds } from '../../worker/fanotify/group';
+import { BlobContent, ContentResolver, UnknownBlobError } from '../../content/content';
+import { FlatFileContent } from '../../content/flatfile';
+
+const log = pino({ level: 'silent' });
+
+// A FAN_PRE_ACCESS event read from a 6.18 kernel: `dd bs=64k skip=3` of a marked file, fd 20, pid 1094.
+const REAL_EVENT = Buffer.from('300000000300180000001000000000001400000046040000060018000000000000000300000000000000010000000000', 'hex');
+
+test('a pre-content event from the kernel parses to its mask, fd, pid and range', () => {
+  assert.equal(REAL_EVENT.length, PRE_CONTENT_EVENT_LEN);
+  assert.deepEqual(parseEvent(REAL_EVENT), { mask: FAN.PRE_ACCESS, fd: 20, pid: 1094, length: 48, range: { offset: 196608, count: 65536 } });
+  assert.equal(parseEvents(Buffer.concat([REAL_EVENT, REAL_EVENT])).length, 2);
+});
+
+test('malformed events are refused, every length checked', () => {
+  const bad = (mut: (b: Buffer) => Buffer, re: RegExp) => assert.throws(() => parseEvent(mut(Buffer.from(REAL_EVENT))), (e) => e instanceof FanotifyProtocolError && re.test(e.message));
+  bad((b) => b.subarray(0, 20), /truncated/);
+  bad((b) => (b.writeUInt8(2, 4), b), /version 2/);
+  bad((b) => (b.writeUInt32LE(64, 0), b), /bad event lengths/);
+  bad((b) => (b.writeUInt16LE(8, 6), b), /bad event lengths/);
+  bad((b) => (b.writeUInt16LE(100, 26), b), /bad info record length/);
+  bad((b) => (b.writeUInt16LE(8, 26), b.writeUInt32LE(32, 0), b.subarray(0, 32)), /range record of 8 bytes/);
+  assert.throws(() => parseEvents(REAL_EVENT, 49), /49 bytes claimed/);
+});
+
+test('responses: allow, and deny with an errno the kernel passes on', () => {
+  assert.equal(response(20, 'allow').toString('hex'), '1400000001000000');
+  assert.equal(response(7, { deny: 5 }).toString('hex'), '0700000002000005');
+  assert.throws(() => response(7, { deny: 4 }), /cannot be given/); // EINTR: the kernel would refuse it and the reader would hang
+});
+
+test('the journal records an event in place, its path after, and forgets it once answered', () => {
+  const buf = Buffer.alloc(JOURNAL_LEN);
+  const j = new EventJournal(buf);
+  const a = j.take()!;
+  REAL_EVENT.copy(a.area);
+  const b = j.take()!;
+  REAL_EVENT.copy(b.area);
+  b.area.writeInt32LE(21, 16);
+  j.setPath(a.slot, 'vol/blob-a');
+  let r = readJournal(buf);
+  assert.deepEqual(r.entries.map((e) => [e.event.fd, e.path]), [[20, 'vol/blob-a'], [21, undefined]]);
+  j.clear(a.slot);
+  r = readJournal(buf);
+  assert.deepEqual(r.entries.map((e) => e.event.fd), [21]);
+  j.setPath(b.slot, 'x'.repeat(SLOT_LEN)); // too long: not recorded, the successor tries every blob
+  assert.equal(readJournal(buf).entries[0].path, undefined);
+  buf.fill(0xff, 5 * SLOT_LEN, 5 * SLOT_LEN + 48);
+  assert.equal(readJournal(buf).bad, 1);
+  while (j.take()) {
+    // fill it
+  }
+  assert.equal(j.inUse, SLOTS);
+});
+
+test('reserved fd numbers are not handed out while held', () => {
+  const probe = fs.openSync('/dev/null', 'r');
+  fs.closeSync(probe);
+  const want = [probe, probe + 2];
+  const r = reserveFds(want);
+  assert.deepEqual(r.heldElsewhere, []);
+  const got = [fs.openSync('/dev/null', 'r'), fs.openSync('/dev/null', 'r')];
+  assert.ok(!got.includes(probe) && !got.includes(probe + 2), `${got} avoid ${want}`);
+  got.forEach((fd) => fs.closeSync(fd));
+  r.release();
+  const again = fs.openSync('/dev/null', 'r');
+  assert.equal(again, probe);
+  fs.closeSync(again);
+});
+
+/** A group with queued events over in-memory blob files (sparse: a Set of filled pages). */
+class FakeGroup implements FanotifyIO {
+  queue: Buffer[] = [];
+  responses: [number, string][] = [];
+  closed: number[] = [];
+  unmarked: string[] = [];
+  retriggered: string[] = [];
+  files = new Map<string, { data: Buffer; filled: Set<number> }>();
+  fdPath = new Map<number, string>();
+  /** `<file name>@<offset>` whose read fails */
+  failRetrigger = new Set<string>();
+  /** called by retrigger(): the fake kernel raises an event for the range */
+  onRetrigger?: (file: string, off: number, count: number) => Promise<void>;
+
+  addFile(p: string, size: number) {
+    this.files.set(p, { data: Buffer.alloc(size), filled: new Set() });
+  }
+  event(fd: number, file: string, offset: number, count: number) {
+    const b = Buffer.from(REAL_EVENT);
+    b.writeInt32LE(fd, 16);
+    b.writeBigUInt64LE(BigInt(offset), 32);
+    b.writeBigUInt64LE(BigInt(count), 40);
+    this.fdPath.set(fd, file);
+    this.queue.push(b);
+  }
+  readEvent(area: Buffer) {
+    const e = this.queue.shift();
+    if (!e) return 0;
+    e.copy(area);
+    return e.length;
+  }
+  respond(fd: number, v: 'allow' | { deny: number }) {
+    this.responses.push([fd, v === 'allow' ? 'allow' : `deny ${v.deny}`]);
+  }
+  pathOf(fd: number) {
+    return this.fdPath.get(fd)!;
+  }
+  sizeOf(fd: number) {
+    return this.files.get(this.fdPath.get(fd)!)!.data.length;
+  }
+  async pwrite(fd: number, buf: Buffer, off: number) {
+    const f = this.files.get(this.fdPath.get(fd)!)!;
+    assert.ok(off + buf.length <= f.data.length, 'never written past the blob file');
+    buf.copy(f.data, off);
+    for (let p = off; p < off + buf.length; p += 4096) f.filled.add(p / 4096);
+  }
+  holeAt(fd: number, off: number) {
+    const f = this.files.get(this.fdPath.get(fd)!)!;
+    let p = off;
+    while (p < f.data.length && f.filled.has(Math.floor(p / 4096))) p = (Math.floor(p / 4096) + 1) * 4096;
+    return Math.min(p, f.data.length);
+  }
+  close(fd: number) {
+    this.closed.push(fd);
+  }
+  unmark(file: string) {
+    this.unmarked.push(file);
+  }
+  async retrigger(file: string, off: number, count: number) {
+    this.retriggered.push(`${path.basename(file)}@${off}`);
+    if (this.failRetrigger.has(`${path.basename(file)}@${off}`)) throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+    await this.onRetrigger?.(file, off, count);
+  }
+  alloc = (n: number) => Buffer.alloc(n);
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+async function settle(d: FanotifyDaemon) {
+  for (let i = 0; i < 50 && (d.pending > 0 || i < 3); i++) await tick();
+}
+
+function setup(blobSize = 3 * 4096 + 100, content?: (file: string) => Promise<BlobContent>) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-fan-'));
+  const src = crypto.randomBytes(blobSize);
+  fs.writeFileSync(path.join(dir, 'source'), src);
+  const g = new FakeGroup();
+  const blobDir = '/blobs';
+  g.addFile('/blobs/vol/b1', blobSize);
+  const resolved: string[] = [];
+  const resolver: ContentResolver = {
+    async resolve(volume, cookie) {
+      resolved.push(`${volume}/${cookie}`);
+      if (cookie !== 'b1') throw new UnknownBlobError(volume, cookie);
+      return content ? content(cookie) : FlatFileContent.open(path.join(dir, 'source'));
+    },
+  };
+  const journalBuf = Buffer.alloc(JOURNAL_LEN);
+  const d = new FanotifyDaemon(g, new EventJournal(journalBuf), resolver, log, { blobDir, readAttempts: 2, retryDelayMs: 1 });
+  return { g, d, src, resolved, journalBuf };
+}
+
+test('a missing range is filled through content/, written only within the file, then allowed; a present one is allowed at once', async () => {
+  const { g, d, src, resolved, journalBuf } = setup();
+  g.event(30, '/blobs/vol/b1', 4096, 100);
+  assert.equal(d.drain(), true);
+  await settle(d);
+  assert.deepEqual(g.responses, [[30, 'allow']]);
+  assert.deepEqual(g.files.get('/blobs/vol/b1')!.data.subarray(4096, 8192), src.subarray(4096, 8192));
+  assert.deepEqual(g.closed, [30]);
+  assert.equal(readJournal(journalBuf).entries.length, 0, 'answered events leave the journal');
+  g.event(31, '/blobs/vol/b1', 4096, 4096);
+  d.drain();
+  await settle(d);
+  assert.deepEqual(g.responses[1], [31, 'allow']);
+  assert.equal(d.stats.eventsPresent, 1);
+  assert.deepEqual(resolved, ['vol/b1'], 'the content is resolved once');
+  // the rest, up to the unaligned end: filled, and then the blob loses its mark
+  g.event(32, '/blobs/vol/b1', 0, 4 * 4096);
+  d.drain();
+  await settle(d);
+  assert.deepEqual(g.files.get('/blobs/vol/b1')!.data, src);
+  assert.deepEqual(g.unmarked, ['/blobs/vol/b1']);
+  assert.equal(d.stats.marksRemoved, 1);
+});
+
+test('a range that cannot be had is denied with EIO, never allowed', async () => {
+  const failing: BlobContent = { name: 'broken', size: 3 * 4096 + 100, fill: async () => { throw new Error('digest mismatch'); } };
+  const { g, d } = setup(undefined, async () => failing);
+  g.event(40, '/blobs/vol/b1', 0, 4096);
+  g.event(41, '/blobs/vol/unknown', 0, 4096);
+  g.addFile('/blobs/vol/unknown', 4096);
+  d.drain();
+  await settle(d);
+  await new Promise((r) => setTimeout(r, 20));
+  await settle(d);
+  assert.deepEqual(g.responses.sort(), [[40, 'deny 5'], [41, 'deny 5']]);
+  assert.equal(d.stats.eventsDenied, 2);
+  assert.deepEqual(g.files.get('/blobs/vol/b1')!.filled, new Set(), 'nothing written');
+});
+
+test('a file outside the blob dir is not held back', async () => {
+  const { g, d } = setup();
+  g.addFile('/etc/other', 4096);
+  g.event(50, '/etc/other', 0, 4096);
+  d.drain();
+  await settle(d);
+  assert.deepEqual(g.responses, [[50, 'allow']]);
+  assert.equal(d.stats.foreign, 1);
+});
+
+test('orphans: each range is filled through a read of our own first, then every orphan is answered by number', async () => {
+  const { g, d, src } = setup();
+  g.addFile('/blobs/vol/b2', 4096);
+  // The fake kernel turns our own read into an event this daemon serves.
+  let nextFd = 60;
+  g.onRetrigger = async (file, off, count) => {
+    g.event(nextFd++, file, off, count);
+    d.drain();
+    await settle(d);
+  };
+  const orphan = (fd: number, p: string | undefined, off: number) => ({
+    slot: 0, path: p, event: { mask: FAN.PRE_ACCESS, fd, pid: 1, length: 48, range: { offset: off, count: 4096 } },
+  });
+  g.failRetrigger.add('b2@0'); // a guess past b2's end reads nothing (no error); its own range cannot be had
+  await d.answerOrphans([orphan(20, 'vol/b1', 0), orphan(20, undefined, 8192), orphan(21, 'vol/b2', 0)], () => ['/blobs/vol/b1', '/blobs/vol/b2']);
+  assert.deepEqual(g.retriggered, ['b1@0', 'b1@8192', 'b2@8192', 'b2@0']);
+  // our own events (60-62; 62 is past b2's end) first, while filling; the orphans only after all were filled
+  assert.deepEqual(g.responses, [[60, 'allow'], [61, 'allow'], [62, 'allow'], [20, 'allow'], [20, 'allow'], [21, 'deny 5']]);
+  assert.deepEqual(g.files.get('/blobs/vol/b1')!.data.subarray(0, 4096), src.subarray(0, 4096));
+  assert.equal(d.stats.orphansAnswered, 3);
+});
