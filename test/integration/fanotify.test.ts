@@ -1,17 +1,25 @@
 // The fanotify pre-content backend on the host's own kernel (>= 6.14): a
 // nydus image mounted file-backed, its blob files filled on demand through
-// content/ from local blobs, every byte equal to the source.
+// content/ from local blobs, every byte equal to the source; readers that
+// never notice a dead worker, a dead lazysnapd, or both at once (the group
+// then lives in systemd's fd store); and the seed's failover test.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startLazysnapd, Lazysnapd } from '../support/lazysnapd';
+import readline from 'node:readline';
+import { spawn, ChildProcess } from 'node:child_process';
+import { startLazysnapd, Lazysnapd, LAZYSNAPD_JS } from '../support/lazysnapd';
 import { makeTempDir, removeTempDir, unmountAll } from '../support/tmp';
 import { runOk } from '../support/proc';
+import { waitFor, canConnect } from '../support/wait';
 import { makeSourceTree, treeDigest } from '../support/guest';
 import { nydusFromDir } from '../support/nydus-from-dir';
 
 const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
+const READER = path.resolve(__dirname, '../kernel/failover-reader.js');
+const FAILOVER = path.resolve(__dirname, '../kernel/failover.js');
+const FAKE_SYSTEMD = path.resolve(__dirname, '../../../test/support/fake-systemd.py');
 let dir: string;
 let d: Lazysnapd;
 let ref: string;
@@ -22,7 +30,8 @@ const cli = async (...a: string[]) => (await runOk(process.execPath, [CLI, ...a,
 before(async () => {
   dir = await makeTempDir('fanotify');
   src = path.join(dir, 'src');
-  makeSourceTree(src, { files: 300, bigFiles: 3, bigSize: 6 << 20 });
+  // big enough that a reader is still reading a second after it starts
+  makeSourceTree(src, { files: 300, bigFiles: 8, bigSize: 16 << 20 });
   ref = await nydusFromDir(src, path.join(dir, 'img'));
   const root = path.join(dir, 'root');
   d = await startLazysnapd({
@@ -51,4 +60,121 @@ test('a nydus image read through fanotify pre-content equals its source', { time
   assert.equal(s.worker.stats.eventsDenied, 0);
   await cli('umount', mnt);
   assert.deepEqual(fs.readdirSync(path.join(d.root, 'cache')), [], 'an unmounted image leaves no blob files');
+});
+
+const config = (root: string) =>
+  `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\nbackend = "fanotify"\n[admin]\nmount_dirs = ["${dir}"]\n`;
+
+function startReader(mnt: string) {
+  const p = spawn(process.execPath, [READER, mnt, src], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  p.stdout!.on('data', (x) => (out += x));
+  return new Promise<{ files: number; bytes: number; readsFailed: number; mismatchedBytes: number; errors: string[] }>((resolve, reject) =>
+    p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`reader exited ${code}`)))),
+  );
+}
+
+const workersOf = (root: string): number[] => JSON.parse(fs.readFileSync(path.join(root, 'fscache', 'workers.json'), 'utf8'));
+const srcFiles = () => [...treeDigest(src).values()].filter((v) => v !== 'dir' && !v.startsWith('->')).length;
+
+test('kill -9 lazysnapd mid-read, start it again: the worker keeps the group, takes it back, the reader never notices', { timeout: 300_000 }, async () => {
+  const root = path.join(dir, 'root-a');
+  const address = path.join(dir, 'a.sock');
+  const first = await startLazysnapd({ root, address, config: config(root) });
+  const mnt = path.join(dir, 'mnt-a');
+  fs.mkdirSync(mnt);
+  await runOk(process.execPath, [CLI, 'mount', ref, mnt, '--address', address]);
+  const oldWorker = JSON.parse((await runOk(process.execPath, [CLI, 'status', '--json', '--address', address])).stdout).worker.pid;
+  const reading = startReader(mnt);
+  let finished = false;
+  void reading.then(() => (finished = true), () => undefined);
+  await new Promise((r) => setTimeout(r, 300));
+  await first.kill9();
+  assert.ok(!finished, 'the reader was still reading when lazysnapd died');
+  assert.ok(fs.existsSync(`/proc/${oldWorker}`), 'the worker outlives lazysnapd');
+  const second = await startLazysnapd({ root, address, config: config(root) });
+  try {
+    const r = await reading;
+    const log = fs.readFileSync(second.logPath, 'utf8');
+    assert.equal(r.readsFailed, 0, `${r.errors.slice(0, 10).join('; ')}\n--- lazysnapd log ---\n${log.slice(-6000)}`);
+    assert.equal(r.mismatchedBytes, 0);
+    assert.equal(r.files, srcFiles());
+    assert.match(log, /took the fanotify group back from the running worker/);
+    const s = JSON.parse((await runOk(process.execPath, [CLI, 'status', '--json', '--address', address])).stdout);
+    assert.notEqual(s.worker.pid, oldWorker, 'the old worker was retired');
+    await runOk(process.execPath, [CLI, 'umount', mnt, '--address', address]);
+  } finally {
+    await second.stop();
+  }
+});
+
+test('under systemd: lazysnapd and every worker killed mid-read; the fd store keeps the group, and the reader never notices', { timeout: 300_000 }, async () => {
+  const root = path.join(dir, 'root-b');
+  fs.mkdirSync(root, { recursive: true });
+  const address = path.join(dir, 'b.sock');
+  const cfgPath = path.join(dir, 'b.toml');
+  fs.writeFileSync(cfgPath, config(root));
+  const logPath = path.join(dir, 'b.log');
+  const logFd = fs.openSync(logPath, 'a');
+  const sd: ChildProcess = spawn(
+    'python3',
+    [FAKE_SYSTEMD, path.join(dir, 'notify.sock'), '--', process.execPath, LAZYSNAPD_JS, '--config', cfgPath, '--address', address],
+    { stdio: ['pipe', 'pipe', logFd] },
+  );
+  const events: Record<string, unknown>[] = [];
+  readline.createInterface({ input: sd.stdout! }).on('line', (l) => events.push(JSON.parse(l)));
+  const until = (what: string, pred: (e: Record<string, unknown>) => boolean, from = 0) =>
+    waitFor(() => events.slice(from).some(pred), { what, timeoutMs: 30_000 });
+  try {
+    sd.stdin!.write('start\n');
+    await until('FDSTORE=1 with the group', (e) => e.event === 'notify' && String(e.state).includes('FDNAME=fanotify') && e.fds === 1);
+    await until('READY=1', (e) => e.event === 'notify' && e.state === 'READY=1');
+    await waitFor(() => canConnect(address), { what: 'lazysnapd socket' });
+    const mnt = path.join(dir, 'mnt-b');
+    fs.mkdirSync(mnt);
+    await runOk(process.execPath, [CLI, 'mount', ref, mnt, '--address', address]);
+    const workers = workersOf(root);
+    const reading = startReader(mnt);
+    let finished = false;
+    void reading.then(() => (finished = true), () => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    const mark = events.length;
+    sd.stdin!.write('kill9\n');
+    await until('killed', (e) => e.event === 'killed', mark);
+    // Now the fd store is the only holder of the group: without it, the kernel would allow every pending event (zeros).
+    for (const pid of workers) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // a standby that was never started
+      }
+    }
+    await new Promise((r) => setTimeout(r, 500)); // the reader waits on its events meanwhile
+    assert.ok(!finished, 'the reader was still reading while nothing served it');
+    sd.stdin!.write('start\n');
+    await until('restart with the stored group', (e) => e.event === 'started' && e.listen_fds === 1, mark);
+    const r = await reading;
+    const log = fs.readFileSync(logPath, 'utf8');
+    assert.equal(r.readsFailed, 0, `${r.errors.slice(0, 10).join('; ')}\n--- lazysnapd log ---\n${log.slice(-6000)}`);
+    assert.equal(r.mismatchedBytes, 0, 'no zeros, no wrong byte');
+    assert.equal(r.files, srcFiles());
+    assert.match(log, /took the fanotify group back from the systemd fd store/);
+    await waitFor(() => canConnect(address), { what: 'lazysnapd socket after restart' });
+    await runOk(process.execPath, [CLI, 'umount', mnt, '--address', address]);
+  } finally {
+    sd.stdin!.write('term\n');
+    sd.stdin!.end();
+    await new Promise((r) => sd.once('exit', r));
+    fs.closeSync(logFd);
+  }
+});
+
+test('failover: a reader never notices 100 kills of the fanotify worker (>= 256 MiB, cold each pass)', { timeout: 45 * 60_000 }, async () => {
+  const r = await runOk(process.execPath, [FAILOVER], { env: { ...process.env, FAILOVER_BACKEND: 'fanotify' }, timeoutMs: 40 * 60_000 });
+  process.stdout.write(r.stdout.split('\n').filter(Boolean).map((l) => `# ${l}\n`).join(''));
+  const line = /^failover: kills=(\d+) reads_failed=(\d+) mismatched_bytes=(\d+) worst_stall_ms=(\d+)$/m.exec(r.stdout);
+  assert.ok(line, `no failover line:\n${r.stdout}\n${r.stderr.slice(-4000)}`);
+  assert.ok(Number(line[1]) >= 100, `kills=${line[1]}`);
+  assert.equal(Number(line[2]), 0, 'reads failed');
+  assert.equal(Number(line[3]), 0, 'mismatched bytes');
 });
