@@ -77,6 +77,32 @@ function startReader(mnt: string) {
 const workersOf = (root: string): number[] => JSON.parse(fs.readFileSync(path.join(root, 'fscache', 'workers.json'), 'utf8'));
 const srcFiles = () => [...treeDigest(src).values()].filter((v) => v !== 'dir' && !v.startsWith('->')).length;
 
+test('a corrupt chunk in a blob: its bytes give EIO, never wrong data, and the other files read', { timeout: 300_000 }, async () => {
+  const layout = ref.split(':')[1];
+  const bad = path.join(dir, 'bad-layout');
+  fs.cpSync(layout, bad, { recursive: true });
+  const { readNydusLayout } = await import('../support/oci-layout');
+  const n = await readNydusLayout(bad, 'nydus');
+  const blob = n.blobFiles[0];
+  const buf = fs.readFileSync(blob);
+  buf[Math.floor(buf.length / 2)] ^= 0x5a;
+  fs.writeFileSync(blob, buf);
+  const mnt = path.join(dir, 'mnt-bad');
+  fs.mkdirSync(mnt);
+  await cli('mount', `oci:${bad}:nydus`, mnt);
+  try {
+    const r = await startReader(mnt);
+    assert.equal(r.mismatchedBytes, 0, 'never a wrong byte');
+    assert.ok(r.readsFailed >= 1 && r.readsFailed <= 3, `the files on the bad chunk fail: ${r.errors.join('; ')}`);
+    assert.ok(r.errors.every((e) => /EIO|i\/o error/i.test(e)), r.errors.join('; '));
+    assert.ok(r.files - r.readsFailed >= srcFiles() - 3, `${r.files - r.readsFailed} of ${srcFiles()} files read`);
+    const s = JSON.parse(await cli('status', '--json'));
+    assert.ok(s.worker.stats.eventsDenied >= 1);
+  } finally {
+    await cli('umount', mnt);
+  }
+});
+
 test('kill -9 lazysnapd mid-read, start it again: the worker keeps the group, takes it back, the reader never notices', { timeout: 300_000 }, async () => {
   const root = path.join(dir, 'root-a');
   const address = path.join(dir, 'a.sock');
