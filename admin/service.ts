@@ -18,6 +18,8 @@ export interface AdminDeps {
   supervisor?: FscacheSupervisor;
   images: () => FscacheImages;
   fscacheDisabledReason?: string;
+  /** the kernel interface lazy images are served through */
+  backend?: 'fscache' | 'fanotify';
   /** admin.mount_dirs: Mount only beneath these */
   mountDirs: string[];
   log: Logger;
@@ -89,6 +91,7 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
       const status: Record<string, unknown> = {
         pid: process.pid,
         fscache: d.supervisor ? 'enabled' : `disabled: ${d.fscacheDisabledReason ?? 'by config'}`,
+        backend: d.supervisor ? d.backend ?? 'fscache' : null,
         mounts: d.images().all(),
       };
       let objects: WorkerObject[] = [];
@@ -110,6 +113,7 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
         mountpoint: img.mountpoint,
         imageRef: img.imageRef,
         lazy: true,
+        backend: d.backend ?? 'fscache',
         source: img.imageRef ? 'registry' : 'local',
         blobs: blobsOf(img.domain || img.fsid, img.fsid, d.mounter?.deviceTags(img) ?? null, objects),
       }));

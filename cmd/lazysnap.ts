@@ -100,12 +100,12 @@ program
     const s = await withClient(o.address, (c) => c.status());
     if (o.json) return void process.stdout.write(JSON.stringify(s, null, 2) + '\n');
     const w = s.worker as { pid?: number; activations?: number; hangsHealed?: number; error?: string; objects?: unknown[]; stats?: Record<string, number> } | undefined;
-    process.stdout.write(`lazysnapd pid ${s.pid}; fscache ${s.fscache}\n`);
+    process.stdout.write(`lazysnapd pid ${s.pid}; lazy images: ${s.backend ? `served through ${s.backend}` : s.fscache}\n`);
     if (w) process.stdout.write(`worker pid ${w.pid} (activations ${w.activations}, hangs healed ${w.hangsHealed ?? 0}); objects ${w.objects?.length ?? 0}; ${JSON.stringify(w.stats ?? {})}\n`);
     if (w?.error) process.stdout.write(`worker: ${w.error}\n`);
-    type Img = { fsid: string; mountpoint: string; imageRef: string; source: string; blobs: BlobStatus[] };
+    type Img = { fsid: string; mountpoint: string; imageRef: string; source: string; backend: string; blobs: BlobStatus[] };
     for (const m of s.images as Img[]) {
-      process.stdout.write(`  ${m.mountpoint ?? '(not mounted)'}  fsid=${m.fsid} lazy, blobs from ${m.source}${m.imageRef ? ` ${m.imageRef}` : ''}\n`);
+      process.stdout.write(`  ${m.mountpoint ?? '(not mounted)'}  fsid=${m.fsid} lazy through ${m.backend}, blobs from ${m.source}${m.imageRef ? ` ${m.imageRef}` : ''}\n`);
       for (const b of m.blobs) {
         if (!b.open) {
           process.stdout.write(`    blob ${b.blob.slice(0, 16)}…  not open in this worker yet (opened again at its next READ)\n`);

@@ -58,11 +58,12 @@ async function main(argv: string[]) {
     supervisor: fscache.supervisor,
     images,
     fscacheDisabledReason: fscache.disabledReason,
+    backend: fscache.backend,
     mountDirs: cfg.admin.mount_dirs,
     log,
   });
   const server = await serve(sn, cfg.address, log, [{ definition: adminService().service, handlers: admin }]);
-  log.info({ root: cfg.root, address: cfg.address, fscache: fscache.disabledReason ?? 'enabled' }, 'lazysnapd serving');
+  log.info({ root: cfg.root, address: cfg.address, fscache: fscache.disabledReason ?? 'enabled', backend: fscache.backend }, 'lazysnapd serving');
   sdNotify('READY=1');
 
   let stopping = false;

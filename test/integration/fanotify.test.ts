@@ -58,6 +58,9 @@ test('a nydus image read through fanotify pre-content equals its source', { time
   assert.equal(s.worker.backend, 'fanotify');
   assert.ok(s.worker.stats.fills > 0, JSON.stringify(s.worker.stats));
   assert.equal(s.worker.stats.eventsDenied, 0);
+  assert.equal(s.backend, 'fanotify');
+  assert.deepEqual(s.images.map((i: { backend: string }) => i.backend), ['fanotify']);
+  assert.match(await cli('status'), /lazy images: served through fanotify[\s\S]*lazy through fanotify, blobs from local/);
   await cli('umount', mnt);
   assert.deepEqual(fs.readdirSync(path.join(d.root, 'cache')), [], 'an unmounted image leaves no blob files');
 });

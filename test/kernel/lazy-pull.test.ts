@@ -454,6 +454,6 @@ test('warm on pull: with prefetch = "on-pull" the image is fetched before any co
   }
   t.diagnostic(`prefetched ${warmBlobs} blobs in ${Date.now() - t0} ms after the pull`);
   const text = (await runOk(process.execPath, [CLI, 'status', '--address', lazysnapd!.address])).stdout;
-  assert.match(text, /lazy, blobs from registry/);
+  assert.match(text, /lazy through fscache, blobs from registry/);
   assert.match(text, /100\.0% present/);
 });
