@@ -10,6 +10,7 @@ test('no file gives the embedded defaults, which parse', () => {
   assert.equal(c.root, '/var/lib/lazysnap');
   assert.equal(c.address, '/run/lazysnap/snapshotter.sock');
   assert.equal(c.log.level, 'info');
+  assert.equal(c.fscache.backend, 'fscache');
   assert.deepEqual(parseConfig(DEFAULT_CONFIG_TOML), c);
 });
 
@@ -29,6 +30,7 @@ test('bad configs give one-line errors that name the problem', () => {
     ['[log]\nlevel = "loud"', /"log.level" must be one of/],
     ['root = "relative"', /"root" must be an absolute path/],
     ['root = "/x', /line 1, column \d+/],
+    ['[fscache]\nbackend = "fuse"', /"fscache.backend" must be "auto", "fscache" or "fanotify", got "fuse"/],
   ];
   for (const [text, re] of cases) {
     assert.throws(() => parseConfig(text), (e: unknown) => e instanceof ConfigError && re.test(e.message) && !e.message.includes('\n'), text);
