@@ -728,3 +728,53 @@ print(json.dumps({"msg": msg.decode(), "nfds": len(fds), "content": content}), f
     }
   });
 });
+
+describe('fanotify, shared mappings, SEEK_HOLE and mount(2)', () => {
+  const n = require('../../native') as typeof import('../../native');
+  const ev = require('../../worker/fanotify/events') as typeof import('../../worker/fanotify/events');
+  let dir: string;
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-native-fan-'));
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('seekHole: the end of the data at an offset, the offset itself in a hole', () => {
+    const f = path.join(dir, 'sparse');
+    const fd = fs.openSync(f, 'w+');
+    fs.ftruncateSync(fd, 1 << 20);
+    fs.writeSync(fd, Buffer.alloc(8192, 1), 0, 8192, 65536);
+    assert.equal(n.seekHole(fd, 0), 0);
+    assert.equal(n.seekHole(fd, 65536), 65536 + 8192);
+    assert.equal(n.seekHole(fd, 2 << 20), 2 << 20, 'past EOF');
+    fs.closeSync(fd);
+  });
+
+  test('mapShared: writes land in the file at once, visible to another reader', () => {
+    const f = path.join(dir, 'map');
+    const fd = fs.openSync(f, 'w+');
+    fs.ftruncateSync(fd, 8192);
+    const m = n.mapShared(fd, 8192);
+    fs.closeSync(fd);
+    m.write('journal', 4096);
+    assert.equal(fs.readFileSync(f).subarray(4096, 4103).toString(), 'journal');
+    assert.throws(() => n.mapShared(-1, 4096), RangeError);
+  });
+
+  test('fanotify: a pre-content group marks a file on this filesystem; bad marks are system errors', () => {
+    const g = n.fanotifyInit(ev.FAN.CLASS_PRE_CONTENT | ev.FAN.CLOEXEC | ev.FAN.NONBLOCK, ev.EVENT_FD_FLAGS);
+    try {
+      const f = path.join(dir, 'marked');
+      fs.writeFileSync(f, '');
+      n.fanotifyMark(g, ev.FAN.MARK_ADD, ev.FAN.PRE_ACCESS, f);
+      n.fanotifyMark(g, ev.FAN.MARK_REMOVE, ev.FAN.PRE_ACCESS, f);
+      assert.throws(() => n.fanotifyMark(g, ev.FAN.MARK_ADD, ev.FAN.PRE_ACCESS, path.join(dir, 'missing')), { code: 'ENOENT', syscall: 'fanotify_mark' });
+      assert.equal(fs.readlinkSync(`/proc/self/fd/${g}`), 'anon_inode:[fanotify]');
+    } finally {
+      fs.closeSync(g);
+    }
+  });
+
+  test('mountFs: a refused mount rejects with the errno', async () => {
+    await assert.rejects(n.mountFs(path.join(dir, 'nope'), dir, 'erofs', n.MS.RDONLY, ''), { code: 'ENOENT', syscall: 'mount' });
+  });
+});
