@@ -13,12 +13,14 @@ import { startLazysnapd, Lazysnapd, LAZYSNAPD_JS } from '../support/lazysnapd';
 import { makeTempDir, removeTempDir, unmountAll } from '../support/tmp';
 import { runOk } from '../support/proc';
 import { waitFor, canConnect } from '../support/wait';
+import { parseConfig } from '../../config/config';
 import { makeSourceTree, treeDigest } from '../support/guest';
 import { nydusFromDir } from '../support/nydus-from-dir';
 
 const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
 const READER = path.resolve(__dirname, '../kernel/failover-reader.js');
 const FAILOVER = path.resolve(__dirname, '../kernel/failover.js');
+const HANG_READER = path.resolve(__dirname, '../kernel/hang-reader.js');
 const FAKE_SYSTEMD = path.resolve(__dirname, '../../../test/support/fake-systemd.py');
 let dir: string;
 let d: Lazysnapd;
@@ -197,6 +199,48 @@ test('under systemd: lazysnapd and every worker killed mid-read; the fd store ke
     sd.stdin!.end();
     await new Promise((r) => sd.once('exit', r));
     fs.closeSync(logFd);
+  }
+});
+
+test('a fanotify worker stopped or spinning mid-read is replaced within the hang bound; readers get every byte', { timeout: 300_000 }, async (t) => {
+  const BOUND = parseConfig('').fscache.hang_timeout_ms;
+  const root = path.join(dir, 'root-h');
+  const h = await startLazysnapd({
+    root,
+    address: path.join(dir, 'h.sock'),
+    config: config(root),
+    // SIGUSR2 makes a worker spin on its event loop (worker/worker.ts); workers inherit lazysnapd's environment.
+    env: { ...process.env, LAZYSNAP_TEST_HOOKS: '1' },
+  });
+  const hcli = async (...a: string[]) => (await runOk(process.execPath, [CLI, ...a, '--address', h.address], { timeoutMs: 60_000 })).stdout;
+  const stalls: string[] = [];
+  try {
+    for (const [i, sig] of (['SIGSTOP', 'SIGSTOP', 'SIGUSR2'] as const).entries()) {
+      const mnt = path.join(dir, `mnt-h${i}`);
+      fs.mkdirSync(mnt);
+      await hcli('mount', ref, mnt, '--fsid', `hang-${i}`); // a fresh fsid: new blob files, cold
+      const before = JSON.parse(await hcli('status', '--json')).worker;
+      const p = spawn(process.execPath, [HANG_READER, mnt, src], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      const first = new Promise<void>((resolve) => p.stdout!.on('data', (x) => ((out += x), out.includes('reading') && resolve())));
+      const done = new Promise<number | null>((resolve) => p.on('exit', resolve));
+      await Promise.race([first, done]);
+      process.kill(before.pid, sig);
+      assert.equal(await done, 0, out);
+      const r = JSON.parse(out.slice(out.indexOf('{')));
+      assert.equal(r.readsFailed, 0, r.errors.join('; '));
+      assert.equal(r.mismatchedBytes, 0);
+      assert.ok(r.worstStallMs >= BOUND - 500, `${sig}: worst stall ${r.worstStallMs.toFixed(0)} ms: the hang did not hold a read`);
+      assert.ok(r.worstStallMs <= BOUND + 2500, `${sig}: a read stalled ${r.worstStallMs.toFixed(0)} ms (bound ${BOUND} ms)`);
+      stalls.push(`${sig} ${r.worstStallMs.toFixed(0)}`);
+      const after = JSON.parse(await hcli('status', '--json')).worker;
+      assert.notEqual(after.pid, before.pid);
+      assert.equal(after.hangsHealed, before.hangsHealed + 1);
+      await hcli('umount', mnt);
+    }
+    t.diagnostic(`bound ${BOUND} ms; reader's worst stall per hang (ms): ${stalls.join(', ')}`);
+  } finally {
+    await h.stop();
   }
 });
 
