@@ -19,7 +19,7 @@ export interface AdminDeps {
   images: () => FscacheImages;
   fscacheDisabledReason?: string;
   /** the kernel interface lazy images are served through */
-  backend?: 'fscache' | 'fanotify';
+  backend?: 'fscache' | 'fanotify' | 'download';
   /** admin.mount_dirs: Mount only beneath these */
   mountDirs: string[];
   log: Logger;
@@ -91,7 +91,7 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
       const status: Record<string, unknown> = {
         pid: process.pid,
         fscache: d.supervisor ? 'enabled' : `disabled: ${d.fscacheDisabledReason ?? 'by config'}`,
-        backend: d.supervisor ? d.backend ?? 'fscache' : null,
+        backend: d.mounter ? d.backend ?? 'fscache' : null,
         mounts: d.images().all(),
       };
       let objects: WorkerObject[] = [];

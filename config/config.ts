@@ -22,10 +22,12 @@ export interface Config {
     /**
      * The kernel interface lazy images are served through: "fscache"
      * (EROFS over fscache on-demand), "fanotify" (EROFS file-backed mounts
-     * with fanotify pre-content events, Linux >= 6.14), or "auto": fscache
-     * where it binds, else fanotify where the kernel has it.
+     * with fanotify pre-content events, Linux >= 6.14), "download" (no lazy
+     * backend: blobs are downloaded whole before a nydus image runs), or
+     * "auto": fscache where it binds, else fanotify where the kernel has
+     * it, else download.
      */
-    backend: 'auto' | 'fscache' | 'fanotify';
+    backend: 'auto' | 'fscache' | 'fanotify' | 'download';
     device: string;
     /** the cachefiles cache dir; needs xattrs (ext4, xfs); "" = <root>/cache */
     cache_dir: string;
@@ -80,7 +82,9 @@ level = "info"  # trace, debug, info, warn, error, fatal, silent
 
 [fscache]
 enabled = "auto"           # "auto" (when /dev/cachefiles exists), true, false
-backend = "fscache"         # "fscache", "fanotify" (EROFS file-backed + fanotify pre-content, Linux >= 6.14) or "auto"
+backend = "fscache"         # "fscache", "fanotify" (EROFS file-backed + fanotify pre-content, Linux >= 6.14),
+                            # "download" (no lazy backend: nydus blobs downloaded whole before the image runs),
+                            # or "auto" (fscache where it binds, else fanotify, else download)
 device = "/dev/cachefiles"
 cache_dir = ""             # "" = <root>/cache; fscache: must support xattrs; fanotify: must accept pre-content marks (ext4, xfs; not tmpfs)
 tag = "lazysnap"
@@ -154,8 +158,8 @@ export function parseConfig(text: string): Config {
   if (cfg.fscache.enabled !== true && cfg.fscache.enabled !== false && cfg.fscache.enabled !== 'auto') {
     throw new ConfigError(`"fscache.enabled" must be true, false or "auto", got ${JSON.stringify(cfg.fscache.enabled)}`);
   }
-  if (!['auto', 'fscache', 'fanotify'].includes(cfg.fscache.backend)) {
-    throw new ConfigError(`"fscache.backend" must be "auto", "fscache" or "fanotify", got ${JSON.stringify(cfg.fscache.backend).slice(0, 80)}`);
+  if (!['auto', 'fscache', 'fanotify', 'download'].includes(cfg.fscache.backend)) {
+    throw new ConfigError(`"fscache.backend" must be "auto", "fscache", "fanotify" or "download", got ${JSON.stringify(cfg.fscache.backend).slice(0, 80)}`);
   }
   if (!['on-pull', 'on-start', 'off'].includes(cfg.fscache.prefetch)) {
     throw new ConfigError(`"fscache.prefetch" must be "on-pull", "on-start" or "off", got ${JSON.stringify(cfg.fscache.prefetch)}`);

@@ -58,3 +58,44 @@ export function fanotifyUnsupported(groupFd: number, blobDir: string): string | 
     fs.rmSync(probe, { force: true });
   }
 }
+
+/** Fills a whole blob file through content/: (volume, cookie) name the blob as the worker's resolver knows it. */
+export type BlobDownloader = (volume: string, tag: string, fd: number, size: number) => Promise<void>;
+
+const downloading = new Map<string, Promise<void>>();
+
+/**
+ * Without a lazy backend: every blob file complete before the mount. Each is
+ * written as <tag>.part and renamed when whole, so a file named <tag> is
+ * always complete (a crash leaves only a .part, which is started over).
+ */
+export async function downloadBlobFiles(blobDir: string, volume: string, devices: { tag: string; size: number }[], download: BlobDownloader): Promise<string[]> {
+  const dir = path.join(blobDir, volume);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const files: string[] = [];
+  for (const { tag, size } of devices) {
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(tag) || tag.startsWith('.')) throw new BlobFileError(`device tag "${tag.slice(0, 80)}" cannot name a blob file`);
+    const file = path.join(dir, tag);
+    files.push(file);
+    const have = fs.statSync(file, { throwIfNoEntry: false });
+    if (have?.size === size) continue;
+    let p = downloading.get(file);
+    if (!p) {
+      p = (async () => {
+        const part = `${file}.part`;
+        const fd = fs.openSync(part, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o600);
+        try {
+          fs.ftruncateSync(fd, size);
+          await download(volume, tag, fd, size);
+          fs.fsyncSync(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
+        fs.renameSync(part, file);
+      })().finally(() => downloading.delete(file));
+      downloading.set(file, p);
+    }
+    await p;
+  }
+  return files;
+}

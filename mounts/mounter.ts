@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { ErofsImage } from '../image/erofs/image';
 import { readDeviceTags, readDevices } from './device-tags';
-import { fileBackedOptions, prepareBlobFiles } from './blob-files';
+import { BlobDownloader, downloadBlobFiles, fileBackedOptions, prepareBlobFiles } from './blob-files';
 import { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
 import { excerpt } from '../log/excerpt';
 import { readFailure, readRegularFile } from '../config/read-file';
@@ -56,8 +56,12 @@ export class Mounter {
     private readonly cacheDir?: string,
     /** culls cache file `name` in `dir` through /dev/cachefiles; throws EBUSY while the kernel uses it */
     private readonly cull?: (dir: string, name: string) => void,
-    /** mount file-backed, with blob files under blobDir marked in this fanotify group, instead of through fscache */
-    private readonly fanotify?: { groupFd: number; blobDir: string },
+    /**
+     * mount file-backed instead of through fscache, with blob files under
+     * blobDir: marked in a fanotify group (filled on demand), or, without
+     * one, downloaded whole before the mount
+     */
+    private readonly fileBacked?: { blobDir: string; groupFd?: number; download?: BlobDownloader },
   ) {}
 
   async mount(spec: MountSpec): Promise<FscacheImage> {
@@ -91,8 +95,11 @@ export class Mounter {
     this.images().add({ fsid, domain, bootstrap, blobsDir, imageRef: spec.imageRef, snapshotId: spec.snapshotId });
     let opts = '';
     try {
-      if (this.fanotify) {
-        const devices = prepareBlobFiles(this.fanotify.groupFd, this.fanotify.blobDir, domain || fsid, readDevices(bootstrap));
+      if (this.fileBacked) {
+        const f = this.fileBacked;
+        const devices = f.groupFd !== undefined
+          ? prepareBlobFiles(f.groupFd, f.blobDir, domain || fsid, readDevices(bootstrap))
+          : await downloadBlobFiles(f.blobDir, domain || fsid, readDevices(bootstrap), f.download!);
         opts = fileBackedOptions({ devices, nosuid: spec.nosuid });
         const flags = MS.RDONLY | (spec.nosuid ? MS.NOSUID | MS.NODEV : 0);
         await mountFs(bootstrap, mountpoint, 'erofs', flags, devices.map((d) => `device=${d}`).join(','));
@@ -103,14 +110,14 @@ export class Mounter {
     } catch (err) {
       this.images().remove(fsid);
       fs.rmSync(dir, { recursive: true, force: true });
-      if (this.fanotify && this.images().inVolume(domain || fsid).length === 0) this.dropVolume(domain || fsid);
+      if (this.fileBacked && this.images().inVolume(domain || fsid).length === 0) this.dropVolume(domain || fsid);
       const e = err as { stderr?: string; message: string; code?: string };
-      if (!opts) throw new MountError(`cannot prepare the blob files of ${excerpt(source)}: ${e.message}`);
-      const hint = e.code === 'EINVAL' && this.fanotify ? ' (a kernel without EROFS file-backed mounts, CONFIG_EROFS_FS_BACKED_BY_FILE, Linux >= 6.12?)' : '';
+      if (!opts) throw new MountError(`cannot ${this.fileBacked?.groupFd === undefined ? 'download' : 'prepare'} the blob files of ${excerpt(source)}: ${e.message}`);
+      const hint = e.code === 'EINVAL' && this.fileBacked ? ' (a kernel without EROFS file-backed mounts, CONFIG_EROFS_FS_BACKED_BY_FILE, Linux >= 6.12?)' : '';
       throw new MountError(`mount -t erofs -o ${opts} failed: ${(e.stderr || e.message).trim()}${hint}`);
     }
     this.images().setMountpoint(fsid, mountpoint);
-    this.log.info({ fsid, domain, mountpoint, bootstrap: source, backend: this.fanotify ? 'fanotify' : 'fscache' }, 'mounted lazily');
+    this.log.info({ fsid, domain, mountpoint, bootstrap: source, backend: !this.fileBacked ? 'fscache' : this.fileBacked.groupFd === undefined ? 'download' : 'fanotify' }, 'mounted');
     return this.images().get(fsid)!;
   }
 
@@ -171,8 +178,8 @@ export class Mounter {
    * graveyard, which is emptied here as cachefilesd would.
    */
   private dropBlobs(volume: string, tags: string[]): void {
-    if (this.fanotify) {
-      for (const tag of tags) fs.rmSync(path.join(this.fanotify.blobDir, volume, tag), { force: true });
+    if (this.fileBacked) {
+      for (const tag of tags) fs.rmSync(path.join(this.fileBacked.blobDir, volume, tag), { force: true });
       return;
     }
     if (!this.cacheDir || !this.cull) return;
@@ -226,7 +233,7 @@ export class Mounter {
    * holds none of these files; it would recreate them on the next mount.
    */
   private dropVolume(volume: string): void {
-    if (this.fanotify) return void fs.rmSync(path.join(this.fanotify.blobDir, volume), { recursive: true, force: true });
+    if (this.fileBacked) return void fs.rmSync(path.join(this.fileBacked.blobDir, volume), { recursive: true, force: true });
     if (!this.cacheDir) return;
     const dir = path.join(this.cacheDir, 'cache', `Ierofs,${volume}`);
     // fscache withdraws a relinquished volume in the background and may touch

@@ -13,6 +13,7 @@ import { SnapshotMounts } from '../mounts/lazy-mounts';
 import type { FscacheImages } from '../snapshotter/storage/images';
 import { EVENT_FD_FLAGS, FAN } from '../worker/fanotify/events';
 import { previousWorkers, retireWorkers, takeFdFrom } from '../worker/takeover';
+import { startDownload } from './download';
 import { type Fscache, FscacheSetupError, PREFETCH_HOLD_ON_START_MS, startSupervisor } from './setup';
 
 export const FANOTIFY_FDSTORE_NAME = 'fanotify';
@@ -29,6 +30,7 @@ function isFanotifyGroup(fd: number): boolean {
 export async function startFanotify(cfg: Config, images: () => FscacheImages, log: Logger, whyNotFscache?: string): Promise<Fscache> {
   const fail = (reason: string): Fscache => {
     const full = whyNotFscache ? `${reason}; and fscache: ${whyNotFscache}` : reason;
+    if (cfg.fscache.backend === 'auto') return startDownload(cfg, images, log, `no lazy backend: fanotify: ${full}`);
     if (cfg.fscache.enabled === true) throw new FscacheSetupError(full);
     log.info({ reason: full }, 'no lazy backend; lazy images cannot be served');
     return { disabledReason: full };

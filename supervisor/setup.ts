@@ -15,6 +15,7 @@ import { previousWorkers, retireWorkers, takeFdFrom } from '../worker/takeover';
 import { SnapshotMounts } from '../mounts/lazy-mounts';
 import type { WorkerSettings } from '../worker/settings';
 import { startFanotify } from './fanotify';
+import { startDownload } from './download';
 import type { FscacheImages } from '../snapshotter/storage/images';
 
 export const FDSTORE_NAME = 'cachefiles';
@@ -29,7 +30,7 @@ export interface Fscache {
   /** why fscache is off, when it is */
   disabledReason?: string;
   /** the kernel interface that serves lazy images */
-  backend?: 'fscache' | 'fanotify';
+  backend?: 'fscache' | 'fanotify' | 'download';
 }
 
 /**
@@ -43,6 +44,7 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
   const want = cfg.fscache.enabled;
   if (want === false) return { disabledReason: 'disabled in config (fscache.enabled = false)' };
   if (cfg.fscache.backend === 'fanotify') return startFanotify(cfg, images, log);
+  if (cfg.fscache.backend === 'download') return startDownload(cfg, images, log, 'fscache.backend = "download" in config');
   const fail = (reason: string): Fscache | Promise<Fscache> => {
     if (cfg.fscache.backend === 'auto') {
       log.info({ reason }, 'fscache on-demand is not available here; trying fanotify pre-content');

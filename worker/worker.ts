@@ -13,8 +13,8 @@ import { FscacheDaemon } from './daemon';
 import { ControlRequest, HANDOVER_BYTE, Heartbeat, WorkerStatus, onJsonLines, sendJson } from './control';
 import { serveFanotify } from './serve-fanotify';
 import { cmd } from './protocol';
-import { MetadataResolver, RemoteBlobOpener } from './resolver';
-import { BlobFetcher, dockerConfigCredentials, parseImageRef } from '../content/remote';
+import { MetadataResolver } from './resolver';
+import { remoteOpener } from './remote-opener';
 import type { WorkerSettings } from './settings';
 import { serveTakeover } from './takeover';
 
@@ -23,32 +23,6 @@ export interface WorkerOptions {
   settings: WorkerSettings;
   log: Logger;
 }
-
-/** Blobs of images pulled through containerd come from their registry, through one fetcher per worker. */
-function remoteOpener(o: WorkerOptions): { open: RemoteBlobOpener; holdPrefetch(ms: number): void } {
-  let fetcher: BlobFetcher | undefined;
-  const reg = o.settings.registry;
-  const holdPrefetch = (ms: number) => fetcher?.scheduler.holdPrefetch(ms);
-  const open: RemoteBlobOpener = async (img, entry, tableDigests) => {
-    fetcher ??= new BlobFetcher({
-      registry: {
-        hostsDir: reg.hostsDir || undefined,
-        plainHttp: reg.plainHttp,
-        credentials: dockerConfigCredentials({ path: reg.dockerConfig }),
-        // A GET that stalls is given up after a third of the READ's deadline, so a retry still fits in it.
-        timeouts: { headersMs: stallMs(o.settings.readDeadlineMs), bodyMs: stallMs(o.settings.readDeadlineMs) },
-        log: o.log,
-      },
-      log: o.log,
-    });
-    const ref = parseImageRef(img.imageRef);
-    return fetcher.open({ host: ref.host, repo: ref.repo, entry, tableDigests });
-  };
-  return { open, holdPrefetch };
-}
-
-/** How long a registry response may stay silent before its GET is retried. */
-const stallMs = (deadlineMs: number) => Math.max(1000, Math.floor(deadlineMs / 3));
 
 export async function runWorker(o: WorkerOptions): Promise<void> {
   // Before `ready`: a test may signal the worker the moment it serves.
@@ -65,7 +39,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     throw new Error(`bad handover message (${got.data.length} bytes, ${got.fds.length} fds)`);
   }
   const devFd = got.fds[0];
-  const remote = remoteOpener(o);
+  const remote = remoteOpener(o.settings, o.log);
   const resolver = MetadataResolver.open(o.settings.dbPath, remote.open);
   const serving = o.settings.backend === 'fanotify'
     ? serveFanotify(devFd, resolver, o.settings, o.log)

@@ -5,6 +5,8 @@
 // arrive from the registry through fanotify pre-content events. containerd
 // downloads no data blob. Runs with the containerd on PATH (bookworm's
 // 1.6.20), or the one in LAZYSNAP_CONTAINERD_DIR (containerd-versions.test).
+// With LAZYSNAP_TEST_BACKEND=download (download-cri.test): no lazy backend,
+// and the image still pulls and runs, from blobs lazysnapd downloads whole.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -22,6 +24,7 @@ import { buildDebianPythonImage, PYTHON_TREE_DIGEST, type DebianPythonExpect } f
 import { containerdVersion } from '../support/containerd';
 
 const CLI = join(__dirname, '../../cmd/lazysnap.js');
+const BACKEND = process.env.LAZYSNAP_TEST_BACKEND === 'download' ? 'download' : 'fanotify';
 let dir = '';
 let registry: Registry | undefined;
 let lazysnapd: Lazysnapd | undefined;
@@ -55,7 +58,7 @@ before(async () => {
     address: join(dir, 'lazysnap.sock'),
     config:
       `root = "${root}"\n[log]\nlevel = "info"\n` +
-      `[fscache]\nenabled = true\nbackend = "fanotify"\nprefetch = "off"\n` +
+      `[fscache]\nenabled = true\nbackend = "${BACKEND}"\nprefetch = "off"\n` +
       `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\n`,
   });
   ctrd = await startGuestContainerd({
@@ -65,7 +68,7 @@ before(async () => {
     sandboxImage: `${registry.host}/test/pause:1`,
   });
   cri = ctrd.cri;
-  console.log(`# containerd ${containerdVersion().text}`);
+  console.log(`# containerd ${containerdVersion().text}, lazysnap backend ${BACKEND}`);
 }, { timeout: 30 * 60_000 });
 
 after(async () => {
@@ -85,7 +88,7 @@ const containerdGets = (repo: string) =>
     .map((l) => new RegExp(`"GET (/v2/${repo}/[^ ?"]+)`).exec(l)?.[1])
     .filter((x): x is string => !!x);
 
-test('CRI PullImage of the debian+python image into lazysnap (fanotify) fetches only its manifest, config and bootstrap', { timeout: 300_000 }, async () => {
+test(`CRI PullImage of the debian+python image into lazysnap (${BACKEND}) fetches only its manifest, config and bootstrap`, { timeout: 300_000 }, async () => {
   await cri.pullImage(pyRef).catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
   for (const t0 = Date.now(); Date.now() - t0 < 5000 && !containerdGets('test/debian-python').some((g) => g.endsWith(py!.bootstrap));) {
     await new Promise((r) => setTimeout(r, 100));
@@ -95,7 +98,7 @@ test('CRI PullImage of the debian+python image into lazysnap (fanotify) fetches 
   assert.deepEqual([...blobs].sort(), [py!.config, py!.bootstrap].sort(), `containerd's GETs: ${gets.join(' ')}`);
 });
 
-test('python3 in a debian+python container checksums its files, which arrive through fanotify from the registry', { timeout: 600_000 }, async (t) => {
+test(`python3 in a debian+python container checksums its files, which come from the registry through lazysnap (${BACKEND})`, { timeout: 600_000 }, async (t) => {
   const r = await cri
     .runToCompletion(pyRef, ['python3', '-B', '-c', PYTHON_TREE_DIGEST], { logRoot: join(dir, 'pod-logs'), name: 'python' })
     .catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
@@ -107,7 +110,15 @@ test('python3 in a debian+python container checksums its files, which arrive thr
   const s = JSON.parse((await runOk(process.execPath, [CLI, 'status', '--json', '--address', lazysnapd!.address])).stdout);
   const img = s.images.find((i: { imageRef: string }) => i.imageRef === pyRef);
   assert.ok(img, 'the image runs lazily');
-  assert.equal(img.backend, 'fanotify');
+  assert.equal(img.backend, BACKEND);
+  assert.equal(s.backend, BACKEND);
+  const lazysnapGot = py!.blobs.filter((d) => fs.readFileSync(registry!.logPath, 'utf8').split('\n').some((l) => l.includes('lazysnap/') && l.includes(`/blobs/${d}`)));
+  if (BACKEND === 'download') {
+    assert.deepEqual(lazysnapGot.sort(), [...py!.blobs].sort(), 'lazysnapd downloaded every data blob itself');
+    assert.match(fs.readFileSync(lazysnapd!.logPath, 'utf8'), /nydus images are downloaded whole before they run/);
+    return;
+  }
+  assert.ok(lazysnapGot.length > 0, 'the worker fetched from the registry');
   assert.equal(s.worker.stats.eventsDenied, 0);
   const total = img.blobs.reduce((n: number, b: { bytes: number }) => n + b.bytes, 0);
   const present = img.blobs.reduce((n: number, b: { bytesPresent: number | null }) => n + (b.bytesPresent ?? 0), 0);

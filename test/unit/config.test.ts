@@ -30,7 +30,7 @@ test('bad configs give one-line errors that name the problem', () => {
     ['[log]\nlevel = "loud"', /"log.level" must be one of/],
     ['root = "relative"', /"root" must be an absolute path/],
     ['root = "/x', /line 1, column \d+/],
-    ['[fscache]\nbackend = "fuse"', /"fscache.backend" must be "auto", "fscache" or "fanotify", got "fuse"/],
+    ['[fscache]\nbackend = "fuse"', /"fscache.backend" must be "auto", "fscache", "fanotify" or "download", got "fuse"/],
   ];
   for (const [text, re] of cases) {
     assert.throws(() => parseConfig(text), (e: unknown) => e instanceof ConfigError && re.test(e.message) && !e.message.includes('\n'), text);

@@ -1,0 +1,50 @@
+// No lazy backend (neither fscache on-demand nor fanotify pre-content, or
+// config says so): a nydus image still runs. lazysnapd downloads each of
+// its blobs whole, through the same content/ path a worker fills ranges
+// with (fetch, decompress, verify), into complete blob files, and mounts
+// EROFS file-backed on them. Containers start later, and never on zeros.
+import path from 'node:path';
+import fs from 'node:fs';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config';
+import { pwriteAll, allocAligned } from '../native';
+import type { BlobDownloader } from '../mounts/blob-files';
+import { Mounter } from '../mounts/mounter';
+import { SnapshotMounts } from '../mounts/lazy-mounts';
+import type { FscacheImages } from '../snapshotter/storage/images';
+import { MetadataResolver } from '../worker/resolver';
+import { remoteOpener } from '../worker/remote-opener';
+import type { Fscache } from './setup';
+
+export function startDownload(cfg: Config, images: () => FscacheImages, log: Logger, why: string): Fscache {
+  if (!/\berofs$/m.test(fs.readFileSync('/proc/filesystems', 'utf8'))) {
+    // EROFS may be a module not loaded yet: mount(2) loads it on demand. Only a kernel without it fails here.
+    if (!fs.existsSync(`/lib/modules/${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}/kernel/fs/erofs`)) {
+      return { disabledReason: `${why}; and this kernel has no EROFS (CONFIG_EROFS_FS, with CONFIG_EROFS_FS_BACKED_BY_FILE)` };
+    }
+  }
+  log.warn({ reason: why }, 'nydus images are downloaded whole before they run (not lazily)');
+  const dir = path.join(cfg.root, 'fscache');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const blobDir = cfg.fscache.cache_dir || path.join(cfg.root, 'cache');
+  const registry = { hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http };
+  const remote = remoteOpener({ registry, readDeadlineMs: cfg.fscache.read_deadline_ms }, log);
+  let resolver: MetadataResolver | undefined;
+  const download: BlobDownloader = async (volume, tag, fd, size) => {
+    resolver ??= MetadataResolver.open(path.join(cfg.root, 'metadata.db'), remote.open);
+    const content = await resolver.resolve(volume, tag);
+    try {
+      const t0 = Date.now();
+      await content.fill(0, size, async (off, data) => {
+        const n = Math.min(data.length, size - off);
+        if (n > 0) await pwriteAll(fd, n === data.length ? data : data.subarray(0, n), off);
+      }, (n) => allocAligned(n));
+      log.info({ blob: tag, bytes: size, ms: Date.now() - t0 }, 'blob downloaded whole');
+    } finally {
+      resolver.release(content);
+    }
+  };
+  const mounter = new Mounter(images, path.join(dir, 'images'), log, undefined, undefined, { blobDir, download });
+  const lazy = new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, cfg.fscache.prefetch === 'on-pull');
+  return { mounter, lazy, backend: 'download', disabledReason: why };
+}

@@ -1,0 +1,32 @@
+// Where blobs of images pulled through containerd come from: their registry,
+// through one fetcher per process (a worker, or lazysnapd when it downloads
+// blobs whole because no lazy backend serves).
+import type { Logger } from 'pino';
+import { BlobFetcher, dockerConfigCredentials, parseImageRef } from '../content/remote';
+import type { RemoteBlobOpener } from './resolver';
+import type { WorkerSettings } from './settings';
+
+export function remoteOpener(s: Pick<WorkerSettings, 'registry' | 'readDeadlineMs'>, log: Logger): { open: RemoteBlobOpener; holdPrefetch(ms: number): void } {
+  let fetcher: BlobFetcher | undefined;
+  const reg = s.registry;
+  const holdPrefetch = (ms: number) => fetcher?.scheduler.holdPrefetch(ms);
+  const open: RemoteBlobOpener = async (img, entry, tableDigests) => {
+    fetcher ??= new BlobFetcher({
+      registry: {
+        hostsDir: reg.hostsDir || undefined,
+        plainHttp: reg.plainHttp,
+        credentials: dockerConfigCredentials({ path: reg.dockerConfig }),
+        // A GET that stalls is given up after a third of the READ's deadline, so a retry still fits in it.
+        timeouts: { headersMs: stallMs(s.readDeadlineMs), bodyMs: stallMs(s.readDeadlineMs) },
+        log,
+      },
+      log,
+    });
+    const ref = parseImageRef(img.imageRef);
+    return fetcher.open({ host: ref.host, repo: ref.repo, entry, tableDigests });
+  };
+  return { open, holdPrefetch };
+}
+
+/** How long a registry response may stay silent before its GET is retried. */
+const stallMs = (deadlineMs: number) => Math.max(1000, Math.floor(deadlineMs / 3));
