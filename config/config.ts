@@ -82,7 +82,7 @@ level = "info"  # trace, debug, info, warn, error, fatal, silent
 
 [fscache]
 enabled = "auto"           # "auto" (when /dev/cachefiles exists), true, false
-backend = "fscache"         # "fscache", "fanotify" (EROFS file-backed + fanotify pre-content, Linux >= 6.14),
+backend = "auto"            # "fscache", "fanotify" (EROFS file-backed + fanotify pre-content, Linux >= 6.14),
                             # "download" (no lazy backend: nydus blobs downloaded whole before the image runs),
                             # or "auto" (fscache where it binds, else fanotify, else download)
 device = "/dev/cachefiles"

@@ -8,6 +8,8 @@ bash scripts/install.sh
 # Leftovers of an earlier, interrupted run would confuse containerd's shims.
 for m in $(awk '$2 ~ /^\/tmp\/lazysnap-test-/ {print $2}' /proc/self/mounts | sort -r); do umount -l "$m" || true; done
 rm -rf /tmp/lazysnap-test-*
+# Workers of an interrupted run keep serving (by design they outlive lazysnapd) and hold fanotify groups.
+pkill -9 -f 'dist/cmd/lazysnap-fscache-worker.js' || true
 # Unit tests first (fast), then the slower ones; one file at a time, since
 # integration tests share containerd's /run/containerd and the machine's 2 cores. Kernel tests
 # (dist/test/kernel) run inside the UML guest, from integration/kernel.test.js.

@@ -15,7 +15,7 @@ import { requireBinaries } from '../support/bins';
 import type { CriClient } from '../support/cri';
 import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../support/guest-containerd';
 import { pushOciLayout } from '../support/images';
-import { startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
+import { killWorkers, startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
 import { runOk, tail } from '../support/proc';
 import { startRegistry, type Registry } from '../support/registry';
 import { makeTempDir, removeTempDir, unmountAll } from '../support/tmp';
@@ -74,6 +74,7 @@ before(async () => {
 after(async () => {
   for (const f of [ctrd?.stop, lazysnapd && (() => lazysnapd!.stop()), registry?.stop]) await f?.().catch(() => {});
   if (dir) await unmountAll(dir).catch(() => {});
+  if (lazysnapd) killWorkers(lazysnapd.root); // it stopped with the image mounted: its worker kept serving
   if (dir) await removeTempDir(dir);
 }, { timeout: 120_000 });
 

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { spawn, ChildProcess } from 'node:child_process';
-import { startLazysnapd, Lazysnapd, LAZYSNAPD_JS } from '../support/lazysnapd';
+import { killWorkers, startLazysnapd, Lazysnapd, LAZYSNAPD_JS } from '../support/lazysnapd';
 import { makeTempDir, removeTempDir, unmountAll } from '../support/tmp';
 import { runOk } from '../support/proc';
 import { waitFor, canConnect } from '../support/wait';
@@ -47,6 +47,8 @@ before(async () => {
 after(async () => {
   if (dir) await unmountAll(dir);
   await d?.stop();
+  // a failed test may leave a lazysnapd's workers serving (they outlive it by design)
+  for (const r of ['root', 'root-a', 'root-b', 'root-h']) if (dir) killWorkers(path.join(dir, r));
   if (dir && !process.env.KEEP) await removeTempDir(dir);
 });
 

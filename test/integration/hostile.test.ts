@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 import { startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
+import { waitFor } from '../support/wait';
 import { run } from '../support/proc';
 import { LatencyProbe } from '../support/latency-probe';
 import { adminService, snapshotsService } from '../../proto/load';
@@ -258,6 +259,9 @@ test('lazysnapd makes a pre-existing root 0700 and metadata.db 0600, and says so
     for (const f of fs.readdirSync(root).filter((f) => f.startsWith('metadata.db'))) {
       assert.equal(fs.statSync(path.join(root, f)).mode & 0o7777, 0o600, f);
     }
+    // the log is written asynchronously: wait for both lines rather than read it once
+    const both = /"path":"[^"]*open-root","from":"0755","to":"0700".*mode changed[\s\S]*"path":"[^"]*metadata\.db","from":"0644","to":"0600"/;
+    await waitFor(() => both.test(fs.readFileSync(second.logPath, 'utf8')), { what: 'both mode changes in the log', timeoutMs: 5000 }).catch(() => undefined);
     const log = fs.readFileSync(second.logPath, 'utf8');
     assert.match(log, /"path":"[^"]*open-root","from":"0755","to":"0700".*mode changed/);
     assert.match(log, /"path":"[^"]*metadata\.db","from":"0644","to":"0600"/);

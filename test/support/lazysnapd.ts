@@ -1,6 +1,6 @@
 // Runs the compiled snapshotter daemon (dist/cmd/lazysnapd.js) as a child
 // process with its log in a file.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
@@ -73,4 +73,26 @@ export async function startLazysnapd(opts: LazysnapdOptions): Promise<Lazysnapd>
     throw new Error(`${(e as Error).message}\n--- lazysnapd log tail (${logPath}) ---\n${await tail(logPath)}`);
   }
   return handle;
+}
+
+/**
+ * SIGKILLs the workers a lazysnapd with this root started (its
+ * fscache/workers.json): a lazysnapd stopped while an image is still mounted
+ * leaves its serving worker running, by design, and a test must not leak it.
+ */
+export function killWorkers(root: string): void {
+  let pids: unknown;
+  try {
+    pids = JSON.parse(readFileSync(resolve(root, 'fscache', 'workers.json'), 'utf8'));
+  } catch {
+    return;
+  }
+  for (const pid of Array.isArray(pids) ? pids : []) {
+    if (!Number.isSafeInteger(pid) || pid <= 1) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('lazysnap-fscache-worker')) process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
 }

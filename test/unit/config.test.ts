@@ -10,7 +10,7 @@ test('no file gives the embedded defaults, which parse', () => {
   assert.equal(c.root, '/var/lib/lazysnap');
   assert.equal(c.address, '/run/lazysnap/snapshotter.sock');
   assert.equal(c.log.level, 'info');
-  assert.equal(c.fscache.backend, 'fscache');
+  assert.equal(c.fscache.backend, 'auto');
   assert.deepEqual(parseConfig(DEFAULT_CONFIG_TOML), c);
 });
 
