@@ -7,6 +7,8 @@
 // included), c.bin gives EIO for its first chunk only, reading it again costs
 // the registry no GET, `lazysnap status` lists the bad chunk, and once the
 // registry's bytes are repaired the chunk heals after its cool-down.
+// With LAZYSNAP_TEST_BACKEND=fanotify it runs on the host's own kernel,
+// through the fanotify backend (integration/fanotify-bad-chunk.test).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -16,10 +18,10 @@ import type { CriClient } from '../support/cri';
 import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../support/guest-containerd';
 import { guestDir, requireFscacheKernel } from '../support/guest';
 import { buildBusyboxImage, pushOciLayout } from '../support/images';
-import { startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
+import { killWorkers, startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
 import { run, runOk, tail } from '../support/proc';
 import { startRegistry, type Registry } from '../support/registry';
-import { unmountAll } from '../support/tmp';
+import { makeTempDir, removeTempDir, unmountAll } from '../support/tmp';
 import { readNydusLayout, sha256hex } from '../support/oci-layout';
 import { syntheticContent } from '../support/testblob';
 import { Bootstrap } from '../../image/rafs/bootstrap';
@@ -28,6 +30,7 @@ import { FileSource } from '../../image/blob/source';
 import type { ChunkInfo } from '../../image/blob/chunkinfo';
 
 const CLI = join(__dirname, '../../cmd/lazysnap.js');
+const FANOTIFY = process.env.LAZYSNAP_TEST_BACKEND === 'fanotify';
 const M = 1 << 20;
 const K = 1024;
 const PAGE = 4096;
@@ -48,9 +51,9 @@ let flipAt = 0;
 const files: Record<string, Buffer> = {};
 
 before(async () => {
-  const fscacheDir = requireFscacheKernel();
+  const fscacheDir = FANOTIFY ? '' : requireFscacheKernel();
   requireBinaries(['containerd', 'ctr', 'shim', 'runc', 'registry', 'umoci', 'busybox']);
-  dir = guestDir('badchunk');
+  dir = FANOTIFY ? await makeTempDir('badchunk') : guestDir('badchunk');
   registry = await startRegistry({ dir: join(dir, 'registry') });
   const bb = await buildBusyboxImage(join(dir, 'busybox'));
   // half of each page random, so chunks compress; umoci writes the layer in name order, which is blob order
@@ -101,7 +104,9 @@ before(async () => {
     address: join(dir, 'lazysnap.sock'),
     config:
       `root = "${root}"\n[log]\nlevel = "info"\n` +
-      `[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, 'cache-badchunk')}"\ntag = "lazysnap-bad"\nprefetch = "off"\n` +
+      (FANOTIFY
+        ? `[fscache]\nenabled = true\nbackend = "fanotify"\nprefetch = "off"\n`
+        : `[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, 'cache-badchunk')}"\ntag = "lazysnap-bad"\nprefetch = "off"\n`) +
       `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\n`,
   });
   ctrd = await startGuestContainerd({
@@ -117,7 +122,10 @@ after(async () => {
   for (const f of [ctrd?.stop, lazysnapd && (() => lazysnapd!.stop()), registry?.stop]) await f?.().catch(() => {});
   if (dir) await unmountAll(dir).catch(() => {});
   // a stopped lazysnapd with an image mounted leaves its worker serving; the next test needs /dev/cachefiles
-  await run('pkill', ['-9', '-f', 'lazysnap-fscache-worker']);
+  if (FANOTIFY) {
+    if (lazysnapd) killWorkers(lazysnapd.root);
+    if (dir) await removeTempDir(dir);
+  } else await run('pkill', ['-9', '-f', 'lazysnap-fscache-worker']);
 }, { timeout: 120_000 });
 
 function flipByte(): void {
@@ -181,8 +189,9 @@ test('a container: only the corrupt chunk\'s bytes give EIO, every other file re
   const s = await status();
   const log = fs.readFileSync(lazysnapd!.logPath, 'utf8');
   const warned = log.split('\n').filter((l) => l.includes('chunk keeps failing verification: marked bad')).length;
+  const st = s.worker.stats;
   t.diagnostic(`GETs of the data blob: ${first} for the first container (4 files, c.bin's bad chunk included), 0 for 5 more reads of c.bin; ` +
-    `READs ${s.worker.stats.reads}, failed ${s.worker.stats.readsFailed}, retried ${s.worker.stats.readRetries}; warnings ${warned}`);
+    (FANOTIFY ? `events ${st.events}, denied ${st.eventsDenied}` : `READs ${st.reads}, failed ${st.readsFailed}, retried ${st.readRetries}`) + `; warnings ${warned}`);
   assert.equal(warned, 1, 'one warning for the chunk');
   assert.ok(first <= 16, `${first} GETs of the blob`);
 });
