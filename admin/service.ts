@@ -78,6 +78,7 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
         blobsDir: r.blobs_dir || undefined,
         domain: r.domain || undefined,
         fsid: r.fsid || undefined,
+        imageRef: r.image_ref || undefined,
       });
       return { fsid: img.fsid, domain: img.domain };
     }),

@@ -7,12 +7,12 @@ import { Command } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_TOML, loadConfig } from '../config/config';
 import { FormatError } from '../image/errors';
 import { inspect } from './inspect';
-import { isLayoutRef, openNydusLayout } from '../image/convert/nydus-layout';
+import { isLayoutRef, openNydusLayout, readNydusBootstrap } from '../image/convert/nydus-layout';
+import { DEFAULT_HOSTS_DIR, Registries, RegistrySource, parseDockerRef } from '../image/convert/docker';
 import { convertCommand, ConvertCliOptions } from './convert';
 import { pullCommand, PullCliOptions } from './pull';
 import { PullError } from '../pull/pull';
 import { RegistryError } from '../registry/errors';
-import { DEFAULT_HOSTS_DIR } from '../image/convert/docker';
 import { AdminClient, AdminError, DEFAULT_ADDRESS } from './admin-client';
 import type { BlobStatus } from '../admin/service';
 
@@ -57,16 +57,32 @@ const withClient = async <T>(address: string, fn: (c: AdminClient) => Promise<T>
 
 program
   .command('mount <image> <dir>')
-  .description("mount an image's rootfs read-only through the running lazysnapd (EROFS over fscache); IMAGE is a bootstrap file or a converted image in an OCI layout (oci:DIR[:TAG])")
+  .description("mount an image's rootfs read-only through the running lazysnapd, lazily; IMAGE is a bootstrap file, a converted image in an OCI layout (oci:DIR[:TAG]), or one in a registry (docker://HOST/REPO[:TAG|@DIGEST]: its blobs are then fetched on demand by lazysnapd, with the registry settings of its config)")
   .option('--blobs <dir>', "directory holding the data blobs (default: the bootstrap's directory, or the layout's blobs)")
   .option('--domain <id>', 'shared fscache domain_id: blobs used by several images are fetched once')
   .option('--fsid <id>', 'fscache fsid (default: derived from the image and the mountpoint)')
+  .option('--user <user:pass>', 'docker://: credentials to read the bootstrap with (default: docker config.json)')
+  .option('--plain-http', 'docker://: http:// for a registry with no hosts.toml (loopback ones always are)')
+  .option('--hosts-dir <dir>', "docker://: containerd's hosts.toml directory", DEFAULT_HOSTS_DIR)
   .option('--address <socket>', 'lazysnapd socket', DEFAULT_ADDRESS)
-  .action(async (image: string, dir: string, o: { blobs?: string; domain?: string; fsid?: string; address: string }) => {
+  .action(async (image: string, dir: string, o: { blobs?: string; domain?: string; fsid?: string; user?: string; plainHttp?: boolean; hostsDir: string; address: string }) => {
     let bootstrap = path.resolve(image);
     let blobs = o.blobs ? path.resolve(o.blobs) : '';
     let tmp: string | undefined;
-    if (isLayoutRef(image)) {
+    let imageRef = '';
+    const docker = image.startsWith('docker://') ? parseDockerRef(image) : null;
+    if (docker) {
+      const registries = new Registries({ user: o.user, plainHttp: o.plainHttp, hostsDir: o.hostsDir }, [docker.ref.host]);
+      try {
+        const img = await readNydusBootstrap(new RegistrySource(docker, registries), image);
+        tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-mount-'));
+        bootstrap = path.join(tmp, 'image.boot');
+        fs.writeFileSync(bootstrap, img.bootstrap);
+        imageRef = `${docker.ref.host}/${docker.ref.repo}${docker.ref.digest ? `@${docker.ref.digest}` : `:${docker.ref.tag ?? 'latest'}`}`;
+      } finally {
+        await registries.close();
+      }
+    } else if (isLayoutRef(image)) {
       const img = await openNydusLayout(image);
       tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-mount-'));
       bootstrap = path.join(tmp, 'image.boot');
@@ -75,7 +91,7 @@ program
     }
     try {
       const r = await withClient(o.address, (c) =>
-        c.mount({ bootstrap, mountpoint: path.resolve(dir), blobs_dir: blobs, domain: o.domain ?? '', fsid: o.fsid ?? '' }),
+        c.mount({ bootstrap, mountpoint: path.resolve(dir), blobs_dir: blobs, domain: o.domain ?? '', fsid: o.fsid ?? '', image_ref: imageRef }),
       );
       process.stdout.write(`mounted ${dir} (fsid ${r.fsid}${r.domain ? `, domain ${r.domain}` : ''})\n`);
     } finally {

@@ -72,6 +72,7 @@ export interface MountRequest {
   blobs_dir: string;
   domain: string;
   fsid: string;
+  image_ref: string;
 }
 export interface MountResponse {
   fsid: string;

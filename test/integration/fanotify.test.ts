@@ -86,6 +86,31 @@ function startReader(mnt: string) {
 const workersOf = (root: string): number[] => JSON.parse(fs.readFileSync(path.join(root, 'fscache', 'workers.json'), 'utf8'));
 const srcFiles = () => [...treeDigest(src).values()].filter((v) => v !== 'dir' && !v.startsWith('->')).length;
 
+test('mounted straight from a registry (lazysnap mount docker://…): blobs arrive by Range GETs as files are read', { timeout: 300_000 }, async () => {
+  const { startRegistry } = await import('../support/registry');
+  const { pushOciLayout } = await import('../support/images');
+  const registry = await startRegistry({ dir: path.join(dir, 'registry') });
+  try {
+    await pushOciLayout(ref.split(':')[1], 'nydus', registry.url, 'test/fan:1');
+    const mnt = path.join(dir, 'mnt-reg');
+    fs.mkdirSync(mnt);
+    await cli('mount', `docker://${registry.host}/test/fan:1`, mnt);
+    const gets = () => fs.readFileSync(registry.logPath, 'utf8').split('\n').filter((l) => l.includes('lazysnap/') && /"GET [^"]*\/blobs\//.test(l)).length;
+    const beforeRead = gets();
+    const one = path.join(mnt, 'd1', 'e1', 'f1');
+    assert.deepEqual(fs.readFileSync(one), fs.readFileSync(path.join(src, 'd1', 'e1', 'f1')));
+    assert.ok(gets() > beforeRead, 'the read fetched from the registry');
+    assert.deepEqual(treeDigest(mnt), treeDigest(src));
+    const s = JSON.parse(await cli('status', '--json'));
+    const img = s.images.find((i: { imageRef: string }) => i.imageRef === `${registry.host}/test/fan:1`);
+    assert.ok(img, JSON.stringify(s.images));
+    assert.equal(img.source, 'registry');
+    await cli('umount', mnt);
+  } finally {
+    await registry.stop();
+  }
+});
+
 test('a corrupt chunk in a blob: its bytes give EIO, never wrong data, and the other files read', { timeout: 300_000 }, async () => {
   const layout = ref.split(':')[1];
   const bad = path.join(dir, 'bad-layout');
