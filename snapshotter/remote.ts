@@ -38,7 +38,7 @@ export function nydusLayer(labels: Labels): NydusLayer {
  * without its files. So a refusal fails the pull at once, with this message.
  */
 export function remoteRefusal(labels: Labels, fscache: boolean): string | null {
-  if (!fscache) return 'fscache is off on this node, and nydus images are served only through it (lazysnapd logs why at start)';
+  if (!fscache) return 'lazysnapd serves no nydus images on this node (fscache.enabled = false, or a kernel without EROFS; lazysnapd logs why at start)';
   if (!labels[LABEL.snapshotRef]) return `containerd sent no ${LABEL.snapshotRef} label`;
   if (!labels[LABEL.imageRef]) {
     return `containerd sent no ${LABEL.imageRef} label, so the layer's blobs cannot be located. ` +

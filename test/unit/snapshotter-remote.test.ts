@@ -106,7 +106,7 @@ test('a nydus blob layer that cannot be served lazily fails the pull at once, na
   try {
     const { [LABEL.imageRef]: _ref, ...noRef } = blobLabels('sha256:c4', 'sha256:l4');
     const cases: [string, Labels, boolean, RegExp][] = [
-      ['no fscache', blobLabels('sha256:c1', 'sha256:l1'), false, /fscache is off/],
+      ['no fscache', blobLabels('sha256:c1', 'sha256:l1'), false, /serves no nydus images on this node/],
       ['no snapshot.ref', { ...blobLabels('sha256:c2', 'sha256:l2'), [LABEL.snapshotRef]: '' }, true, /no containerd.io\/snapshot.ref label/],
       ['RAFS v5', { ...blobLabels('sha256:c3', 'sha256:l3'), [LABEL.nydusFsVersion]: '5' }, true, /RAFS v5 image/],
       // containerd 2.x's unpacker without the proxy plugin's exports: snapshot.ref and nydus-blob, no image ref
