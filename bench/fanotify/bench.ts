@@ -124,7 +124,7 @@ async function main() {
       const out = [
         `fanotify bench: ${new Date().toISOString().slice(0, 10)}, ${mib.toFixed(0)} MiB image, kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}`,
         `native (complete blobs, file-backed EROFS, no marks): cold ${native.mbps.toFixed(0)} MB/s, warm ${nativeWarm.mbps.toFixed(0)} MB/s`,
-        `cold-local (fanotify, filled from the local nydus blob): ${cold.mbps.toFixed(0)} MB/s, ${s.events} events (${(s.events / mib).toFixed(1)} per MiB), ${s.fills} fills, ${s.eventsDenied} denied`,
+        `cold-local (fanotify, filled from the local nydus blob): ${cold.mbps.toFixed(0)} MB/s, ${s.events} events (${(s.events / mib).toFixed(1)} per MiB), ${s.fills} fills on demand, ${s.fillsAhead} ahead, ${s.eventsDenied} denied`,
         `cold-registry (fanotify, Range GETs from docker-registry on 127.0.0.1): ${reg.mbps.toFixed(0)} MB/s, ${rs.events} events, ${rs.fills} fills`,
         `warm (the same mount again): ${warm.mbps.toFixed(0)} MB/s`,
         `ratios: warm/native-warm ${(warm.mbps / nativeWarm.mbps).toFixed(2)} (goal >= 0.95), cold-local/native-cold ${(cold.mbps / native.mbps).toFixed(2)}, cold-registry/native-cold ${(reg.mbps / native.mbps).toFixed(2)}`,

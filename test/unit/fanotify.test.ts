@@ -243,3 +243,26 @@ test('orphans: each range is filled through a read of our own first, then every 
   assert.deepEqual(g.files.get('/blobs/vol/b1')!.data.subarray(0, 4096), src.subarray(0, 4096));
   assert.equal(d.stats.orphansAnswered, 3);
 });
+
+test('a sequential reader is filled ahead in the background; its next reads find their bytes; a blob completed so loses its mark', async () => {
+  const size = 6 << 20; // two on-demand fills of 1 MiB, then the last 4 MiB ahead
+  const { g, d, src } = setup(size);
+  g.event(70, '/blobs/vol/b1', 0, 1 << 20);
+  d.drain();
+  await settle(d);
+  g.event(71, '/blobs/vol/b1', 1 << 20, 1 << 20); // sequential: within AHEAD of the last fill
+  d.drain();
+  await settle(d);
+  for (let i = 0; i < 40 && g.closed.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(g.responses, [[70, 'allow'], [71, 'allow']]);
+  assert.equal(d.stats.fills, 2);
+  assert.equal(d.stats.fillsAhead, 1);
+  assert.deepEqual(g.closed.sort(), [70, 71], 'the fd the fill ahead wrote through is closed once it is done');
+  assert.deepEqual(g.files.get('/blobs/vol/b1')!.data, src, 'whole: [2 MiB, 6 MiB) came ahead');
+  assert.deepEqual(g.unmarked, ['/blobs/vol/b1'], 'completed by the fill ahead: unmarked');
+  g.event(72, '/blobs/vol/b1', 3 << 20, 131072);
+  d.drain();
+  await settle(d);
+  assert.deepEqual(g.responses[2], [72, 'allow']);
+  assert.equal(d.stats.fills, 2, 'no fill for bytes filled ahead');
+});

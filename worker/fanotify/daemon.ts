@@ -12,6 +12,13 @@ import { FAN, FanEvent, parseEvent } from './events';
 import { EventJournal, JournalEntry } from './journal';
 
 const EIO = 5;
+/**
+ * A sequential reader's next bytes are filled this far ahead of its last
+ * fill, in the background: a cold sequential read otherwise waits for every
+ * chunk in turn (bench/fanotify). Within this distance of the previous fill
+ * a read counts as sequential.
+ */
+const AHEAD = 4 << 20;
 
 /** The syscalls the daemon makes on the group, its event fds and blob files. */
 export interface FanotifyIO {
@@ -51,6 +58,9 @@ export interface FanotifyStats {
   /** denied with EIO */
   eventsDenied: number;
   fills: number;
+  /** background fills ahead of a sequential reader, and events they had answered already */
+  fillsAhead: number;
+  eventsFilledAhead: number;
   bytesWritten: number;
   /** events a dead worker left unanswered, answered here */
   orphansAnswered: number;
@@ -69,11 +79,15 @@ interface Blob {
   complete: boolean;
   /** once content has resolved */
   resolved?: BlobContent;
+  /** fills under way (on demand and ahead): an event for their bytes waits for them instead of filling twice */
+  inflight: { start: number; end: number; done: Promise<unknown> }[];
+  /** where the last on-demand fill started (-1: none yet) */
+  lastFill: number;
 }
 
 export class FanotifyDaemon {
   readonly stats: FanotifyStats = {
-    events: 0, eventsPresent: 0, eventsDenied: 0, fills: 0, bytesWritten: 0, orphansAnswered: 0, marksRemoved: 0, foreign: 0,
+    events: 0, eventsPresent: 0, eventsDenied: 0, fills: 0, fillsAhead: 0, eventsFilledAhead: 0, bytesWritten: 0, orphansAnswered: 0, marksRemoved: 0, foreign: 0,
   };
   /** events handled to the end, for the heartbeat */
   handled = 0;
@@ -144,8 +158,10 @@ export class FanotifyDaemon {
 
   private async handle(slot: number, ev: FanEvent): Promise<void> {
     let verdict: 'allow' | { deny: number } = { deny: EIO };
+    /** background work that writes through this event's fd: the fd is closed after it */
+    const hold: Promise<unknown>[] = [];
     try {
-      verdict = await this.decide(slot, ev);
+      verdict = await this.decide(slot, ev, hold);
     } catch (err) {
       this.log.error({ err, fd: ev.fd }, 'unexpected failure handling a fanotify event; denying it');
     } finally {
@@ -157,14 +173,15 @@ export class FanotifyDaemon {
       if (verdict !== 'allow') this.stats.eventsDenied++;
       this.live.delete(ev.fd);
       this.since.delete(ev.fd);
-      this.io.close(ev.fd);
+      if (hold.length === 0) this.io.close(ev.fd);
+      else void Promise.allSettled(hold).then(() => this.io.close(ev.fd));
       this.journal.clear(slot);
       this.handled++;
       this.opts.onAnswered?.();
     }
   }
 
-  private async decide(slot: number, ev: FanEvent): Promise<'allow' | { deny: number }> {
+  private async decide(slot: number, ev: FanEvent, hold: Promise<unknown>[]): Promise<'allow' | { deny: number }> {
     this.stats.events++;
     const file = this.io.pathOf(ev.fd);
     const rel = path.relative(this.opts.blobDir, file);
@@ -197,26 +214,61 @@ export class FanotifyDaemon {
       this.log.warn({ file, err: (err as Error).message, unknown: err instanceof UnknownBlobError }, 'cannot resolve a blob; denying its read');
       return { deny: EIO };
     }
-    const ok = await this.fill(blob, content, ev.fd, start, end - start, size);
-    if (!ok) return { deny: EIO };
-    this.stats.fills++;
-    if (!blob.complete && this.io.holeAt(ev.fd, 0) >= size) {
-      blob.complete = true;
-      try {
-        this.io.unmark(file);
-        this.stats.marksRemoved++;
-        this.log.info({ blob: rel }, 'blob complete; its reads no longer raise events');
-      } catch (err) {
-        this.log.warn({ blob: rel, err: (err as Error).message }, 'cannot remove the mark of a complete blob');
+    // A fill under way (ahead of this reader, or for another) may bring these bytes: wait for it, then look again.
+    const under = blob.inflight.filter((f) => f.start < end && start < f.end);
+    if (under.length > 0) {
+      await Promise.allSettled(under.map((f) => f.done));
+      if (this.io.holeAt(ev.fd, start) >= end) {
+        this.stats.eventsFilledAhead++;
+        return 'allow';
       }
     }
+    const ok = await this.tracked(blob, start, end, this.fill(blob, content, ev.fd, start, end - start, size));
+    if (!ok) return { deny: EIO };
+    this.stats.fills++;
+    const sequential = blob.lastFill >= 0 && start > blob.lastFill && start - blob.lastFill <= AHEAD;
+    blob.lastFill = start;
+    this.unmarkIfComplete(blob, ev.fd, file);
+    if (sequential) this.fillAhead(blob, content, ev.fd, file, end, size, hold);
     return 'allow';
+  }
+
+  /** A blob whose file has no hole left loses its mark: its reads no longer cost an event. */
+  private unmarkIfComplete(blob: Blob, fd: number, file: string): void {
+    if (blob.complete || this.io.holeAt(fd, 0) < blob.size) return;
+    blob.complete = true;
+    try {
+      this.io.unmark(file);
+      this.stats.marksRemoved++;
+      this.log.info({ blob: blob.rel }, 'blob complete; its reads no longer raise events');
+    } catch (err) {
+      this.log.warn({ blob: blob.rel, err: (err as Error).message }, 'cannot remove the mark of a complete blob');
+    }
+  }
+
+  /** Fills [from, from + AHEAD) in the background through `fd` (kept open by `hold`), unless present or under way. */
+  private fillAhead(blob: Blob, content: BlobContent, fd: number, file: string, from: number, size: number, hold: Promise<unknown>[]): void {
+    const to = Math.min(from + AHEAD, size);
+    if (from >= to || blob.complete || this.io.holeAt(fd, from) >= to) return;
+    if (blob.inflight.some((f) => f.start < to && from < f.end)) return;
+    this.stats.fillsAhead++;
+    const done = this.tracked(blob, from, to, this.fill(blob, content, fd, from, to - from, size, true));
+    hold.push(done.then((ok) => ok && this.unmarkIfComplete(blob, fd, file)));
+  }
+
+  /** Registers a fill of [start, end) as under way until it settles. */
+  private tracked<T>(blob: Blob, start: number, end: number, p: Promise<T>): Promise<T> {
+    const f = { start, end, done: p };
+    blob.inflight.push(f);
+    const drop = () => void blob.inflight.splice(blob.inflight.indexOf(f), 1);
+    p.then(drop, drop);
+    return p;
   }
 
   private blob(rel: string, volume: string, cookie: string, size: number): Blob {
     let b = this.blobs.get(rel);
     if (!b) {
-      const nb: Blob = { rel, size, content: this.resolver.resolve(volume, cookie), reads: 0, bytesWritten: 0, complete: false };
+      const nb: Blob = { rel, size, content: this.resolver.resolve(volume, cookie), reads: 0, bytesWritten: 0, complete: false, inflight: [], lastFill: -1 };
       nb.content.then((c) => (nb.resolved = c), () => undefined);
       this.blobs.set(rel, (b = nb));
     }
@@ -224,7 +276,7 @@ export class FanotifyDaemon {
   }
 
   /** Never rejects; false when the range could not be filled within the deadline and attempts. */
-  private async fill(blob: Blob, content: BlobContent, fd: number, off: number, len: number, size: number): Promise<boolean> {
+  private async fill(blob: Blob, content: BlobContent, fd: number, off: number, len: number, size: number, ahead = false): Promise<boolean> {
     const ms = this.opts.readDeadlineMs;
     const deadline = new AbortController();
     const timer = ms ? setTimeout(() => deadline.abort(new DOMException(`deadline of ${ms} ms passed`, 'TimeoutError')), ms) : undefined;
@@ -242,6 +294,7 @@ export class FanotifyDaemon {
           return true;
         } catch (err) {
           const last = attempt >= this.opts.readAttempts || deadline.signal.aborted || !fillRetryable(err);
+          if (ahead) return false; // no reader waits on it: a read of these bytes tries again, and says so
           if (fillRetryable(err) || deadline.signal.aborted) {
             this.log[last ? 'error' : 'warn']({ blob: blob.rel, off, len, attempt, err: (err as Error).message },
               last ? 'fill failed; the reader gets EIO' : 'fill failed; retrying');
