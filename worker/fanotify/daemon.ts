@@ -215,15 +215,24 @@ export class FanotifyDaemon {
       return { deny: EIO };
     }
     // A fill under way (ahead of this reader, or for another) may bring these bytes: wait for it, then look again.
+    // The wait and the fill share the event's one deadline, so no event outlives it (lazysnapd would take that for a hang).
+    const deadlineAt = this.opts.readDeadlineMs ? Date.now() + this.opts.readDeadlineMs : undefined;
     const under = blob.inflight.filter((f) => f.start < end && start < f.end);
     if (under.length > 0) {
-      await Promise.allSettled(under.map((f) => f.done));
+      const waited = Promise.allSettled(under.map((f) => f.done));
+      if (deadlineAt === undefined) await waited;
+      else {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([waited, new Promise((r) => (timer = setTimeout(r, Math.max(0, deadlineAt - Date.now()))))]);
+        clearTimeout(timer);
+      }
       if (this.io.holeAt(ev.fd, start) >= end) {
         this.stats.eventsFilledAhead++;
         return 'allow';
       }
     }
-    const ok = await this.tracked(blob, start, end, this.fill(blob, content, ev.fd, start, end - start, size));
+    const left = deadlineAt === undefined ? undefined : Math.max(1, deadlineAt - Date.now());
+    const ok = await this.tracked(blob, start, end, this.fill(blob, content, ev.fd, start, end - start, size, false, left));
     if (!ok) return { deny: EIO };
     this.stats.fills++;
     const sequential = blob.lastFill >= 0 && start > blob.lastFill && start - blob.lastFill <= AHEAD;
@@ -276,8 +285,8 @@ export class FanotifyDaemon {
   }
 
   /** Never rejects; false when the range could not be filled within the deadline and attempts. */
-  private async fill(blob: Blob, content: BlobContent, fd: number, off: number, len: number, size: number, ahead = false): Promise<boolean> {
-    const ms = this.opts.readDeadlineMs;
+  private async fill(blob: Blob, content: BlobContent, fd: number, off: number, len: number, size: number, ahead = false,
+    ms = this.opts.readDeadlineMs): Promise<boolean> {
     const deadline = new AbortController();
     const timer = ms ? setTimeout(() => deadline.abort(new DOMException(`deadline of ${ms} ms passed`, 'TimeoutError')), ms) : undefined;
     try {
