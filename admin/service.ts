@@ -92,7 +92,7 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
       const status: Record<string, unknown> = {
         pid: process.pid,
         fscache: d.supervisor ? 'enabled' : `disabled: ${d.fscacheDisabledReason ?? 'by config'}`,
-        backend: d.mounter ? d.backend ?? 'fscache' : null,
+        backend: d.mounter?.backend ?? null,
         mounts: d.images().all(),
       };
       let objects: WorkerObject[] = [];
@@ -114,7 +114,7 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
         mountpoint: img.mountpoint,
         imageRef: img.imageRef,
         lazy: true,
-        backend: d.backend ?? 'fscache',
+        backend: d.mounter?.backend,
         source: img.imageRef ? 'registry' : 'local',
         blobs: blobsOf(img.domain || img.fsid, img.fsid, d.mounter?.deviceTags(img) ?? null, objects),
       }));

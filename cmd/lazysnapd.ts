@@ -58,12 +58,11 @@ async function main(argv: string[]) {
     supervisor: fscache.supervisor,
     images,
     fscacheDisabledReason: fscache.disabledReason,
-    backend: fscache.backend,
     mountDirs: cfg.admin.mount_dirs,
     log,
   });
   const server = await serve(sn, cfg.address, log, [{ definition: adminService().service, handlers: admin }]);
-  log.info({ root: cfg.root, address: cfg.address, fscache: fscache.disabledReason ?? 'enabled', backend: fscache.backend }, 'lazysnapd serving');
+  log.info({ root: cfg.root, address: cfg.address, fscache: fscache.disabledReason ?? 'enabled', backend: fscache.mounter?.backend }, 'lazysnapd serving');
   sdNotify('READY=1');
 
   let stopping = false;

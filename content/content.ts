@@ -108,6 +108,18 @@ export class UnknownBlobError extends Error {
   }
 }
 
+/**
+ * A sink that passes on only the bytes below `size`: a fill hands over whole
+ * pages, and a file that is exactly the blob's size (a fanotify blob file)
+ * must not grow by the last page's tail.
+ */
+export function clipToSize(size: number, sink: RangeSink): RangeSink {
+  return async (off, data) => {
+    const n = Math.min(data.length, size - off);
+    if (n > 0) await sink(off, n === data.length ? data : data.subarray(0, n));
+  };
+}
+
 /** The aligned window a fill must cover, clipped to the blob; null if it is past the end. */
 export function fillWindow(off: number, len: number, size: number): { start: number; end: number } | null {
   const start = alignDown(off);

@@ -5,18 +5,23 @@
 // unless it is complete.
 import fs from 'node:fs';
 import path from 'node:path';
-import { fanotifyMark, seekHole } from '../native';
+import { MS, fanotifyMark, seekHole } from '../native';
 import { FAN } from '../worker/fanotify/events';
 
 export class BlobFileError extends Error {}
 
-/** Creates (or finds) the image's blob files and marks the incomplete ones; returns their paths in device order. */
-export function prepareBlobFiles(groupFd: number, blobDir: string, volume: string, devices: { tag: string; size: number }[]): string[] {
+/** <blobDir>/<volume>/<tag>, its directory made; a tag that cannot be a file name is refused. */
+function blobFile(blobDir: string, volume: string, tag: string): string {
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(tag) || tag.startsWith('.')) throw new BlobFileError(`device tag "${tag.slice(0, 80)}" cannot name a blob file`);
   const dir = path.join(blobDir, volume);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return path.join(dir, tag);
+}
+
+/** Creates (or finds) the image's blob files and marks the incomplete ones; returns their paths in device order. */
+export function prepareBlobFiles(groupFd: number, blobDir: string, volume: string, devices: { tag: string; size: number }[]): string[] {
   return devices.map(({ tag, size }) => {
-    if (!/^[A-Za-z0-9._-]{1,64}$/.test(tag) || tag.startsWith('.')) throw new BlobFileError(`device tag "${tag.slice(0, 80)}" cannot name a blob file`);
-    const file = path.join(dir, tag);
+    const file = blobFile(blobDir, volume, tag);
     const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
     try {
       const have = fs.fstatSync(fd).size;
@@ -31,10 +36,15 @@ export function prepareBlobFiles(groupFd: number, blobDir: string, volume: strin
   });
 }
 
-/** mount(8)'s -o for a file-backed EROFS with its blobs as devices. */
-export function fileBackedOptions(o: { devices: string[]; nosuid?: boolean }): string {
+/** mount(2)'s flags and data for a file-backed EROFS with its blobs as devices, and the same as mount(8)'s -o, for messages. */
+export function fileBackedMount(o: { devices: string[]; nosuid?: boolean }): { flags: number; data: string; shown: string } {
   for (const d of o.devices) if (d.includes(',')) throw new BlobFileError(`blob file path ${d} contains a comma`);
-  return ['ro', ...(o.nosuid ? ['nosuid', 'nodev'] : []), ...o.devices.map((d) => `device=${d}`)].join(',');
+  const data = o.devices.map((d) => `device=${d}`).join(',');
+  return {
+    flags: MS.RDONLY | (o.nosuid ? MS.NOSUID | MS.NODEV : 0),
+    data,
+    shown: ['ro', ...(o.nosuid ? ['nosuid', 'nodev'] : []), ...(data ? [data] : [])].join(','),
+  };
 }
 
 /**
@@ -70,12 +80,9 @@ const downloading = new Map<string, Promise<void>>();
  * always complete (a crash leaves only a .part, which is started over).
  */
 export async function downloadBlobFiles(blobDir: string, volume: string, devices: { tag: string; size: number }[], download: BlobDownloader): Promise<string[]> {
-  const dir = path.join(blobDir, volume);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const files: string[] = [];
   for (const { tag, size } of devices) {
-    if (!/^[A-Za-z0-9._-]{1,64}$/.test(tag) || tag.startsWith('.')) throw new BlobFileError(`device tag "${tag.slice(0, 80)}" cannot name a blob file`);
-    const file = path.join(dir, tag);
+    const file = blobFile(blobDir, volume, tag);
     files.push(file);
     const have = fs.statSync(file, { throwIfNoEntry: false });
     if (have?.size === size) continue;

@@ -10,11 +10,11 @@ import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { ErofsImage } from '../image/erofs/image';
 import { readDeviceTags, readDevices } from './device-tags';
-import { BlobDownloader, downloadBlobFiles, fileBackedOptions, prepareBlobFiles } from './blob-files';
+import { BlobDownloader, downloadBlobFiles, fileBackedMount, prepareBlobFiles } from './blob-files';
 import { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
 import { excerpt } from '../log/excerpt';
 import { readFailure, readRegularFile } from '../config/read-file';
-import { MS, mountFs } from '../native';
+import { mountFs } from '../native';
 
 const exec = promisify(execFile);
 const MOUNT_TIMEOUT_MS = 120_000;
@@ -64,6 +64,12 @@ export class Mounter {
     private readonly fileBacked?: { blobDir: string; groupFd?: number; download?: BlobDownloader },
   ) {}
 
+  /** how this mounter's images are served */
+  get backend(): 'fscache' | 'fanotify' | 'download' {
+    if (!this.fileBacked) return 'fscache';
+    return this.fileBacked.groupFd === undefined ? 'download' : 'fanotify';
+  }
+
   async mount(spec: MountSpec): Promise<FscacheImage> {
     const mountpoint = path.resolve(spec.mountpoint);
     const source = path.resolve(spec.bootstrap);
@@ -93,16 +99,17 @@ export class Mounter {
     fs.renameSync(`${bootstrap}.tmp`, bootstrap);
     const blobsDir = spec.imageRef && !spec.blobsDir ? '' : path.resolve(spec.blobsDir ?? path.dirname(source));
     this.images().add({ fsid, domain, bootstrap, blobsDir, imageRef: spec.imageRef, snapshotId: spec.snapshotId });
+    const volume = domain || fsid;
     let opts = '';
     try {
       if (this.fileBacked) {
         const f = this.fileBacked;
         const devices = f.groupFd !== undefined
-          ? prepareBlobFiles(f.groupFd, f.blobDir, domain || fsid, readDevices(bootstrap))
-          : await downloadBlobFiles(f.blobDir, domain || fsid, readDevices(bootstrap), f.download!);
-        opts = fileBackedOptions({ devices, nosuid: spec.nosuid });
-        const flags = MS.RDONLY | (spec.nosuid ? MS.NOSUID | MS.NODEV : 0);
-        await mountFs(bootstrap, mountpoint, 'erofs', flags, devices.map((d) => `device=${d}`).join(','));
+          ? prepareBlobFiles(f.groupFd, f.blobDir, volume, readDevices(bootstrap))
+          : await downloadBlobFiles(f.blobDir, volume, readDevices(bootstrap), f.download!);
+        const m = fileBackedMount({ devices, nosuid: spec.nosuid });
+        opts = m.shown;
+        await mountFs(bootstrap, mountpoint, 'erofs', m.flags, m.data);
       } else {
         opts = erofsOptions({ fsid, domain, nosuid: spec.nosuid });
         await exec('mount', ['-t', 'erofs', '-o', opts, 'none', mountpoint], { timeout: MOUNT_TIMEOUT_MS });
@@ -110,14 +117,14 @@ export class Mounter {
     } catch (err) {
       this.images().remove(fsid);
       fs.rmSync(dir, { recursive: true, force: true });
-      if (this.fileBacked && this.images().inVolume(domain || fsid).length === 0) this.dropVolume(domain || fsid);
+      if (this.fileBacked && this.images().inVolume(volume).length === 0) this.dropVolume(volume);
       const e = err as { stderr?: string; message: string; code?: string };
-      if (!opts) throw new MountError(`cannot ${this.fileBacked?.groupFd === undefined ? 'download' : 'prepare'} the blob files of ${excerpt(source)}: ${e.message}`);
+      if (!opts) throw new MountError(`cannot ${this.backend === 'download' ? 'download' : 'prepare'} the blob files of ${excerpt(source)}: ${e.message}`);
       const hint = e.code === 'EINVAL' && this.fileBacked ? ' (a kernel without EROFS file-backed mounts, CONFIG_EROFS_FS_BACKED_BY_FILE, Linux >= 6.12?)' : '';
       throw new MountError(`mount -t erofs -o ${opts} failed: ${(e.stderr || e.message).trim()}${hint}`);
     }
     this.images().setMountpoint(fsid, mountpoint);
-    this.log.info({ fsid, domain, mountpoint, bootstrap: source, backend: !this.fileBacked ? 'fscache' : this.fileBacked.groupFd === undefined ? 'download' : 'fanotify' }, 'mounted');
+    this.log.info({ fsid, domain, mountpoint, bootstrap: source, backend: this.backend }, 'mounted');
     return this.images().get(fsid)!;
   }
 

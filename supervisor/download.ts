@@ -9,12 +9,12 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config';
 import { pwriteAll, allocAligned } from '../native';
 import type { BlobDownloader } from '../mounts/blob-files';
+import { clipToSize } from '../content/content';
 import { Mounter } from '../mounts/mounter';
-import { SnapshotMounts } from '../mounts/lazy-mounts';
 import type { FscacheImages } from '../snapshotter/storage/images';
 import { MetadataResolver } from '../worker/resolver';
 import { remoteOpener } from '../worker/remote-opener';
-import type { Fscache } from './setup';
+import { type Fscache, cacheDirOf, snapshotMounts, stateDir } from './setup';
 
 export function startDownload(cfg: Config, images: () => FscacheImages, log: Logger, why: string): Fscache {
   if (!/\berofs$/m.test(fs.readFileSync('/proc/filesystems', 'utf8'))) {
@@ -24,9 +24,8 @@ export function startDownload(cfg: Config, images: () => FscacheImages, log: Log
     }
   }
   log.warn({ reason: why }, 'nydus images are downloaded whole before they run (not lazily)');
-  const dir = path.join(cfg.root, 'fscache');
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const blobDir = cfg.fscache.cache_dir || path.join(cfg.root, 'cache');
+  const dir = stateDir(cfg);
+  const blobDir = cacheDirOf(cfg);
   const registry = { hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http };
   const remote = remoteOpener({ registry, readDeadlineMs: cfg.fscache.read_deadline_ms }, log);
   let resolver: MetadataResolver | undefined;
@@ -35,16 +34,12 @@ export function startDownload(cfg: Config, images: () => FscacheImages, log: Log
     const content = await resolver.resolve(volume, tag);
     try {
       const t0 = Date.now();
-      await content.fill(0, size, async (off, data) => {
-        const n = Math.min(data.length, size - off);
-        if (n > 0) await pwriteAll(fd, n === data.length ? data : data.subarray(0, n), off);
-      }, (n) => allocAligned(n));
+      await content.fill(0, size, clipToSize(size, async (off, data) => void (await pwriteAll(fd, data, off))), (n) => allocAligned(n));
       log.info({ blob: tag, bytes: size, ms: Date.now() - t0 }, 'blob downloaded whole');
     } finally {
       resolver.release(content);
     }
   };
   const mounter = new Mounter(images, path.join(dir, 'images'), log, undefined, undefined, { blobDir, download });
-  const lazy = new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, cfg.fscache.prefetch === 'on-pull');
-  return { mounter, lazy, backend: 'download', disabledReason: why };
+  return { mounter, lazy: snapshotMounts(cfg, mounter, images, log), disabledReason: why };
 }

@@ -9,12 +9,11 @@ import type { Config } from '../config/config';
 import { fanotifyInit, sdListenFds, sdNotify } from '../native';
 import { fanotifyUnsupported } from '../mounts/blob-files';
 import { Mounter } from '../mounts/mounter';
-import { SnapshotMounts } from '../mounts/lazy-mounts';
 import type { FscacheImages } from '../snapshotter/storage/images';
 import { EVENT_FD_FLAGS, FAN } from '../worker/fanotify/events';
 import { previousWorkers, retireWorkers, takeFdFrom } from '../worker/takeover';
 import { startDownload } from './download';
-import { type Fscache, FscacheSetupError, PREFETCH_HOLD_ON_START_MS, startSupervisor } from './setup';
+import { type Fscache, FscacheSetupError, cacheDirOf, snapshotMounts, startSupervisor, stateDir } from './setup';
 
 export const FANOTIFY_FDSTORE_NAME = 'fanotify';
 
@@ -35,9 +34,8 @@ export async function startFanotify(cfg: Config, images: () => FscacheImages, lo
     log.info({ reason: full }, 'no lazy backend; lazy images cannot be served');
     return { disabledReason: full };
   };
-  const dir = path.join(cfg.root, 'fscache');
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const blobDir = cfg.fscache.cache_dir || path.join(cfg.root, 'cache');
+  const dir = stateDir(cfg);
+  const blobDir = cacheDirOf(cfg);
   const stored = sdListenFds().find((f) => f.name === FANOTIFY_FDSTORE_NAME);
   const fromWorker = stored ? null : await takeFdFrom(path.join(dir, 'takeover.sock'));
   let groupFd: number;
@@ -65,7 +63,5 @@ export async function startFanotify(cfg: Config, images: () => FscacheImages, lo
   await retireWorkers(previousWorkers(path.join(dir, 'workers.json')), log);
   const supervisor = startSupervisor(cfg, groupFd, { backend: 'fanotify', blobDir, journalDir: path.join(dir, 'journals') }, log);
   const mounter = new Mounter(images, path.join(dir, 'images'), log, undefined, undefined, { groupFd, blobDir });
-  const lazy = new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, cfg.fscache.prefetch === 'on-pull',
-    () => supervisor.holdPrefetch(PREFETCH_HOLD_ON_START_MS));
-  return { supervisor, mounter, lazy, backend: 'fanotify' };
+  return { supervisor, mounter, lazy: snapshotMounts(cfg, mounter, images, log, supervisor) };
 }

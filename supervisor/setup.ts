@@ -29,8 +29,24 @@ export interface Fscache {
   lazy?: SnapshotMounts;
   /** why fscache is off, when it is */
   disabledReason?: string;
-  /** the kernel interface that serves lazy images */
-  backend?: 'fscache' | 'fanotify' | 'download';
+}
+
+/** Where lazysnapd keeps the backends' state (workers, takeover socket, journals, bootstraps): <root>/fscache, made 0700. */
+export function stateDir(cfg: Config): string {
+  const dir = path.join(cfg.root, 'fscache');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return dir;
+}
+
+/** cachefiles' cache dir, or the blob files of file-backed mounts. */
+export function cacheDirOf(cfg: Config): string {
+  return cfg.fscache.cache_dir || path.join(cfg.root, 'cache');
+}
+
+/** The lazy mounts under containers' snapshots, over `mounter`; a container's start holds the workers' prefetch back. */
+export function snapshotMounts(cfg: Config, mounter: Mounter, images: () => FscacheImages, log: Logger, supervisor?: FscacheSupervisor): SnapshotMounts {
+  return new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, cfg.fscache.prefetch === 'on-pull',
+    supervisor && (() => supervisor.holdPrefetch(PREFETCH_HOLD_ON_START_MS)));
 }
 
 /**
@@ -38,7 +54,7 @@ export interface Fscache {
  * first seconds need the CPU and the network more than the rest of the
  * image does (bench/startup: prefetch during the start cost up to 2x).
  */
-export const PREFETCH_HOLD_ON_START_MS = 3000;
+const PREFETCH_HOLD_ON_START_MS = 3000;
 
 export async function startFscache(cfg: Config, images: () => FscacheImages, log: Logger): Promise<Fscache> {
   const want = cfg.fscache.enabled;
@@ -55,13 +71,12 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
     return { disabledReason: reason };
   };
 
-  const dir = path.join(cfg.root, 'fscache');
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const dir = stateDir(cfg);
   const takeoverPath = path.join(dir, 'takeover.sock');
   const pidFile = path.join(dir, 'workers.json');
   const stored = sdListenFds().find((f) => f.name === FDSTORE_NAME);
   const fromWorker = stored ? null : await takeFdFrom(takeoverPath);
-  const cacheDir = cfg.fscache.cache_dir || path.join(cfg.root, 'cache');
+  const cacheDir = cacheDirOf(cfg);
   let devFd: number;
   if (stored) {
     devFd = stored.fd;
@@ -94,15 +109,13 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
   await retireWorkers(previousWorkers(pidFile), log);
 
   const supervisor = startSupervisor(cfg, devFd, { backend: 'fscache', blobDir: '', journalDir: '' }, log);
-  const mounter = new Mounter(images, path.join(cfg.root, 'fscache', 'images'), log, cacheDir, (dir, name) => cullFile(devFd, dir, name));
-  const lazy = new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, cfg.fscache.prefetch === 'on-pull',
-    () => supervisor.holdPrefetch(PREFETCH_HOLD_ON_START_MS));
-  return { supervisor, mounter, lazy, backend: 'fscache' };
+  const mounter = new Mounter(images, path.join(dir, 'images'), log, cacheDir, (d, name) => cullFile(devFd, d, name));
+  return { supervisor, mounter, lazy: snapshotMounts(cfg, mounter, images, log, supervisor) };
 }
 
 /** Workers for `fd` (the device, or the fanotify group): one serving, one standby. */
 export function startSupervisor(cfg: Config, fd: number, backend: Pick<WorkerSettings, 'backend' | 'blobDir' | 'journalDir'>, log: Logger): FscacheSupervisor {
-  const dir = path.join(cfg.root, 'fscache');
+  const dir = stateDir(cfg);
   // The worker reads registry credentials from here at fetch time; lazysnap never copies them.
   const exposed = credentialFileExposure(cfg.registry.docker_config);
   if (exposed) log.warn({ file: cfg.registry.docker_config }, exposed);

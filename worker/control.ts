@@ -3,7 +3,7 @@
 // (SCM_RIGHTS); then newline-delimited JSON in both directions.
 import net from 'node:net';
 import readline from 'node:readline';
-import type { BlobPresence, ChunkHealth } from '../content/content';
+import type { BlobContent, BlobPresence, ChunkHealth } from '../content/content';
 import type { DaemonStats } from './daemon';
 import type { FanotifyStats } from './fanotify/daemon';
 
@@ -47,6 +47,11 @@ export interface WorkerObjectStatus {
   present?: BlobPresence;
   /** remote blobs only: chunks that failed verification; `badChunks` are those whose bytes give EIO for now */
   chunks?: ChunkHealth;
+}
+
+/** What a blob's content says of itself in a status: how much is local, and its bad chunks (remote blobs only). */
+export function contentStatus(c: BlobContent | undefined): Pick<WorkerObjectStatus, 'present' | 'chunks'> {
+  return { ...(c?.progress ? { present: c.progress() } : {}), ...(c?.chunkHealth ? { chunks: c.chunkHealth() } : {}) };
 }
 
 /** The reply to `status`: built by the worker, read by lazysnapd's admin service. */

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { ContentResolver } from '../content/content';
 import type { WorkerSettings } from './settings';
 import type { Serving } from './worker';
+import { contentStatus } from './control';
 import { FanotifyDaemon } from './fanotify/daemon';
 import { GroupPoller, allBlobFiles, deadJournals, groupIO, openJournal, reserveFds } from './fanotify/group';
 
@@ -46,13 +47,7 @@ export function serveFanotify(groupFd: number, resolver: ContentResolver, s: Wor
   return {
     start: () => void answerOrphans().catch((err) => log.error({ err }, 'answering orphaned events failed')),
     stop: () => poller?.stop(),
-    get handled() {
-      return daemon.handled;
-    },
-    get pending() {
-      return daemon.pending;
-    },
-    oldestReadMs: (now) => daemon.oldestReadMs(now),
+    requests: daemon,
     get reading() {
       return poller?.reading ?? false;
     },
@@ -70,8 +65,7 @@ export function serveFanotify(groupFd: number, resolver: ContentResolver, s: Wor
           size: b.size,
           reads: b.reads,
           bytesWritten: b.bytesWritten,
-          ...(b.content?.progress ? { present: b.content.progress() } : {}),
-          ...(b.content?.chunkHealth ? { chunks: b.content.chunkHealth() } : {}),
+          ...contentStatus(b.content),
         };
       }),
     }),

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { recvFds } from '../native';
 import { CachefilesDevice } from './device';
 import { FscacheDaemon } from './daemon';
-import { ControlRequest, HANDOVER_BYTE, Heartbeat, WorkerStatus, onJsonLines, sendJson } from './control';
+import { ControlRequest, HANDOVER_BYTE, Heartbeat, WorkerStatus, contentStatus, onJsonLines, sendJson } from './control';
 import { serveFanotify } from './serve-fanotify';
 import { cmd } from './protocol';
 import { MetadataResolver } from './resolver';
@@ -60,7 +60,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
         clearInterval(heartbeat);
         serving.stop();
         const wait = setInterval(() => {
-          if (serving.pending > 0) return;
+          if (serving.requests.pending > 0) return;
           clearInterval(wait);
           sendJson(control, { id: req.id, result: 'retired' });
           process.exit(0);
@@ -82,16 +82,24 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   o.log.info({ pid: process.pid, backend: o.settings.backend }, 'worker serving');
 }
 
+/** Progress of the kernel's requests, as either daemon keeps it. */
+export interface RequestProgress {
+  /** requests answered so far */
+  readonly handled: number;
+  /** in flight */
+  readonly pending: number;
+  /** how long the oldest read in flight has waited, ms (0: none) */
+  oldestReadMs(now: number): number;
+}
+
 /** What the control channel and the heartbeat need of either backend. */
 export interface Serving {
   /** begins answering the kernel (fscache: after `restore`) */
   start(): void;
   /** stops taking new requests; those in flight finish */
   stop(): void;
-  readonly handled: number;
-  readonly pending: number;
-  oldestReadMs(now: number): number;
-  /** inside a read of the device right now */
+  readonly requests: RequestProgress;
+  /** still polling its device (the heartbeat's `reading`) */
   readonly reading: boolean;
   status(): WorkerStatus;
 }
@@ -113,13 +121,7 @@ function serveFscache(devFd: number, resolver: MetadataResolver, s: WorkerSettin
       );
     },
     stop: () => device.stop(),
-    get handled() {
-      return daemon.handled;
-    },
-    get pending() {
-      return daemon.pending;
-    },
-    oldestReadMs: (now) => daemon.oldestReadMs(now),
+    requests: daemon,
     get reading() {
       return device.reading;
     },
@@ -135,8 +137,7 @@ function serveFscache(devFd: number, resolver: MetadataResolver, s: WorkerSettin
         size: x.content.size,
         reads: x.reads,
         bytesWritten: x.bytesWritten,
-        ...(x.content.progress ? { present: x.content.progress() } : {}),
-        ...(x.content.chunkHealth ? { chunks: x.content.chunkHealth() } : {}),
+        ...contentStatus(x.content),
       })),
     }),
   };
@@ -154,9 +155,9 @@ function startHeartbeat(control: net.Socket, serving: Serving, everyMs: number):
       event: 'heartbeat',
       pid: process.pid,
       sentAt: now,
-      handled: serving.handled,
-      inflight: serving.pending,
-      oldestReadMs: serving.oldestReadMs(now),
+      handled: serving.requests.handled,
+      inflight: serving.requests.pending,
+      oldestReadMs: serving.requests.oldestReadMs(now),
       reading: serving.reading,
       worstLoopStallMs,
     };

@@ -7,7 +7,7 @@
 // reads as zeros. The group is behind FanotifyIO, so this runs in unit tests.
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { Allocator, BlobContent, ContentResolver, UnknownBlobError, fillRetryable } from '../../content/content';
+import { Allocator, BlobContent, ContentResolver, UnknownBlobError, clipToSize, fillRetryable } from '../../content/content';
 import { FAN, FanEvent, parseEvent } from './events';
 import { EventJournal, JournalEntry } from './journal';
 
@@ -197,7 +197,8 @@ export class FanotifyDaemon {
       this.log.error({ file, mask: ev.mask }, 'pre-content event without a range; denying it');
       return { deny: EIO };
     }
-    const size = this.io.sizeOf(ev.fd);
+    // a blob file keeps the size it was made with: one fstat per blob, not per event
+    const size = this.blobs.get(rel)?.size ?? this.io.sizeOf(ev.fd);
     const start = ev.range.offset;
     const end = Math.min(start + ev.range.count, size);
     if (start >= end || this.io.holeAt(ev.fd, start) >= end) {
@@ -292,14 +293,11 @@ export class FanotifyDaemon {
     try {
       for (let attempt = 1; ; attempt++) {
         try {
-          await content.fill(off, len, async (at, data) => {
-            // The blob file is exactly `size` long: the last page's tail past it is not written.
-            const n = Math.min(data.length, size - at);
-            if (n <= 0) return;
-            await this.io.pwrite(fd, n === data.length ? data : data.subarray(0, n), at);
-            blob.bytesWritten += n;
-            this.stats.bytesWritten += n;
-          }, this.io.alloc, deadline.signal);
+          await content.fill(off, len, clipToSize(size, async (at, data) => {
+            await this.io.pwrite(fd, data, at);
+            blob.bytesWritten += data.length;
+            this.stats.bytesWritten += data.length;
+          }), this.io.alloc, deadline.signal);
           return true;
         } catch (err) {
           const last = attempt >= this.opts.readAttempts || deadline.signal.aborted || !fillRetryable(err);
