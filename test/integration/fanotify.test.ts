@@ -7,12 +7,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
-import { spawn, ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { killWorkers, startLazysnapd, Lazysnapd, LAZYSNAPD_JS } from '../support/lazysnapd';
 import { makeTempDir, removeTempDir, unmountAll } from '../support/tmp';
 import { runOk } from '../support/proc';
 import { waitFor, canConnect } from '../support/wait';
+import { startFakeSystemd } from '../support/fake-systemd';
 import { parseConfig } from '../../config/config';
 import { makeSourceTree, treeDigest } from '../support/guest';
 import { nydusFromDir } from '../support/nydus-from-dir';
@@ -21,7 +21,6 @@ const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
 const READER = path.resolve(__dirname, '../kernel/failover-reader.js');
 const FAILOVER = path.resolve(__dirname, '../kernel/failover.js');
 const HANG_READER = path.resolve(__dirname, '../kernel/hang-reader.js');
-const FAKE_SYSTEMD = path.resolve(__dirname, '../../../test/support/fake-systemd.py');
 let dir: string;
 let d: Lazysnapd;
 let ref: string;
@@ -176,17 +175,10 @@ test('under systemd: lazysnapd and every worker killed mid-read; the fd store ke
   fs.writeFileSync(cfgPath, config(root));
   const logPath = path.join(dir, 'b.log');
   const logFd = fs.openSync(logPath, 'a');
-  const sd: ChildProcess = spawn(
-    'python3',
-    [FAKE_SYSTEMD, path.join(dir, 'notify.sock'), '--', process.execPath, LAZYSNAPD_JS, '--config', cfgPath, '--address', address],
-    { stdio: ['pipe', 'pipe', logFd] },
-  );
-  const events: Record<string, unknown>[] = [];
-  readline.createInterface({ input: sd.stdout! }).on('line', (l) => events.push(JSON.parse(l)));
-  const until = (what: string, pred: (e: Record<string, unknown>) => boolean, from = 0) =>
-    waitFor(() => events.slice(from).some(pred), { what, timeoutMs: 30_000 });
+  const sd = startFakeSystemd(path.join(dir, 'notify.sock'), [process.execPath, LAZYSNAPD_JS, '--config', cfgPath, '--address', address], logFd);
+  const { events, until } = sd;
   try {
-    sd.stdin!.write('start\n');
+    sd.send('start');
     await until('FDSTORE=1 with the group', (e) => e.event === 'notify' && String(e.state).includes('FDNAME=fanotify') && e.fds === 1);
     await until('READY=1', (e) => e.event === 'notify' && e.state === 'READY=1');
     await waitFor(() => canConnect(address), { what: 'lazysnapd socket' });
@@ -199,7 +191,7 @@ test('under systemd: lazysnapd and every worker killed mid-read; the fd store ke
     void reading.then(() => (finished = true), () => undefined);
     await new Promise((r) => setTimeout(r, 300));
     const mark = events.length;
-    sd.stdin!.write('kill9\n');
+    sd.send('kill9');
     await until('killed', (e) => e.event === 'killed', mark);
     // Now the fd store is the only holder of the group: without it, the kernel would allow every pending event (zeros).
     for (const pid of workers) {
@@ -211,7 +203,7 @@ test('under systemd: lazysnapd and every worker killed mid-read; the fd store ke
     }
     await new Promise((r) => setTimeout(r, 500)); // the reader waits on its events meanwhile
     assert.ok(!finished, 'the reader was still reading while nothing served it');
-    sd.stdin!.write('start\n');
+    sd.send('start');
     await until('restart with the stored group', (e) => e.event === 'started' && e.listen_fds === 1, mark);
     const r = await reading;
     const log = fs.readFileSync(logPath, 'utf8');
@@ -222,9 +214,7 @@ test('under systemd: lazysnapd and every worker killed mid-read; the fd store ke
     await waitFor(() => canConnect(address), { what: 'lazysnapd socket after restart' });
     await runOk(process.execPath, [CLI, 'umount', mnt, '--address', address]);
   } finally {
-    sd.stdin!.write('term\n');
-    sd.stdin!.end();
-    await new Promise((r) => sd.once('exit', r));
+    await sd.stop();
     fs.closeSync(logFd);
   }
 });

@@ -5,17 +5,16 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
-import { spawn, ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { startLazysnapd, LAZYSNAPD_JS } from '../support/lazysnapd';
 import { unmountAll } from '../support/tmp';
 import { run, runOk } from '../support/proc';
 import { waitFor, canConnect } from '../support/wait';
+import { startFakeSystemd } from '../support/fake-systemd';
 import { GUEST_MOUNT_DIRS, guestDir, makeSourceTree, mkfsErofs, requireFscacheKernel } from '../support/guest';
 
 const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
 const READER = path.resolve(__dirname, 'failover-reader.js');
-const FAKE_SYSTEMD = path.resolve(__dirname, '../../../test/support/fake-systemd.py');
 let dir: string;
 let src: string;
 let image: string;
@@ -86,17 +85,10 @@ test('under systemd: the fd goes to the fd store and comes back with LISTEN_FDS 
   fs.writeFileSync(cfgPath, config(root, 'restart-b'));
   const logPath = path.join(dir, 'b.log');
   const logFd = fs.openSync(logPath, 'a');
-  const sd: ChildProcess = spawn(
-    'python3',
-    [FAKE_SYSTEMD, path.join(dir, 'notify.sock'), '--', process.execPath, LAZYSNAPD_JS, '--config', cfgPath, '--address', address],
-    { stdio: ['pipe', 'pipe', logFd] },
-  );
-  const events: Record<string, unknown>[] = [];
-  readline.createInterface({ input: sd.stdout! }).on('line', (l) => events.push(JSON.parse(l)));
-  const until = (what: string, pred: (e: Record<string, unknown>) => boolean, from = 0) =>
-    waitFor(() => events.slice(from).some(pred), { what, timeoutMs: 30_000 });
+  const sd = startFakeSystemd(path.join(dir, 'notify.sock'), [process.execPath, LAZYSNAPD_JS, '--config', cfgPath, '--address', address], logFd);
+  const { events, until } = sd;
   try {
-    sd.stdin!.write('start\n');
+    sd.send('start');
     await until('FDSTORE=1 with one fd', (e) => e.event === 'notify' && String(e.state).includes('FDSTORE=1') && e.fds === 1);
     await until('READY=1', (e) => e.event === 'notify' && e.state === 'READY=1');
     await waitFor(() => canConnect(address), { what: 'lazysnapd socket' });
@@ -106,9 +98,9 @@ test('under systemd: the fd goes to the fd store and comes back with LISTEN_FDS 
     const reading = startReader(mnt);
     await new Promise((r) => setTimeout(r, 100));
     const mark = events.length;
-    sd.stdin!.write('kill9\n');
+    sd.send('kill9');
     await until('killed', (e) => e.event === 'killed', mark);
-    sd.stdin!.write('start\n');
+    sd.send('start');
     await until('restart with the stored fd', (e) => e.event === 'started' && e.listen_fds === 1, mark);
     await until('READY=1 again', (e) => e.event === 'notify' && e.state === 'READY=1', mark);
     const r = await reading;
@@ -118,9 +110,7 @@ test('under systemd: the fd goes to the fd store and comes back with LISTEN_FDS 
     await waitFor(() => canConnect(address), { what: 'lazysnapd socket after restart' });
     await runOk(process.execPath, [CLI, 'umount', mnt, '--address', address]);
   } finally {
-    sd.stdin!.write('term\n');
-    sd.stdin!.end();
-    await new Promise((r) => sd.once('exit', r));
+    await sd.stop();
     fs.closeSync(logFd);
   }
 });
