@@ -6,11 +6,9 @@ import type { MountRequest, MountResponse, StatusResponse } from '../proto/types
 /** An error lazysnapd reported, or its absence: printed as one line. */
 export class AdminError extends Error {}
 
-export const DEFAULT_ADDRESS = '/run/lazysnap/snapshotter.sock';
-
 export class AdminClient {
   private readonly c: any;
-  constructor(readonly address = DEFAULT_ADDRESS) {
+  constructor(readonly address: string) {
     const Ctor = adminService();
     this.c = new Ctor(`unix://${address}`, grpc.credentials.createInsecure());
   }

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
-import { ConfigError, DEFAULT_CONFIG_TOML, loadConfig } from '../config/config';
+import { ConfigError, DEFAULT_CONFIG_TOML, SYSTEM_CONFIG, configFile, loadConfig } from '../config/config';
 import { FormatError } from '../image/errors';
 import { inspect } from './inspect';
 import { isLayoutRef, openNydusLayout, readNydusBootstrap } from '../image/convert/nydus-layout';
@@ -13,11 +13,13 @@ import { convertCommand, ConvertCliOptions } from './convert';
 import { pullCommand, PullCliOptions } from './pull';
 import { PullError } from '../pull/pull';
 import { RegistryError } from '../registry/errors';
-import { AdminClient, AdminError, DEFAULT_ADDRESS } from './admin-client';
+import { AdminClient, AdminError } from './admin-client';
+import { VERSION } from './version';
 import type { BlobStatus } from '../admin/service';
 
 const program = new Command('lazysnap')
   .description('lazysnap command-line tool')
+  .version(VERSION, '-v, --version', 'print the version and exit')
   .exitOverride()
   // usage errors are one line too ("(Did you mean …?)" joins it); subcommands inherit this
   .configureOutput({ outputError: (str, write) => write(`lazysnap: ${str.trim().replace(/\s*\n\s*/g, ' ')}\n`) });
@@ -46,8 +48,12 @@ program
     process.exitCode = await inspect(bootstrap, opts);
   });
 
-const withClient = async <T>(address: string, fn: (c: AdminClient) => Promise<T>): Promise<T> => {
-  const c = new AdminClient(address);
+/** For the commands that talk to lazysnapd: its socket from --address, else from the config lazysnapd reads. */
+const ADDRESS_HELP = `lazysnapd socket (default: "address" of --config, or of ${SYSTEM_CONFIG} if it exists, else /run/lazysnap/snapshotter.sock)`;
+const CONFIG_HELP = `lazysnapd's config file, for its socket (default ${SYSTEM_CONFIG} if it exists)`;
+
+const withClient = async <T>(o: { address?: string; config?: string }, fn: (c: AdminClient) => Promise<T>): Promise<T> => {
+  const c = new AdminClient(o.address ?? loadConfig(configFile(o.config, fs.existsSync)).address);
   try {
     return await fn(c);
   } finally {
@@ -64,8 +70,9 @@ program
   .option('--user <user:pass>', 'docker://: credentials to read the bootstrap with (default: docker config.json)')
   .option('--plain-http', 'docker://: http:// for a registry with no hosts.toml (loopback ones always are)')
   .option('--hosts-dir <dir>', "docker://: containerd's hosts.toml directory", DEFAULT_HOSTS_DIR)
-  .option('--address <socket>', 'lazysnapd socket', DEFAULT_ADDRESS)
-  .action(async (image: string, dir: string, o: { blobs?: string; domain?: string; fsid?: string; user?: string; plainHttp?: boolean; hostsDir: string; address: string }) => {
+  .option('--address <socket>', ADDRESS_HELP)
+  .option('--config <file>', CONFIG_HELP)
+  .action(async (image: string, dir: string, o: { blobs?: string; domain?: string; fsid?: string; user?: string; plainHttp?: boolean; hostsDir: string; address?: string; config?: string }) => {
     let bootstrap = path.resolve(image);
     let blobs = o.blobs ? path.resolve(o.blobs) : '';
     let tmp: string | undefined;
@@ -90,7 +97,7 @@ program
       blobs ||= img.blobsDir;
     }
     try {
-      const r = await withClient(o.address, (c) =>
+      const r = await withClient(o, (c) =>
         c.mount({ bootstrap, mountpoint: path.resolve(dir), blobs_dir: blobs, domain: o.domain ?? '', fsid: o.fsid ?? '', image_ref: imageRef }),
       );
       process.stdout.write(`mounted ${dir} (fsid ${r.fsid}${r.domain ? `, domain ${r.domain}` : ''})\n`);
@@ -102,18 +109,20 @@ program
 program
   .command('umount <dir>')
   .description('unmount a lazysnap mount')
-  .option('--address <socket>', 'lazysnapd socket', DEFAULT_ADDRESS)
-  .action(async (dir: string, o: { address: string }) => {
-    await withClient(o.address, (c) => c.umount(path.resolve(dir)));
+  .option('--address <socket>', ADDRESS_HELP)
+  .option('--config <file>', CONFIG_HELP)
+  .action(async (dir: string, o: { address?: string; config?: string }) => {
+    await withClient(o, (c) => c.umount(path.resolve(dir)));
   });
 
 program
   .command('status')
   .description('mounts, fscache objects and the worker')
   .option('--json', 'print JSON')
-  .option('--address <socket>', 'lazysnapd socket', DEFAULT_ADDRESS)
-  .action(async (o: { json?: boolean; address: string }) => {
-    const s = await withClient(o.address, (c) => c.status());
+  .option('--address <socket>', ADDRESS_HELP)
+  .option('--config <file>', CONFIG_HELP)
+  .action(async (o: { json?: boolean; address?: string; config?: string }) => {
+    const s = await withClient(o, (c) => c.status());
     if (o.json) return void process.stdout.write(JSON.stringify(s, null, 2) + '\n');
     const w = s.worker as { pid?: number; activations?: number; hangsHealed?: number; error?: string; objects?: unknown[]; stats?: Record<string, number> } | undefined;
     process.stdout.write(`lazysnapd pid ${s.pid}; lazy images: ${s.backend ? `served through ${s.backend}` : s.fscache}\n`);

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
-import { applyFlags, ConfigError, loadConfig } from '../config/config';
+import { applyFlags, ConfigError, SYSTEM_CONFIG, configFile, loadConfig } from '../config/config';
 import { excerpt } from '../log/excerpt';
 import { newLogger } from '../log/logger';
 import { Snapshotter } from '../snapshotter/snapshotter';
@@ -11,10 +11,15 @@ import { serve, shutdown } from '../snapshotter/server';
 import { SocketError } from '../snapshotter/socket';
 import { adminService } from '../proto/load';
 import { adminHandlers } from '../admin/service';
-import { FscacheSetupError, startFscache } from '../supervisor/setup';
+import { FscacheSetupError, cacheDirOf, startFscache, type Fscache } from '../supervisor/setup';
+import { DaemonMetrics } from '../supervisor/metrics';
+import { MetricsEndpointError, serveMetrics } from '../supervisor/metrics-endpoint';
+import { diskUsage } from '../snapshotter/usage';
+import { VERSION } from './version';
+import type { Config } from '../config/config';
+import type { Logger } from 'pino';
 import { sdNotify } from '../native';
-
-const SYSTEM_CONFIG = '/etc/lazysnap/config.toml';
+import { InstanceLockedError, takeLock } from '../supervisor/instance-lock';
 
 /** Startup problems an operator can fix: printed as one line, exit 1. */
 class StartupError extends Error {}
@@ -33,22 +38,24 @@ function checkRoot(root: string) {
 async function main(argv: string[]) {
   const program = new Command('lazysnapd')
     .description('containerd remote snapshotter (proxy plugin) serving lazy nydus images and plain OCI images')
-    .option('--config <file>', `TOML config file (default ${'/etc/lazysnap/config.toml'} if it exists, else the embedded defaults)`)
+    .option('--config <file>', `TOML config file (default ${SYSTEM_CONFIG} if it exists, else the embedded defaults)`)
     .option('--root <dir>', 'state directory (overrides config "root")')
     .option('--address <socket>', 'unix socket to serve on (overrides config "address")')
     .option('--log-level <level>', 'overrides config log.level')
+    .version(VERSION, '-v, --version', 'print the version and exit')
     .exitOverride()
     // commander's usage errors are one line too ("(Did you mean …?)" joins it)
     .configureOutput({ outputError: (str, write) => write(`lazysnapd: ${str.trim().replace(/\s*\n\s*/g, ' ')}\n`) })
     .parse(argv);
   const opts = program.opts<{ config?: string; root?: string; address?: string; logLevel?: string }>();
-  // Like containerd with /etc/containerd/config.toml: the system config is used when present.
-  if (opts.config === '') throw new ConfigError('--config must not be empty');
-  const file = opts.config ?? (fs.existsSync(SYSTEM_CONFIG) ? SYSTEM_CONFIG : undefined);
+  const file = configFile(opts.config, fs.existsSync);
   const cfg = applyFlags(loadConfig(file), opts, (p) => path.resolve(p));
   const log = newLogger(cfg.log.level);
 
   checkRoot(cfg.root);
+  // Before anything in the root is touched: a second lazysnapd must not take the running one's workers or socket.
+  fs.mkdirSync(cfg.root, { recursive: true, mode: 0o700 });
+  takeLock(path.join(cfg.root, 'lazysnapd.lock'), `root ${cfg.root}`, `serving ${cfg.address}`);
   const sn = Snapshotter.open(cfg.root, log);
   const images = () => sn.store.fscacheImages;
   const fscache = await startFscache(cfg, images, log);
@@ -61,9 +68,18 @@ async function main(argv: string[]) {
     mountDirs: cfg.admin.mount_dirs,
     log,
   });
-  const server = await serve(sn, cfg.address, log, [{ definition: adminService().service, handlers: admin }]);
-  log.info({ root: cfg.root, address: cfg.address, fscache: fscache.disabledReason ?? 'enabled', backend: fscache.mounter?.backend }, 'lazysnapd serving');
+  const backend = fscache.mounter?.backend ?? 'none';
+  const metrics = cfg.metrics.address ? daemonMetrics(cfg, sn, fscache, backend, log) : undefined;
+  // before the snapshotter's socket: an address in use stops the start with nothing served yet
+  const metricsServer = metrics && (await serveMetrics(cfg.metrics.address, metrics));
+  const server = await serve(sn, cfg.address, log, [{ definition: adminService().service, handlers: admin }],
+    metrics && ((method, ms, code) => {
+      metrics.snapshotOps.observe({ snapshot_operation: method.toUpperCase() }, ms);
+      if (code) metrics.snapshotErrors.inc({ snapshot_operation: method.toUpperCase(), code });
+    }));
+  log.info({ version: VERSION, root: cfg.root, address: cfg.address, fscache: fscache.disabledReason ?? 'enabled', backend, metrics: cfg.metrics.address || 'off' }, 'lazysnapd serving');
   sdNotify('READY=1');
+  log.info(`point containerd at it: [proxy_plugins.lazysnap] type = "snapshot" address = "${cfg.address}" (the README shows the whole config for containerd 1.6, 1.7 and 2.x)`);
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -71,6 +87,7 @@ async function main(argv: string[]) {
     stopping = true;
     log.info({ signal }, 'shutting down');
     await shutdown(server);
+    metricsServer?.close();
     // With images mounted, the serving worker stays: containers keep reading, and the next lazysnapd takes over.
     await fscache.supervisor?.stop({ keepActive: images().all().length > 0 });
     sn.close();
@@ -81,10 +98,35 @@ async function main(argv: string[]) {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
+/** lazysnapd's metrics, fed by the snapshotter, the supervisor and its workers. */
+function daemonMetrics(cfg: Config, sn: Snapshotter, fscache: Fscache, backend: string, log: Logger): DaemonMetrics {
+  const m = new DaemonMetrics(VERSION, backend, log);
+  if (fscache.supervisor) {
+    fscache.supervisor.events = {
+      metrics: (pid, values) => m.workerReport(pid, values),
+      exited: (pid, how) => {
+        m.workerExits.inc({ how });
+        m.workerGone(pid);
+      },
+      failedOver: (ms) => m.failoverStall.observe(ms),
+    };
+  }
+  sn.onLayer = (kind, refused) => {
+    if (kind === 'oci') m.layers.inc({ mode: 'unpacked', reason: 'oci' });
+    else if (refused) m.layers.inc({ mode: 'refused', reason: refused });
+    else m.layers.inc({ mode: backend === 'download' ? 'download' : 'lazy', reason: backend });
+  };
+  const cacheDir = cacheDirOf(cfg);
+  m.gauge('snapshotter_cache_usage_kilobytes', 'Disk used by the blob cache, KiB (as nydus-snapshotter)',
+    async () => (fs.existsSync(cacheDir) ? (await diskUsage(cacheDir)).size / 1024 : 0));
+  m.gauge('lazysnap_images_mounted', 'Nydus images mounted lazily (or from downloaded blobs) right now', () => sn.store.fscacheImages.all().filter((i) => i.mountpoint).length);
+  return m;
+}
+
 main(process.argv).catch((err: Error & { code?: string }) => {
   if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
   if (err.code?.startsWith('commander.')) process.exit(1); // commander has printed it
-  const known = err instanceof ConfigError || err instanceof SocketError || err instanceof StartupError || err instanceof FscacheSetupError;
+  const known = err instanceof ConfigError || err instanceof SocketError || err instanceof StartupError || err instanceof FscacheSetupError || err instanceof InstanceLockedError || err instanceof MetricsEndpointError;
   process.stderr.write(`lazysnapd: ${known ? err.message : (err.stack ?? err.message)}\n`);
   process.exit(1);
 });

@@ -62,6 +62,13 @@ export interface Config {
     /** http:// for hosts without hosts.toml (loopback registries always use it) */
     plain_http: boolean;
   };
+  metrics: {
+    /**
+     * Where lazysnapd serves Prometheus metrics (GET /metrics): "host:port"
+     * (TCP) or an absolute path (a unix socket); "" = off.
+     */
+    address: string;
+  };
   admin: {
     /**
      * `lazysnap mount` mounts only beneath these directories (after symlinks
@@ -104,6 +111,9 @@ config_path = "/etc/containerd/certs.d"   # hosts.toml per registry host, as con
 docker_config = "/root/.docker/config.json"
 plain_http = false
 
+[metrics]
+address = ""              # Prometheus GET /metrics: "127.0.0.1:9110" (host:port) or a unix socket path; "" = off
+
 [admin]
 mount_dirs = ["/mnt", "/run/lazysnap/mnt"]   # lazysnap mount: only beneath these (symlinks resolved), nosuid,nodev
 `;
@@ -118,6 +128,7 @@ const SHAPE: Shape = {
   log: { level: 'string' },
   fscache: { enabled: 'string|boolean', backend: 'string', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean', prefetch: 'string', read_deadline_ms: 'number', hang_timeout_ms: 'number' },
   registry: { config_path: 'string', docker_config: 'string', plain_http: 'boolean' },
+  metrics: { address: 'string' },
   admin: { mount_dirs: 'string[]' },
 };
 
@@ -154,7 +165,8 @@ export function parseConfig(text: string): Config {
   const fscache = { ...base.fscache, ...((doc.fscache as object) ?? {}) };
   const registry = { ...base.registry, ...((doc.registry as object) ?? {}) };
   const admin = { ...base.admin, ...((doc.admin as object) ?? {}) };
-  const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry, admin };
+  const metrics = { ...base.metrics, ...((doc.metrics as object) ?? {}) };
+  const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry, metrics, admin };
   if (cfg.fscache.enabled !== true && cfg.fscache.enabled !== false && cfg.fscache.enabled !== 'auto') {
     throw new ConfigError(`"fscache.enabled" must be true, false or "auto", got ${JSON.stringify(cfg.fscache.enabled)}`);
   }
@@ -180,6 +192,9 @@ export function parseConfig(text: string): Config {
   }
   if (!cfg.root.startsWith('/')) throw new ConfigError(`"root" must be an absolute path, got "${excerpt(cfg.root)}"`);
   if (!cfg.address.startsWith('/')) throw new ConfigError(`"address" must be an absolute path, got "${excerpt(cfg.address)}"`);
+  if (cfg.metrics.address && !cfg.metrics.address.startsWith('/') && !parseListenAddress(cfg.metrics.address)) {
+    throw new ConfigError(`"metrics.address" must be "host:port" or an absolute unix socket path, got ${JSON.stringify(excerpt(cfg.metrics.address))}`);
+  }
   for (const d of cfg.admin.mount_dirs) {
     // "/" would allow any mountpoint, which is what the list is there to prevent
     if (!d.startsWith('/') || d.replace(/\/+$/, '') === '') {
@@ -187,6 +202,15 @@ export function parseConfig(text: string): Config {
     }
   }
   return cfg;
+}
+
+/** "host:port", "[v6]:port" or ":port" (all interfaces), as nydus-snapshotter's metrics address; null if it is not one. */
+export function parseListenAddress(a: string): { host: string; port: number } | null {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]*)):(\d{1,5})$/.exec(a);
+  if (!m) return null;
+  const port = Number(m[3]);
+  if (port > 65535) return null;
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
 /** Command-line overrides of lazysnapd, checked like the keys they replace. */
@@ -210,6 +234,15 @@ export function applyFlags(cfg: Config, flags: ConfigFlags, resolve: (p: string)
     address: flags.address ? resolve(flags.address) : cfg.address,
     log: { ...cfg.log, level: (flags.logLevel as LogLevel | undefined) ?? cfg.log.level },
   };
+}
+
+/** Read by lazysnapd and the CLI when no --config is given and it exists (as containerd reads /etc/containerd/config.toml). */
+export const SYSTEM_CONFIG = '/etc/lazysnap/config.toml';
+
+/** --config's file, else the system config if there is one, else none (the embedded defaults). */
+export function configFile(flag: string | undefined, exists: (f: string) => boolean): string | undefined {
+  if (flag === '') throw new ConfigError('--config must not be empty');
+  return flag ?? (exists(SYSTEM_CONFIG) ? SYSTEM_CONFIG : undefined);
 }
 
 /** Reads a config file (a regular file of at most MAX_CONFIG_BYTES); no file means the embedded defaults. */

@@ -87,7 +87,24 @@ export interface BlobPresence {
   bytesPresent: number;
   /** compressed bytes fetched so far */
   fetchedBytes: number;
+  /** chunks on-demand reads needed so far, and those already present then (cache hits) */
+  chunksWanted?: number;
+  chunksWantedPresent?: number;
 }
+
+/** How a READ (fscache) or pre-content event (fanotify) was answered. */
+export type ReadResult =
+  /** filled: its bytes fetched (or found fetched) and written */
+  | 'filled'
+  /** its bytes were already in the blob file: allowed at once (fanotify) */
+  | 'present'
+  /** the reader got EIO: bytes that could not be had and verified */
+  | 'eio'
+  /** the reader got EIO: the READ's deadline passed */
+  | 'timeout';
+
+/** What a READ or event was: the blob (if known yet), when it arrived (process.hrtime.bigint()), how it was answered, its length. */
+export type ReadObserver = (content: BlobContent | undefined, startedAt: bigint, result: ReadResult, len: number) => void;
 
 /** Which blob a kernel cookie names. */
 export interface ContentResolver {

@@ -57,6 +57,7 @@ interface Binding {
   ioctlReadComplete(fd: number, msgId: number): void;
   dataExtents(fd: number, end: number): number[];
   seekHole(fd: number, off: number): number;
+  tryLockExclusive(fd: number): boolean;
   FdPoller: new (fd: number, onReadable: OnReadable) => FdPoller;
   socketpair(type?: SocketType): [number, number];
   sendFds(sock: number, data: Uint8Array, fds: number[]): number;
@@ -157,6 +158,15 @@ export function dataExtents(fd: number, end: number): [number, number][] {
  */
 export function seekHole(fd: number, off: number): number {
   return native.seekHole(fd, off);
+}
+
+/**
+ * flock(fd, LOCK_EX | LOCK_NB): true when this open file takes the lock,
+ * false when another holds it. Held until every fd of that open file is
+ * closed, or its process dies (SIGKILL included).
+ */
+export function tryLockExclusive(fd: number): boolean {
+  return native.tryLockExclusive(fd);
 }
 
 /**

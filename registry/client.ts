@@ -24,6 +24,7 @@ import {
   RegistryError,
   RegistryErrorInfo,
   TransportError,
+  errorKind,
 } from './errors';
 import {
   DEFAULT_TIMEOUTS,
@@ -85,7 +86,17 @@ export interface RegistryClientOptions {
   hostsTtlMs?: number;
 }
 
+/** One registry host's counters, for metrics. */
+export interface HostStats {
+  requests: number;
+  retries: number;
+  /** operations the host failed after its retries, by errorKind() */
+  errors: Record<string, number>;
+}
+
 export interface ClientStats {
+  /** by host[:port] as hosts.toml names it */
+  byHost: Record<string, HostStats>;
   requests: number;
   retries: number;
   hostFallbacks: number;
@@ -174,7 +185,7 @@ export class RegistryClient {
   readonly tokens = new TokenCache();
   readonly redirects = new RedirectCache();
   readonly retry: RetryPolicy;
-  readonly stats: ClientStats = { requests: 0, retries: 0, hostFallbacks: 0, reauths: 0, redirects: 0, redirectCacheHits: 0, bytes: 0 };
+  readonly stats: ClientStats = { byHost: {}, requests: 0, retries: 0, hostFallbacks: 0, reauths: 0, redirects: 0, redirectCacheHits: 0, bytes: 0 };
   readonly log?: Logger;
   private readonly down = new Map<string, number>();
   private readonly auths = new Map<string, HostAuth>();
@@ -186,6 +197,11 @@ export class RegistryClient {
     this.pool = new HttpPool({ ...DEFAULT_TIMEOUTS, ...opts.timeouts }, opts.connectionsPerOrigin ?? 16);
     this.retry = { ...DEFAULT_RETRY, ...opts.retry };
     this.log = opts.log;
+  }
+
+  /** host's counters, made on first use */
+  hostStats(host: string): HostStats {
+    return (this.stats.byHost[host] ??= { requests: 0, retries: 0, errors: {} });
   }
 
   get userAgent(): string {
@@ -291,6 +307,8 @@ export class Repository {
           const giveUpHost = !err.retryable || hostDown || attempt >= policy.attempts;
           if (giveUpHost) {
             err.withAttempts(attempt);
+            const errs = c.hostStats(host.host).errors;
+            errs[errorKind(err)] = (errs[errorKind(err)] ?? 0) + 1;
             if (hostDown) c.markDown(host);
             errors.push(err);
             c.log?.warn({ host: host.host, repo: this.repo, what: op.what, attempts: attempt, err: err.message },
@@ -298,6 +316,7 @@ export class Repository {
             break;
           }
           c.stats.retries++;
+          c.hostStats(host.host).retries++;
           const delay = retryDelay(attempt, policy, (err as HttpStatusError).retryAfterMs);
           c.log?.debug({ host: host.host, what: op.what, attempt, delay, err: err.message }, 'retrying');
           await sleep(delay, op.signal, op.what);
@@ -343,6 +362,7 @@ export class Repository {
       }
       const agent = c.pool.agent(atHost ? host.tls : (c.opts.otherTls ?? {}));
       c.stats.requests++;
+      c.hostStats(host.host).requests++;
       let res: HttpResponse;
       const body = op.body?.();
       try {

@@ -139,3 +139,14 @@ export class AbortedError extends Error {
     this.name = 'AbortError';
   }
 }
+
+/** A bounded label for an error: http_<status>, not_found, auth, transport, integrity, protocol or other. */
+export function errorKind(err: RegistryError): string {
+  if (err instanceof NotFoundError) return 'not_found';
+  if (err instanceof AuthError) return 'auth';
+  if (err instanceof HttpStatusError) return `http_${err.status}`;
+  if (err instanceof TransportError || err instanceof BodyLengthError) return 'transport';
+  if (err instanceof IntegrityError) return 'integrity';
+  if (err instanceof ProtocolError) return 'protocol';
+  return 'other';
+}

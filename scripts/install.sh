@@ -33,5 +33,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm ci --no-fund --no-audit >&2
   echo "$want" > "$stamp"
 fi
-npm run --silent build >&2
+# The addon again when its sources changed since it was built (npm ci builds it only with the lock).
+addon=native/build/Release/lazysnap_native.node
+if [ ! -f "$addon" ] || [ -n "$(find native/src native/binding.gyp -newer "$addon" -print -quit)" ]; then
+  log "building the native addon"
+  npm run --silent install >&2
+fi
+# tsc (about 10 s) only when a source changed since the last build: a start of
+# scripts/run.sh on a built tree takes about a second.
+stamp=dist/.built
+if [ ! -f "$stamp" ] || [ -n "$(find . -path ./node_modules -prune -o -path ./dist -prune -o -path ./.git -prune -o \( -name '*.ts' -o -name '*.json' -o -name '*.proto' \) -newer "$stamp" -print -quit)" ]; then
+  npm run --silent build >&2
+  touch "$stamp"
+fi
 log "ready: $(node --version), $(containerd --version | cut -d' ' -f3)"

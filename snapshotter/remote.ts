@@ -37,16 +37,25 @@ export function nydusLayer(labels: Labels): NydusLayer {
  * media-type"), and a layer without a location would give a container
  * without its files. So a refusal fails the pull at once, with this message.
  */
-export function remoteRefusal(labels: Labels, fscache: boolean): string | null {
-  if (!fscache) return 'lazysnapd serves no nydus images on this node (fscache.enabled = false, or a kernel without EROFS; lazysnapd logs why at start)';
-  if (!labels[LABEL.snapshotRef]) return `containerd sent no ${LABEL.snapshotRef} label`;
+/** Why a nydus blob layer is refused: a bounded token (metrics) and the message containerd shows. */
+export interface Refusal {
+  reason: 'no_lazy_backend' | 'no_snapshot_ref' | 'no_image_ref' | 'rafs_version';
+  message: string;
+}
+
+export function remoteRefusal(labels: Labels, fscache: boolean): Refusal | null {
+  if (!fscache) return { reason: 'no_lazy_backend', message: 'lazysnapd serves no nydus images on this node (fscache.enabled = false, or a kernel without EROFS; lazysnapd logs why at start)' };
+  if (!labels[LABEL.snapshotRef]) return { reason: 'no_snapshot_ref', message: `containerd sent no ${LABEL.snapshotRef} label` };
   if (!labels[LABEL.imageRef]) {
-    return `containerd sent no ${LABEL.imageRef} label, so the layer's blobs cannot be located. ` +
-      'containerd 2.x: add exports = { enable_remote_snapshot_annotations = "true" } to [proxy_plugins.lazysnap]; ' +
-      'CRI: set disable_snapshot_annotations = false; ctr on 1.6/1.7: pull with `lazysnap pull`';
+    return {
+      reason: 'no_image_ref',
+      message: `containerd sent no ${LABEL.imageRef} label, so the layer's blobs cannot be located. ` +
+        'containerd 2.x: add exports = { enable_remote_snapshot_annotations = "true" } to [proxy_plugins.lazysnap]; ' +
+        'CRI: set disable_snapshot_annotations = false; ctr on 1.6/1.7: pull with `lazysnap pull`',
+    };
   }
   const v = labels[LABEL.nydusFsVersion];
-  if (v !== undefined && v !== '6') return `RAFS v${v} image: only v6 (EROFS) can be mounted through fscache`;
+  if (v !== undefined && v !== '6') return { reason: 'rafs_version', message: `RAFS v${v} image: only v6 (EROFS) can be mounted through fscache` };
   return null;
 }
 

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { snapshotsService } from '../proto/load';
-import { snapshotsHandlers } from './service';
+import { snapshotsHandlers, type CallObserver } from './service';
 import { Snapshotter } from './snapshotter';
 import { prepareSocket } from './socket';
 
@@ -20,13 +20,13 @@ export interface ExtraService {
   handlers: grpc.UntypedServiceImplementation;
 }
 
-export async function serve(sn: Snapshotter, address: string, log: Logger, extra: ExtraService[] = []): Promise<grpc.Server> {
+export async function serve(sn: Snapshotter, address: string, log: Logger, extra: ExtraService[] = [], observe?: CallObserver): Promise<grpc.Server> {
   await prepareSocket(address);
   const server = new grpc.Server({
     'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
     'grpc.max_send_message_length': 16 << 20,
   });
-  server.addService(snapshotsService().service, snapshotsHandlers(sn, log));
+  server.addService(snapshotsService().service, snapshotsHandlers(sn, log, observe));
   for (const e of extra) server.addService(e.definition, e.handlers);
   // The umask makes the socket 0600 from its creation, with no window in which others can connect.
   const old = process.umask(0o177);

@@ -155,21 +155,29 @@ export function fromWire(i: w.WireInfo): Info {
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
 
-export function snapshotsHandlers(sn: Snapshotter, log: Logger): grpc.UntypedServiceImplementation {
+/** Told of each unary call's duration (ms) and failure code (null: it succeeded), for metrics. */
+export type CallObserver = (method: string, ms: number, code: string | null) => void;
+
+export function snapshotsHandlers(sn: Snapshotter, log: Logger, observe?: CallObserver): grpc.UntypedServiceImplementation {
   const filterPool = new FilterPool();
   // Every unary method goes through here: one log line per failure, with the code.
   const unary =
     <Req, Res>(method: string, fn: (req: Req) => Res | Promise<Res>): Unary<Req, Res> =>
     (call, cb) => {
+      const t0 = performance.now();
       Promise.resolve()
         .then(() => fn(call.request))
         .then(
-          (res) => cb(null, res),
+          (res) => {
+            observe?.(method, performance.now() - t0, null);
+            cb(null, res);
+          },
           (err: Error) => {
             const code = codeOf(err);
             const level = code === grpc.status.UNKNOWN ? 'error' : 'debug';
             const details = detailsOf(err);
             log[level]({ method, code: grpc.status[code], err: details }, 'request failed');
+            observe?.(method, performance.now() - t0, grpc.status[code]);
             cb({ code, details });
           },
         );

@@ -15,7 +15,7 @@ import { matches, parseFilters } from './filters';
 import { MetaStore } from './storage/metastore';
 import { validateKey, validateLabels } from './storage/snapshots';
 import { diskUsage } from './usage';
-import { LABEL, bootstrapIn, nydusLayer, remoteRefusal } from './remote';
+import { LABEL, bootstrapIn, nydusLayer, remoteRefusal, type Refusal } from './remote';
 import { alreadyExists, excerpt, failedPrecondition } from './storage/errors';
 
 /** Gives each existing path its mode; returns what changed (as octal strings). */
@@ -48,6 +48,8 @@ export class Snapshotter implements Layout {
 
   /** Set when fscache is available: nydus images are then served lazily. */
   lazy: LazyMounts | undefined;
+  /** told of each layer containerd brings: a nydus blob layer (and why it was refused) or a plain one it unpacks (metrics) */
+  onLayer?: (kind: 'nydus' | 'oci', refused: Refusal['reason'] | null) => void;
 
   private constructor(
     readonly root: string,
@@ -92,12 +94,15 @@ export class Snapshotter implements Layout {
     validateLabels(labels);
     if (nydusLayer(labels) === 'blob') {
       const target = labels[LABEL.snapshotRef];
-      const why = remoteRefusal(labels, this.lazy !== undefined);
-      if (!why) this.commitRemote(key, target!, parent, labels); // remoteRefusal checked target
+      const refusal = remoteRefusal(labels, this.lazy !== undefined);
+      this.onLayer?.('nydus', refusal?.reason ?? null);
+      if (!refusal) this.commitRemote(key, target!, parent, labels); // remoteRefusal checked target
       const layer = labels[LABEL.layerDigest] ?? null;
-      this.log.warn({ key, image: labels[LABEL.imageRef] ?? null, layer, why }, 'nydus blob layer refused: the pull fails');
-      throw failedPrecondition(`lazysnap cannot serve nydus data blob layer ${excerpt(layer ?? key, 80)}: ${why}`);
+      this.log.warn({ key, image: labels[LABEL.imageRef] ?? null, layer, why: refusal.message }, 'nydus blob layer refused: the pull fails');
+      throw failedPrecondition(`lazysnap cannot serve nydus data blob layer ${excerpt(layer ?? key, 80)}: ${refusal.message}`);
     }
+    // containerd unpacks a layer into a snapshot it prepares with its chainID as snapshot.ref
+    if (labels[LABEL.snapshotRef] && nydusLayer(labels) === null) this.onLayer?.('oci', null);
     return this.mountsOf(this.create(Kind.Active, key, parent, labels), { starting: true });
   }
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config';
 import { sdListenFds, sdNotify } from '../native';
-import { bindDevice, cullFile, openDevice } from './cachefiles';
+import { bindDevice, cullFile, loadCachefilesModule, openDevice } from './cachefiles';
 import { credentialFileExposure } from '../registry/docker-config';
 import { Mounter } from '../mounts/mounter';
 import { FscacheSupervisor, heartbeatMsFor } from './supervisor';
@@ -16,9 +16,15 @@ import { SnapshotMounts } from '../mounts/lazy-mounts';
 import type { WorkerSettings } from '../worker/settings';
 import { startFanotify } from './fanotify';
 import { startDownload } from './download';
+import { InstanceLockedError, takeLock } from './instance-lock';
 import type { FscacheImages } from '../snapshotter/storage/images';
 
 export const FDSTORE_NAME = 'cachefiles';
+
+/** Where the lock on a cachefiles device lives: the same for every root, so two lazysnapds with different roots meet here. */
+export function deviceLockFile(device: string): string {
+  return path.join('/run/lazysnap/locks', `${device.replace(/^\/+/, '').replace(/[^A-Za-z0-9._-]/g, '_')}.lock`);
+}
 
 export class FscacheSetupError extends Error {}
 
@@ -56,6 +62,9 @@ export function snapshotMounts(cfg: Config, mounter: Mounter, images: () => Fsca
  */
 const PREFETCH_HOLD_ON_START_MS = 3000;
 
+/** How often the serving worker sends its metrics: a scrape sees READs this late at most, and a killed worker loses this much. */
+const METRICS_REPORT_MS = 1000;
+
 export async function startFscache(cfg: Config, images: () => FscacheImages, log: Logger): Promise<Fscache> {
   const want = cfg.fscache.enabled;
   if (want === false) return { disabledReason: 'disabled in config (fscache.enabled = false)' };
@@ -75,6 +84,20 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
   const takeoverPath = path.join(dir, 'takeover.sock');
   const pidFile = path.join(dir, 'workers.json');
   const stored = sdListenFds().find((f) => f.name === FDSTORE_NAME);
+  if (!stored && !fs.existsSync(cfg.fscache.device)) {
+    const notLoaded = loadCachefilesModule();
+    if (!fs.existsSync(cfg.fscache.device)) {
+      return fail(`${cfg.fscache.device} does not exist after modprobe cachefiles${notLoaded ? ` (${notLoaded})` : ''}: this kernel lacks CONFIG_CACHEFILES (lazysnap doctor says what it has)`);
+    }
+    log.info('loaded the cachefiles module');
+  }
+  try {
+    // Held for lazysnapd's life; its workers do not inherit it.
+    takeLock(deviceLockFile(cfg.fscache.device), cfg.fscache.device, `root ${cfg.root}`);
+  } catch (err) {
+    if (err instanceof InstanceLockedError) return fail(err.message);
+    throw err;
+  }
   const fromWorker = stored ? null : await takeFdFrom(takeoverPath);
   const cacheDir = cacheDirOf(cfg);
   let devFd: number;
@@ -85,13 +108,11 @@ export async function startFscache(cfg: Config, images: () => FscacheImages, log
     devFd = fromWorker;
     log.info({ fd: devFd }, 'took the /dev/cachefiles fd back from the running fscache worker');
   } else {
-    if (!fs.existsSync(cfg.fscache.device)) {
-      return fail(`${cfg.fscache.device} does not exist (a kernel without CONFIG_CACHEFILES_ONDEMAND?)`);
-    }
     try {
       devFd = openDevice(cfg.fscache.device);
     } catch (err) {
-      return fail(`cannot open ${cfg.fscache.device}: ${(err as Error).message}`);
+      const busy = (err as NodeJS.ErrnoException).code === 'EBUSY' ? ' (the device opens once: another cachefiles daemon, e.g. cachefilesd or nydusd, holds it)' : '';
+      return fail(`cannot open ${cfg.fscache.device}: ${(err as Error).message}${busy}`);
     }
     try {
       fs.mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
@@ -133,6 +154,7 @@ export function startSupervisor(cfg: Config, fd: number, backend: Pick<WorkerSet
       prefetch: cfg.fscache.prefetch !== 'off',
       readDeadlineMs: cfg.fscache.read_deadline_ms,
       heartbeatMs: heartbeatMsFor(cfg.fscache.hang_timeout_ms),
+      metricsMs: cfg.metrics.address ? METRICS_REPORT_MS : 0,
       registry: { hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http },
     },
   });

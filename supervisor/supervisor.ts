@@ -27,6 +27,15 @@ export interface SupervisorOptions {
   hangTimeoutMs: number;
 }
 
+export interface SupervisorEvents {
+  /** a worker's cumulative metric values */
+  metrics(pid: number, metrics: unknown): void;
+  /** a worker ended: the serving one hung (killed by lazysnapd), killed (by a signal) or crashed (exited); a standby; or one retired */
+  exited(pid: number, how: 'hung' | 'killed' | 'crashed' | 'standby' | 'retired'): void;
+  /** the successor of a serving worker that ended serves, stallMs after that end */
+  failedOver(stallMs: number): void;
+}
+
 /** Health of the serving worker as lazysnapd sees it, without asking it: for `lazysnap status`. */
 export interface WorkerHealth {
   hangTimeoutMs: number;
@@ -91,10 +100,14 @@ export class FscacheSupervisor {
   private worstSilenceMs = 0;
   private worstLoopStallMs = 0;
   private worstOwnStallMs = 0;
+  /** when the last serving worker ended, until its successor serves */
+  private lastEndAt: number | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private lastTickAt = 0;
   private checksSkipped = 0;
   readonly workerJs: string;
+  /** told of workers' metric reports, ends and failovers (lazysnapd's metrics), once set */
+  events?: SupervisorEvents;
 
   constructor(private readonly o: SupervisorOptions) {
     // LAZYSNAP_FSCACHE_WORKER overrides the entry point (tests use it for a worker that cannot start).
@@ -196,11 +209,18 @@ export class FscacheSupervisor {
       (m) => {
         const msg = m as WorkerEvent | ControlReply;
         if ('event' in msg && msg.event === 'heartbeat') this.onHeartbeat(w, msg);
+        else if ('event' in msg && msg.event === 'metrics') this.events?.metrics(proc.pid ?? 0, msg.metrics);
         else if ('event' in msg && msg.event === 'loaded') {
           w.loaded = true;
           w.loadedAt = Date.now();
           this.failedStarts = 0;
-        } else if ('event' in msg && msg.event === 'ready') resolveReady();
+        } else if ('event' in msg && msg.event === 'ready') {
+          resolveReady();
+          if (w === this.active && this.lastEndAt !== undefined) {
+            this.events?.failedOver(Date.now() - this.lastEndAt);
+            this.lastEndAt = undefined;
+          }
+        }
         else if ('id' in msg) {
           w.pending.get(msg.id)?.(msg);
           w.pending.delete(msg.id);
@@ -258,6 +278,8 @@ export class FscacheSupervisor {
 
   private onExit(w: Worker, code: number | null, signal: NodeJS.Signals | null): void {
     w.control.destroy();
+    const serving = !this.stopping && w === this.active;
+    this.events?.exited(w.proc.pid ?? 0, !serving ? (w === this.standby ? 'standby' : 'retired') : w.hung ? 'hung' : signal ? 'killed' : 'crashed');
     for (const cb of w.pending.values()) cb({ id: -1, error: 'worker exited' });
     if (this.stopping) return;
     if (w === this.standby) {
@@ -273,6 +295,7 @@ export class FscacheSupervisor {
     // only workers that never loaded count towards backing off.
     if (!w.loaded) this.failedStarts++;
     this.active = undefined;
+    this.lastEndAt = Date.now();
     this.o.log.warn({ pid: w.proc.pid, code, signal, livedMs: lived, ...(w.hung ? { hung: w.hung } : {}) }, 'fscache worker exited; failing over');
     const next = this.standby;
     this.standby = undefined;

@@ -6,10 +6,18 @@ import readline from 'node:readline';
 import type { BlobContent, BlobPresence, ChunkHealth } from '../content/content';
 import type { DaemonStats } from './daemon';
 import type { FanotifyStats } from './fanotify/daemon';
+import type { MetricObjectWithValues, MetricValue } from 'prom-client';
 
 export const HANDOVER_BYTE = Buffer.from('F');
 
-export type WorkerEvent = { event: 'loaded'; pid: number } | { event: 'ready'; pid: number } | Heartbeat;
+export type WorkerEvent = { event: 'loaded'; pid: number } | { event: 'ready'; pid: number } | Heartbeat | MetricsReport;
+
+/** The serving worker's metric values (cumulative since it started), every WorkerSettings.metricsMs. */
+export interface MetricsReport {
+  event: 'metrics';
+  pid: number;
+  metrics: MetricObjectWithValues<MetricValue<string>>[];
+}
 
 /**
  * Sent by the serving worker every heartbeatMs from a timer on its event

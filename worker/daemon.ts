@@ -4,7 +4,7 @@
 // in unit tests without a kernel.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { Allocator, BlobContent, ContentResolver, UnknownBlobError, fillRetryable } from '../content/content';
+import { Allocator, BlobContent, ContentResolver, ReadObserver, UnknownBlobError, fillRetryable } from '../content/content';
 import { CacheObject, ObjectTable } from './objects';
 import { Message, Opcode, OpenMsg, ReadMsg, CloseMsg, cmd, volumeName } from './protocol';
 
@@ -38,6 +38,8 @@ export interface DaemonOptions {
   readDeadlineMs?: number;
   /** start fetching a remote blob whole as soon as the kernel opens it */
   prefetch?: boolean;
+  /** told of each READ answered (metrics) */
+  onRead?: ReadObserver;
 }
 
 export interface DaemonStats {
@@ -192,6 +194,7 @@ export class FscacheDaemon {
       this.log.error({ msgId: m.msgId, objectId: m.objectId }, 'READ for an unknown object');
       return;
     }
+    const startedAt = process.hrtime.bigint();
     this.stats.reads++;
     obj.reads++;
     if (obj.presence === 'unknown') this.recoverPresence(obj, PRESENCE_RETRIES);
@@ -202,6 +205,7 @@ export class FscacheDaemon {
     // Raced, not only signalled: a fill that ignores the signal (or a write stuck in the kernel) cannot hold the reader.
     const ok = ms ? await Promise.race([fill, whenAborted(deadline.signal)]) : await fill;
     clearTimeout(timer);
+    this.opts.onRead?.(obj.content, startedAt, ok ? 'filled' : deadline.signal.aborted ? 'timeout' : 'eio', m.readLen);
     if (!ok) this.stats.readsFailed++;
     if (!ok && deadline.signal.aborted) {
       this.stats.readsTimedOut++;

@@ -2,11 +2,18 @@
 // through one fetcher per process (a worker, or lazysnapd when it downloads
 // blobs whole because no lazy backend serves).
 import type { Logger } from 'pino';
-import { BlobFetcher, dockerConfigCredentials, parseImageRef } from '../content/remote';
+import { BlobFetcher, dockerConfigCredentials, parseImageRef, type ClientStats } from '../content/remote';
 import type { RemoteBlobOpener } from './resolver';
 import type { WorkerSettings } from './settings';
 
-export function remoteOpener(s: Pick<WorkerSettings, 'registry' | 'readDeadlineMs'>, log: Logger): { open: RemoteBlobOpener; holdPrefetch(ms: number): void } {
+export interface RemoteOpener {
+  open: RemoteBlobOpener;
+  holdPrefetch(ms: number): void;
+  /** the registry client's counters (none before the first remote blob) */
+  registryStats(): ClientStats | undefined;
+}
+
+export function remoteOpener(s: Pick<WorkerSettings, 'registry' | 'readDeadlineMs'>, log: Logger): RemoteOpener {
   let fetcher: BlobFetcher | undefined;
   const reg = s.registry;
   const holdPrefetch = (ms: number) => fetcher?.scheduler.holdPrefetch(ms);
@@ -25,7 +32,7 @@ export function remoteOpener(s: Pick<WorkerSettings, 'registry' | 'readDeadlineM
     const ref = parseImageRef(img.imageRef);
     return fetcher.open({ host: ref.host, repo: ref.repo, entry, tableDigests });
   };
-  return { open, holdPrefetch };
+  return { open, holdPrefetch, registryStats: () => fetcher?.client.stats };
 }
 
 /** How long a registry response may stay silent before its GET is retried. */

@@ -23,6 +23,17 @@ const MAX_BOOTSTRAPS = 32;
 /** Opens a blob that lives in a registry (the fetcher provides it). */
 export type RemoteBlobOpener = (img: FscacheImage, entry: BlobEntry, tableDigests: Buffer[] | null) => Promise<BlobContent>;
 
+/** Told when a content is opened (with the image it was opened for) and before it is closed: metrics follow contents so. */
+export interface ContentHooks {
+  opened(content: BlobContent, image: string): void;
+  closing(content: BlobContent): void;
+}
+
+/** How metrics name an image: its reference, or for a local mount its fsid. */
+export function imageLabel(img: FscacheImage): string {
+  return img.imageRef || `fsid:${img.fsid}`;
+}
+
 export class MetadataResolver implements ContentResolver {
   /** Contents by volume and cookie. One evicted while an object still uses it is closed on its last release. */
   private readonly cache = new LRUCache<string, Promise<BlobContent>>({
@@ -39,13 +50,14 @@ export class MetadataResolver implements ContentResolver {
   constructor(
     private readonly db: Database.Database,
     private readonly remote?: RemoteBlobOpener,
+    private readonly hooks?: ContentHooks,
   ) {
     this.images = new FscacheImages(db);
   }
 
   /** Opens lazysnapd's metadata read-only. */
-  static open(dbPath: string, remote?: RemoteBlobOpener): MetadataResolver {
-    return new MetadataResolver(new Database(dbPath, { readonly: true, fileMustExist: true }), remote);
+  static open(dbPath: string, remote?: RemoteBlobOpener, hooks?: ContentHooks): MetadataResolver {
+    return new MetadataResolver(new Database(dbPath, { readonly: true, fileMustExist: true }), remote, hooks);
   }
 
   close(): void {
@@ -73,24 +85,34 @@ export class MetadataResolver implements ContentResolver {
     const n = (this.users.get(content) ?? 0) - 1;
     if (n > 0) return void this.users.set(content, n);
     this.users.delete(content);
-    if (!this.cached.has(content)) content.close?.();
+    if (!this.cached.has(content)) this.closeContent(content);
   }
 
   /** Evicted from the cache: closed now, or at its last release. */
   private closeIfUnused(c: BlobContent): void {
     this.cached.delete(c);
-    if (!this.users.has(c)) c.close?.();
+    if (!this.users.has(c)) this.closeContent(c);
+  }
+
+  private closeContent(c: BlobContent): void {
+    this.hooks?.closing(c);
+    c.close?.();
   }
 
   private async lookup(volume: string, cookie: string): Promise<BlobContent> {
     const images = this.images.inVolume(volume);
     const own = images.find((i) => i.fsid === cookie);
-    if (own) return FlatFileContent.open(own.bootstrap, `bootstrap of ${own.fsid}`);
+    if (own) return this.opened(await FlatFileContent.open(own.bootstrap, `bootstrap of ${own.fsid}`), own);
     for (const img of images) {
       const c = await this.blobOf(img, cookie);
-      if (c) return c;
+      if (c) return this.opened(c, img);
     }
     throw new UnknownBlobError(volume, cookie);
+  }
+
+  private opened(c: BlobContent, img: FscacheImage): BlobContent {
+    this.hooks?.opened(c, imageLabel(img));
+    return c;
   }
 
   /** The blob an image names `tag`: a nydus data blob, or a flat extra device of a plain EROFS image. */

@@ -5,13 +5,14 @@ import type { ContentResolver } from '../content/content';
 import type { WorkerSettings } from './settings';
 import type { Serving } from './worker';
 import { contentStatus } from './control';
+import type { ReadObserver } from '../content/content';
 import { FanotifyDaemon } from './fanotify/daemon';
 import { GroupPoller, allBlobFiles, deadJournals, groupIO, openJournal, reserveFds } from './fanotify/group';
 
 /** how often orphans wait for a live worker's journal (a retiring one) to go */
 const RESCAN_MS = 200;
 
-export function serveFanotify(groupFd: number, resolver: ContentResolver, s: WorkerSettings, log: Logger): Serving {
+export function serveFanotify(groupFd: number, resolver: ContentResolver, s: WorkerSettings, log: Logger, onRead?: ReadObserver): Serving {
   const journal = openJournal(s.journalDir);
   let poller: GroupPoller | undefined;
   const daemon = new FanotifyDaemon(groupIO(groupFd), journal, resolver, log, {
@@ -20,6 +21,7 @@ export function serveFanotify(groupFd: number, resolver: ContentResolver, s: Wor
     retryDelayMs: 50,
     readDeadlineMs: s.readDeadlineMs,
     onAnswered: () => poller?.resume(),
+    onRead,
   });
   poller = new GroupPoller(groupFd, () => daemon.drain(), (err) => log.error({ err: err.message }, 'reading the fanotify group failed'));
 

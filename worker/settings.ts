@@ -21,6 +21,8 @@ export interface WorkerSettings {
   readDeadlineMs: number;
   /** the serving worker sends a heartbeat this often; lazysnapd kills a worker that stays silent (supervisor/liveness.ts) */
   heartbeatMs: number;
+  /** the serving worker sends its metrics this often (ms); 0: lazysnapd serves no metrics */
+  metricsMs: number;
   /** where lazy blobs are fetched from */
   registry: {
     /** containerd's hosts.toml directory */
@@ -62,6 +64,7 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
   want(typeof o.prefetch === 'boolean', 'prefetch must be a boolean');
   want(Number.isSafeInteger(o.readDeadlineMs) && (o.readDeadlineMs as number) > 0, 'readDeadlineMs must be a positive integer');
   want(Number.isSafeInteger(o.heartbeatMs) && (o.heartbeatMs as number) > 0, 'heartbeatMs must be a positive integer');
+  want(Number.isSafeInteger(o.metricsMs) && (o.metricsMs as number) >= 0, 'metricsMs must be a non-negative integer');
   want(typeof r.hostsDir === 'string' && typeof r.dockerConfig === 'string' && typeof r.plainHttp === 'boolean',
     'registry must have hostsDir, dockerConfig (strings) and plainHttp (boolean)');
   return {
@@ -74,6 +77,7 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
     prefetch: o.prefetch as boolean,
     readDeadlineMs: o.readDeadlineMs as number,
     heartbeatMs: o.heartbeatMs as number,
+    metricsMs: o.metricsMs as number,
     registry: { hostsDir: r.hostsDir as string, dockerConfig: r.dockerConfig as string, plainHttp: r.plainHttp as boolean },
   };
 }

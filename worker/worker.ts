@@ -10,11 +10,13 @@ import type { Logger } from 'pino';
 import { recvFds } from '../native';
 import { CachefilesDevice } from './device';
 import { FscacheDaemon } from './daemon';
-import { ControlRequest, HANDOVER_BYTE, Heartbeat, WorkerStatus, contentStatus, onJsonLines, sendJson } from './control';
+import { ControlRequest, HANDOVER_BYTE, Heartbeat, MetricsReport, WorkerStatus, contentStatus, onJsonLines, sendJson } from './control';
+import { WorkerMetrics } from './metrics';
+import type { ReadObserver } from '../content/content';
 import { serveFanotify } from './serve-fanotify';
 import { cmd } from './protocol';
 import { MetadataResolver } from './resolver';
-import { remoteOpener } from './remote-opener';
+import { remoteOpener, type RemoteOpener } from './remote-opener';
 import type { WorkerSettings } from './settings';
 import { serveTakeover } from './takeover';
 
@@ -40,10 +42,11 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   }
   const devFd = got.fds[0];
   const remote = remoteOpener(o.settings, o.log);
-  const resolver = MetadataResolver.open(o.settings.dbPath, remote.open);
+  const metrics = new WorkerMetrics();
+  const resolver = MetadataResolver.open(o.settings.dbPath, remote.open, { opened: (c, image) => metrics.label(c, image), closing: (c) => metrics.closing(c) });
   const serving = o.settings.backend === 'fanotify'
-    ? serveFanotify(devFd, resolver, o.settings, o.log)
-    : serveFscache(devFd, resolver, o.settings, o.log);
+    ? serveFanotify(devFd, resolver, o.settings, o.log, metrics.read)
+    : serveFscache(devFd, resolver, o.settings, o.log, metrics.read);
 
   const control = new net.Socket({ fd: o.controlFd, readable: true, writable: true });
   let retiring = false;
@@ -58,6 +61,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
       } else if (req.op === 'retire') {
         retiring = true;
         clearInterval(heartbeat);
+        clearInterval(reporting);
         serving.stop();
         const wait = setInterval(() => {
           if (serving.requests.pending > 0) return;
@@ -79,6 +83,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   if (o.settings.takeoverPath) serveTakeover(o.settings.takeoverPath, devFd, o.log);
   sendJson(control, { event: 'ready', pid: process.pid });
   const heartbeat = startHeartbeat(control, serving, o.settings.heartbeatMs);
+  const reporting = startMetricsReports(control, metrics, remote, o.settings.metricsMs, o.log);
   o.log.info({ pid: process.pid, backend: o.settings.backend }, 'worker serving');
 }
 
@@ -104,13 +109,14 @@ export interface Serving {
   status(): WorkerStatus;
 }
 
-function serveFscache(devFd: number, resolver: MetadataResolver, s: WorkerSettings, log: Logger): Serving {
+function serveFscache(devFd: number, resolver: MetadataResolver, s: WorkerSettings, log: Logger, onRead: ReadObserver): Serving {
   const device = new CachefilesDevice(devFd);
   const daemon = new FscacheDaemon(device, resolver, log, {
     readAttempts: 4,
     retryDelayMs: 50,
     readDeadlineMs: s.readDeadlineMs,
     prefetch: s.prefetch,
+    onRead,
   });
   return {
     start() {
@@ -165,6 +171,17 @@ function startHeartbeat(control: net.Socket, serving: Serving, everyMs: number):
   };
   beat();
   return setInterval(beat, everyMs);
+}
+
+/** Sends the metrics every `everyMs` (not at all when 0): a killed worker loses at most that much of its counts. */
+function startMetricsReports(control: net.Socket, metrics: WorkerMetrics, remote: RemoteOpener, everyMs: number, log: Logger): NodeJS.Timeout | undefined {
+  if (everyMs <= 0) return undefined;
+  const report = async () => {
+    metrics.sample(remote.registryStats());
+    const m: MetricsReport = { event: 'metrics', pid: process.pid, metrics: await metrics.snapshot() };
+    sendJson(control, m);
+  };
+  return setInterval(() => void report().catch((err) => log.warn({ err: (err as Error).message }, 'cannot report metrics')), everyMs);
 }
 
 /** Set in lazysnapd's environment (workers inherit it) by tests only. */

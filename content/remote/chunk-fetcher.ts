@@ -87,6 +87,10 @@ export interface ChunkFetcherStats {
   chunksDelivered: number;
   /** fills that joined a fetch already under way or cached */
   joined: number;
+  /** chunks on-demand fills needed (a READ's window, not the chunks it was widened by) */
+  chunksWanted: number;
+  /** of those, the ones already present: cache hits */
+  chunksWantedPresent: number;
   /** present chunks delivered again because a window asked for them */
   redelivered: number;
   /** chunks a fill left to a concurrent fill that was writing them */
@@ -129,7 +133,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
   readonly scheduler: FetchScheduler;
   readonly hostKey: string;
   readonly stats: ChunkFetcherStats = {
-    fills: 0, gets: 0, getBytes: 0, chunksFetched: 0, chunksDelivered: 0, joined: 0, redelivered: 0, sharedDeliveries: 0,
+    fills: 0, gets: 0, getBytes: 0, chunksFetched: 0, chunksDelivered: 0, joined: 0, chunksWanted: 0, chunksWantedPresent: 0, redelivered: 0, sharedDeliveries: 0,
     verifyFailures: 0, badChunksMarked: 0, badChunksHealed: 0, badChunkHits: 0,
   };
   readonly opts: Required<Omit<ChunkFetcherOptions, 'scheduler' | 'hostKey' | 'presence' | 'log'>>;
@@ -192,6 +196,8 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       bytes: this.totalBytes,
       bytesPresent: this.bytesPresent,
       fetchedBytes: this.stats.getBytes,
+      chunksWanted: this.stats.chunksWanted,
+      chunksWantedPresent: this.stats.chunksWantedPresent,
     };
   }
 
@@ -245,6 +251,8 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     // chunks another fill is writing right now: wait for it rather than write them twice
     const others = this.opts.shareDeliveries ? needed.filter((c) => this.delivering.has(c.index)) : [];
     if (others.length) needed = needed.filter((c) => !this.delivering.has(c.index));
+    this.stats.chunksWanted += usable.length;
+    for (const c of usable) if (this.presence.has(c.index)) this.stats.chunksWantedPresent++;
     for (const c of needed) if (this.presence.has(c.index)) this.stats.redelivered++;
     const extra = widen({
       chunks: this.blob.chunks,

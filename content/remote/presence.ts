@@ -1,16 +1,12 @@
 // Which chunks of a blob have been delivered (written through a sink). One
 // bit per chunk; counts kept for progress reports.
 import { chunksCovering, type ChunkInfo } from '../../image/blob/chunkinfo';
+import type { BlobPresence } from '../content';
 
-/** How much of a blob is present. */
-export interface BlobProgress {
+/** How much of a remote blob is present, in chunks too. */
+export interface BlobProgress extends BlobPresence {
   chunks: number;
   chunksPresent: number;
-  /** uncompressed bytes of all chunks */
-  bytes: number;
-  bytesPresent: number;
-  /** compressed bytes fetched so far */
-  fetchedBytes: number;
 }
 
 export interface ChunkPresence {

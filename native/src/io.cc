@@ -1,12 +1,15 @@
 // Aligned buffers, whole-buffer pwrite (sync and on the libuv threadpool),
 // the cachefiles READ-completion ioctl, and the data extents of a file.
 #include <errno.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstring>
 
 #include "native.h"
+
+#include <sys/file.h>
 
 namespace lazysnap {
 
@@ -188,7 +191,18 @@ static Napi::Value SeekHole(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(hole));
 }
 
+// flock(fd, LOCK_EX | LOCK_NB): true when taken, false when another open file
+// description holds it. The lock lives as long as that description: a process
+// that dies, even by SIGKILL, lets it go.
+static Napi::Value TryLockExclusive(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0, "fd");
+  if (flock(fd, LOCK_EX | LOCK_NB) == 0) return Napi::Boolean::New(info.Env(), true);
+  if (errno == EWOULDBLOCK) return Napi::Boolean::New(info.Env(), false);
+  throw ErrnoError(info.Env(), errno, "flock");
+}
+
 void InitIo(Napi::Env env, Napi::Object exports) {
+  exports.Set("tryLockExclusive", Napi::Function::New(env, TryLockExclusive, "tryLockExclusive"));
   exports.Set("seekHole", Napi::Function::New(env, SeekHole, "seekHole"));
   exports.Set("dataExtents", Napi::Function::New(env, DataExtents, "dataExtents"));
   exports.Set("allocAligned", Napi::Function::New(env, AllocAligned, "allocAligned"));

@@ -10,12 +10,13 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { killWorkers, startLazysnapd, Lazysnapd, LAZYSNAPD_JS } from '../support/lazysnapd';
 import { makeTempDir, removeTempDir, unmountAll } from '../support/tmp';
-import { runOk } from '../support/proc';
+import { run, runOk } from '../support/proc';
 import { waitFor, canConnect } from '../support/wait';
 import { startFakeSystemd } from '../support/fake-systemd';
 import { parseConfig } from '../../config/config';
 import { makeSourceTree, treeDigest } from '../support/guest';
 import { nydusFromDir } from '../support/nydus-from-dir';
+import { scrape, total, type Samples } from '../support/metrics';
 
 const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
 const READER = path.resolve(__dirname, '../kernel/failover-reader.js');
@@ -39,9 +40,16 @@ before(async () => {
     root,
     address: path.join(dir, 'snap.sock'),
     // "auto": this host has no /dev/cachefiles (no CACHEFILES_ONDEMAND), so fanotify serves
-    config: `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\nbackend = "auto"\n[admin]\nmount_dirs = ["${dir}"]\n`,
+    config: `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\nbackend = "auto"\n[admin]\nmount_dirs = ["${dir}"]\n` +
+      `[metrics]\naddress = "${path.join(dir, 'metrics.sock')}"\n`,
   });
 });
+
+/** lazysnapd's metrics once the serving worker has reported (every second) what was just done. */
+async function metricsNow(): Promise<Samples> {
+  await new Promise((r) => setTimeout(r, 1500));
+  return scrape(path.join(dir, 'metrics.sock'));
+}
 
 after(async () => {
   if (dir) await unmountAll(dir);
@@ -104,6 +112,15 @@ test('mounted straight from a registry (lazysnap mount docker://…): blobs arri
     const img = s.images.find((i: { imageRef: string }) => i.imageRef === `${registry.host}/test/fan:1`);
     assert.ok(img, JSON.stringify(s.images));
     assert.equal(img.source, 'registry');
+    const m = await metricsNow();
+    const image_ref = `${registry.host}/test/fan:1`;
+    assert.ok(total(m, 'lazysnap_read_latency_microseconds_count', { image_ref, result: 'filled' }) > 0, 'READs of the image were counted');
+    assert.ok(total(m, 'lazysnap_fetched_bytes_total', { image_ref }) > 0, 'bytes fetched for the image');
+    assert.ok(total(m, 'lazysnap_read_bytes_total', { image_ref }) > 0);
+    assert.ok(total(m, 'lazysnap_registry_requests_total', { host: registry.host }) > 0);
+    assert.equal(total(m, 'lazysnap_read_latency_microseconds_count', { image_ref, result: 'eio' }), 0, 'no READ failed');
+    assert.equal(total(m, 'lazysnap_registry_errors_total'), 0);
+    assert.equal(total(m, 'lazysnap_build_info', { backend: 'fanotify' }), 1);
     await cli('umount', mnt);
   } finally {
     await registry.stop();
@@ -131,6 +148,30 @@ test('a corrupt chunk in a blob: its bytes give EIO, never wrong data, and the o
     assert.ok(r.files - r.readsFailed >= srcFiles() - 3, `${r.files - r.readsFailed} of ${srcFiles()} files read`);
     const s = JSON.parse(await cli('status', '--json'));
     assert.ok(s.worker.stats.eventsDenied >= 1);
+    assert.ok(total(await metricsNow(), 'lazysnap_read_latency_microseconds_count', { result: 'eio' }) >= 1, 'the EIOs are counted');
+  } finally {
+    await cli('umount', mnt);
+  }
+});
+
+test('a second lazysnapd on the same root exits 1 naming the first one\'s pid; the first keeps serving its reader', { timeout: 300_000 }, async () => {
+  const mnt = path.join(dir, 'mnt-lock');
+  fs.mkdirSync(mnt);
+  await cli('mount', ref, mnt);
+  try {
+    const reading = startReader(mnt);
+    await new Promise((r) => setTimeout(r, 200));
+    const second = await run(process.execPath, [LAZYSNAPD_JS, '--config', `${d.root}.config.toml`, '--root', d.root, '--address', path.join(dir, 'second.sock')], { timeoutMs: 30_000 });
+    assert.equal(second.code, 1, second.stderr);
+    const lines = second.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, second.stderr);
+    assert.match(lines[0], new RegExp(`^lazysnapd: root ${d.root} is in use by lazysnapd pid ${d.proc.pid} \\(serving ${d.address}\\)`));
+    assert.ok(!fs.existsSync(path.join(dir, 'second.sock')), 'the second one served nothing');
+    const r = await reading;
+    assert.equal(r.readsFailed, 0, r.errors.slice(0, 5).join('; '));
+    assert.equal(r.mismatchedBytes, 0);
+    assert.equal(r.files, srcFiles());
+    assert.ok(JSON.parse(await cli('status', '--json')).worker.pid > 0, 'the first still answers');
   } finally {
     await cli('umount', mnt);
   }

@@ -7,7 +7,7 @@
 // reads as zeros. The group is behind FanotifyIO, so this runs in unit tests.
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { Allocator, BlobContent, ContentResolver, UnknownBlobError, clipToSize, fillRetryable } from '../../content/content';
+import { Allocator, BlobContent, ContentResolver, ReadObserver, ReadResult, UnknownBlobError, clipToSize, fillRetryable } from '../../content/content';
 import { FAN, FanEvent, parseEvent } from './events';
 import { EventJournal, JournalEntry } from './journal';
 
@@ -49,6 +49,15 @@ export interface FanotifyDaemonOptions {
   readDeadlineMs?: number;
   /** called after each answer: reading may resume if the journal was full */
   onAnswered?: () => void;
+  /** told of each event answered for a blob (metrics) */
+  onRead?: ReadObserver;
+}
+
+/** Where an event's answer came from. */
+interface Outcome {
+  result?: ReadResult;
+  content?: BlobContent;
+  len: number;
 }
 
 export interface FanotifyStats {
@@ -157,11 +166,13 @@ export class FanotifyDaemon {
   }
 
   private async handle(slot: number, ev: FanEvent): Promise<void> {
+    const startedAt = process.hrtime.bigint();
     let verdict: 'allow' | { deny: number } = { deny: EIO };
     /** background work that writes through this event's fd: the fd is closed after it */
     const hold: Promise<unknown>[] = [];
+    const outcome: Outcome = { len: 0 };
     try {
-      verdict = await this.decide(slot, ev, hold);
+      verdict = await this.decide(slot, ev, hold, outcome);
     } catch (err) {
       this.log.error({ err, fd: ev.fd }, 'unexpected failure handling a fanotify event; denying it');
     } finally {
@@ -171,6 +182,7 @@ export class FanotifyDaemon {
         this.log.warn({ err: (err as Error).message, fd: ev.fd }, 'the kernel refused a fanotify response');
       }
       if (verdict !== 'allow') this.stats.eventsDenied++;
+      if (outcome.result) this.opts.onRead?.(outcome.content, startedAt, verdict === 'allow' ? outcome.result : 'eio', outcome.len);
       this.live.delete(ev.fd);
       this.since.delete(ev.fd);
       if (hold.length === 0) this.io.close(ev.fd);
@@ -181,7 +193,7 @@ export class FanotifyDaemon {
     }
   }
 
-  private async decide(slot: number, ev: FanEvent, hold: Promise<unknown>[]): Promise<'allow' | { deny: number }> {
+  private async decide(slot: number, ev: FanEvent, hold: Promise<unknown>[], outcome: Outcome): Promise<'allow' | { deny: number }> {
     this.stats.events++;
     const file = this.io.pathOf(ev.fd);
     const rel = path.relative(this.opts.blobDir, file);
@@ -201,15 +213,17 @@ export class FanotifyDaemon {
     const size = this.blobs.get(rel)?.size ?? this.io.sizeOf(ev.fd);
     const start = ev.range.offset;
     const end = Math.min(start + ev.range.count, size);
+    Object.assign(outcome, { result: 'present', content: this.blobs.get(rel)?.resolved, len: Math.max(0, end - start) });
     if (start >= end || this.io.holeAt(ev.fd, start) >= end) {
       this.stats.eventsPresent++;
       return 'allow';
     }
+    outcome.result = 'filled';
     const blob = this.blob(rel, parts[0], parts[1], size);
     blob.reads++;
     let content: BlobContent;
     try {
-      content = await blob.content;
+      content = outcome.content = await blob.content;
     } catch (err) {
       this.blobs.delete(rel); // not remembered: the next event tries again
       this.log.warn({ file, err: (err as Error).message, unknown: err instanceof UnknownBlobError }, 'cannot resolve a blob; denying its read');
