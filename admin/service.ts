@@ -22,6 +22,8 @@ export interface AdminDeps {
   backend?: 'fscache' | 'fanotify' | 'download';
   /** admin.mount_dirs: Mount only beneath these */
   mountDirs: string[];
+  /** what status says of lazysnapd itself */
+  about: { version: string; config: string; root: string; address: string };
   log: Logger;
 }
 
@@ -91,6 +93,7 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
     Status: unary(async (): Promise<w.StatusResponse> => {
       const status: Record<string, unknown> = {
         pid: process.pid,
+        ...d.about,
         fscache: d.supervisor ? 'enabled' : `disabled: ${d.fscacheDisabledReason ?? 'by config'}`,
         backend: d.mounter?.backend ?? null,
         mounts: d.images().all(),

@@ -125,7 +125,7 @@ program
     const s = await withClient(o, (c) => c.status());
     if (o.json) return void process.stdout.write(JSON.stringify(s, null, 2) + '\n');
     const w = s.worker as { pid?: number; activations?: number; hangsHealed?: number; error?: string; objects?: unknown[]; stats?: Record<string, number> } | undefined;
-    process.stdout.write(`lazysnapd pid ${s.pid}; lazy images: ${s.backend ? `served through ${s.backend}` : s.fscache}\n`);
+    process.stdout.write(`lazysnapd ${s.version} pid ${s.pid}, root ${s.root}, config ${s.config}; lazy images: ${s.backend ? `served through ${s.backend}` : s.fscache}\n`);
     if (w) process.stdout.write(`worker pid ${w.pid} (activations ${w.activations}, hangs healed ${w.hangsHealed ?? 0}); objects ${w.objects?.length ?? 0}; ${JSON.stringify(w.stats ?? {})}\n`);
     if (w?.error) process.stdout.write(`worker: ${w.error}\n`);
     type Img = { fsid: string; mountpoint: string; imageRef: string; source: string; backend: string; blobs: BlobStatus[] };

@@ -66,6 +66,7 @@ async function main(argv: string[]) {
     images,
     fscacheDisabledReason: fscache.disabledReason,
     mountDirs: cfg.admin.mount_dirs,
+    about: { version: VERSION, config: file ?? 'embedded defaults', root: cfg.root, address: cfg.address },
     log,
   });
   const backend = fscache.mounter?.backend ?? 'none';

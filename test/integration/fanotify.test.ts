@@ -16,10 +16,10 @@ import { startFakeSystemd } from '../support/fake-systemd';
 import { parseConfig } from '../../config/config';
 import { makeSourceTree, treeDigest } from '../support/guest';
 import { nydusFromDir } from '../support/nydus-from-dir';
+import { startReader as startTreeReader } from '../support/reader';
 import { scrape, total, type Samples } from '../support/metrics';
 
 const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
-const READER = path.resolve(__dirname, '../kernel/failover-reader.js');
 const FAILOVER = path.resolve(__dirname, '../kernel/failover.js');
 const HANG_READER = path.resolve(__dirname, '../kernel/hang-reader.js');
 let dir: string;
@@ -81,14 +81,7 @@ test('a nydus image read through fanotify pre-content equals its source', { time
 const config = (root: string) =>
   `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\nbackend = "fanotify"\n[admin]\nmount_dirs = ["${dir}"]\n`;
 
-function startReader(mnt: string) {
-  const p = spawn(process.execPath, [READER, mnt, src], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  p.stdout!.on('data', (x) => (out += x));
-  return new Promise<{ files: number; bytes: number; readsFailed: number; mismatchedBytes: number; errors: string[] }>((resolve, reject) =>
-    p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`reader exited ${code}`)))),
-  );
-}
+const startReader = (mnt: string) => startTreeReader(mnt, src);
 
 const workersOf = (root: string): number[] => JSON.parse(fs.readFileSync(path.join(root, 'fscache', 'workers.json'), 'utf8'));
 const srcFiles = () => [...treeDigest(src).values()].filter((v) => v !== 'dir' && !v.startsWith('->')).length;

@@ -66,7 +66,7 @@ test('the Mount handler checks the place first and always asks for nosuid,nodev'
       return { fsid: 'f', domain: '' };
     },
   } as unknown as Mounter;
-  const h = adminHandlers({ mounter, images: () => ({}) as FscacheImages, mountDirs: [f.allowed], log: pino({ level: 'silent' }) });
+  const h = adminHandlers({ mounter, images: () => ({}) as FscacheImages, mountDirs: [f.allowed], about: { version: 't', config: 'c', root: '/r', address: '/a' }, log: pino({ level: 'silent' }) });
   const call = (mountpoint: string) =>
     new Promise<{ err: grpc.ServiceError | null; res: unknown }>((resolve) =>
       (h.Mount as Function)({ request: { bootstrap: '/b', mountpoint, blobs_dir: '', domain: '', fsid: '' } }, (err: grpc.ServiceError | null, res: unknown) => resolve({ err, res })),
