@@ -15,6 +15,8 @@ import { PullError } from '../pull/pull';
 import { RegistryError } from '../registry/errors';
 import { AdminClient, AdminError } from './admin-client';
 import { VERSION } from './version';
+import { runDoctor } from '../doctor/doctor';
+import { formatFindings } from '../doctor/finding';
 import type { BlobStatus } from '../admin/service';
 
 const program = new Command('lazysnap')
@@ -144,6 +146,21 @@ program
         }
       }
     }
+  });
+
+program
+  .command('doctor')
+  .description("check this node for lazysnap: kernel features (probed: cachefiles on-demand, EROFS file-backed, fanotify pre-content), modules, the cache dir's filesystem, containerd's config, registry settings, lazysnapd's root and socket; one line each, with the fix; exit 1 if any fails")
+  .option('--config <file>', `lazysnapd's config (default ${SYSTEM_CONFIG} if it exists, else the embedded defaults)`)
+  .option('--containerd-config <file>', "containerd's config", '/etc/containerd/config.toml')
+  .option('--no-probes', 'do not probe the kernel (no cachefiles bind, no mount, no fanotify mark): what lazysnapd checks at start')
+  .option('--json', 'print JSON')
+  .action(async (o: { config?: string; containerdConfig: string; probes: boolean; json?: boolean }) => {
+    const cfg = loadConfig(configFile(o.config, fs.existsSync));
+    const findings = await runDoctor(cfg, { containerdConfig: o.containerdConfig, probes: o.probes });
+    if (o.json) process.stdout.write(JSON.stringify(findings, null, 2) + '\n');
+    else process.stdout.write(`lazysnap ${VERSION} on Linux ${os.release()}\n${formatFindings(findings)}`);
+    process.exitCode = findings.some((f) => f.verdict === 'fail') ? 1 : 0;
   });
 
 program

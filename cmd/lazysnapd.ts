@@ -16,6 +16,10 @@ import { DaemonMetrics } from '../supervisor/metrics';
 import { MetricsEndpointError, serveMetrics } from '../supervisor/metrics-endpoint';
 import { diskUsage } from '../snapshotter/usage';
 import { VERSION } from './version';
+import { runDoctor } from '../doctor/doctor';
+
+/** containerd's config, which the start-up checks read */
+const CONTAINERD_CONFIG = '/etc/containerd/config.toml';
 import type { Config } from '../config/config';
 import type { Logger } from 'pino';
 import { sdNotify } from '../native';
@@ -80,6 +84,11 @@ async function main(argv: string[]) {
     }));
   log.info({ version: VERSION, root: cfg.root, address: cfg.address, fscache: fscache.disabledReason ?? 'enabled', backend, metrics: cfg.metrics.address || 'off' }, 'lazysnapd serving');
   sdNotify('READY=1');
+  // what `lazysnap doctor --no-probes` would say, for the operator reading the log
+  void runDoctor(cfg, { containerdConfig: CONTAINERD_CONFIG, probes: false }).then(
+    (findings) => { for (const f of findings) if (f.verdict !== 'ok') log.warn({ check: f.check, fix: f.fix }, f.detail); },
+    (err) => log.warn({ err: (err as Error).message }, 'the start-up checks failed'),
+  );
   log.info(`point containerd at it: [proxy_plugins.lazysnap] type = "snapshot" address = "${cfg.address}" (the README shows the whole config for containerd 1.6, 1.7 and 2.x)`);
 
   let stopping = false;

@@ -60,3 +60,19 @@ export function takeLock(file: string, what: string, owner: string): HeldLock {
     },
   };
 }
+
+/**
+ * The pid holding the flock on `file` now, from /proc/locks (without taking
+ * the lock to find out, which could refuse a lazysnapd starting that moment);
+ * null when nobody holds it.
+ */
+export function lockHolder(file: string): number | null {
+  const st = fs.statSync(file, { throwIfNoEntry: false, bigint: true });
+  if (!st) return null;
+  for (const line of fs.readFileSync('/proc/locks', 'utf8').split('\n')) {
+    // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+    const m = /^\d+:\s+FLOCK\s+\S+\s+\S+\s+(\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/.exec(line);
+    if (m && BigInt(m[2]) === st.ino) return Number(m[1]);
+  }
+  return null;
+}
