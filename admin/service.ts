@@ -10,6 +10,8 @@ import { codeOf, detailsOf } from '../snapshotter/storage/errors';
 import { allowedMountpoint } from './mount-policy';
 import type { WorkerObjectStatus } from '../worker/control';
 import type { BadChunk } from '../content/content';
+import type { Info } from '../snapshotter/storage/info';
+import { inventory } from './inventory';
 
 export type WorkerObject = Pick<WorkerObjectStatus, 'volume' | 'cookie' | 'size' | 'present' | 'chunks'>;
 
@@ -24,6 +26,10 @@ export interface AdminDeps {
   mountDirs: string[];
   /** what status says of lazysnapd itself */
   about: { version: string; config: string; root: string; address: string };
+  /** the snapshots, for the images they hold */
+  snapshots?: () => Info[];
+  /** the cache: where, how full, its bound (0: none) and how many images were culled */
+  cache?: () => Promise<{ dir: string; usage: number; maxBytes: number; lowWaterBytes: number; evictions: number }>;
   log: Logger;
 }
 
@@ -121,6 +127,8 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
         source: img.imageRef ? 'registry' : 'local',
         blobs: blobsOf(img.domain || img.fsid, img.fsid, d.mounter?.deviceTags(img) ?? null, objects),
       }));
+      if (d.snapshots) Object.assign(status, { inventory: inventory(d.snapshots(), d.images().all(), d.mounter?.backend ?? null) });
+      if (d.cache) status.cache = await d.cache();
       return { json: JSON.stringify(status) };
     }),
   };

@@ -1,5 +1,6 @@
 // `lazysnap convert SRC DST`: OCI image → nydus RAFS v6 image. A progress bar
 // on a TTY, otherwise one line per layer (logs stay readable).
+import { parseSize } from '../config/size';
 import { MultiBar, Presets, SingleBar } from 'cli-progress';
 import { convert, ConvertOptions, DEFAULT_CHUNK_SIZE } from '../image/convert';
 import { RegistryError } from '../registry/errors';
@@ -21,14 +22,6 @@ export interface ConvertCliOptions {
 const KNOWN = new Set(['LayerError', 'ImageError', 'TreeError', 'TreeBuildError', 'XattrError', 'FormatError', 'TarFormatError', 'RangeError']);
 const short = (d: string) => d.replace(/^sha256:/, '').slice(0, 12);
 const mb = (n: number) => (n / 1e6).toFixed(1);
-
-/** "1048576", "1M", "1MiB", "512K", "4KiB" → bytes */
-export function parseSize(s: string): number {
-  const m = /^(\d+)\s*(k|m|ki|mi)?b?$/i.exec(s.trim());
-  if (!m) throw new Error(`bad size "${s}"`);
-  const unit = (m[2] ?? '').toLowerCase();
-  return parseInt(m[1], 10) * (unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1 << 20 : 1);
-}
 
 export async function convertCommand(src: string, dst: string, o: ConvertCliOptions): Promise<number> {
   const tty = process.stderr.isTTY === true;

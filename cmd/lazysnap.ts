@@ -18,6 +18,7 @@ import { VERSION } from './version';
 import { runDoctor } from '../doctor/doctor';
 import { formatFindings } from '../doctor/finding';
 import type { BlobStatus } from '../admin/service';
+import type { Inventory } from '../admin/inventory';
 
 const program = new Command('lazysnap')
   .description('lazysnap command-line tool')
@@ -130,6 +131,15 @@ program
     process.stdout.write(`lazysnapd ${s.version} pid ${s.pid}, root ${s.root}, config ${s.config}; lazy images: ${s.backend ? `served through ${s.backend}` : s.fscache}\n`);
     if (w) process.stdout.write(`worker pid ${w.pid} (activations ${w.activations}, hangs healed ${w.hangsHealed ?? 0}); objects ${w.objects?.length ?? 0}; ${JSON.stringify(w.stats ?? {})}\n`);
     if (w?.error) process.stdout.write(`worker: ${w.error}\n`);
+    const c = s.cache as { dir: string; usage: number; maxBytes: number; evictions: number } | undefined;
+    const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+    if (c) process.stdout.write(`cache ${c.dir}: ${mib(c.usage)}${c.maxBytes ? ` of ${mib(c.maxBytes)} (${c.evictions} images culled)` : ', no bound'}\n`);
+    const inv = s.inventory as Inventory | undefined;
+    if (inv) {
+      const n = inv.snapshots;
+      process.stdout.write(`snapshots: ${n.committed} committed (${n.nydusBlobLayers} nydus blob layers, kept in the registry), ${n.active} active, ${n.view} views; ${n.withoutImageLabel} layers carry no image label (ctr pulls)\n`);
+      for (const i of inv.images) process.stdout.write(`  image ${i.ref}: ${i.served}, ${i.layers} layers: ${i.why}\n`);
+    }
     type Img = { fsid: string; mountpoint: string; imageRef: string; source: string; backend: string; blobs: BlobStatus[] };
     for (const m of s.images as Img[]) {
       process.stdout.write(`  ${m.mountpoint ?? '(not mounted)'}  fsid=${m.fsid} lazy through ${m.backend}, blobs from ${m.source}${m.imageRef ? ` ${m.imageRef}` : ''}\n`);

@@ -15,6 +15,8 @@ import { FscacheSetupError, cacheDirOf, startFscache, type Fscache } from '../su
 import { DaemonMetrics } from '../supervisor/metrics';
 import { MetricsEndpointError, serveMetrics } from '../supervisor/metrics-endpoint';
 import { diskUsage } from '../snapshotter/usage';
+import { CacheBound } from '../mounts/cache-bound';
+import { parseSize } from '../config/size';
 import { VERSION } from './version';
 import { runDoctor } from '../doctor/doctor';
 
@@ -64,6 +66,8 @@ async function main(argv: string[]) {
   const images = () => sn.store.fscacheImages;
   const fscache = await startFscache(cfg, images, log);
   sn.lazy = fscache.lazy;
+  fscache.lazy?.sweep();
+  let bound: CacheBound | undefined;
   const admin = adminHandlers({
     mounter: fscache.mounter,
     supervisor: fscache.supervisor,
@@ -71,10 +75,22 @@ async function main(argv: string[]) {
     fscacheDisabledReason: fscache.disabledReason,
     mountDirs: cfg.admin.mount_dirs,
     about: { version: VERSION, config: file ?? 'embedded defaults', root: cfg.root, address: cfg.address },
+    snapshots: () => sn.store.view((tx) => tx.list()),
+    cache: async () => {
+      const dir = cacheDirOf(cfg);
+      return {
+        dir,
+        usage: fs.existsSync(dir) ? (await diskUsage(dir)).size : 0,
+        maxBytes: bound?.maxBytes ?? 0,
+        lowWaterBytes: bound?.lowWaterBytes ?? 0,
+        evictions: bound?.evictions ?? 0,
+      };
+    },
     log,
   });
   const backend = fscache.mounter?.backend ?? 'none';
   const metrics = cfg.metrics.address ? daemonMetrics(cfg, sn, fscache, backend, log) : undefined;
+  bound = cacheBound(cfg, sn, fscache, log, metrics);
   // before the snapshotter's socket: an address in use stops the start with nothing served yet
   const metricsServer = metrics && (await serveMetrics(cfg.metrics.address, metrics));
   const server = await serve(sn, cfg.address, log, [{ definition: adminService().service, handlers: admin }],
@@ -98,6 +114,7 @@ async function main(argv: string[]) {
     log.info({ signal }, 'shutting down');
     await shutdown(server);
     metricsServer?.close();
+    bound?.stop();
     // With images mounted, the serving worker stays: containers keep reading, and the next lazysnapd takes over.
     await fscache.supervisor?.stop({ keepActive: images().all().length > 0 });
     sn.close();
@@ -129,8 +146,39 @@ function daemonMetrics(cfg: Config, sn: Snapshotter, fscache: Fscache, backend: 
   const cacheDir = cacheDirOf(cfg);
   m.gauge('snapshotter_cache_usage_kilobytes', 'Disk used by the blob cache, KiB (as nydus-snapshotter)',
     async () => (fs.existsSync(cacheDir) ? (await diskUsage(cacheDir)).size / 1024 : 0));
+  m.gauge('lazysnap_cache_max_bytes', 'The bound on the blob cache ([cache] max_size); 0: none', () => parseSize(cfg.cache.max_size));
   m.gauge('lazysnap_images_mounted', 'Nydus images mounted lazily (or from downloaded blobs) right now', () => sn.store.fscacheImages.all().filter((i) => i.mountpoint).length);
   return m;
+}
+
+/** how often the cache's usage is measured against [cache] max_size */
+const CACHE_CHECK_MS = 5000;
+
+/** The cache's bound, when [cache] max_size sets one and images are served lazily. */
+function cacheBound(cfg: Config, sn: Snapshotter, fscache: Fscache, log: Logger, metrics?: DaemonMetrics): CacheBound | undefined {
+  const max = parseSize(cfg.cache.max_size);
+  const lazy = fscache.lazy;
+  if (max === 0 || !lazy || !fscache.mounter) return undefined;
+  const cacheDir = cacheDirOf(cfg);
+  const images = sn.store.fscacheImages;
+  const inUse = (snapshotId: number) => sn.store.view((tx) => tx.inUse(snapshotId));
+  if (metrics) fscache.mounter.onBlobsDropped = (n) => metrics.cacheEvictions.inc(n);
+  const bound = new CacheBound(max, Math.floor((max * cfg.cache.low_water_percent) / 100), {
+    usage: async () => (fs.existsSync(cacheDir) ? (await diskUsage(cacheDir)).size : 0),
+    // images a container pulled (never those `lazysnap mount` made for an operator), with no container on them now
+    idle: () => images.all().flatMap((img) => (img.snapshotId !== null && !inUse(img.snapshotId)
+      ? [{ fsid: img.fsid, lastUsedMs: lazy.lastUsedMs(img.snapshotId) || img.createdUs / 1000 }] : [])),
+    evict: async (fsid) => {
+      const id = images.get(fsid)?.snapshotId;
+      return id !== null && id !== undefined && lazy.evict(id, () => !inUse(id));
+    },
+    budget: (bytes) => fscache.supervisor?.setPrefetchBudget(bytes),
+    settleMs: fscache.mounter.backend === 'fscache' ? 1500 : 0,
+    log,
+  });
+  bound.start(CACHE_CHECK_MS);
+  log.info({ maxBytes: max, lowWaterBytes: bound.lowWaterBytes, cacheDir }, 'the cache is bounded');
+  return bound;
 }
 
 main(process.argv).catch((err: Error & { code?: string }) => {

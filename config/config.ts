@@ -3,6 +3,7 @@
 import { parse, TomlError } from 'smol-toml';
 import { excerpt } from '../log/excerpt';
 import { readFailure, readRegularFile } from './read-file';
+import { parseSize } from './size';
 
 /** A config is a few KiB; more is a wrong path (a device, a log file), refused before it is read. */
 export const MAX_CONFIG_BYTES = 1 << 20;
@@ -62,6 +63,16 @@ export interface Config {
     /** http:// for hosts without hosts.toml (loopback registries always use it) */
     plain_http: boolean;
   };
+  cache: {
+    /**
+     * Bound on the blob cache (cache_dir): past it, the blobs of images no
+     * container uses are culled, least recently used first, down to
+     * low_water_percent of it; prefetch stops before it would cross it.
+     * "0" = no bound. Bytes, or with K/M/G/T (binary) units.
+     */
+    max_size: string;
+    low_water_percent: number;
+  };
   metrics: {
     /**
      * Where lazysnapd serves Prometheus metrics (GET /metrics): "host:port"
@@ -111,6 +122,10 @@ config_path = "/etc/containerd/certs.d"   # hosts.toml per registry host, as con
 docker_config = "/root/.docker/config.json"
 plain_http = false
 
+[cache]
+max_size = "0"             # e.g. "20GiB": blobs of images no container uses are culled (LRU) past it; "0" = no bound
+low_water_percent = 80     # culling goes down to this much of max_size
+
 [metrics]
 address = ""              # Prometheus GET /metrics: "127.0.0.1:9110" (host:port) or a unix socket path; "" = off
 
@@ -128,6 +143,7 @@ const SHAPE: Shape = {
   log: { level: 'string' },
   fscache: { enabled: 'string|boolean', backend: 'string', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean', prefetch: 'string', read_deadline_ms: 'number', hang_timeout_ms: 'number' },
   registry: { config_path: 'string', docker_config: 'string', plain_http: 'boolean' },
+  cache: { max_size: 'string', low_water_percent: 'number' },
   metrics: { address: 'string' },
   admin: { mount_dirs: 'string[]' },
 };
@@ -166,7 +182,15 @@ export function parseConfig(text: string): Config {
   const registry = { ...base.registry, ...((doc.registry as object) ?? {}) };
   const admin = { ...base.admin, ...((doc.admin as object) ?? {}) };
   const metrics = { ...base.metrics, ...((doc.metrics as object) ?? {}) };
-  const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry, metrics, admin };
+  const cache = { ...base.cache, ...((doc.cache as object) ?? {}) };
+  const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry, cache, metrics, admin };
+  try {
+    parseSize(cfg.cache.max_size);
+  } catch (e) {
+    throw new ConfigError(`"cache.max_size": ${(e as Error).message}`);
+  }
+  const lw = cfg.cache.low_water_percent;
+  if (!Number.isInteger(lw) || lw < 10 || lw > 100) throw new ConfigError(`"cache.low_water_percent" must be an integer from 10 to 100, got ${JSON.stringify(lw)}`);
   if (cfg.fscache.enabled !== true && cfg.fscache.enabled !== false && cfg.fscache.enabled !== 'auto') {
     throw new ConfigError(`"fscache.enabled" must be true, false or "auto", got ${JSON.stringify(cfg.fscache.enabled)}`);
   }

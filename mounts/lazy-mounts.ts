@@ -14,6 +14,10 @@ import { Mounter } from './mounter';
 export class SnapshotMounts implements LazyMounts {
   /** ensure() calls in flight per snapshot: two Prepares on one image mount it once */
   private readonly pending = new Map<number, Promise<string>>();
+  /** images being culled from the cache: an ensure() waits for that, then mounts again */
+  private readonly evicting = new Map<number, Promise<unknown>>();
+  /** when a container last needed each image (ms), for culling the least recently used */
+  private readonly lastUsed = new Map<number, number>();
 
   constructor(
     private readonly mounter: Mounter,
@@ -32,6 +36,9 @@ export class SnapshotMounts implements LazyMounts {
   }
 
   ensure(snapshotId: number, bootstrapFile: string, labels: Labels): Promise<string> {
+    this.lastUsed.set(snapshotId, Date.now());
+    const ev = this.evicting.get(snapshotId);
+    if (ev) return ev.then(() => this.ensure(snapshotId, bootstrapFile, labels));
     let p = this.pending.get(snapshotId);
     if (!p) {
       p = this.mount(snapshotId, bootstrapFile, labels).finally(() => this.pending.delete(snapshotId));
@@ -63,6 +70,35 @@ export class SnapshotMounts implements LazyMounts {
     });
     this.log.info({ snapshotId, fsid: img.fsid, imageRef }, 'image mounted lazily');
     return mountpoint;
+  }
+
+  sweep(): void {
+    this.mounter.sweep();
+  }
+
+  /** When a container last needed the image (0: not since lazysnapd started). */
+  lastUsedMs(snapshotId: number): number {
+    return this.lastUsed.get(snapshotId) ?? 0;
+  }
+
+  /**
+   * Unmounts the image of snapshot `snapshotId` and culls its blobs, if
+   * `idle()` still says no container stands on it once mounts of it are held
+   * back (a Prepare from now on waits, then mounts it again). A Prepare that
+   * came first has made its snapshot already, so idle() sees it.
+   */
+  async evict(snapshotId: number, idle: () => boolean): Promise<boolean> {
+    await this.pending.get(snapshotId)?.catch(() => undefined);
+    if (this.evicting.has(snapshotId) || !idle()) return false;
+    const done = this.release(snapshotId);
+    this.evicting.set(snapshotId, done.catch(() => undefined));
+    try {
+      await done;
+    } finally {
+      this.evicting.delete(snapshotId);
+    }
+    this.lastUsed.delete(snapshotId);
+    return true;
   }
 
   async release(snapshotId: number): Promise<void> {

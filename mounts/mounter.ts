@@ -46,6 +46,8 @@ const NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
 export class Mounter {
   /** fsid -> device tags; a mounted image's bootstrap is a private copy that never changes */
   private readonly tags = new Map<string, string[]>();
+  /** told how many blobs' cache files were deleted (metrics) */
+  onBlobsDropped?: (n: number) => void;
 
   constructor(
     private readonly images: () => FscacheImages,
@@ -186,7 +188,13 @@ export class Mounter {
    */
   private dropBlobs(volume: string, tags: string[]): void {
     if (this.fileBacked) {
-      for (const tag of tags) fs.rmSync(path.join(this.fileBacked.blobDir, volume, tag), { force: true });
+      let n = 0;
+      for (const tag of tags) {
+        const f = path.join(this.fileBacked.blobDir, volume, tag);
+        if (fs.existsSync(f)) n++;
+        fs.rmSync(f, { force: true });
+      }
+      if (n) this.onBlobsDropped?.(n);
       return;
     }
     if (!this.cacheDir || !this.cull) return;
@@ -211,6 +219,7 @@ export class Mounter {
         try {
           if (!dir) throw Object.assign(new Error('not linked in yet'), { code: 'EAGAIN' });
           this.cull!(dir, name);
+          this.onBlobsDropped?.(1);
           this.emptyGraveyard();
           this.log.info({ volume, blob: tag }, 'culled the cache file of a blob no image uses');
         } catch (err) {
@@ -227,6 +236,20 @@ export class Mounter {
     }
   }
 
+  /** Drops the cache files of volumes no registered image is in (a crash between an unmount and its cull leaves them). */
+  sweep(): void {
+    const live = new Set(this.images().all().map((i) => i.domain || i.fsid));
+    const dir = this.fileBacked ? this.fileBacked.blobDir : this.cacheDir && path.join(this.cacheDir, 'cache');
+    if (!dir || !fs.existsSync(dir)) return;
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      if (!e.isDirectory()) continue;
+      const volume = this.fileBacked ? e.name : /^Ierofs,(.+)$/.exec(e.name)?.[1];
+      if (!volume || volume.startsWith('.') || live.has(volume)) continue;
+      this.log.info({ volume }, 'dropping the cache files of a volume no image uses');
+      this.dropVolume(volume);
+    }
+  }
+
   private emptyGraveyard(): void {
     const graveyard = path.join(this.cacheDir!, 'graveyard');
     for (const e of fs.existsSync(graveyard) ? fs.readdirSync(graveyard) : []) {
@@ -240,9 +263,25 @@ export class Mounter {
    * holds none of these files; it would recreate them on the next mount.
    */
   private dropVolume(volume: string): void {
-    if (this.fileBacked) return void fs.rmSync(path.join(this.fileBacked.blobDir, volume), { recursive: true, force: true });
+    if (this.fileBacked) {
+      const dir = path.join(this.fileBacked.blobDir, volume);
+      const n = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => !f.endsWith('.part')).length : 0;
+      fs.rmSync(dir, { recursive: true, force: true });
+      if (n) this.onBlobsDropped?.(n);
+      return;
+    }
     if (!this.cacheDir) return;
     const dir = path.join(this.cacheDir, 'cache', `Ierofs,${volume}`);
+    // cache files of data blobs (D<tag>) under the volume's fan-out dirs; the bootstrap's own file is not a blob
+    const blobFiles = () => {
+      try {
+        return fs.readdirSync(dir).filter((d) => d.startsWith('@')).flatMap((d) => fs.readdirSync(path.join(dir, d))).filter((f) => f.startsWith('D') && !f.startsWith('Dlazysnap-')).length;
+      } catch {
+        return 0;
+      }
+    };
+    const dropped = blobFiles();
+    if (dropped) this.onBlobsDropped?.(dropped);
     // fscache withdraws a relinquished volume in the background and may touch
     // its directory once more after umount returns: remove it again a few times.
     let tries = 0;

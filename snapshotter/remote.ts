@@ -30,6 +30,12 @@ export function nydusLayer(labels: Labels): NydusLayer {
   return null;
 }
 
+/** Why a nydus blob layer is refused: a bounded token (metrics) and the message containerd shows. */
+export interface Refusal {
+  reason: 'no_lazy_backend' | 'no_snapshot_ref' | 'no_image_ref' | 'rafs_version';
+  message: string;
+}
+
 /**
  * Why a nydus data blob layer cannot be committed remotely, saying what to
  * change; null if it can. There is no other way to handle such a layer: a
@@ -37,12 +43,6 @@ export function nydusLayer(labels: Labels): NydusLayer {
  * media-type"), and a layer without a location would give a container
  * without its files. So a refusal fails the pull at once, with this message.
  */
-/** Why a nydus blob layer is refused: a bounded token (metrics) and the message containerd shows. */
-export interface Refusal {
-  reason: 'no_lazy_backend' | 'no_snapshot_ref' | 'no_image_ref' | 'rafs_version';
-  message: string;
-}
-
 export function remoteRefusal(labels: Labels, fscache: boolean): Refusal | null {
   if (!fscache) return { reason: 'no_lazy_backend', message: 'lazysnapd serves no nydus images on this node (fscache.enabled = false, or a kernel without EROFS; lazysnapd logs why at start)' };
   if (!labels[LABEL.snapshotRef]) return { reason: 'no_snapshot_ref', message: `containerd sent no ${LABEL.snapshotRef} label` };

@@ -40,6 +40,8 @@ export interface LazyMounts {
   release(snapshotId: number): Promise<void>;
   /** A container's snapshot is being prepared on the image: it is about to start. */
   starting?(snapshotId: number): void;
+  /** Deletes cached blobs no registered image references. */
+  sweep?(): void;
 }
 
 export class Snapshotter implements Layout {
@@ -257,6 +259,8 @@ export class Snapshotter implements Layout {
       removed.push(name);
     }
     if (removed.length) this.log.info({ removed }, 'cleanup removed orphaned directories');
+    // and the cached blobs no registered image references (left by a crash between unmount and cull)
+    this.lazy?.sweep?.();
     return removed;
   }
 }

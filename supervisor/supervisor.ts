@@ -216,6 +216,7 @@ export class FscacheSupervisor {
           this.failedStarts = 0;
         } else if ('event' in msg && msg.event === 'ready') {
           resolveReady();
+          if (w === this.active && this.prefetchBudget !== undefined) sendJson(w.control, { id: this.nextId++, op: 'prefetch-budget', bytes: this.prefetchBudget });
           if (w === this.active && this.lastEndAt !== undefined) {
             this.events?.failedOver(Date.now() - this.lastEndAt);
             this.lastEndAt = undefined;
@@ -323,6 +324,15 @@ export class FscacheSupervisor {
   }
 
   /** Asks the serving worker to hold prefetch back for `ms` (a container is starting); no answer is awaited. */
+  /** bytes prefetch may still bring into the cache; sent to every serving worker from now on */
+  private prefetchBudget: number | undefined;
+
+  setPrefetchBudget(bytes: number): void {
+    this.prefetchBudget = bytes;
+    const w = this.active;
+    if (w) sendJson(w.control, { id: this.nextId++, op: 'prefetch-budget', bytes });
+  }
+
   holdPrefetch(ms: number): void {
     const w = this.active;
     if (w) sendJson(w.control, { id: this.nextId++, op: 'hold-prefetch', ms });

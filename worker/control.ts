@@ -40,7 +40,12 @@ export interface Heartbeat {
   /** the worst lateness of this timer so far, ms: the worker's longest event-loop stall */
   worstLoopStallMs: number;
 }
-export type ControlRequest = { id: number; op: 'status' } | { id: number; op: 'retire' } | { id: number; op: 'hold-prefetch'; ms: number };
+export type ControlRequest =
+  | { id: number; op: 'status' }
+  | { id: number; op: 'retire' }
+  | { id: number; op: 'hold-prefetch'; ms: number }
+  /** what prefetch may still bring into the cache before [cache] max_size */
+  | { id: number; op: 'prefetch-budget'; bytes: number };
 export type ControlReply = { id: number; result?: unknown; error?: string };
 
 /** One object the kernel has open in the serving worker. */

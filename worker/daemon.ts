@@ -167,8 +167,37 @@ export class FscacheDaemon {
     this.startPrefetch(obj);
   }
 
+  /**
+   * How many more bytes prefetch may bring into the cache ([cache] max_size
+   * less what it holds, from lazysnapd); undefined: no bound. A prefetch that
+   * would take more stops, and says so; on-demand reads are never held back.
+   */
+  private prefetchBudget: number | undefined;
+  /** prefetches stopped or not started because of the bound (metrics) */
+  prefetchesStopped = 0;
+
+  setPrefetchBudget(bytes: number): void {
+    this.prefetchBudget = bytes;
+    for (const obj of this.objects.all()) {
+      if (!obj.prefetch || missingBytes(obj.content) <= bytes) continue;
+      obj.prefetch.cancel();
+      obj.prefetch = undefined;
+      obj.prefetchStopped = true;
+      this.prefetchesStopped++;
+      this.log.info({ objectId: obj.objectId, blob: obj.content.name, missing: missingBytes(obj.content), budget: bytes },
+        'prefetch stopped: the rest of the blob would take the cache past [cache] max_size (on-demand reads go on)');
+    }
+  }
+
   private startPrefetch(obj: CacheObject): void {
-    if (!this.opts.prefetch || !obj.content.prefetch || obj.prefetch) return;
+    if (!this.opts.prefetch || !obj.content.prefetch || obj.prefetch || obj.prefetchStopped) return;
+    if (this.prefetchBudget !== undefined && missingBytes(obj.content) > this.prefetchBudget) {
+      obj.prefetchStopped = true;
+      this.prefetchesStopped++;
+      this.log.info({ objectId: obj.objectId, blob: obj.content.name, missing: missingBytes(obj.content), budget: this.prefetchBudget },
+        'prefetch not started: the blob would take the cache past [cache] max_size (on-demand reads go on)');
+      return;
+    }
     obj.prefetch = obj.content.prefetch(async (off, data) => {
       await this.io.pwrite(obj.fd, data, off);
       obj.bytesWritten += data.length;
@@ -287,6 +316,12 @@ export class FscacheDaemon {
       return false;
     }
   }
+}
+
+/** Bytes of a blob not in the cache yet (all of it when its content cannot tell). */
+function missingBytes(c: BlobContent): number {
+  const p = c.progress?.();
+  return p ? Math.max(0, p.bytes - p.bytesPresent) : c.size;
 }
 
 /** Resolves false when signal aborts. */

@@ -83,6 +83,13 @@ export class WorkerMetrics {
     registers: [this.registry],
   });
 
+  private readonly prefetchStopped = new Counter({
+    name: 'lazysnap_prefetch_stopped_total',
+    help: 'Blob prefetches stopped or not started because they would take the cache past [cache] max_size',
+    registers: [this.registry],
+  });
+  private seenPrefetchStopped = 0;
+
   /** The image each blob content was opened for ('' for a local image with no reference). */
   private readonly images = new WeakMap<BlobContent, string>();
   private readonly seen = new WeakMap<BlobContent, Seen>();
@@ -102,10 +109,12 @@ export class WorkerMetrics {
     this.open.delete(content);
   }
 
-  /** Samples every open content and the registry client's hosts. */
-  sample(registry?: ClientStats): void {
+  /** Samples every open content, the registry client's hosts, and the daemon's stopped prefetches. */
+  sample(registry?: ClientStats, prefetchesStopped = 0): void {
     for (const c of this.open) this.sampleContent(c);
     if (registry) this.sampleRegistry(registry);
+    if (prefetchesStopped > this.seenPrefetchStopped) this.prefetchStopped.inc(prefetchesStopped - this.seenPrefetchStopped);
+    this.seenPrefetchStopped = Math.max(this.seenPrefetchStopped, prefetchesStopped);
   }
 
   /** One READ or event answered. */

@@ -13,6 +13,8 @@ export interface CacheObject {
   bytesWritten: number;
   /** a background fetch of the whole blob, cancelled on CLOSE */
   prefetch?: { cancel(): void };
+  /** prefetch was stopped (or not started) at the cache's bound: not started again for this object */
+  prefetchStopped?: boolean;
   /** whether the content's presence was read from the cache file (recoverPresence) */
   presence: 'unknown' | 'known' | 'unreadable';
 }

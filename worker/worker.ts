@@ -58,6 +58,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
         sendJson(control, { id: req.id, result: serving.status() });
       } else if (req.op === 'hold-prefetch') {
         if (Number.isFinite(req.ms) && req.ms > 0) remote.holdPrefetch(Math.min(req.ms, 60_000));
+      } else if (req.op === 'prefetch-budget') {
+        if (Number.isSafeInteger(req.bytes) && req.bytes >= 0) serving.setPrefetchBudget?.(req.bytes);
       } else if (req.op === 'retire') {
         retiring = true;
         clearInterval(heartbeat);
@@ -83,7 +85,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   if (o.settings.takeoverPath) serveTakeover(o.settings.takeoverPath, devFd, o.log);
   sendJson(control, { event: 'ready', pid: process.pid });
   const heartbeat = startHeartbeat(control, serving, o.settings.heartbeatMs);
-  const reporting = startMetricsReports(control, metrics, remote, o.settings.metricsMs, o.log);
+  const reporting = startMetricsReports(control, metrics, remote, serving, o.settings.metricsMs, o.log);
   o.log.info({ pid: process.pid, backend: o.settings.backend }, 'worker serving');
 }
 
@@ -107,6 +109,10 @@ export interface Serving {
   /** still polling its device (the heartbeat's `reading`) */
   readonly reading: boolean;
   status(): WorkerStatus;
+  /** bytes prefetch may still add to the cache (fscache: the only backend that prefetches) */
+  setPrefetchBudget?(bytes: number): void;
+  /** prefetches stopped at the cache's bound so far */
+  prefetchesStopped?(): number;
 }
 
 function serveFscache(devFd: number, resolver: MetadataResolver, s: WorkerSettings, log: Logger, onRead: ReadObserver): Serving {
@@ -128,6 +134,8 @@ function serveFscache(devFd: number, resolver: MetadataResolver, s: WorkerSettin
     },
     stop: () => device.stop(),
     requests: daemon,
+    setPrefetchBudget: (bytes) => daemon.setPrefetchBudget(bytes),
+    prefetchesStopped: () => daemon.prefetchesStopped,
     get reading() {
       return device.reading;
     },
@@ -174,10 +182,10 @@ function startHeartbeat(control: net.Socket, serving: Serving, everyMs: number):
 }
 
 /** Sends the metrics every `everyMs` (not at all when 0): a killed worker loses at most that much of its counts. */
-function startMetricsReports(control: net.Socket, metrics: WorkerMetrics, remote: RemoteOpener, everyMs: number, log: Logger): NodeJS.Timeout | undefined {
+function startMetricsReports(control: net.Socket, metrics: WorkerMetrics, remote: RemoteOpener, serving: Serving, everyMs: number, log: Logger): NodeJS.Timeout | undefined {
   if (everyMs <= 0) return undefined;
   const report = async () => {
-    metrics.sample(remote.registryStats());
+    metrics.sample(remote.registryStats(), serving.prefetchesStopped?.() ?? 0);
     const m: MetricsReport = { event: 'metrics', pid: process.pid, metrics: await metrics.snapshot() };
     sendJson(control, m);
   };

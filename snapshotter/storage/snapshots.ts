@@ -45,6 +45,11 @@ function prepare(db: Database.Database) {
     all: db.prepare<[], Row>('SELECT * FROM snapshots ORDER BY id'),
     ids: db.prepare<[], { id: number }>('SELECT id FROM snapshots').pluck(),
     hasChild: db.prepare<[number], { one: number }>('SELECT 1 AS one FROM snapshots WHERE parent_id = ? LIMIT 1'),
+    // an active or view snapshot anywhere above id: a container (or a mount) on it
+    usedAbove: db.prepare<[number, number, number], { one: number }>(
+      'WITH RECURSIVE up(id, kind) AS (SELECT id, kind FROM snapshots WHERE parent_id = ? ' +
+      'UNION ALL SELECT s.id, s.kind FROM snapshots s JOIN up ON s.parent_id = up.id) ' +
+      'SELECT 1 AS one FROM up WHERE kind IN (?, ?) LIMIT 1'),
     insert: db.prepare(
       'INSERT INTO snapshots (key, parent_id, kind, created_us, updated_us) VALUES (@key, @parent_id, @kind, @now, @now)',
     ),
@@ -131,6 +136,11 @@ export class SnapshotTx {
 
   exists(key: string): boolean {
     return this.q.byKey.get(key) !== undefined;
+  }
+
+  /** Whether an active or view snapshot (a container's rootfs, a view) has snapshot `id` below it. */
+  inUse(id: number): boolean {
+    return this.q.usedAbove.get(id, Kind.Active, Kind.View) !== undefined;
   }
 
   hasChildren(key: string): boolean {

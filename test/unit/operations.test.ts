@@ -12,6 +12,9 @@ import { WorkerMetrics } from '../../worker/metrics';
 import type { BlobContent, BlobPresence, ChunkHealth } from '../../content/content';
 import { AuthError, HttpStatusError, IntegrityError, NotFoundError, TransportError, errorKind } from '../../registry/errors';
 import { deviceLockFile } from '../../supervisor/setup';
+import { CacheBound, evictionOrder } from '../../mounts/cache-bound';
+import { inventory } from '../../admin/inventory';
+import { Kind, type Info } from '../../snapshotter/storage/info';
 
 const log = pino({ level: 'silent' });
 
@@ -137,4 +140,56 @@ test("lazysnapd's metrics: a dead worker's counts stay and its gauges go; a live
   assert.equal(value(after, 'lazysnap_test_gauge'), undefined);
   m.workerReport(300, 'not an array');
   assert.equal(value((await m.render()).body, 'lazysnap_read_bytes_total{image_ref="img"}'), 70, 'a malformed report is ignored');
+});
+
+test('the cache bound culls idle images least recently used first, down to the low-water mark, and says what prefetch may add', async () => {
+  const sizes: Record<string, number> = { a: 40, b: 30, c: 20, d: 10 };
+  const gone = new Set<string>();
+  const budgets: number[] = [];
+  let refuse = '';
+  const usage = async () => Object.entries(sizes).filter(([k]) => !gone.has(k)).reduce((n, [, v]) => n + v, 0);
+  const b = new CacheBound(80, 60, {
+    usage,
+    // d is in use: never a candidate; c was used last
+    idle: () => [{ fsid: 'c', lastUsedMs: 300 }, { fsid: 'a', lastUsedMs: 100 }, { fsid: 'b', lastUsedMs: 200 }].filter((x) => !gone.has(x.fsid)),
+    evict: async (fsid) => {
+      if (fsid === refuse) return false; // a container came meanwhile
+      gone.add(fsid);
+      return true;
+    },
+    budget: (n) => budgets.push(n),
+    log,
+  });
+  assert.equal(await b.check(), 60, '100 > 80: a (oldest) goes, 60 <= 60 stops it');
+  assert.deepEqual([...gone], ['a']);
+  assert.deepEqual(budgets, [20]);
+  sizes.e = 40; // 100 again
+  refuse = 'b';
+  assert.equal(await b.check(), 80, 'b turned out in use, so c goes; e is not a candidate (in use), so it stops above the low-water mark');
+  assert.deepEqual([...gone], ['a', 'c']);
+  assert.equal(b.evictions, 2);
+  assert.deepEqual(budgets, [20, 0]);
+  assert.equal(await b.check(), 80);
+  assert.equal(b.evictions, 2, 'under the bound: nothing culled');
+  assert.deepEqual(evictionOrder([{ fsid: 'x', lastUsedMs: 5 }, { fsid: 'y', lastUsedMs: 1 }]), ['y', 'x']);
+});
+
+test('status inventory: images by the cri.image-ref label of their layers, lazy or unpacked and why', () => {
+  const info = (name: string, kind: Kind, labels: Record<string, string> = {}): Info => ({ name, parent: '', kind, createdUs: 0, updatedUs: 0, labels });
+  const ref = 'containerd.io/snapshot/cri.image-ref';
+  const inv = inventory([
+    info('k8s.io/1/sha256:a', Kind.Committed, { [ref]: 'reg/plain:1' }),
+    info('k8s.io/2/sha256:b', Kind.Committed, { [ref]: 'reg/plain:1' }),
+    info('k8s.io/remote/sha256:c', Kind.Committed, { [ref]: 'reg/lazy:1', 'containerd.io/snapshot/nydus-blob': 'true' }),
+    info('k8s.io/4/sha256:d', Kind.Committed, { [ref]: 'reg/lazy:1', 'containerd.io/snapshot/nydus-bootstrap': 'true' }),
+    info('k8s.io/remote/sha256:e', Kind.Committed, { [ref]: 'reg/culled:1', 'containerd.io/snapshot/nydus-blob': 'true' }),
+    info('default/5/sha256:f', Kind.Committed),
+    info('k8s.io/6/rootfs', Kind.Active),
+    info('view', Kind.View),
+  ], [{ fsid: 'x', domain: '', bootstrap: '', blobsDir: '', mountpoint: '/m', createdUs: 0, imageRef: 'reg/lazy:1', snapshotId: 4 }], 'fanotify');
+  assert.deepEqual(inv.snapshots, { committed: 6, active: 1, view: 1, nydusBlobLayers: 2, withoutImageLabel: 1 });
+  assert.deepEqual(inv.images.map((i) => [i.ref, i.served, i.layers]), [['reg/culled:1', 'lazy', 1], ['reg/lazy:1', 'lazy', 2], ['reg/plain:1', 'unpacked', 2]]);
+  assert.match(inv.images[0].why, /not mounted now/);
+  assert.match(inv.images[1].why, /mounted through fanotify/);
+  assert.match(inv.images[2].why, /plain OCI image/);
 });
