@@ -1,5 +1,5 @@
 // `lazysnap inspect`: superblock facts, blobs and the file tree of a bootstrap.
-import fs from 'node:fs';
+import { openImageArg, type ImageArgOptions } from './image-arg';
 import { describeBootstrap, InspectReport, TreeEntry, verifyBlobs } from '../image/inspect/inspect';
 
 const TYPE: Record<number, string> = { 0o040000: 'd', 0o100000: '-', 0o120000: 'l', 0o020000: 'c', 0o060000: 'b', 0o010000: 'p', 0o140000: 's' };
@@ -34,20 +34,24 @@ function printText(r: InspectReport, out: NodeJS.WritableStream) {
   for (const t of r.tree) out.write(`  ${treeLine(t)}\n`);
 }
 
-export async function inspect(bootstrap: string, opts: { blobs?: string; verify?: boolean; json?: boolean }): Promise<number> {
-  const buf = fs.readFileSync(bootstrap);
-  const report = describeBootstrap(bootstrap, buf);
-  if (opts.verify) {
-    const dir = opts.blobs ?? '.';
-    const tty = process.stderr.isTTY;
-    report.verify = await verifyBlobs(buf, dir, tty ? (d, n) => process.stderr.write(`\rverifying chunk ${d}/${n}`) : undefined);
-    if (tty) process.stderr.write('\n');
+export async function inspect(image: string, opts: ImageArgOptions & { verify?: boolean; json?: boolean }): Promise<number> {
+  const img = await openImageArg(image, opts);
+  let report: InspectReport;
+  try {
+    report = describeBootstrap(image, img.bootstrap);
+    if (opts.verify) {
+      const tty = process.stderr.isTTY;
+      report.verify = await verifyBlobs(img.bootstrap, img.openBlob, tty ? (d, n) => process.stderr.write(`\rverifying chunk ${d}/${n}`) : undefined);
+      if (tty) process.stderr.write('\n');
+    }
+  } finally {
+    await img.close();
   }
   if (opts.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   else printText(report, process.stdout);
   const v = report.verify;
   if (!v) return 0;
-  for (const m of v.missingBlobs) process.stdout.write(`missing blob ${m} (not in ${opts.blobs ?? '.'})\n`);
+  for (const m of v.missingBlobs) process.stdout.write(`missing blob ${m} (not in ${img.blobsWhere})\n`);
   for (const f of v.failures) process.stdout.write(`FAILED ${f}\n`);
   process.stdout.write(`chunks=${v.chunks} verified=${v.verified} failed=${v.failed}\n`);
   return v.failed === 0 && v.missingBlobs.length === 0 ? 0 : 1;

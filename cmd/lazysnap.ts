@@ -7,8 +7,8 @@ import { Command } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_TOML, SYSTEM_CONFIG, configFile, loadConfig } from '../config/config';
 import { FormatError } from '../image/errors';
 import { inspect } from './inspect';
-import { isLayoutRef, openNydusLayout, readNydusBootstrap } from '../image/convert/nydus-layout';
-import { DEFAULT_HOSTS_DIR, Registries, RegistrySource, parseDockerRef } from '../image/convert/docker';
+import { DEFAULT_HOSTS_DIR } from '../image/convert/docker';
+import { openImageArg, type ImageArgOptions } from './image-arg';
 import { convertCommand, ConvertCliOptions } from './convert';
 import { pullCommand, PullCliOptions } from './pull';
 import { PullError } from '../pull/pull';
@@ -41,14 +41,21 @@ config
     process.stdout.write(JSON.stringify(loadConfig(file), null, 2) + "\n");
   });
 
-program
-  .command('inspect <bootstrap>')
-  .description('print a RAFS v6 bootstrap: superblock, blobs, file tree; --verify checks every chunk')
-  .option('--blobs <dir>', 'directory holding the data blobs, named by blob id')
-  .option('--verify', 'read, decompress and check the digest of every chunk of every blob in --blobs')
+/** What inspect and mount take as IMAGE, and the options for each form. */
+const IMAGE_FORMS = 'IMAGE is a bootstrap file (its blobs beside it, or in --blobs), a converted image in an OCI layout (oci:DIR[:TAG], or the layout\'s path), or one in a registry (docker://HOST/REPO[:TAG|@DIGEST])';
+const imageOptions = (c: Command) => c
+  .option('--blobs <dir>', "directory holding the data blobs, named by blob id (default: the bootstrap's directory, or the layout's blobs)")
+  .option('--user <user:pass>', 'docker://: registry credentials (default: docker config.json)')
+  .option('--plain-http', 'docker://: http:// for a registry with no hosts.toml (loopback ones always are)')
+  .option('--hosts-dir <dir>', "docker://: containerd's hosts.toml directory", DEFAULT_HOSTS_DIR);
+
+imageOptions(program
+  .command('inspect <image>')
+  .description(`print a RAFS v6 bootstrap: superblock, blobs, file tree; --verify reads and checks every chunk of every blob. ${IMAGE_FORMS}`))
+  .option('--verify', 'read, decompress and check the digest of every chunk of every blob (local, or Range GETs from the registry)')
   .option('--json', 'print JSON')
-  .action(async (bootstrap: string, opts: { blobs?: string; verify?: boolean; json?: boolean }) => {
-    process.exitCode = await inspect(bootstrap, opts);
+  .action(async (image: string, opts: ImageArgOptions & { verify?: boolean; json?: boolean }) => {
+    process.exitCode = await inspect(image, opts);
   });
 
 /** For the commands that talk to lazysnapd: its socket from --address, else from the config lazysnapd reads. */
@@ -64,48 +71,27 @@ const withClient = async <T>(o: { address?: string; config?: string }, fn: (c: A
   }
 };
 
-program
+imageOptions(program
   .command('mount <image> <dir>')
-  .description("mount an image's rootfs read-only through the running lazysnapd, lazily; IMAGE is a bootstrap file, a converted image in an OCI layout (oci:DIR[:TAG]), or one in a registry (docker://HOST/REPO[:TAG|@DIGEST]: its blobs are then fetched on demand by lazysnapd, with the registry settings of its config)")
-  .option('--blobs <dir>', "directory holding the data blobs (default: the bootstrap's directory, or the layout's blobs)")
+  .description(`mount an image's rootfs read-only through the running lazysnapd, lazily. ${IMAGE_FORMS}: its blobs are then fetched on demand by lazysnapd, with the registry settings of its config`))
   .option('--domain <id>', 'shared fscache domain_id: blobs used by several images are fetched once')
   .option('--fsid <id>', 'fscache fsid (default: derived from the image and the mountpoint)')
-  .option('--user <user:pass>', 'docker://: credentials to read the bootstrap with (default: docker config.json)')
-  .option('--plain-http', 'docker://: http:// for a registry with no hosts.toml (loopback ones always are)')
-  .option('--hosts-dir <dir>', "docker://: containerd's hosts.toml directory", DEFAULT_HOSTS_DIR)
   .option('--address <socket>', ADDRESS_HELP)
   .option('--config <file>', CONFIG_HELP)
-  .action(async (image: string, dir: string, o: { blobs?: string; domain?: string; fsid?: string; user?: string; plainHttp?: boolean; hostsDir: string; address?: string; config?: string }) => {
-    let bootstrap = path.resolve(image);
-    let blobs = o.blobs ? path.resolve(o.blobs) : '';
-    let tmp: string | undefined;
-    let imageRef = '';
-    const docker = image.startsWith('docker://') ? parseDockerRef(image) : null;
-    if (docker) {
-      const registries = new Registries({ user: o.user, plainHttp: o.plainHttp, hostsDir: o.hostsDir }, [docker.ref.host]);
-      try {
-        const img = await readNydusBootstrap(new RegistrySource(docker, registries), image);
-        tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-mount-'));
-        bootstrap = path.join(tmp, 'image.boot');
-        fs.writeFileSync(bootstrap, img.bootstrap);
-        imageRef = `${docker.ref.host}/${docker.ref.repo}${docker.ref.digest ? `@${docker.ref.digest}` : `:${docker.ref.tag ?? 'latest'}`}`;
-      } finally {
-        await registries.close();
-      }
-    } else if (isLayoutRef(image)) {
-      const img = await openNydusLayout(image);
-      tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-mount-'));
-      bootstrap = path.join(tmp, 'image.boot');
-      fs.writeFileSync(bootstrap, img.bootstrap); // lazysnapd keeps its own copy
-      blobs ||= img.blobsDir;
-    }
+  .action(async (image: string, dir: string, o: ImageArgOptions & { domain?: string; fsid?: string; address?: string; config?: string }) => {
+    const img = await openImageArg(image, o);
+    await img.close();
+    // lazysnapd keeps its own copy of the bootstrap
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-mount-'));
     try {
+      const bootstrap = path.join(tmp, 'image.boot');
+      fs.writeFileSync(bootstrap, img.bootstrap);
       const r = await withClient(o, (c) =>
-        c.mount({ bootstrap, mountpoint: path.resolve(dir), blobs_dir: blobs, domain: o.domain ?? '', fsid: o.fsid ?? '', image_ref: imageRef }),
+        c.mount({ bootstrap, mountpoint: path.resolve(dir), blobs_dir: img.blobsDir ?? '', domain: o.domain ?? '', fsid: o.fsid ?? '', image_ref: img.imageRef ?? '' }),
       );
       process.stdout.write(`mounted ${dir} (fsid ${r.fsid}${r.domain ? `, domain ${r.domain}` : ''})\n`);
     } finally {
-      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+      fs.rmSync(tmp, { recursive: true, force: true });
     }
   });
 

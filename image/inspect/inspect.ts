@@ -3,10 +3,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { FormatError } from '../errors';
 import { DataBlob } from '../blob/datablob';
-import { FileSource } from '../blob/source';
+import { FileSource, type BlobSource } from '../blob/source';
 import { NULL_ADDR } from '../erofs/image';
 import { DataLayout, S_IFMT, isLnk } from '../erofs/inode';
-import { Bootstrap, BlobFeature, Compressor, DigestAlgo, RafsFlags } from '../rafs/bootstrap';
+import { Bootstrap, BlobFeature, Compressor, DigestAlgo, RafsFlags, type BlobEntry } from '../rafs/bootstrap';
 
 export interface TreeEntry {
   path: string;
@@ -112,17 +112,25 @@ export function describeBootstrap(file: string, buf: Buffer): InspectReport {
 }
 
 /** Reads, decompresses and checks the digest of every chunk of every blob found in dir. */
-export async function verifyBlobs(buf: Buffer, dir: string, onProgress?: (done: number, total: number) => void): Promise<VerifyReport> {
+/** Blobs as files named by blob id in `dir`: a converted layout's blobs/sha256, or a bootstrap's own directory. */
+export function blobsIn(dir: string): (entry: BlobEntry) => Promise<BlobSource | null> {
+  return async (e) => {
+    const file = path.join(dir, e.blobId);
+    return fs.existsSync(file) ? FileSource.open(file, `blob ${e.blobId}`) : null;
+  };
+}
+
+/** Reads and checks every chunk of every blob; `open` gives a blob's bytes (a file, the registry), or null when it is not there. */
+export async function verifyBlobs(buf: Buffer, open: (entry: BlobEntry) => Promise<BlobSource | null>, onProgress?: (done: number, total: number) => void): Promise<VerifyReport> {
   const bs = new Bootstrap(buf);
   const r: VerifyReport = { chunks: 0, verified: 0, failed: 0, failures: [], missingBlobs: [] };
   const total = bs.blobs.reduce((n, b) => n + b.chunkCount, 0);
   for (const entry of bs.blobs) {
-    const file = path.join(dir, entry.blobId);
-    if (!fs.existsSync(file)) {
+    const src = await open(entry);
+    if (!src) {
       r.missingBlobs.push(entry.blobId);
       continue;
     }
-    const src = await FileSource.open(file, `blob ${entry.blobId}`);
     try {
       let blob: DataBlob;
       try {

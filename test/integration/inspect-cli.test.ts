@@ -29,3 +29,47 @@ test('inspect --verify reports a corrupt chunk and a missing blob, and exits 1',
   assert.match(bad.stderr, /^lazysnap: .*superblock/);
   assert.equal(bad.stderr.trim().split('\n').length, 1);
 });
+
+test('inspect takes what mount takes: a bootstrap with its blobs beside it, oci:DIR[:TAG], docker://; --verify reads every chunk from each', { timeout: 300_000 }, async () => {
+  const { makeTempDir, removeTempDir } = await import('../support/tmp');
+  const { nydusFromDir } = await import('../support/nydus-from-dir');
+  const { startRegistry } = await import('../support/registry');
+  const { pushOciLayout } = await import('../support/images');
+  const { readNydusLayout } = await import('../support/oci-layout');
+  const fs = await import('node:fs');
+  const dir = await makeTempDir('inspect-forms');
+  const registry = await startRegistry({ dir: path.join(dir, 'registry') });
+  try {
+    const src = path.join(dir, 'src');
+    fs.mkdirSync(src);
+    for (let i = 0; i < 5; i++) fs.writeFileSync(path.join(src, `f${i}`), Buffer.alloc(300_000 + i, i));
+    const ref = await nydusFromDir(src, path.join(dir, 'img'));
+    const layout = ref.split(':')[1];
+    const verified = (out: string) => /^chunks=(\d+) verified=\1 failed=0$/m.test(out);
+    const viaLayout = await run(process.execPath, [CLI, 'inspect', ref, '--verify']);
+    assert.equal(viaLayout.code, 0, viaLayout.stderr);
+    assert.ok(verified(viaLayout.stdout), viaLayout.stdout);
+    assert.match(viaLayout.stdout, / 300004 \/f4$/m);
+    // a bootstrap file with its blobs beside it, as `lazysnap convert` leaves a directory output
+    const n = await readNydusLayout(layout, 'nydus');
+    const flat = path.join(dir, 'flat');
+    fs.mkdirSync(flat);
+    fs.writeFileSync(path.join(flat, 'image.boot'), n.bootstrap);
+    for (const b of n.blobFiles) fs.copyFileSync(b, path.join(flat, path.basename(b)));
+    const viaFile = await run(process.execPath, [CLI, 'inspect', path.join(flat, 'image.boot'), '--verify']);
+    assert.equal(viaFile.code, 0, viaFile.stdout + viaFile.stderr);
+    assert.ok(verified(viaFile.stdout));
+    await pushOciLayout(layout, 'nydus', registry.url, 'test/inspect:1');
+    const viaRegistry = await run(process.execPath, [CLI, 'inspect', `docker://${registry.host}/test/inspect:1`, '--verify']);
+    assert.equal(viaRegistry.code, 0, viaRegistry.stderr);
+    assert.equal(viaRegistry.stdout, viaLayout.stdout.replace(`bootstrap ${ref}`, `bootstrap docker://${registry.host}/test/inspect:1`), 'the same report from the registry');
+    // a registry that is not there: one line naming the host
+    const down = await run(process.execPath, [CLI, 'inspect', 'docker://127.0.0.1:1/test/inspect:1']);
+    assert.equal(down.code, 1);
+    assert.equal(down.stderr.trim().split('\n').length, 1, down.stderr);
+    assert.match(down.stderr, /^lazysnap: .*127\.0\.0\.1:1.*(refused|ECONNREFUSED)/);
+  } finally {
+    await registry.stop();
+    await removeTempDir(dir);
+  }
+});

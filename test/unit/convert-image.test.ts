@@ -14,7 +14,7 @@ import { convert } from '../../image/convert';
 import { ImageError, parsePlatform, pickPlatform, type Index } from '../../image/convert/oci';
 import { Bootstrap } from '../../image/rafs/bootstrap';
 import { NULL_ADDR } from '../../image/erofs/image';
-import { verifyBlobs } from '../../image/inspect/inspect';
+import { verifyBlobs, blobsIn } from '../../image/inspect/inspect';
 import { LAYER_MEDIA, TarSpec, compressLayer, layoutFromTars, readNydusLayout, sha256hex, tarBuffer, tarStream, writeLayout } from '../support/oci-layout';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 
@@ -89,7 +89,7 @@ test('convert: manifest, config, bootstrap layer and blobs as nydus-snapshotter 
     // the bootstrap: blob ids as device tags, in manifest order; every chunk verifies
     const bs = new Bootstrap(n.bootstrap);
     assert.deepEqual(bs.devices.map((x) => x.tag), m.layers.slice(0, 2).map((l) => l.digest.slice(7)));
-    const v = await verifyBlobs(n.bootstrap, n.blobsDir);
+    const v = await verifyBlobs(n.bootstrap, blobsIn(n.blobsDir));
     assert.deepEqual([v.failed, v.missingBlobs.length], [0, 0]);
     assert.equal(v.verified, v.chunks);
     // overlay: layer 2's hosts wins; big stays in blob 0 (device 1)

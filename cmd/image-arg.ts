@@ -1,0 +1,78 @@
+// The image forms `lazysnap inspect` and `mount` take, opened one way: a
+// bootstrap file (its blobs beside it, or in --blobs), a converted image in
+// an OCI layout (oci:DIR[:TAG], or the layout's path), or one in a registry
+// (docker://HOST/REPO[:TAG|@DIGEST]: its blobs are read there).
+import path from 'node:path';
+import type { BlobSource } from '../image/blob/source';
+import { blobsIn } from '../image/inspect/inspect';
+import type { BlobEntry } from '../image/rafs/bootstrap';
+import { isLayoutRef, openNydusLayout, readNydusBootstrap } from '../image/convert/nydus-layout';
+import { Registries, RegistrySource, parseDockerRef } from '../image/convert/docker';
+import { RegistryBlobSource } from '../content/remote/source';
+import { readFailure, readRegularFile } from '../config/read-file';
+import { MAX_BOOTSTRAP_BYTES } from '../mounts/mounter';
+import { FormatError } from '../image/errors';
+
+export interface ImageArgOptions {
+  /** where the data blobs are (named by blob id), for a bootstrap file or a layout */
+  blobs?: string;
+  /** docker://: registry credentials, plain http, hosts.toml directory */
+  user?: string;
+  plainHttp?: boolean;
+  hostsDir: string;
+}
+
+export interface OpenedImage {
+  bootstrap: Buffer;
+  /** the blob directory, when the blobs are local */
+  blobsDir?: string;
+  /** docker://: HOST/REPO:TAG (or @DIGEST), what lazysnapd fetches blobs by */
+  imageRef?: string;
+  /** a data blob, from blobsDir or the registry; null when it is not there */
+  openBlob(entry: BlobEntry): Promise<BlobSource | null>;
+  /** where the blobs are, for messages */
+  blobsWhere: string;
+  close(): Promise<void>;
+}
+
+export async function openImageArg(image: string, o: ImageArgOptions): Promise<OpenedImage> {
+  const docker = image.startsWith('docker://') ? parseDockerRef(image) : null;
+  if (docker) {
+    const registries = new Registries({ user: o.user, plainHttp: o.plainHttp, hostsDir: o.hostsDir }, [docker.ref.host]);
+    try {
+      const img = await readNydusBootstrap(new RegistrySource(docker, registries), image);
+      const repo = registries.get().repository(docker.ref.host, docker.ref.repo);
+      return {
+        bootstrap: img.bootstrap,
+        imageRef: `${docker.ref.host}/${docker.ref.repo}${docker.ref.digest ? `@${docker.ref.digest}` : `:${docker.ref.tag ?? 'latest'}`}`,
+        openBlob: (e) => RegistryBlobSource.open(repo, `sha256:${e.blobId}`),
+        blobsWhere: `${docker.ref.host}/${docker.ref.repo}`,
+        close: () => registries.close(),
+      };
+    } catch (e) {
+      await registries.close();
+      throw e;
+    }
+  }
+  if (isLayoutRef(image)) {
+    const img = await openNydusLayout(image);
+    return local(img.bootstrap, o.blobs ? path.resolve(o.blobs) : img.blobsDir);
+  }
+  let buf: Buffer;
+  try {
+    buf = readRegularFile(image, MAX_BOOTSTRAP_BYTES);
+  } catch (e) {
+    throw new FormatError(image, `not a bootstrap file, oci:DIR[:TAG] or docker://HOST/REPO[:TAG]: ${readFailure(e)}`);
+  }
+  return local(buf, path.resolve(o.blobs ?? path.dirname(image)));
+}
+
+function local(bootstrap: Buffer, blobsDir: string): OpenedImage {
+  return {
+    bootstrap,
+    blobsDir,
+    openBlob: blobsIn(blobsDir),
+    blobsWhere: blobsDir,
+    close: async () => {},
+  };
+}
