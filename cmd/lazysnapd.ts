@@ -11,7 +11,8 @@ import { serve, shutdown } from '../snapshotter/server';
 import { SocketError } from '../snapshotter/socket';
 import { adminService } from '../proto/load';
 import { adminHandlers } from '../admin/service';
-import { FscacheSetupError, cacheDirOf, startFscache, type Fscache } from '../supervisor/setup';
+import { FscacheSetupError, cacheDirOf, criCredentialsDir, startFscache, type Fscache } from '../supervisor/setup';
+import { serveCriImageProxy } from '../cri/image-proxy';
 import { DaemonMetrics } from '../supervisor/metrics';
 import { MetricsEndpointError, serveMetrics } from '../supervisor/metrics-endpoint';
 import { diskUsage } from '../snapshotter/usage';
@@ -99,6 +100,10 @@ async function main(argv: string[]) {
       if (code) metrics.snapshotErrors.inc({ snapshot_operation: method.toUpperCase(), code });
     }));
   log.info({ version: VERSION, root: cfg.root, address: cfg.address, fscache: fscache.disabledReason ?? 'enabled', backend, metrics: cfg.metrics.address || 'off' }, 'lazysnapd serving');
+  const criProxy = cfg.cri.image_proxy_address
+    ? await serveCriImageProxy(cfg.cri.image_proxy_address, cfg.cri.containerd_address, criCredentialsDir(cfg), log)
+    : undefined;
+  if (criProxy) log.info({ address: cfg.cri.image_proxy_address, containerd: cfg.cri.containerd_address }, "serving CRI's ImageService in front of containerd (kubelet --image-service-endpoint)");
   sdNotify('READY=1');
   // what `lazysnap doctor --no-probes` would say, for the operator reading the log
   void runDoctor(cfg, { containerdConfig: CONTAINERD_CONFIG, probes: false }).then(
@@ -113,6 +118,7 @@ async function main(argv: string[]) {
     stopping = true;
     log.info({ signal }, 'shutting down');
     await shutdown(server);
+    await criProxy?.close();
     metricsServer?.close();
     bound?.stop();
     // With images mounted, the serving worker stays: containers keep reading, and the next lazysnapd takes over.

@@ -63,6 +63,16 @@ export interface Config {
     /** http:// for hosts without hosts.toml (loopback registries always use it) */
     plain_http: boolean;
   };
+  cri: {
+    /**
+     * A CRI ImageService proxy in front of containerd (kubelet's
+     * --image-service-endpoint): it keeps each PullImage's credentials
+     * (imagePullSecrets) so lazy reads of private images work. "" = off.
+     */
+    image_proxy_address: string;
+    /** containerd's socket, where the proxy passes every call */
+    containerd_address: string;
+  };
   cache: {
     /**
      * Bound on the blob cache (cache_dir): past it, the blobs of images no
@@ -122,6 +132,10 @@ config_path = "/etc/containerd/certs.d"   # hosts.toml per registry host, as con
 docker_config = "/root/.docker/config.json"
 plain_http = false
 
+[cri]
+image_proxy_address = ""   # e.g. "/run/lazysnap/cri-image.sock" for kubelet's --image-service-endpoint: private images read lazily with their pull's credentials
+containerd_address = "/run/containerd/containerd.sock"
+
 [cache]
 max_size = "0"             # e.g. "20GiB": blobs of images no container uses are culled (LRU) past it; "0" = no bound
 low_water_percent = 80     # culling goes down to this much of max_size
@@ -143,6 +157,7 @@ const SHAPE: Shape = {
   log: { level: 'string' },
   fscache: { enabled: 'string|boolean', backend: 'string', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean', prefetch: 'string', read_deadline_ms: 'number', hang_timeout_ms: 'number' },
   registry: { config_path: 'string', docker_config: 'string', plain_http: 'boolean' },
+  cri: { image_proxy_address: 'string', containerd_address: 'string' },
   cache: { max_size: 'string', low_water_percent: 'number' },
   metrics: { address: 'string' },
   admin: { mount_dirs: 'string[]' },
@@ -183,7 +198,11 @@ export function parseConfig(text: string): Config {
   const admin = { ...base.admin, ...((doc.admin as object) ?? {}) };
   const metrics = { ...base.metrics, ...((doc.metrics as object) ?? {}) };
   const cache = { ...base.cache, ...((doc.cache as object) ?? {}) };
-  const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry, cache, metrics, admin };
+  const cri = { ...base.cri, ...((doc.cri as object) ?? {}) };
+  const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry, cri, cache, metrics, admin };
+  for (const k of ['image_proxy_address', 'containerd_address'] as const) {
+    if (cfg.cri[k] && !cfg.cri[k].startsWith('/')) throw new ConfigError(`"cri.${k}" must be an absolute socket path, got ${JSON.stringify(excerpt(cfg.cri[k]))}`);
+  }
   try {
     parseSize(cfg.cache.max_size);
   } catch (e) {

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
-function protoRoot(): string {
+export function protoRoot(): string {
   for (const dir of [__dirname, path.resolve(__dirname, '../../proto')]) {
     if (fs.existsSync(path.join(dir, 'containerd/types/mount.proto'))) return dir;
   }

@@ -14,7 +14,7 @@ import { Mounter } from '../mounts/mounter';
 import type { FscacheImages } from '../snapshotter/storage/images';
 import { MetadataResolver } from '../worker/resolver';
 import { remoteOpener } from '../worker/remote-opener';
-import { type Fscache, cacheDirOf, snapshotMounts, stateDir } from './setup';
+import { registrySettings, type Fscache, cacheDirOf, snapshotMounts, stateDir } from './setup';
 
 export function startDownload(cfg: Config, images: () => FscacheImages, log: Logger, why: string): Fscache {
   if (!/\berofs$/m.test(fs.readFileSync('/proc/filesystems', 'utf8'))) {
@@ -26,8 +26,7 @@ export function startDownload(cfg: Config, images: () => FscacheImages, log: Log
   log.warn({ reason: why }, 'nydus images are downloaded whole before they run (not lazily)');
   const dir = stateDir(cfg);
   const blobDir = cacheDirOf(cfg);
-  const registry = { hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http };
-  const remote = remoteOpener({ registry, readDeadlineMs: cfg.fscache.read_deadline_ms }, log);
+  const remote = remoteOpener({ registry: registrySettings(cfg), readDeadlineMs: cfg.fscache.read_deadline_ms }, log);
   let resolver: MetadataResolver | undefined;
   const download: BlobDownloader = async (volume, tag, fd, size) => {
     resolver ??= MetadataResolver.open(path.join(cfg.root, 'metadata.db'), remote.open);

@@ -44,6 +44,16 @@ export function stateDir(cfg: Config): string {
   return dir;
 }
 
+/** Where the CRI image proxy keeps pulls' credentials: <root>/credentials, 0700. */
+export function criCredentialsDir(cfg: Config): string {
+  return path.join(cfg.root, 'credentials');
+}
+
+/** Where blobs are fetched from, as whoever fetches them (a worker, or lazysnapd downloading) is told. */
+export function registrySettings(cfg: Config): WorkerSettings['registry'] {
+  return { hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http, criCredentialsDir: criCredentialsDir(cfg) };
+}
+
 /** cachefiles' cache dir, or the blob files of file-backed mounts. */
 export function cacheDirOf(cfg: Config): string {
   return cfg.fscache.cache_dir || path.join(cfg.root, 'cache');
@@ -155,7 +165,7 @@ export function startSupervisor(cfg: Config, fd: number, backend: Pick<WorkerSet
       readDeadlineMs: cfg.fscache.read_deadline_ms,
       heartbeatMs: heartbeatMsFor(cfg.fscache.hang_timeout_ms),
       metricsMs: cfg.metrics.address ? METRICS_REPORT_MS : 0,
-      registry: { hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http },
+      registry: registrySettings(cfg),
     },
   });
   supervisor.start();

@@ -4,6 +4,7 @@
 import type { Logger } from 'pino';
 import { BlobFetcher, dockerConfigCredentials, parseImageRef, type ClientStats } from '../content/remote';
 import type { RemoteBlobOpener } from './resolver';
+import { loadCriCredentials } from '../registry/cri-credentials';
 import type { WorkerSettings } from './settings';
 
 export interface RemoteOpener {
@@ -30,7 +31,9 @@ export function remoteOpener(s: Pick<WorkerSettings, 'registry' | 'readDeadlineM
       log,
     });
     const ref = parseImageRef(img.imageRef);
-    return fetcher.open({ host: ref.host, repo: ref.repo, entry, tableDigests });
+    // a private image pulled through the CRI proxy: its pull's credentials, else the node's (docker config.json)
+    const credentials = loadCriCredentials(reg.criCredentialsDir, ref.host, ref.repo);
+    return fetcher.open({ host: ref.host, repo: ref.repo, entry, tableDigests, credentials });
   };
   return { open, holdPrefetch, registryStats: () => fetcher?.client.stats };
 }

@@ -99,7 +99,8 @@ export async function readImageConfig(layoutDir: string, tag: string): Promise<{
   return { manifest, config };
 }
 
-export interface PushAuth { user: string; pass: string }
+/** Basic credentials, or a bearer token (a token server's sign(), for a token-auth registry). */
+export type PushAuth = { user: string; pass: string } | { token: string };
 
 /**
  * Pushes layoutDir:tag to registryUrl as repoTag ("test/busybox:1"):
@@ -138,12 +139,13 @@ function splitRepoTag(repoTag: string): { repo: string; reference: string } {
   return { repo: repoTag.slice(0, colon), reference: repoTag.slice(colon + 1) };
 }
 
-/** Just enough of the distribution push API (monolithic uploads, Basic auth). */
+/** Just enough of the distribution push API (monolithic uploads, Basic auth or a given bearer token). */
 class PushClient {
   private readonly headers: Record<string, string> = {};
 
   constructor(private readonly base: string, private readonly repo: string, auth?: PushAuth) {
-    if (auth) this.headers.authorization = 'Basic ' + Buffer.from(`${auth.user}:${auth.pass}`).toString('base64');
+    if (auth && 'token' in auth) this.headers.authorization = `Bearer ${auth.token}`;
+    else if (auth) this.headers.authorization = 'Basic ' + Buffer.from(`${auth.user}:${auth.pass}`).toString('base64');
   }
 
   async pushBlob(digest: string, data: Buffer): Promise<void> {

@@ -24,6 +24,12 @@ export interface TokenServerOptions {
   refreshTokens?: Record<string, string>;
   /** tokens for requests without credentials (anonymous pulls); default true when no users are given */
   allowAnonymous?: boolean;
+  /**
+   * Repositories anyone may pull: an anonymous request gets a token that
+   * grants only these (as Docker Hub answers for a private repository: a
+   * token without it, which the registry then refuses).
+   */
+  publicRepos?: string[];
   /** expires_in told to the client (default 300) */
   expiresIn?: number;
   /** exp − now of the JWT itself, in seconds (default = expiresIn) */
@@ -111,7 +117,7 @@ export async function startTokenServer(dir: string, opts: TokenServerOptions = {
       return;
     }
     let user: string | undefined;
-    let ok = opts.allowAnonymous ?? !opts.users;
+    let ok = opts.allowAnonymous ?? (!opts.users || !!opts.publicRepos);
     const auth = req.headers.authorization;
     if (auth?.startsWith('Basic ')) {
       const text = Buffer.from(auth.slice(6), 'base64').toString();
@@ -125,7 +131,8 @@ export async function startTokenServer(dir: string, opts: TokenServerOptions = {
       res.writeHead(401, { 'content-type': 'application/json' }).end('{"details":"bad credentials"}');
       return;
     }
-    const token = sign(scopes, user ?? '');
+    const granted = user === undefined && opts.publicRepos ? scopes.filter((sc) => opts.publicRepos!.includes(sc.split(':')[1])) : scopes;
+    const token = sign(granted, user ?? '');
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ token, access_token: token, expires_in: opts.expiresIn ?? 300, issued_at: new Date().toISOString() }));
   });

@@ -1,0 +1,104 @@
+// A private image under Kubernetes, on the host's own kernel (fanotify
+// backend): the registry wants a token for the image's repository (only the
+// pause image is public); the node has no docker config.json. kubelet's
+// pull goes through lazysnapd's CRI image proxy with the pull secret's
+// credentials; containerd pulls manifest, config and bootstrap with them;
+// the container's reads fetch the blobs lazily with the same credentials,
+// kept per repository (0600, never logged).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { bin, requireBinaries } from '../support/bins';
+import { CriClient } from '../support/cri';
+import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../support/guest-containerd';
+import { pushOciLayout } from '../support/images';
+import { killWorkers, startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
+import { tail } from '../support/proc';
+import { startRegistry, type Registry } from '../support/registry';
+import { startTokenServer, type TokenServer } from '../support/token-server';
+import { makeTempDir, removeTempDir, unmountAll } from '../support/tmp';
+import { nydusFromDir } from '../support/nydus-from-dir';
+
+const USER = 'kube-puller';
+const PASS = 'pull-secret-1f3e9a';
+let dir = '';
+let ts: TokenServer | undefined;
+let registry: Registry | undefined;
+let lazysnapd: Lazysnapd | undefined;
+let ctrd: GuestContainerd | undefined;
+let viaProxy: CriClient | undefined;
+let ref = '';
+const digests: string[] = [];
+
+before(async () => {
+  requireBinaries(['containerd', 'ctr', 'shim', 'runc', 'registry', 'busybox']);
+  dir = await makeTempDir('cri-private');
+  fs.mkdirSync(join(dir, 'token'));
+  ts = await startTokenServer(join(dir, 'token'), { users: { [USER]: PASS }, publicRepos: ['test/pause'] });
+  registry = await startRegistry({ dir: join(dir, 'registry'), authConfig: ts.registryAuth() });
+  const src = join(dir, 'src');
+  fs.mkdirSync(join(src, 'bin'), { recursive: true });
+  fs.mkdirSync(join(src, 'data'));
+  fs.copyFileSync(bin('busybox'), join(src, 'bin/busybox'));
+  fs.chmodSync(join(src, 'bin/busybox'), 0o755);
+  for (const a of ['sh', 'sha256sum']) fs.symlinkSync('busybox', join(src, 'bin', a));
+  for (let i = 0; i < 4; i++) {
+    const data = crypto.randomBytes(3 << 20);
+    fs.writeFileSync(join(src, 'data', `f${i}`), data);
+    digests.push(crypto.createHash('sha256').update(data).digest('hex'));
+  }
+  const img = await nydusFromDir(src, join(dir, 'img'));
+  await pushOciLayout(img.split(':')[1], 'nydus', registry.url, 'test/private:1', { token: ts.sign(['repository:test/private:pull,push'], USER) });
+  ref = `${registry.host}/test/private:1`;
+  const pause = await buildPauseImage(join(dir, 'pause'));
+  await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1', { token: ts.sign(['repository:test/pause:pull,push'], USER) });
+  const root = join(dir, 'lazysnap');
+  const ctrdDir = join(dir, 'containerd');
+  lazysnapd = await startLazysnapd({
+    root,
+    address: join(dir, 'lazysnap.sock'),
+    config:
+      `root = "${root}"\n[fscache]\nenabled = true\nbackend = "fanotify"\nprefetch = "off"\n` +
+      `[registry]\nplain_http = true\nconfig_path = "${join(ctrdDir, 'certs.d')}"\ndocker_config = "${join(dir, 'no-such-config.json')}"\n` +
+      `[cri]\nimage_proxy_address = "${join(dir, 'cri-image.sock')}"\ncontainerd_address = "${join(ctrdDir, 'containerd.sock')}"\n`,
+  });
+  ctrd = await startGuestContainerd({ dir: ctrdDir, snapshotterSocket: lazysnapd.address, registryHost: registry.host, sandboxImage: `${registry.host}/test/pause:1` });
+  viaProxy = new CriClient(join(dir, 'cri-image.sock'));
+}, { timeout: 20 * 60_000 });
+
+after(async () => {
+  viaProxy?.close();
+  for (const f of [ctrd?.stop, lazysnapd && (() => lazysnapd!.stop()), registry?.stop, ts?.stop]) await f?.().catch(() => {});
+  if (dir) await unmountAll(dir).catch(() => {});
+  if (lazysnapd) killWorkers(lazysnapd.root);
+  if (dir) await removeTempDir(dir);
+}, { timeout: 120_000 });
+
+const logs = async () => `\n--- lazysnapd ---\n${lazysnapd ? await tail(lazysnapd.logPath, 4000) : ''}`;
+
+test('a private image pulled through the CRI image proxy with its pull secret runs, its blobs read lazily with the same credentials', { timeout: 600_000 }, async () => {
+  // without credentials the registry refuses: the image is private
+  await assert.rejects(ctrd!.cri.pullImage(ref), /401|unauthorized|authoriz/i);
+  // kubelet's pull, with the pull secret, through the proxy
+  const pulled = await viaProxy!.pullImage(ref, { username: USER, password: PASS });
+  assert.match(pulled, /^sha256:[0-9a-f]{64}$/);
+  // the proxy passes every ImageService call on: the image is in containerd
+  assert.ok((await viaProxy!.imageStatus(ref))?.id, 'ImageStatus through the proxy');
+  const r = await ctrd!.cri.runToCompletion(ref, ['/bin/sh', '-c', 'sha256sum /data/*'], { logRoot: join(dir, 'pod-logs'), name: 'private' });
+  assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
+  for (let i = 0; i < digests.length; i++) assert.match(r.stdout, new RegExp(`^${digests[i]}  /data/f${i}$`, 'm'));
+  // the worker fetched the blobs itself (its user agent), with a token the pull secret got
+  const lines = fs.readFileSync(registry!.logPath, 'utf8').split('\n');
+  assert.ok(lines.some((l) => l.includes('lazysnap/') && /"GET \/v2\/test\/private\/blobs\/sha256:[0-9a-f]+ HTTP\/1.1" 20[06]/.test(l)), 'lazysnap read blobs of the private repository');
+  assert.ok(ts!.requests.some((q) => q.user === USER && q.granted && q.scopes.some((s) => s.startsWith('repository:test/private:'))), 'a token for the private repository, for its user');
+  // kept owner-only, and never logged
+  const credDir = join(lazysnapd!.root, 'credentials');
+  assert.equal(fs.statSync(credDir).mode & 0o777, 0o700);
+  const files = fs.readdirSync(credDir);
+  assert.equal(files.length, 1);
+  assert.equal(fs.statSync(join(credDir, files[0])).mode & 0o777, 0o600);
+  assert.ok(!fs.readFileSync(lazysnapd!.logPath, 'utf8').includes(PASS), 'the password is in no log line');
+  assert.match(fs.readFileSync(lazysnapd!.logPath, 'utf8'), /kept the credentials of a CRI pull/);
+});
