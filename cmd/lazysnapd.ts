@@ -3,7 +3,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
-import { applyFlags, ConfigError, SYSTEM_CONFIG, configFile, loadConfig } from '../config/config';
+import { applyFlags, ConfigError, MAX_CONFIG_BYTES, SYSTEM_CONFIG, configFile, loadConfig } from '../config/config';
+import { readFailure, readRegularFile } from '../config/read-file';
+import { CredentialProviderError, parseProviderConfig } from '../registry/credential-provider';
 import { excerpt } from '../log/excerpt';
 import { newLogger } from '../log/logger';
 import { Snapshotter } from '../snapshotter/snapshotter';
@@ -58,6 +60,7 @@ async function main(argv: string[]) {
   const file = configFile(opts.config, fs.existsSync);
   const cfg = applyFlags(loadConfig(file), opts, (p) => path.resolve(p));
   const log = newLogger(cfg.log.level);
+  checkCredentialProviders(cfg);
 
   checkRoot(cfg.root);
   // Before anything in the root is touched: a second lazysnapd must not take the running one's workers or socket.
@@ -155,6 +158,17 @@ function daemonMetrics(cfg: Config, sn: Snapshotter, fscache: Fscache, backend: 
   m.gauge('lazysnap_cache_max_bytes', 'The bound on the blob cache ([cache] max_size); 0: none', () => parseSize(cfg.cache.max_size));
   m.gauge('lazysnap_images_mounted', 'Nydus images mounted lazily (or from downloaded blobs) right now', () => sn.store.fscacheImages.all().filter((i) => i.mountpoint).length);
   return m;
+}
+
+/** kubelet's credential-provider config, read now so a bad one is a one-line error at start rather than at the first lazy read. */
+function checkCredentialProviders(cfg: Config): void {
+  const file = cfg.registry.credential_provider_config;
+  if (!file) return;
+  try {
+    parseProviderConfig(readRegularFile(file, MAX_CONFIG_BYTES).toString('utf8'), file);
+  } catch (e) {
+    throw new ConfigError(e instanceof CredentialProviderError ? e.message : `${file}: ${readFailure(e)}`);
+  }
 }
 
 /** how often the cache's usage is measured against [cache] max_size */

@@ -62,6 +62,10 @@ export interface Config {
     docker_config: string;
     /** http:// for hosts without hosts.toml (loopback registries always use it) */
     plain_http: boolean;
+    /** kubelet's CredentialProviderConfig (--image-credential-provider-config); "" = none */
+    credential_provider_config: string;
+    /** where its plugins are (--image-credential-provider-bin-dir) */
+    credential_provider_bin_dir: string;
   };
   cri: {
     /**
@@ -131,6 +135,8 @@ hang_timeout_ms = 4000     # a serving worker silent this long is killed and rep
 config_path = "/etc/containerd/certs.d"   # hosts.toml per registry host, as containerd reads it
 docker_config = "/root/.docker/config.json"
 plain_http = false
+credential_provider_config = ""   # kubelet's --image-credential-provider-config, to read private images with its plugins
+credential_provider_bin_dir = ""  # kubelet's --image-credential-provider-bin-dir
 
 [cri]
 image_proxy_address = ""   # e.g. "/run/lazysnap/cri-image.sock" for kubelet's --image-service-endpoint: private images read lazily with their pull's credentials
@@ -156,7 +162,7 @@ const SHAPE: Shape = {
   address: 'string',
   log: { level: 'string' },
   fscache: { enabled: 'string|boolean', backend: 'string', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean', prefetch: 'string', read_deadline_ms: 'number', hang_timeout_ms: 'number' },
-  registry: { config_path: 'string', docker_config: 'string', plain_http: 'boolean' },
+  registry: { config_path: 'string', docker_config: 'string', plain_http: 'boolean', credential_provider_config: 'string', credential_provider_bin_dir: 'string' },
   cri: { image_proxy_address: 'string', containerd_address: 'string' },
   cache: { max_size: 'string', low_water_percent: 'number' },
   metrics: { address: 'string' },
@@ -200,6 +206,9 @@ export function parseConfig(text: string): Config {
   const cache = { ...base.cache, ...((doc.cache as object) ?? {}) };
   const cri = { ...base.cri, ...((doc.cri as object) ?? {}) };
   const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry, cri, cache, metrics, admin };
+  if (cfg.registry.credential_provider_config && !cfg.registry.credential_provider_bin_dir) {
+    throw new ConfigError('"registry.credential_provider_config" needs "registry.credential_provider_bin_dir" (where its plugins are)');
+  }
   for (const k of ['image_proxy_address', 'containerd_address'] as const) {
     if (cfg.cri[k] && !cfg.cri[k].startsWith('/')) throw new ConfigError(`"cri.${k}" must be an absolute socket path, got ${JSON.stringify(excerpt(cfg.cri[k]))}`);
   }

@@ -10,6 +10,7 @@ import { lockHolder } from '../supervisor/instance-lock';
 import { cacheDirOf, deviceLockFile } from '../supervisor/setup';
 import { credentialFileExposure, parseDockerConfig } from '../registry/docker-config';
 import { parseHostsToml } from '../registry/hosts';
+import { parseProviderConfig } from '../registry/credential-provider';
 import { checkContainerdConfig } from './containerd';
 import { Finding, fail, ok, warn } from './finding';
 import { optionState, readKernelConfig } from './kernel-config';
@@ -129,6 +130,25 @@ function registryFindings(cfg: Config): Finding[] {
       }
     }
     if (!out.length) out.push(ok('registry: hosts.toml', `${n} hosts.toml in ${dir} parse`));
+  }
+  const cpc = cfg.registry.credential_provider_config;
+  if (cpc) {
+    try {
+      const ps = parseProviderConfig(fs.readFileSync(cpc, 'utf8'), cpc);
+      const missing = ps.filter((p) => {
+        try {
+          fs.accessSync(path.join(cfg.registry.credential_provider_bin_dir, p.name), fs.constants.X_OK);
+          return false;
+        } catch {
+          return true;
+        }
+      });
+      out.push(missing.length
+        ? fail('registry: credential providers', `no executable ${missing.map((p) => p.name).join(', ')} in ${cfg.registry.credential_provider_bin_dir}`, 'install the plugins kubelet uses there')
+        : ok('registry: credential providers', `${ps.map((p) => p.name).join(', ')} from ${cpc}`));
+    } catch (err) {
+      out.push(fail('registry: credential providers', (err as Error).message.split('\n')[0], `fix ${cpc}; kubelet reads it too`));
+    }
   }
   const creds = cfg.registry.docker_config;
   if (!fs.existsSync(creds)) {

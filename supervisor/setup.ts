@@ -51,7 +51,10 @@ export function criCredentialsDir(cfg: Config): string {
 
 /** Where blobs are fetched from, as whoever fetches them (a worker, or lazysnapd downloading) is told. */
 export function registrySettings(cfg: Config): WorkerSettings['registry'] {
-  return { hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http, criCredentialsDir: criCredentialsDir(cfg) };
+  return {
+    hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http, criCredentialsDir: criCredentialsDir(cfg),
+    credentialProviderConfig: cfg.registry.credential_provider_config, credentialProviderBinDir: cfg.registry.credential_provider_bin_dir,
+  };
 }
 
 /** cachefiles' cache dir, or the blob files of file-backed mounts. */

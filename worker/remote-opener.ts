@@ -4,7 +4,9 @@
 import type { Logger } from 'pino';
 import { BlobFetcher, dockerConfigCredentials, parseImageRef, type ClientStats } from '../content/remote';
 import type { RemoteBlobOpener } from './resolver';
+import fs from 'node:fs';
 import { loadCriCredentials } from '../registry/cri-credentials';
+import { CredentialProviders, parseProviderConfig } from '../registry/credential-provider';
 import type { WorkerSettings } from './settings';
 
 export interface RemoteOpener {
@@ -18,7 +20,12 @@ export function remoteOpener(s: Pick<WorkerSettings, 'registry' | 'readDeadlineM
   let fetcher: BlobFetcher | undefined;
   const reg = s.registry;
   const holdPrefetch = (ms: number) => fetcher?.scheduler.holdPrefetch(ms);
+  let providers: CredentialProviders | null | undefined;
   const open: RemoteBlobOpener = async (img, entry, tableDigests) => {
+    // read once, when a remote blob is first opened; a bad file is refused at lazysnapd's start already
+    providers ??= reg.credentialProviderConfig
+      ? new CredentialProviders(parseProviderConfig(fs.readFileSync(reg.credentialProviderConfig, 'utf8'), reg.credentialProviderConfig), reg.credentialProviderBinDir)
+      : null;
     fetcher ??= new BlobFetcher({
       registry: {
         hostsDir: reg.hostsDir || undefined,
@@ -31,8 +38,13 @@ export function remoteOpener(s: Pick<WorkerSettings, 'registry' | 'readDeadlineM
       log,
     });
     const ref = parseImageRef(img.imageRef);
-    // a private image pulled through the CRI proxy: its pull's credentials, else the node's (docker config.json)
-    const credentials = loadCriCredentials(reg.criCredentialsDir, ref.host, ref.repo);
+    // a private image pulled through the CRI proxy: its pull's credentials; else kubelet's credential
+    // providers; else the node's own (docker config.json, the client's default)
+    const credentials = loadCriCredentials(reg.criCredentialsDir, ref.host, ref.repo)
+      ?? (await providers?.credentialsFor(`${ref.host}/${ref.repo}`).catch((err) => {
+        log.warn({ image: `${ref.host}/${ref.repo}`, err: (err as Error).message }, "the credential provider failed; reading with the node's own credentials");
+        return undefined;
+      }));
     return fetcher.open({ host: ref.host, repo: ref.repo, entry, tableDigests, credentials });
   };
   return { open, holdPrefetch, registryStats: () => fetcher?.client.stats };

@@ -32,6 +32,9 @@ export interface WorkerSettings {
     plainHttp: boolean;
     /** where the CRI image proxy keeps pulls' credentials per repository ('' = none) */
     criCredentialsDir: string;
+    /** kubelet's credential-provider config and plugin dir ('' = none) */
+    credentialProviderConfig: string;
+    credentialProviderBinDir: string;
   };
 }
 
@@ -67,8 +70,9 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
   want(Number.isSafeInteger(o.readDeadlineMs) && (o.readDeadlineMs as number) > 0, 'readDeadlineMs must be a positive integer');
   want(Number.isSafeInteger(o.heartbeatMs) && (o.heartbeatMs as number) > 0, 'heartbeatMs must be a positive integer');
   want(Number.isSafeInteger(o.metricsMs) && (o.metricsMs as number) >= 0, 'metricsMs must be a non-negative integer');
-  want(typeof r.hostsDir === 'string' && typeof r.dockerConfig === 'string' && typeof r.plainHttp === 'boolean' && typeof r.criCredentialsDir === 'string',
-    'registry must have hostsDir, dockerConfig, criCredentialsDir (strings) and plainHttp (boolean)');
+  want(typeof r.hostsDir === 'string' && typeof r.dockerConfig === 'string' && typeof r.plainHttp === 'boolean' && typeof r.criCredentialsDir === 'string'
+    && typeof r.credentialProviderConfig === 'string' && typeof r.credentialProviderBinDir === 'string',
+    'registry must have hostsDir, dockerConfig, criCredentialsDir, credentialProviderConfig, credentialProviderBinDir (strings) and plainHttp (boolean)');
   return {
     backend: o.backend as WorkerSettings['backend'],
     blobDir: o.blobDir as string,
@@ -80,6 +84,7 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
     readDeadlineMs: o.readDeadlineMs as number,
     heartbeatMs: o.heartbeatMs as number,
     metricsMs: o.metricsMs as number,
-    registry: { hostsDir: r.hostsDir as string, dockerConfig: r.dockerConfig as string, plainHttp: r.plainHttp as boolean, criCredentialsDir: r.criCredentialsDir as string },
+    registry: { hostsDir: r.hostsDir as string, dockerConfig: r.dockerConfig as string, plainHttp: r.plainHttp as boolean, criCredentialsDir: r.criCredentialsDir as string,
+      credentialProviderConfig: r.credentialProviderConfig as string, credentialProviderBinDir: r.credentialProviderBinDir as string },
   };
 }

@@ -30,7 +30,9 @@ let lazysnapd: Lazysnapd | undefined;
 let ctrd: GuestContainerd | undefined;
 let viaProxy: CriClient | undefined;
 let ref = '';
+let ref2 = '';
 const digests: string[] = [];
+const digests2: string[] = [];
 
 before(async () => {
   requireBinaries(['containerd', 'ctr', 'shim', 'runc', 'registry', 'busybox']);
@@ -52,6 +54,30 @@ before(async () => {
   const img = await nydusFromDir(src, join(dir, 'img'));
   await pushOciLayout(img.split(':')[1], 'nydus', registry.url, 'test/private:1', { token: ts.sign(['repository:test/private:pull,push'], USER) });
   ref = `${registry.host}/test/private:1`;
+  // the same files with other data: blobs of its own, which nothing has fetched yet
+  for (let i = 0; i < 4; i++) {
+    const data = crypto.randomBytes(3 << 20);
+    fs.writeFileSync(join(src, 'data', `f${i}`), data);
+    digests2.push(crypto.createHash('sha256').update(data).digest('hex'));
+  }
+  const img2 = await nydusFromDir(src, join(dir, 'img2'));
+  await pushOciLayout(img2.split(':')[1], 'nydus', registry.url, 'test/private2:1', { token: ts.sign(['repository:test/private2:pull,push'], USER) });
+  ref2 = `${registry.host}/test/private2:1`;
+  // kubelet's credential-provider plugin protocol, with a plugin that knows the pull secret
+  const plugins = join(dir, 'plugins');
+  fs.mkdirSync(plugins);
+  fs.writeFileSync(join(plugins, 'test-provider'), `#!/bin/sh
+cat >> ${join(dir, 'provider-calls')}; echo >> ${join(dir, 'provider-calls')}
+echo '{"kind":"CredentialProviderResponse","apiVersion":"credentialprovider.kubelet.k8s.io/v1","cacheKeyType":"Image","cacheDuration":"5m","auth":{"${registry.host}/test/private2":{"username":"${USER}","password":"${PASS}"}}}'
+`, { mode: 0o755 });
+  fs.writeFileSync(join(dir, 'providers.yaml'), `apiVersion: kubelet.config.k8s.io/v1
+kind: CredentialProviderConfig
+providers:
+  - name: test-provider
+    matchImages: ["${registry.host}/test/private2"]
+    defaultCacheDuration: "1m"
+    apiVersion: credentialprovider.kubelet.k8s.io/v1
+`);
   const pause = await buildPauseImage(join(dir, 'pause'));
   await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1', { token: ts.sign(['repository:test/pause:pull,push'], USER) });
   const root = join(dir, 'lazysnap');
@@ -62,6 +88,7 @@ before(async () => {
     config:
       `root = "${root}"\n[fscache]\nenabled = true\nbackend = "fanotify"\nprefetch = "off"\n` +
       `[registry]\nplain_http = true\nconfig_path = "${join(ctrdDir, 'certs.d')}"\ndocker_config = "${join(dir, 'no-such-config.json')}"\n` +
+      `credential_provider_config = "${join(dir, 'providers.yaml')}"\ncredential_provider_bin_dir = "${join(dir, 'plugins')}"\n` +
       `[cri]\nimage_proxy_address = "${join(dir, 'cri-image.sock')}"\ncontainerd_address = "${join(ctrdDir, 'containerd.sock')}"\n`,
   });
   ctrd = await startGuestContainerd({ dir: ctrdDir, snapshotterSocket: lazysnapd.address, registryHost: registry.host, sandboxImage: `${registry.host}/test/pause:1` });
@@ -101,4 +128,17 @@ test('a private image pulled through the CRI image proxy with its pull secret ru
   assert.equal(fs.statSync(join(credDir, files[0])).mode & 0o777, 0o600);
   assert.ok(!fs.readFileSync(lazysnapd!.logPath, 'utf8').includes(PASS), 'the password is in no log line');
   assert.match(fs.readFileSync(lazysnapd!.logPath, 'utf8'), /kept the credentials of a CRI pull/);
+});
+
+test("kubelet's credential-provider plugins, the second source: an image pulled without the proxy reads lazily with the plugin's credentials", { timeout: 600_000 }, async () => {
+  // pulled straight from containerd (kubelet without the proxy): lazysnap never sees these credentials
+  await ctrd!.cri.pullImage(ref2, { username: USER, password: PASS });
+  const r = await ctrd!.cri.runToCompletion(ref2, ['/bin/sh', '-c', 'sha256sum /data/*'], { logRoot: join(dir, 'pod-logs'), name: 'private2' });
+  assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
+  for (let i = 0; i < digests2.length; i++) assert.match(r.stdout, new RegExp(`^${digests2[i]}  /data/f${i}$`, 'm'));
+  const calls = fs.readFileSync(join(dir, 'provider-calls'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(calls[0], { kind: 'CredentialProviderRequest', apiVersion: 'credentialprovider.kubelet.k8s.io/v1', image: `${registry!.host}/test/private2` });
+  assert.ok(calls.length <= 2, `answers are cached (${calls.length} calls: one per worker at most)`);
+  assert.ok(ts!.requests.some((q) => q.user === USER && q.granted && q.scopes.some((sc) => sc.startsWith('repository:test/private2:'))));
+  assert.equal(fs.readdirSync(join(lazysnapd!.root, 'credentials')).length, 1, 'nothing kept for it: the proxy never saw this pull');
 });

@@ -78,7 +78,7 @@ async function withSupervisor(fn: (sup: FscacheSupervisor, logs: Record<string, 
   const log = pino({ level: 'warn' }, { write: (s: string) => void logs.push(JSON.parse(s)) });
   const worker: WorkerSettings = {
     backend: 'fscache', blobDir: '', journalDir: '', dbPath, takeoverPath: '', logLevel: 'warn', prefetch: false, readDeadlineMs: 30_000, heartbeatMs: heartbeatMsFor(BOUND), metricsMs: 0,
-    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '' },
+    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '' },
   };
   const prev = process.env.LAZYSNAP_TEST_HOOKS;
   process.env.LAZYSNAP_TEST_HOOKS = '1'; // SIGUSR2 spins the worker's loop
@@ -178,7 +178,7 @@ test('lazysnapd blocked itself is not a hung worker: heartbeats it has not read 
 test('settings carry the heartbeat period', () => {
   const s: WorkerSettings = {
     backend: 'fscache', blobDir: '', journalDir: '', dbPath: '/x.db', takeoverPath: '', logLevel: 'info', prefetch: true, readDeadlineMs: 30_000, heartbeatMs: 250, metricsMs: 1000,
-    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '' },
+    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '' },
   };
   assert.deepEqual(decodeSettings(encodeSettings(s)), s);
   assert.throws(() => decodeSettings(encodeSettings({ ...s, heartbeatMs: 0 })), /heartbeatMs/);
