@@ -15,6 +15,7 @@ import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../
 import { guestDir, requireFscacheKernel, sha256File } from '../support/guest';
 import { buildBusyboxImage, pushOciLayout } from '../support/images';
 import { startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
+import { scrape, total as sum } from '../support/metrics';
 import { run, runOk, tail } from '../support/proc';
 import { startRegistry, type Registry } from '../support/registry';
 import { SnapshotsClient } from '../support/snapshots-client';
@@ -110,7 +111,8 @@ before(async () => {
     config:
       `root = "${root}"\n[log]\nlevel = "debug"\n` +
       `[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, 'cache-lazy')}"\ntag = "lazysnap-lazy"\nprefetch = "off"\n` +
-      `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\n`,
+      `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\n` +
+      `[metrics]\naddress = "${join(dir, 'metrics.sock')}"\n`,
   });
   ctrd = await startGuestContainerd({
     dir: join(dir, 'containerd'),
@@ -222,6 +224,19 @@ test('python3 in a debian+python container prints checksums of the image\'s file
   t.diagnostic(`python run: ${present} of ${total} uncompressed blob bytes present (${(100 * present / total).toFixed(1)}%); ` +
     `fetched ${fetched} of ${py!.blobBytes} compressed bytes (${(100 * fetched / py!.blobBytes).toFixed(1)}%)`);
   assert.ok(present > 0 && present < total, `only what python read was fetched: ${present} of ${total}`);
+  // the metrics endpoint saw it: READs of this image, bytes fetched for it, no READ failed
+  await new Promise((r) => setTimeout(r, 1500)); // the worker reports every second
+  const m = await scrape(join(dir, 'metrics.sock'));
+  const image_ref = pyRef;
+  const reads = sum(m, 'lazysnap_read_latency_microseconds_count', { image_ref, result: 'filled' });
+  t.diagnostic(`metrics: ${reads} READs filled for ${image_ref}, ${total(m, 'lazysnap_fetched_bytes_total', { image_ref })} bytes fetched, ` +
+    `${total(m, 'lazysnap_cache_hits_total', { image_ref })} of ${total(m, 'lazysnap_cache_requests_total', { image_ref })} chunks found local`);
+  assert.ok(reads > 0, 'READs of the image are counted');
+  assert.ok(total(m, 'lazysnap_fetched_bytes_total', { image_ref }) > 0, 'bytes fetched for the image are counted');
+  assert.equal(total(m, 'lazysnap_read_latency_microseconds_count', { result: 'eio' }) + total(m, 'lazysnap_read_latency_microseconds_count', { result: 'timeout' }), 0, 'no READ failed');
+  assert.equal(total(m, 'lazysnap_registry_errors_total'), 0);
+  assert.ok(total(m, 'lazysnap_layers_total', { mode: 'lazy', reason: 'fscache' }) >= py!.blobs.length, 'its blob layers were taken lazily');
+  assert.equal(total(m, 'lazysnap_build_info', { backend: 'fscache' }), 1);
 });
 
 test('a restarted worker knows what the cache holds (SEEK_DATA), and serves the rest', { timeout: 300_000 }, async (t) => {
