@@ -11,12 +11,13 @@ import fs from 'node:fs';
 import { join } from 'node:path';
 import { bin, requireBinaries } from '../support/bins';
 import type { CriClient } from '../support/cri';
-import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../support/guest-containerd';
+import { buildPauseImage } from '../support/guest-containerd';
+import { startCriNode, type CriNode } from '../support/cri-node';
 import { pushOciLayout } from '../support/images';
-import { killWorkers, startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
-import { runOk, tail } from '../support/proc';
+import type { Lazysnapd } from '../support/lazysnapd';
+import { runOk } from '../support/proc';
 import { startRegistry, type Registry } from '../support/registry';
-import { makeTempDir, removeTempDir, unmountAll } from '../support/tmp';
+import { makeTempDir, removeTempDir } from '../support/tmp';
 import { nydusFromDir } from '../support/nydus-from-dir';
 import { scrape, total } from '../support/metrics';
 
@@ -29,7 +30,7 @@ const MAX = 36 * MiB; // three images of ~24 MiB: twice the bound
 let dir = '';
 let registry: Registry | undefined;
 let lazysnapd: Lazysnapd | undefined;
-let ctrd: GuestContainerd | undefined;
+let node: CriNode | undefined;
 let cri: CriClient;
 const refs: string[] = [];
 const digests: string[][] = [];
@@ -57,34 +58,28 @@ before(async () => {
   }
   const pause = await buildPauseImage(join(dir, 'pause'));
   await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');
-  const root = join(dir, 'lazysnap');
-  lazysnapd = await startLazysnapd({
-    root,
-    address: join(dir, 'lazysnap.sock'),
-    config:
-      `root = "${root}"\n[fscache]\nenabled = true\nbackend = "fanotify"\nprefetch = "off"\n` +
-      `[cache]\nmax_size = "${MAX}"\nlow_water_percent = 80\n` +
-      `[metrics]\naddress = "${join(dir, 'metrics.sock')}"\n` +
-      `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\n`,
-  });
-  ctrd = await startGuestContainerd({
-    dir: join(dir, 'containerd'),
-    snapshotterSocket: lazysnapd.address,
+  node = await startCriNode({
+    dir,
     registryHost: registry.host,
     sandboxImage: `${registry.host}/test/pause:1`,
+    config: (p) =>
+      `root = "${p.root}"\n[fscache]\nenabled = true\nbackend = "fanotify"\nprefetch = "off"\n` +
+      `[cache]\nmax_size = "${MAX}"\nlow_water_percent = 80\n` +
+      `[metrics]\naddress = "${join(dir, 'metrics.sock')}"\n` +
+      `[registry]\nplain_http = true\nconfig_path = "${p.certsDir}"\n`,
   });
-  cri = ctrd.cri;
+  lazysnapd = node.lazysnapd;
+  cri = node.cri;
 }, { timeout: 20 * 60_000 });
 
 after(async () => {
-  for (const f of [ctrd?.stop, lazysnapd && (() => lazysnapd!.stop()), registry?.stop]) await f?.().catch(() => {});
-  if (dir) await unmountAll(dir).catch(() => {});
-  if (lazysnapd) killWorkers(lazysnapd.root);
+  await node?.stop();
+  await registry?.stop().catch(() => {});
   if (dir) await removeTempDir(dir);
 }, { timeout: 120_000 });
 
 const status = async () => JSON.parse((await runOk(process.execPath, [CLI, 'status', '--json', '--address', lazysnapd!.address])).stdout);
-const logs = async () => `\n--- lazysnapd ---\n${lazysnapd ? await tail(lazysnapd.logPath, 4000) : ''}`;
+const logs = async () => (node ? node.logs() : '');
 
 test('three images of twice max_size: the idle ones are culled, least recently used first, to under the bound; a running container reads on, byte-exact', { timeout: 900_000 }, async (t) => {
   for (const ref of refs) await cri.pullImage(ref);

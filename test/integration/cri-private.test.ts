@@ -12,13 +12,13 @@ import fs from 'node:fs';
 import { join } from 'node:path';
 import { bin, requireBinaries } from '../support/bins';
 import { CriClient } from '../support/cri';
-import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../support/guest-containerd';
+import { buildPauseImage, type GuestContainerd } from '../support/guest-containerd';
+import { startCriNode, type CriNode } from '../support/cri-node';
 import { pushOciLayout } from '../support/images';
-import { killWorkers, startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
-import { tail } from '../support/proc';
+import type { Lazysnapd } from '../support/lazysnapd';
 import { startRegistry, type Registry } from '../support/registry';
 import { startTokenServer, type TokenServer } from '../support/token-server';
-import { makeTempDir, removeTempDir, unmountAll } from '../support/tmp';
+import { makeTempDir, removeTempDir } from '../support/tmp';
 import { nydusFromDir } from '../support/nydus-from-dir';
 
 const USER = 'kube-puller';
@@ -26,6 +26,7 @@ const PASS = 'pull-secret-1f3e9a';
 let dir = '';
 let ts: TokenServer | undefined;
 let registry: Registry | undefined;
+let node: CriNode | undefined;
 let lazysnapd: Lazysnapd | undefined;
 let ctrd: GuestContainerd | undefined;
 let viaProxy: CriClient | undefined;
@@ -80,30 +81,29 @@ providers:
 `);
   const pause = await buildPauseImage(join(dir, 'pause'));
   await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1', { token: ts.sign(['repository:test/pause:pull,push'], USER) });
-  const root = join(dir, 'lazysnap');
-  const ctrdDir = join(dir, 'containerd');
-  lazysnapd = await startLazysnapd({
-    root,
-    address: join(dir, 'lazysnap.sock'),
-    config:
-      `root = "${root}"\n[fscache]\nenabled = true\nbackend = "fanotify"\nprefetch = "off"\n` +
-      `[registry]\nplain_http = true\nconfig_path = "${join(ctrdDir, 'certs.d')}"\ndocker_config = "${join(dir, 'no-such-config.json')}"\n` +
+  node = await startCriNode({
+    dir,
+    registryHost: registry.host,
+    sandboxImage: `${registry.host}/test/pause:1`,
+    config: (p) =>
+      `root = "${p.root}"\n[fscache]\nenabled = true\nbackend = "fanotify"\nprefetch = "off"\n` +
+      `[registry]\nplain_http = true\nconfig_path = "${p.certsDir}"\ndocker_config = "${join(dir, 'no-such-config.json')}"\n` +
       `credential_provider_config = "${join(dir, 'providers.yaml')}"\ncredential_provider_bin_dir = "${join(dir, 'plugins')}"\n` +
-      `[cri]\nimage_proxy_address = "${join(dir, 'cri-image.sock')}"\ncontainerd_address = "${join(ctrdDir, 'containerd.sock')}"\n`,
+      `[cri]\nimage_proxy_address = "${join(dir, 'cri-image.sock')}"\ncontainerd_address = "${p.containerdSocket}"\n`,
   });
-  ctrd = await startGuestContainerd({ dir: ctrdDir, snapshotterSocket: lazysnapd.address, registryHost: registry.host, sandboxImage: `${registry.host}/test/pause:1` });
+  lazysnapd = node.lazysnapd;
+  ctrd = node.ctrd;
   viaProxy = new CriClient(join(dir, 'cri-image.sock'));
 }, { timeout: 20 * 60_000 });
 
 after(async () => {
   viaProxy?.close();
-  for (const f of [ctrd?.stop, lazysnapd && (() => lazysnapd!.stop()), registry?.stop, ts?.stop]) await f?.().catch(() => {});
-  if (dir) await unmountAll(dir).catch(() => {});
-  if (lazysnapd) killWorkers(lazysnapd.root);
+  await node?.stop();
+  for (const f of [registry?.stop, ts?.stop]) await f?.().catch(() => {});
   if (dir) await removeTempDir(dir);
 }, { timeout: 120_000 });
 
-const logs = async () => `\n--- lazysnapd ---\n${lazysnapd ? await tail(lazysnapd.logPath, 4000) : ''}`;
+const logs = async () => (node ? node.logs() : '');
 
 test('a private image pulled through the CRI image proxy with its pull secret runs, its blobs read lazily with the same credentials', { timeout: 600_000 }, async () => {
   // without credentials the registry refuses: the image is private

@@ -13,12 +13,13 @@ import fs from 'node:fs';
 import { join } from 'node:path';
 import { requireBinaries } from '../support/bins';
 import type { CriClient } from '../support/cri';
-import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../support/guest-containerd';
+import { buildPauseImage } from '../support/guest-containerd';
+import { startCriNode, type CriNode } from '../support/cri-node';
 import { pushOciLayout } from '../support/images';
-import { killWorkers, startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
-import { runOk, tail } from '../support/proc';
+import type { Lazysnapd } from '../support/lazysnapd';
+import { runOk } from '../support/proc';
 import { startRegistry, type Registry } from '../support/registry';
-import { makeTempDir, removeTempDir, unmountAll } from '../support/tmp';
+import { makeTempDir, removeTempDir } from '../support/tmp';
 import { readNydusLayout } from '../support/oci-layout';
 import { buildDebianPythonImage, PYTHON_TREE_DIGEST, type DebianPythonExpect } from '../support/debian-python';
 import { containerdVersion } from '../support/containerd';
@@ -28,7 +29,7 @@ const BACKEND = process.env.LAZYSNAP_TEST_BACKEND === 'download' ? 'download' : 
 let dir = '';
 let registry: Registry | undefined;
 let lazysnapd: Lazysnapd | undefined;
-let ctrd: GuestContainerd | undefined;
+let node: CriNode | undefined;
 let cri: CriClient;
 let pyRef = '';
 let py: { expect: DebianPythonExpect; config: string; bootstrap: string; blobs: string[] } | undefined;
@@ -52,35 +53,27 @@ before(async () => {
   const pause = await buildPauseImage(join(dir, 'pause'));
   await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');
 
-  const root = join(dir, 'lazysnap');
-  lazysnapd = await startLazysnapd({
-    root,
-    address: join(dir, 'lazysnap.sock'),
-    config:
-      `root = "${root}"\n[log]\nlevel = "info"\n` +
-      `[fscache]\nenabled = true\nbackend = "${BACKEND}"\nprefetch = "off"\n` +
-      `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\n`,
-  });
-  ctrd = await startGuestContainerd({
-    dir: join(dir, 'containerd'),
-    snapshotterSocket: lazysnapd.address,
+  node = await startCriNode({
+    dir,
     registryHost: registry.host,
     sandboxImage: `${registry.host}/test/pause:1`,
+    config: (p) =>
+      `root = "${p.root}"\n[log]\nlevel = "info"\n` +
+      `[fscache]\nenabled = true\nbackend = "${BACKEND}"\nprefetch = "off"\n` +
+      `[registry]\nplain_http = true\nconfig_path = "${p.certsDir}"\n`,
   });
-  cri = ctrd.cri;
+  lazysnapd = node.lazysnapd;
+  cri = node.cri;
   console.log(`# containerd ${containerdVersion().text}, lazysnap backend ${BACKEND}`);
 }, { timeout: 30 * 60_000 });
 
 after(async () => {
-  for (const f of [ctrd?.stop, lazysnapd && (() => lazysnapd!.stop()), registry?.stop]) await f?.().catch(() => {});
-  if (dir) await unmountAll(dir).catch(() => {});
-  if (lazysnapd) killWorkers(lazysnapd.root); // it stopped with the image mounted: its worker kept serving
+  await node?.stop();
+  await registry?.stop().catch(() => {});
   if (dir) await removeTempDir(dir);
 }, { timeout: 120_000 });
 
-async function logs(): Promise<string> {
-  return `\n--- containerd ---\n${ctrd ? await tail(ctrd.logPath, 2500) : ''}\n--- lazysnapd ---\n${lazysnapd ? await tail(lazysnapd.logPath, 4000) : ''}`;
-}
+const logs = async () => (node ? node.logs() : '');
 
 /** Paths containerd GETs from the registry for a repository (its user agent), from the access log. */
 const containerdGets = (repo: string) =>
