@@ -1,5 +1,6 @@
-// A private image under Kubernetes, on the host's own kernel (fanotify
-// backend): the registry wants a token for the image's repository (only the
+// A private image under Kubernetes, in the UML guest through fscache (and,
+// with LAZYSNAP_TEST_BACKEND=fanotify, on the host's own kernel: see
+// integration/cri-private-fanotify): the registry wants a token for the image's repository (only the
 // pause image is public); the node has no docker config.json. kubelet's
 // pull goes through lazysnapd's CRI image proxy with the pull secret's
 // credentials; containerd pulls manifest, config and bootstrap with them;
@@ -20,7 +21,9 @@ import { startRegistry, type Registry } from '../support/registry';
 import { startTokenServer, type TokenServer } from '../support/token-server';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 import { nydusFromDir } from '../support/nydus-from-dir';
+import { guestDir, requireFscacheKernel } from '../support/guest';
 
+const FANOTIFY = process.env.LAZYSNAP_TEST_BACKEND === 'fanotify';
 const USER = 'kube-puller';
 const PASS = 'pull-secret-1f3e9a';
 let dir = '';
@@ -37,7 +40,8 @@ const digests2: string[] = [];
 
 before(async () => {
   requireBinaries(['containerd', 'ctr', 'shim', 'runc', 'registry', 'busybox']);
-  dir = await makeTempDir('cri-private');
+  const fscacheDir = FANOTIFY ? '' : requireFscacheKernel();
+  dir = FANOTIFY ? await makeTempDir('cri-private') : guestDir('cri-private');
   fs.mkdirSync(join(dir, 'token'));
   ts = await startTokenServer(join(dir, 'token'), { users: { [USER]: PASS }, publicRepos: ['test/pause'] });
   registry = await startRegistry({ dir: join(dir, 'registry'), authConfig: ts.registryAuth() });
@@ -86,7 +90,10 @@ providers:
     registryHost: registry.host,
     sandboxImage: `${registry.host}/test/pause:1`,
     config: (p) =>
-      `root = "${p.root}"\n[fscache]\nenabled = true\nbackend = "fanotify"\nprefetch = "off"\n` +
+      `root = "${p.root}"\n` +
+      (FANOTIFY
+        ? `[fscache]\nenabled = true\nbackend = "fanotify"\nprefetch = "off"\n`
+        : `[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, 'cache-private')}"\ntag = "lazysnap-private"\nprefetch = "off"\n`) +
       `[registry]\nplain_http = true\nconfig_path = "${p.certsDir}"\ndocker_config = "${join(dir, 'no-such-config.json')}"\n` +
       `credential_provider_config = "${join(dir, 'providers.yaml')}"\ncredential_provider_bin_dir = "${join(dir, 'plugins')}"\n` +
       `[cri]\nimage_proxy_address = "${join(dir, 'cri-image.sock')}"\ncontainerd_address = "${p.containerdSocket}"\n`,
@@ -100,7 +107,8 @@ after(async () => {
   viaProxy?.close();
   await node?.stop();
   for (const f of [registry?.stop, ts?.stop]) await f?.().catch(() => {});
-  if (dir) await removeTempDir(dir);
+  if (dir && FANOTIFY) await removeTempDir(dir);
+  else if (dir) fs.rmSync(dir, { recursive: true, force: true });
 }, { timeout: 120_000 });
 
 const logs = async () => (node ? node.logs() : '');
