@@ -4,7 +4,7 @@
 // them up across workers). READs are observed as they are answered; bytes
 // fetched and cache hits are the deltas of each blob's own counters
 // (BlobContent.progress), so content/ stays free of metrics.
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { BlobContent, ReadObserver } from '../content/content';
 import type { ClientStats } from '../registry/client';
 
@@ -89,6 +89,32 @@ export class WorkerMetrics {
     registers: [this.registry],
   });
   private seenPrefetchStopped = 0;
+
+  constructor() {
+    // Prefetch (and on-demand) progress: how much of each image's open blobs is local, read at each report.
+    const open = this.open;
+    const images = this.images;
+    const sums = (pick: 'bytes' | 'bytesPresent') => {
+      const by = new Map<string, number>();
+      for (const c of open) {
+        const p = c.progress?.();
+        if (p) by.set(images.get(c) ?? '', (by.get(images.get(c) ?? '') ?? 0) + p[pick]);
+      }
+      return by;
+    };
+    for (const [name, help, pick] of [
+      ['lazysnap_blob_bytes', "Uncompressed bytes of an image's remote blobs the kernel has open", 'bytes'],
+      ['lazysnap_blob_present_bytes', 'Of those, the bytes already in the cache (fetched on demand or prefetched): with lazysnap_blob_bytes, prefetch progress', 'bytesPresent'],
+    ] as const) {
+      new Gauge({
+        name, help, labelNames: ['image_ref'], registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const [image_ref, v] of sums(pick)) this.set({ image_ref }, v);
+        },
+      });
+    }
+  }
 
   /** The image each blob content was opened for ('' for a local image with no reference). */
   private readonly images = new WeakMap<BlobContent, string>();

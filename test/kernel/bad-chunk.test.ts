@@ -17,6 +17,7 @@ import { requireBinaries } from '../support/bins';
 import type { CriClient } from '../support/cri';
 import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../support/guest-containerd';
 import { guestDir, requireFscacheKernel } from '../support/guest';
+import { scrape, total as sum } from '../support/metrics';
 import { buildBusyboxImage, pushOciLayout } from '../support/images';
 import { killWorkers, startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
 import { run, runOk, tail } from '../support/proc';
@@ -107,7 +108,8 @@ before(async () => {
       (FANOTIFY
         ? `[fscache]\nenabled = true\nbackend = "fanotify"\nprefetch = "off"\n`
         : `[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, 'cache-badchunk')}"\ntag = "lazysnap-bad"\nprefetch = "off"\n`) +
-      `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\n`,
+      `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\n` +
+      `[metrics]\naddress = "${join(dir, 'metrics.sock')}"\n`,
   });
   ctrd = await startGuestContainerd({
     dir: join(dir, 'containerd'),
@@ -194,6 +196,12 @@ test('a container: only the corrupt chunk\'s bytes give EIO, every other file re
     (FANOTIFY ? `events ${st.events}, denied ${st.eventsDenied}` : `READs ${st.reads}, failed ${st.readsFailed}, retried ${st.readRetries}`) + `; warnings ${warned}`);
   assert.equal(warned, 1, 'one warning for the chunk');
   assert.ok(first <= 16, `${first} GETs of the blob`);
+  // and the metrics say so: failed reads, verification failures, one chunk marked bad
+  await new Promise((r) => setTimeout(r, 1500)); // the worker reports every second
+  const m = await scrape(join(dir, 'metrics.sock'));
+  assert.ok(sum(m, 'lazysnap_read_latency_microseconds_count', { image_ref: ref, result: 'eio' }) >= 1, 'the EIOs are counted');
+  assert.ok(sum(m, 'lazysnap_chunk_verify_failures_total', { image_ref: ref }) >= 1, 'the failed verifications are counted');
+  assert.equal(sum(m, 'lazysnap_bad_chunks_marked_total', { image_ref: ref }), 1);
 });
 
 test('once the registry serves good bytes, the chunk heals after its cool-down and c.bin reads', { timeout: 300_000 }, async (t) => {

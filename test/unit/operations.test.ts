@@ -81,8 +81,11 @@ test('worker metrics: READs by result, and the deltas of each blob\'s counters, 
   w.read(c, process.hrtime.bigint(), 'filled', 4096);
   w.read(c, process.hrtime.bigint(), 'eio', 4096);
   w.read(undefined, process.hrtime.bigint(), 'present', 100);
-  Object.assign(c.p, { fetchedBytes: 1000, chunksWanted: 4, chunksWantedPresent: 1 });
+  Object.assign(c.p, { fetchedBytes: 1000, chunksWanted: 4, chunksWantedPresent: 1, bytesPresent: 4096 });
   w.sample();
+  const open = await w.registry.metrics();
+  assert.equal(value(open, 'lazysnap_blob_bytes{image_ref="reg/app:1"}'), 1 << 20);
+  assert.equal(value(open, 'lazysnap_blob_present_bytes{image_ref="reg/app:1"}'), 4096, 'progress of what is open');
   Object.assign(c.p, { fetchedBytes: 1500, chunksWanted: 6, chunksWantedPresent: 3 });
   c.h.verifyFailures = 2;
   w.closing(c); // its last counts are taken at its close
