@@ -71,7 +71,9 @@ async function main(argv: string[]) {
   const fscache = await startFscache(cfg, images, log);
   sn.lazy = fscache.lazy;
   fscache.lazy?.sweep();
-  let bound: CacheBound | undefined;
+  const backend = fscache.mounter?.backend ?? 'none';
+  const metrics = cfg.metrics.address ? daemonMetrics(cfg, sn, fscache, backend, log) : undefined;
+  const bound = cacheBound(cfg, sn, fscache, log, metrics);
   const admin = adminHandlers({
     mounter: fscache.mounter,
     supervisor: fscache.supervisor,
@@ -92,20 +94,17 @@ async function main(argv: string[]) {
     },
     log,
   });
-  const backend = fscache.mounter?.backend ?? 'none';
-  const metrics = cfg.metrics.address ? daemonMetrics(cfg, sn, fscache, backend, log) : undefined;
-  bound = cacheBound(cfg, sn, fscache, log, metrics);
   // before the snapshotter's socket: an address in use stops the start with nothing served yet
   const metricsServer = metrics && (await serveMetrics(cfg.metrics.address, metrics));
+  const criProxy = cfg.cri.image_proxy_address
+    ? await serveCriImageProxy(cfg.cri.image_proxy_address, cfg.cri.containerd_address, criCredentialsDir(cfg), log)
+    : undefined;
   const server = await serve(sn, cfg.address, log, [{ definition: adminService().service, handlers: admin }],
     metrics && ((method, ms, code) => {
       metrics.snapshotOps.observe({ snapshot_operation: method.toUpperCase() }, ms);
       if (code) metrics.snapshotErrors.inc({ snapshot_operation: method.toUpperCase(), code });
     }));
   log.info({ version: VERSION, root: cfg.root, address: cfg.address, fscache: fscache.disabledReason ?? 'enabled', backend, metrics: cfg.metrics.address || 'off' }, 'lazysnapd serving');
-  const criProxy = cfg.cri.image_proxy_address
-    ? await serveCriImageProxy(cfg.cri.image_proxy_address, cfg.cri.containerd_address, criCredentialsDir(cfg), log)
-    : undefined;
   if (criProxy) log.info({ address: cfg.cri.image_proxy_address, containerd: cfg.cri.containerd_address }, "serving CRI's ImageService in front of containerd (kubelet --image-service-endpoint)");
   sdNotify('READY=1');
   // what `lazysnap doctor --no-probes` would say, for the operator reading the log
