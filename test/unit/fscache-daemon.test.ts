@@ -292,3 +292,37 @@ test('right after copen lseek fails with ENOBUFS (the kernel attaches the cache 
   assert.equal(events.filter((e) => e === 'lseek 9').length, 10, 'the first try and 9 retries');
   assert.ok(!events.includes('reset'), 'presence kept as it was');
 });
+
+test('prefetch and the cache bound: a blob whose missing bytes exceed the budget is not prefetched; a lower budget stops one under way; reads go on', async () => {
+  const events: string[] = [];
+  const blob = (name: string, missing: number): BlobContent => ({
+    name,
+    size: 8 << 20,
+    fill: async (off, len, sink, alloc) => {
+      events.push(`fill ${name}`);
+      await sink(off - (off % 4096), alloc(4096));
+    },
+    progress: () => ({ bytes: 8 << 20, bytesPresent: (8 << 20) - missing, fetchedBytes: 0 }),
+    prefetch: () => {
+      events.push(`prefetch ${name}`);
+      return { cancel: () => events.push(`cancel ${name}`), done: Promise.resolve() };
+    },
+  });
+  const contents: Record<string, BlobContent> = { small: blob('small', 1 << 20), big: blob('big', 6 << 20) };
+  const dev = new FakeDevice();
+  const d = new FscacheDaemon(dev, { resolve: async (_v, cookie) => contents[cookie] }, log, { readAttempts: 1, retryDelayMs: 1, prefetch: true });
+  d.setPrefetchBudget(4 << 20);
+  await d.handle(open(1, 1, 'v', 'small', 7));
+  await d.handle(open(2, 2, 'v', 'big', 8));
+  assert.deepEqual(events, ['prefetch small'], 'only the blob that fits is prefetched');
+  assert.equal(d.prefetchesStopped, 1);
+  await d.handle(read(3, 2, 0, 4096));
+  assert.deepEqual(dev.completed.at(-1), [8, 3], 'the big blob is still read on demand');
+  assert.ok(events.includes('fill big'));
+  d.setPrefetchBudget(512 << 10); // the cache filled up meanwhile
+  assert.ok(events.includes('cancel small'), 'the prefetch under way stops');
+  assert.equal(d.prefetchesStopped, 2);
+  d.setPrefetchBudget(64 << 20);
+  await d.handle(open(4, 3, 'v', 'big', 9));
+  assert.equal(events.filter((e) => e === 'prefetch big').length, 1, 'a new object of the blob prefetches once room is back');
+});
