@@ -19,13 +19,13 @@ import { filesystemOf, kernelFilesystems, probeCachefilesOndemand, probeErofsFil
 export interface DoctorOptions {
   /** containerd's config file */
   containerdConfig: string;
-  /** also probe the kernel (bind /dev/cachefiles, mount, mark); lazysnapd's own start does not */
+  /** also probe the kernel (bind /dev/cachefiles, mount, mark) and load the cachefiles module; lazysnapd's own start does neither (it has done both its own way, and must not block its loop) */
   probes: boolean;
 }
 
 export async function runDoctor(cfg: Config, o: DoctorOptions): Promise<Finding[]> {
   const out: Finding[] = [];
-  out.push(...kernelFindings(cfg));
+  out.push(...kernelFindings(cfg, o.probes));
   if (o.probes) out.push(...(await probeFindings(cfg)));
   out.push(...checkContainerdConfig(readOrNull(o.containerdConfig), o.containerdConfig, cfg.address));
   out.push(...registryFindings(cfg));
@@ -42,7 +42,7 @@ function readOrNull(file: string): string | null {
 }
 
 /** From /proc/filesystems and the kernel's build config: no side effects but loading modules. */
-function kernelFindings(cfg: Config): Finding[] {
+function kernelFindings(cfg: Config, modprobe: boolean): Finding[] {
   const out: Finding[] = [];
   const fss = kernelFilesystems();
   out.push(fss.has('overlay') ? ok('kernel: overlay', 'overlayfs is there (every container mount is one)') : fail('kernel: overlay', 'no overlay in /proc/filesystems', 'modprobe overlay (CONFIG_OVERLAY_FS)'));
@@ -64,7 +64,7 @@ function kernelFindings(cfg: Config): Finding[] {
   }
   const device = cfg.fscache.device;
   if (!fs.existsSync(device)) {
-    const why = loadCachefilesModule();
+    const why = modprobe ? loadCachefilesModule() : 'not loaded';
     out.push(fs.existsSync(device)
       ? ok('kernel: cachefiles module', `loaded it (modprobe cachefiles); ${device} is there`)
       : warn('kernel: cachefiles module', `${device} does not exist${why ? ` (${why})` : ''}`, 'modprobe cachefiles, on a kernel with CONFIG_CACHEFILES; without it lazy images go through fanotify, or are downloaded whole'));
