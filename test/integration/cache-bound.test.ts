@@ -14,8 +14,8 @@ import type { CriClient } from '../support/cri';
 import { buildPauseImage } from '../support/guest-containerd';
 import { startCriNode, type CriNode } from '../support/cri-node';
 import { pushOciLayout } from '../support/images';
-import type { Lazysnapd } from '../support/lazysnapd';
-import { runOk } from '../support/proc';
+import { LAZYSNAPD_JS, type Lazysnapd } from '../support/lazysnapd';
+import { run, runOk } from '../support/proc';
 import { startRegistry, type Registry } from '../support/registry';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 import { nydusFromDir } from '../support/nydus-from-dir';
@@ -86,6 +86,11 @@ test('three images of twice max_size: the idle ones are culled, least recently u
   // the first image's container reads one file every second for 12 s, across the culling
   const reader = cri.runToCompletion(refs[0], ['/bin/sh', '-c', `for f in /data/*; do sha256sum "$f" || exit 1; sleep 1; done`],
     { logRoot: join(dir, 'pod-logs'), name: 'long-reader', timeoutMs: 300_000 });
+  // a second lazysnapd on the same root, while that container reads: refused in one line naming the first; the first serves on
+  await new Promise((r) => setTimeout(r, 1500));
+  const second = await run(process.execPath, [LAZYSNAPD_JS, '--config', `${lazysnapd!.root}.config.toml`, '--root', lazysnapd!.root, '--address', join(dir, 'second.sock')], { timeoutMs: 30_000 });
+  assert.equal(second.code, 1, second.stderr);
+  assert.match(second.stderr.trim(), new RegExp(`^lazysnapd: root ${lazysnapd!.root} is in use by lazysnapd pid ${lazysnapd!.proc.pid} \\(serving ${lazysnapd!.address}\\)[^\\n]*$`));
   // the other two are read whole, one after the other, and their containers exit
   for (const n of [1, 2]) {
     const r = await cri.runToCompletion(refs[n], ['/bin/sh', '-c', 'sha256sum /data/*'], { logRoot: join(dir, 'pod-logs'), name: `read-${n}` });
