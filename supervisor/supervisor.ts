@@ -323,7 +323,6 @@ export class FscacheSupervisor {
     this.timer = setTimeout(fn, ms);
   }
 
-  /** Asks the serving worker to hold prefetch back for `ms` (a container is starting); no answer is awaited. */
   /** bytes prefetch may still bring into the cache; sent to every serving worker from now on */
   private prefetchBudget: number | undefined;
 
@@ -333,6 +332,7 @@ export class FscacheSupervisor {
     if (w) sendJson(w.control, { id: this.nextId++, op: 'prefetch-budget', bytes });
   }
 
+  /** Asks the serving worker to hold prefetch back for `ms` (a container is starting); no answer is awaited. */
   holdPrefetch(ms: number): void {
     const w = this.active;
     if (w) sendJson(w.control, { id: this.nextId++, op: 'hold-prefetch', ms });
