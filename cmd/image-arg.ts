@@ -11,7 +11,9 @@ import { Registries, RegistrySource, parseDockerRef } from '../image/convert/doc
 import { RegistryBlobSource } from '../content/remote/source';
 import { readFailure, readRegularFile } from '../config/read-file';
 import { MAX_BOOTSTRAP_BYTES } from '../mounts/mounter';
-import { FormatError } from '../image/errors';
+
+/** IMAGE names nothing that can be opened: one line. */
+export class ImageArgError extends Error {}
 
 export interface ImageArgOptions {
   /** where the data blobs are (named by blob id), for a bootstrap file or a layout */
@@ -24,6 +26,8 @@ export interface ImageArgOptions {
 
 export interface OpenedImage {
   bootstrap: Buffer;
+  /** the bootstrap file itself, when IMAGE was one (lazysnapd then names it in its messages, and copies it) */
+  bootstrapFile?: string;
   /** the blob directory, when the blobs are local */
   blobsDir?: string;
   /** docker://: HOST/REPO:TAG (or @DIGEST), what lazysnapd fetches blobs by */
@@ -62,9 +66,12 @@ export async function openImageArg(image: string, o: ImageArgOptions): Promise<O
   try {
     buf = readRegularFile(image, MAX_BOOTSTRAP_BYTES);
   } catch (e) {
-    throw new FormatError(image, `not a bootstrap file, oci:DIR[:TAG] or docker://HOST/REPO[:TAG]: ${readFailure(e)}`);
+    const missing = (e as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new ImageArgError(missing
+      ? `bootstrap ${image} does not exist (IMAGE is a bootstrap file, oci:DIR[:TAG] or docker://HOST/REPO[:TAG])`
+      : `${image} is not a bootstrap file, oci:DIR[:TAG] or docker://HOST/REPO[:TAG]: ${readFailure(e)}`);
   }
-  return local(buf, path.resolve(o.blobs ?? path.dirname(image)));
+  return { ...local(buf, path.resolve(o.blobs ?? path.dirname(image))), bootstrapFile: path.resolve(image) };
 }
 
 function local(bootstrap: Buffer, blobsDir: string): OpenedImage {

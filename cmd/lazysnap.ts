@@ -8,7 +8,7 @@ import { ConfigError, DEFAULT_CONFIG_TOML, SYSTEM_CONFIG, configFile, loadConfig
 import { FormatError } from '../image/errors';
 import { inspect } from './inspect';
 import { DEFAULT_HOSTS_DIR } from '../image/convert/docker';
-import { openImageArg, type ImageArgOptions } from './image-arg';
+import { ImageArgError, openImageArg, type ImageArgOptions } from './image-arg';
 import { convertCommand, ConvertCliOptions } from './convert';
 import { pullCommand, PullCliOptions } from './pull';
 import { PullError } from '../pull/pull';
@@ -81,17 +81,17 @@ imageOptions(program
   .action(async (image: string, dir: string, o: ImageArgOptions & { domain?: string; fsid?: string; address?: string; config?: string }) => {
     const img = await openImageArg(image, o);
     await img.close();
-    // lazysnapd keeps its own copy of the bootstrap
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-mount-'));
+    // lazysnapd keeps its own copy of the bootstrap; one from a layout or a registry goes through a temporary file
+    const tmp = img.bootstrapFile ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-mount-'));
     try {
-      const bootstrap = path.join(tmp, 'image.boot');
-      fs.writeFileSync(bootstrap, img.bootstrap);
+      const bootstrap = img.bootstrapFile ?? path.join(tmp!, 'image.boot');
+      if (tmp) fs.writeFileSync(bootstrap, img.bootstrap);
       const r = await withClient(o, (c) =>
         c.mount({ bootstrap, mountpoint: path.resolve(dir), blobs_dir: img.blobsDir ?? '', domain: o.domain ?? '', fsid: o.fsid ?? '', image_ref: img.imageRef ?? '' }),
       );
       process.stdout.write(`mounted ${dir} (fsid ${r.fsid}${r.domain ? `, domain ${r.domain}` : ''})\n`);
     } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
     }
   });
 
@@ -199,7 +199,7 @@ function fail(err: unknown): never {
   if (typeof e.code === 'string' && e.code.startsWith('commander.')) process.exit(1); // commander has printed it
   // a gRPC status from containerd or lazysnapd: its message says it
   const grpcStatus = typeof (e as { code?: unknown }).code === 'number' && 'details' in e;
-  const known = grpcStatus || e instanceof ConfigError || e instanceof FormatError || e instanceof PullError || e instanceof RegistryError || (typeof e.code === 'string' && /^E[A-Z]+$/.test(e.code)) || e instanceof AdminError;
+  const known = grpcStatus || e instanceof ConfigError || e instanceof FormatError || e instanceof PullError || e instanceof RegistryError || (typeof e.code === 'string' && /^E[A-Z]+$/.test(e.code)) || e instanceof AdminError || e instanceof ImageArgError;
   process.stderr.write(`lazysnap: ${known ? e.message : (e.stack ?? e.message)}\n`);
   process.exit(1);
 }

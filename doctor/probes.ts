@@ -25,6 +25,7 @@ export function probeCachefilesOndemand(device: string, scratch: string): string
     return `cannot open ${device}: ${(err as Error).message}`;
   }
   try {
+    fs.mkdirSync(scratch, { recursive: true, mode: 0o700 });
     bindDevice(fd, scratch, 'lazysnap-doctor');
     return null;
   } catch (err) {
