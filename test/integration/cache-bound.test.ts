@@ -6,14 +6,13 @@
 // byte right; the evictions are counted in the metrics.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { join } from 'node:path';
-import { bin, requireBinaries } from '../support/bins';
+import { requireBinaries } from '../support/bins';
 import type { CriClient } from '../support/cri';
 import { buildPauseImage } from '../support/guest-containerd';
 import { startCriNode, type CriNode } from '../support/cri-node';
-import { pushOciLayout } from '../support/images';
+import { busyboxDataTree, pushOciLayout } from '../support/images';
 import { LAZYSNAPD_JS, type Lazysnapd } from '../support/lazysnapd';
 import { run, runOk } from '../support/proc';
 import { startRegistry, type Registry } from '../support/registry';
@@ -41,17 +40,7 @@ before(async () => {
   registry = await startRegistry({ dir: join(dir, 'registry') });
   for (let n = 0; n < 3; n++) {
     const src = join(dir, `src${n}`);
-    fs.mkdirSync(join(src, 'bin'), { recursive: true });
-    fs.mkdirSync(join(src, 'data'));
-    fs.copyFileSync(bin('busybox'), join(src, 'bin/busybox'));
-    fs.chmodSync(join(src, 'bin/busybox'), 0o755);
-    for (const a of ['sh', 'cat', 'sha256sum', 'sleep', 'echo']) fs.symlinkSync('busybox', join(src, 'bin', a));
-    digests.push([]);
-    for (let i = 0; i < FILES; i++) {
-      const data = crypto.randomBytes(FILE_BYTES);
-      fs.writeFileSync(join(src, 'data', `f${String(i).padStart(2, '0')}`), data);
-      digests[n].push(crypto.createHash('sha256').update(data).digest('hex'));
-    }
+    digests.push(busyboxDataTree(src, ['sh', 'cat', 'sha256sum', 'sleep', 'echo'], Array.from({ length: FILES }, (_, i) => `f${String(i).padStart(2, '0')}`), FILE_BYTES));
     const ref = await nydusFromDir(src, join(dir, `img${n}`));
     await pushOciLayout(ref.split(':')[1], 'nydus', registry.url, `test/bound${n}:1`);
     refs.push(`${registry.host}/test/bound${n}:1`);

@@ -8,14 +8,13 @@
 // kept per repository (0600, never logged).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { join } from 'node:path';
-import { bin, requireBinaries } from '../support/bins';
+import { requireBinaries } from '../support/bins';
 import { CriClient } from '../support/cri';
 import { buildPauseImage, type GuestContainerd } from '../support/guest-containerd';
 import { startCriNode, type CriNode } from '../support/cri-node';
-import { pushOciLayout } from '../support/images';
+import { busyboxDataTree, pushOciLayout, randomFiles } from '../support/images';
 import type { Lazysnapd } from '../support/lazysnapd';
 import { startRegistry, type Registry } from '../support/registry';
 import { startTokenServer, type TokenServer } from '../support/token-server';
@@ -46,25 +45,13 @@ before(async () => {
   ts = await startTokenServer(join(dir, 'token'), { users: { [USER]: PASS }, publicRepos: ['test/pause'] });
   registry = await startRegistry({ dir: join(dir, 'registry'), authConfig: ts.registryAuth() });
   const src = join(dir, 'src');
-  fs.mkdirSync(join(src, 'bin'), { recursive: true });
-  fs.mkdirSync(join(src, 'data'));
-  fs.copyFileSync(bin('busybox'), join(src, 'bin/busybox'));
-  fs.chmodSync(join(src, 'bin/busybox'), 0o755);
-  for (const a of ['sh', 'sha256sum']) fs.symlinkSync('busybox', join(src, 'bin', a));
-  for (let i = 0; i < 4; i++) {
-    const data = crypto.randomBytes(3 << 20);
-    fs.writeFileSync(join(src, 'data', `f${i}`), data);
-    digests.push(crypto.createHash('sha256').update(data).digest('hex'));
-  }
+  const names = ['f0', 'f1', 'f2', 'f3'];
+  digests.push(...busyboxDataTree(src, ['sh', 'sha256sum'], names, 3 << 20));
   const img = await nydusFromDir(src, join(dir, 'img'));
   await pushOciLayout(img.split(':')[1], 'nydus', registry.url, 'test/private:1', { token: ts.sign(['repository:test/private:pull,push'], USER) });
   ref = `${registry.host}/test/private:1`;
   // the same files with other data: blobs of its own, which nothing has fetched yet
-  for (let i = 0; i < 4; i++) {
-    const data = crypto.randomBytes(3 << 20);
-    fs.writeFileSync(join(src, 'data', `f${i}`), data);
-    digests2.push(crypto.createHash('sha256').update(data).digest('hex'));
-  }
+  digests2.push(...randomFiles(join(src, 'data'), names, 3 << 20));
   const img2 = await nydusFromDir(src, join(dir, 'img2'));
   await pushOciLayout(img2.split(':')[1], 'nydus', registry.url, 'test/private2:1', { token: ts.sign(['repository:test/private2:pull,push'], USER) });
   ref2 = `${registry.host}/test/private2:1`;

@@ -1,6 +1,8 @@
 // Test images: build a tiny busybox image as an OCI layout with umoci, and
 // push an OCI layout to a registry over the distribution API (Node's
 // fetch, no skopeo).
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { chmod, copyFile, lutimes, mkdir, readFile, readdir, rm, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { bin, requireBinaries } from './bins';
@@ -49,6 +51,25 @@ export async function buildBusyboxImage(dir: string): Promise<{ layoutDir: strin
     '--config.cmd', '/bin/sh', '--config.env', 'PATH=/bin', '--os', 'linux', '--architecture', 'amd64']);
   await runOk(umoci, ['gc', '--layout', layoutDir]); // drop the intermediate manifests/configs
   return { layoutDir, ref };
+}
+
+/** Writes each of `names` in `dir` as `bytes` random bytes (incompressible: a blob as large); returns their sha256s, in order. */
+export function randomFiles(dir: string, names: string[], bytes: number): string[] {
+  fs.mkdirSync(dir, { recursive: true });
+  return names.map((n) => {
+    const data = crypto.randomBytes(bytes);
+    fs.writeFileSync(join(dir, n), data);
+    return crypto.createHash('sha256').update(data).digest('hex');
+  });
+}
+
+/** A root for a nydus test image: a static busybox with `applets` linked to it in bin/, and random `names` in data/; returns their sha256s. */
+export function busyboxDataTree(src: string, applets: string[], names: string[], bytes: number): string[] {
+  fs.mkdirSync(join(src, 'bin'), { recursive: true });
+  fs.copyFileSync(bin('busybox'), join(src, 'bin/busybox'));
+  fs.chmodSync(join(src, 'bin/busybox'), 0o755);
+  for (const a of applets) fs.symlinkSync('busybox', join(src, 'bin', a));
+  return randomFiles(join(src, 'data'), names, bytes);
 }
 
 /** Sets atime/mtime of every entry (symlinks themselves included) to the epoch. */
