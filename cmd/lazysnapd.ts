@@ -83,10 +83,9 @@ async function main(argv: string[]) {
     about: { version: VERSION, config: file ?? 'embedded defaults', root: cfg.root, address: cfg.address },
     snapshots: () => sn.store.view((tx) => tx.list()),
     cache: async () => {
-      const dir = cacheDirOf(cfg);
       return {
-        dir,
-        usage: fs.existsSync(dir) ? (await diskUsage(dir)).size : 0,
+        dir: cacheDirOf(cfg),
+        usage: await cacheUsage(cfg),
         maxBytes: bound?.maxBytes ?? 0,
         lowWaterBytes: bound?.lowWaterBytes ?? 0,
         evictions: bound?.evictions ?? 0,
@@ -151,9 +150,8 @@ function daemonMetrics(cfg: Config, sn: Snapshotter, fscache: Fscache, backend: 
     else if (refused) m.layers.inc({ mode: 'refused', reason: refused });
     else m.layers.inc({ mode: backend === 'download' ? 'download' : 'lazy', reason: backend });
   };
-  const cacheDir = cacheDirOf(cfg);
   m.gauge('snapshotter_cache_usage_kilobytes', 'Disk used by the blob cache, KiB (as nydus-snapshotter)',
-    async () => (fs.existsSync(cacheDir) ? (await diskUsage(cacheDir)).size / 1024 : 0));
+    async () => (await cacheUsage(cfg)) / 1024);
   m.gauge('lazysnap_cache_max_bytes', 'The bound on the blob cache ([cache] max_size); 0: none', () => parseSize(cfg.cache.max_size));
   m.gauge('lazysnap_images_mounted', 'Nydus images mounted lazily (or from downloaded blobs) right now', () => sn.store.fscacheImages.all().filter((i) => i.mountpoint).length);
   return m;
@@ -170,6 +168,12 @@ function checkCredentialProviders(cfg: Config): void {
   }
 }
 
+/** Bytes the blob cache takes on disk (0 before it exists): for status, the metrics and the bound. */
+async function cacheUsage(cfg: Config): Promise<number> {
+  const dir = cacheDirOf(cfg);
+  return fs.existsSync(dir) ? (await diskUsage(dir)).size : 0;
+}
+
 /** how often the cache's usage is measured against [cache] max_size */
 const CACHE_CHECK_MS = 5000;
 
@@ -183,7 +187,7 @@ function cacheBound(cfg: Config, sn: Snapshotter, fscache: Fscache, log: Logger,
   const inUse = (snapshotId: number) => sn.store.view((tx) => tx.inUse(snapshotId));
   if (metrics) fscache.mounter.onBlobsDropped = (n) => metrics.cacheEvictions.inc(n);
   const bound = new CacheBound(max, Math.floor((max * cfg.cache.low_water_percent) / 100), {
-    usage: async () => (fs.existsSync(cacheDir) ? (await diskUsage(cacheDir)).size : 0),
+    usage: () => cacheUsage(cfg),
     // images a container pulled (never those `lazysnap mount` made for an operator), with no container on them now
     idle: () => images.all().flatMap((img) => (img.snapshotId !== null && !inUse(img.snapshotId)
       ? [{ fsid: img.fsid, lastUsedMs: lazy.lastUsedMs(img.snapshotId) || img.createdUs / 1000 }] : [])),
