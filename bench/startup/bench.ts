@@ -1,23 +1,29 @@
-// bench/startup: time from CRI PullImage to a container's first output,
-// lazysnap with a nydus image against containerd's overlayfs snapshotter
-// pulling the OCI original in full. Directly, and behind a shaping proxy
-// (+20 ms RTT, 200 Mbit/s). Runs in the UML guest: npm run bench:startup
-import crypto from 'node:crypto';
+// bench/startup: time from CRI PullImage to a container's first output, and
+// the bytes the registry sent for it, for every snapshotter a user would pick
+// from: containerd's overlayfs pulling the OCI original in full,
+// stargz-snapshotter (eStargz), soci-snapshotter (OCI + SOCI index) and
+// lazysnap (nydus; on demand, and with prefetch on pull). The same registry,
+// containerd and CRI client for all; directly and behind a shaping proxy
+// (+20 ms RTT, 200 Mbit/s). One table per image and link; every ratio comes
+// from the same run.
+//   npm run bench:startup        UML guest, lazysnap's fscache backend
+//   npm run bench:startup:host   host kernel, lazysnap's fanotify backend
 import fs from 'node:fs';
 import { join } from 'node:path';
-import type net from 'node:net';
 import { buildPauseImage, startGuestContainerd } from '../../test/support/guest-containerd';
 import { guestDir, requireFscacheKernel } from '../../test/support/guest';
-import { buildBusyboxImage, pushOciLayout } from '../../test/support/images';
-import { startLazysnapd } from '../../test/support/lazysnapd';
-import { run, runOk } from '../../test/support/proc';
+import { pushOciLayout } from '../../test/support/images';
+import { startLazysnapd, killWorkers } from '../../test/support/lazysnapd';
+import { scrape, total } from '../../test/support/metrics';
 import { unmountAll } from '../../test/support/tmp';
 import { startRegistry } from '../../test/support/registry';
+import { makeTestPki } from '../../test/support/tls';
 import { startShaper } from '../fetch/shaper';
-import { cachedDebianPythonImage } from '../../test/support/debian-python';
+import { startDualFront } from './dual-front';
+import { prepareImages, type BenchImage } from './images';
+import { startSoci, startStargz, type PeerDaemon } from './peers';
 
-const DATA_MB = Number(process.env.STARTUP_DATA_MB ?? 64);
-const CLI = join(__dirname, '../../cmd/lazysnap.js');
+const HOST = process.env.STARTUP_ON === 'host';
 
 /** Bytes the registry sent for requests logged after `from` (logrus: http.response.written). */
 function bytesServed(logPath: string, from: number): number {
@@ -27,122 +33,132 @@ function bytesServed(logPath: string, from: number): number {
   return n;
 }
 
-interface BenchImage {
-  name: string;
-  /** repositories of the OCI original and the converted image */
-  oci: string;
-  nydus: string;
-  command: string[];
-  ociBytes: number;
+interface Contender {
+  label: string;
+  /** which of the image's pushed forms it pulls */
+  form: 'oci' | 'nydus' | 'estargz';
+  /** CRI's snapshotter: containerd's own, or the proxy plugin this contender starts */
+  start(dir: string): Promise<{ snapshotter: string; socket?: string; stop(): Promise<void>; readBytes?(): Promise<number> }>;
 }
 
-const layoutBytes = (layoutDir: string) =>
-  fs.readdirSync(join(layoutDir, 'blobs', 'sha256')).reduce((n, f) => n + fs.statSync(join(layoutDir, 'blobs', 'sha256', f)).size, 0);
-
-async function pushBoth(dir: string, name: string, layoutDir: string, ref: string, registryUrl: string): Promise<void> {
-  await pushOciLayout(layoutDir, ref, registryUrl, `test/${name}:1`);
-  const nydus = join(dir, `${name}-nydus`);
-  await runOk(process.execPath, [CLI, 'convert', `oci:${layoutDir}:${ref}`, `oci:${nydus}:1`], { timeoutMs: 600_000 });
-  await pushOciLayout(nydus, '1', registryUrl, `test/${name}-nydus:1`);
-  fs.rmSync(nydus, { recursive: true }); // the guest's /run is memory
+function lazysnap(prefetch: 'off' | 'on-pull', fscacheDir: string | undefined): Contender['start'] {
+  return async (dir) => {
+    fs.mkdirSync(dir, { recursive: true });
+    const root = join(dir, 'root');
+    const metrics = join(dir, 'metrics.sock');
+    const backend = fscacheDir
+      ? `[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, `startup-${process.hrtime.bigint()}`)}"\n`
+      : '[fscache]\nenabled = true\nbackend = "fanotify"\n';
+    const lz = await startLazysnapd({
+      root,
+      address: join(dir, 'lazysnap.sock'),
+      config: `root = "${root}"\n[log]\nlevel = "warn"\n${backend}prefetch = "${prefetch}"\n[registry]\nplain_http = true\n[metrics]\naddress = "${metrics}"\n`,
+    });
+    return {
+      snapshotter: 'lazysnap',
+      socket: lz.address,
+      // what the kernel asked the worker for: the start's reads, at the kernel's readahead granularity
+      readBytes: async () => {
+        await new Promise((r) => setTimeout(r, 1500)); // workers report every second
+        return total(await scrape(metrics), 'lazysnap_read_bytes_total');
+      },
+      stop: async () => {
+        await lz.stop();
+        await unmountAll(dir);
+        killWorkers(root); // an image stays mounted, so its worker stays (by design)
+      },
+    };
+  };
 }
 
-/** busybox + a data layer the container never reads. */
-async function busyboxImage(dir: string, registryUrl: string): Promise<BenchImage> {
-  const bb = await buildBusyboxImage(join(dir, 'app'));
-  const data = join(dir, 'data');
-  fs.mkdirSync(data);
-  fs.writeFileSync(join(data, 'big'), crypto.randomBytes(DATA_MB << 20));
-  await runOk('umoci', ['insert', '--image', `${bb.layoutDir}:${bb.ref}`, data, '/data'], { timeoutMs: 600_000 });
-  fs.rmSync(data, { recursive: true });
-  await pushBoth(dir, 'app', bb.layoutDir, bb.ref, registryUrl);
-  return { name: `busybox + ${DATA_MB} MiB data layer`, oci: 'app', nydus: 'app-nydus', command: ['/bin/sh', '-c', 'echo ready'], ociBytes: layoutBytes(bb.layoutDir) };
-}
-
-/** debian minbase + python3-minimal, two layers, built on the host (test/support/debian-python.ts). */
-async function debianPythonImage(dir: string, registryUrl: string): Promise<BenchImage> {
-  const dp = cachedDebianPythonImage();
-  await pushBoth(dir, 'python', dp.layoutDir, dp.ref, registryUrl);
-  return { name: 'debian + python3', oci: 'python', nydus: 'python-nydus', command: ['python3', '-c', 'print("ready")'], ociBytes: layoutBytes(dp.layoutDir) };
-}
+const peer = (p: Promise<PeerDaemon>) => p.then((d) => ({ snapshotter: d.name, socket: d.socket, stop: d.stop }));
 
 async function main() {
-  const fscacheDir = requireFscacheKernel();
-  const dir = guestDir('startup');
+  const fscacheDir = HOST ? undefined : requireFscacheKernel();
+  const dir = HOST ? fs.mkdtempSync('/var/tmp/lazysnap-bench-startup-') : guestDir('startup');
   const registry = await startRegistry({ dir: join(dir, 'registry') });
-  const wanted = (process.env.STARTUP_IMAGES ?? 'busybox,debian-python').split(',');
-  const images: BenchImage[] = [];
-  if (wanted.includes('busybox')) images.push(await busyboxImage(dir, registry.url));
-  if (wanted.includes('debian-python')) images.push(await debianPythonImage(dir, registry.url));
+  const pki = await makeTestPki(join(dir, 'pki'));
+  const front = await startDualFront({ upstreamPort: registry.port, cert: pki.cert, key: pki.key });
+  const host = `127.0.0.1:${front.port}`;
+  const images = await prepareImages(join(dir, 'images'), host, (process.env.STARTUP_IMAGES ?? 'busybox,debian-python,big').split(','));
   const pause = await buildPauseImage(join(dir, 'pause'));
-  await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');
+  await pushOciLayout(pause.layoutDir, pause.ref, `http://${host}`, 'test/pause:1');
 
-  const shaper: net.Server = await startShaper({ upstreamHost: '127.0.0.1', upstreamPort: registry.port, delayMs: 10, bitsPerSec: 200e6, windowBytes: 4 << 20 });
-  const shapedHost = `127.0.0.1:${(shaper.address() as net.AddressInfo).port}`;
+  const shaper = await startShaper({ upstreamHost: '127.0.0.1', upstreamPort: front.port, delayMs: 10, bitsPerSec: 200e6, windowBytes: 4 << 20 });
+  const shapedHost = `127.0.0.1:${(shaper.address() as { port: number }).port}`;
 
-  const rows: { image: BenchImage; net: string; mode: string; ms: number; bytes: number }[] = [];
+  const contenders: Contender[] = [
+    { label: 'overlayfs (OCI, full pull)', form: 'oci', start: async () => ({ snapshotter: 'overlayfs', stop: async () => {} }) },
+    { label: 'stargz (eStargz)', form: 'estargz', start: (d) => peer(startStargz(d)) },
+    { label: 'soci (OCI + SOCI index)', form: 'oci', start: (d) => peer(startSoci(d, pki.caPath)) },
+    { label: 'lazysnap (nydus, on demand)', form: 'nydus', start: lazysnap('off', fscacheDir) },
+    { label: 'lazysnap (nydus, prefetch on pull)', form: 'nydus', start: lazysnap('on-pull', fscacheDir) },
+  ];
+  const only = process.env.STARTUP_CONTENDERS?.split(',');
+  const chosen = only ? contenders.filter((c) => only.some((o) => c.label.startsWith(o))) : contenders;
+
+  interface Row { contender: Contender; ms: number; bytes: number; read?: number }
+  const tables: { image: BenchImage; net: string; rows: Row[] }[] = [];
   let runNo = 0;
   for (const image of images) {
-    for (const [netName, host] of [['direct', registry.host], ['20 ms RTT, 200 Mbit/s', shapedHost]] as const) {
-      for (const mode of ['overlayfs (OCI, full pull)', 'lazysnap (nydus, prefetch on pull)', 'lazysnap (nydus, on demand only)'] as const) {
+    for (const [net, regHost] of [['direct', host], ['20 ms RTT, 200 Mbit/s', shapedHost]] as const) {
+      const rows: Row[] = [];
+      for (const c of chosen) {
         const sub = join(dir, `run-${runNo++}`);
         fs.mkdirSync(sub);
-        const lazy = mode.startsWith('lazysnap');
-        const lz = lazy
-          ? await startLazysnapd({
-              root: join(sub, 'root'),
-              address: join(sub, 'lazysnap.sock'),
-              config: `root = "${join(sub, 'root')}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, `startup-${runNo}`)}"\nprefetch = "${mode.includes('on demand') ? 'off' : 'on-pull'}"\n[registry]\nplain_http = true\n`,
-            })
-          : undefined;
+        const sn = await c.start(join(sub, 'snapshotter'));
         const ctrd = await startGuestContainerd({
           dir: join(sub, 'containerd'),
-          snapshotterSocket: lz?.address ?? join(sub, 'unused.sock'),
-          criSnapshotter: lazy ? 'lazysnap' : 'overlayfs',
-          registryHost: host,
-          sandboxImage: `${host}/test/pause:1`,
+          snapshotterSocket: sn.socket ?? join(sub, 'unused.sock'),
+          snapshotterName: sn.socket ? sn.snapshotter : 'unused',
+          criSnapshotter: sn.snapshotter,
+          registryHost: regHost,
+          sandboxImage: `${regHost}/test/pause:1`,
         });
         try {
           // the sandbox image is not what is measured: pull it first
-          await ctrd.cri.pullImage(`${host}/test/pause:1`);
-          const ref = `${host}/test/${lazy ? image.nydus : image.oci}:1`;
+          await ctrd.cri.pullImage(`${regHost}/test/pause:1`);
+          const ref = `${regHost}/${image.repos[c.form]}`;
           const logFrom = fs.statSync(registry.logPath).size;
           const t0 = performance.now();
           await ctrd.cri.pullImage(ref);
           const r = await ctrd.cri.runToCompletion(ref, image.command, { logRoot: join(sub, 'logs'), name: 'startup' });
           const ms = performance.now() - t0;
-          if (r.exitCode !== 0 || !/ready/.test(r.stdout)) throw new Error(`${image.name}, ${mode}: container failed: ${r.logs}`);
-          rows.push({ image, net: netName, mode, ms, bytes: bytesServed(registry.logPath, logFrom) });
+          if (r.exitCode !== 0 || !/ready/.test(r.stdout)) throw new Error(`${image.name}, ${c.label}: container failed: ${r.logs}`);
+          rows.push({ contender: c, ms, bytes: bytesServed(registry.logPath, logFrom), read: await sn.readBytes?.() });
+          console.error(`${image.name} | ${net} | ${c.label}: ${(ms / 1000).toFixed(2)} s`);
         } finally {
           await ctrd.stop();
-          await lz?.stop();
-          // the image stays mounted, so its worker stays (by design): free /dev/cachefiles for the next run
+          await sn.stop();
           await unmountAll(sub);
-          await run('pkill', ['-9', '-f', 'lazysnap-fscache-worker']);
-          // containerd's content and snapshots of this run are not needed again; /run is memory
-          try {
-            fs.rmSync(sub, { recursive: true, force: true });
-          } catch (e) {
-            console.error(`could not remove ${sub}: ${(e as Error).message}`);
-          }
+          if (process.env.STARTUP_KEEP) console.error(`kept ${sub}`);
+          else fs.rmSync(sub, { recursive: true, force: true }); // containerd's content and snapshots of this run; in the guest /run is memory
         }
       }
+      tables.push({ image, net, rows });
     }
   }
   shaper.close();
+  front.close();
   await registry.stop();
+  if (HOST && !process.env.STARTUP_KEEP) fs.rmSync(dir, { recursive: true, force: true });
+  printTables(tables);
+}
 
-  console.log('bench/startup: PullImage -> first output of the container ("ready"), UML guest, containerd 1.6.20 CRI');
-  console.log('| image | network | snapshotter | pull to first output | bytes from the registry |');
-  console.log('| --- | --- | --- | --- | --- |');
-  for (const r of rows) {
-    console.log(`| ${r.image.name} (${(r.image.ociBytes / 2 ** 20).toFixed(1)} MiB) | ${r.net} | ${r.mode} | ${(r.ms / 1000).toFixed(2)} s | ` +
-      `${(r.bytes / 2 ** 20).toFixed(2)} MiB (${((100 * r.bytes) / r.image.ociBytes).toFixed(1)}% of the image) |`);
-  }
-  for (const image of images) {
-    for (const n of new Set(rows.map((r) => r.net))) {
-      const [full, warm, demand] = rows.filter((r) => r.image === image && r.net === n);
-      console.log(`speedup (${image.name}, ${n}): ${(full.ms / demand.ms).toFixed(2)}x on demand only, ${(full.ms / warm.ms).toFixed(2)}x with prefetch on pull`);
+function printTables(tables: { image: BenchImage; net: string; rows: { contender: Contender; ms: number; bytes: number; read?: number }[] }[]): void {
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  console.log(`bench/startup ${new Date().toISOString().slice(0, 10)}: CRI PullImage -> the container's first output, ` +
+    `${HOST ? 'host kernel, lazysnap fanotify backend' : 'UML guest, lazysnap fscache backend'}`);
+  for (const { image, net, rows } of tables) {
+    const base = rows.find((r) => r.contender.form === 'oci' && r.contender.label.startsWith('overlayfs'));
+    const read = rows.find((r) => r.read !== undefined)?.read;
+    console.log(`\n### ${image.name}: ${mib(image.ociBytes)} compressed, ${mib(image.rootfsBytes)} unpacked; ${net}`);
+    if (read !== undefined) console.log(`the start read ${mib(read)} of the image (${((100 * read) / image.rootfsBytes).toFixed(1)}%, lazysnap's READ bytes on demand)`);
+    console.log('| snapshotter | pull to first output | vs overlayfs | bytes from the registry | fetched ÷ read |');
+    console.log('| --- | --- | --- | --- | --- |');
+    for (const r of rows) {
+      console.log(`| ${r.contender.label} | ${(r.ms / 1000).toFixed(2)} s | ${base ? `${(base.ms / r.ms).toFixed(2)}×` : '-'} | ` +
+        `${mib(r.bytes)} | ${read ? `${(r.bytes / read).toFixed(2)}` : '-'} |`);
     }
   }
 }
