@@ -33,6 +33,16 @@ function bytesServed(logPath: string, from: number): number {
   return n;
 }
 
+/** STARTUP_LOGS=DIR: each run's logs (daemons, containerd) are copied there before its directory goes. */
+function keepLogs(sub: string, name: string): void {
+  const to = process.env.STARTUP_LOGS;
+  if (!to) return;
+  const walk = (d: string): string[] => fs.readdirSync(d, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? walk(join(d, e.name)) : e.name.endsWith('.log') ? [join(d, e.name)] : []);
+  fs.mkdirSync(join(to, name), { recursive: true });
+  for (const f of walk(sub)) fs.copyFileSync(f, join(to, name, f.slice(sub.length + 1).replace(/\//g, '_')));
+}
+
 interface Contender {
   label: string;
   /** which of the image's pushed forms it pulls */
@@ -52,7 +62,7 @@ function lazysnap(prefetch: 'off' | 'on-pull', fscacheDir: string | undefined): 
     const lz = await startLazysnapd({
       root,
       address: join(dir, 'lazysnap.sock'),
-      config: `root = "${root}"\n[log]\nlevel = "warn"\n${backend}prefetch = "${prefetch}"\n[registry]\nplain_http = true\n[metrics]\naddress = "${metrics}"\n`,
+      config: `root = "${root}"\n[log]\nlevel = "${process.env.STARTUP_LOG_LEVEL ?? 'warn'}"\n${backend}prefetch = "${prefetch}"\n[registry]\nplain_http = true\n[metrics]\naddress = "${metrics}"\n`,
     });
     return {
       snapshotter: 'lazysnap',
@@ -122,17 +132,18 @@ async function main() {
           const logFrom = fs.statSync(registry.logPath).size;
           const t0 = performance.now();
           await ctrd.cri.pullImage(ref);
+          const pulled = performance.now();
           const r = await ctrd.cri.runToCompletion(ref, image.command, { logRoot: join(sub, 'logs'), name: 'startup' });
           const ms = performance.now() - t0;
           if (r.exitCode !== 0 || !/ready/.test(r.stdout)) throw new Error(`${image.name}, ${c.label}: container failed: ${r.logs}`);
           rows.push({ contender: c, ms, bytes: bytesServed(registry.logPath, logFrom), read: await sn.readBytes?.() });
-          console.error(`${image.name} | ${net} | ${c.label}: ${(ms / 1000).toFixed(2)} s`);
+          console.error(`${image.name} | ${net} | ${c.label}: ${(ms / 1000).toFixed(2)} s (pull ${((pulled - t0) / 1000).toFixed(2)} s)`);
         } finally {
           await ctrd.stop();
           await sn.stop();
           await unmountAll(sub);
-          if (process.env.STARTUP_KEEP) console.error(`kept ${sub}`);
-          else fs.rmSync(sub, { recursive: true, force: true }); // containerd's content and snapshots of this run; in the guest /run is memory
+          keepLogs(sub, `${image.repos.oci.replace(/[/:]/g, '_')}-${runNo}`);
+          fs.rmSync(sub, { recursive: true, force: true }); // containerd's content and snapshots of this run; in the guest /run is memory
         }
       }
       tables.push({ image, net, rows });
@@ -141,7 +152,7 @@ async function main() {
   shaper.close();
   front.close();
   await registry.stop();
-  if (HOST && !process.env.STARTUP_KEEP) fs.rmSync(dir, { recursive: true, force: true });
+  if (HOST) fs.rmSync(dir, { recursive: true, force: true });
   printTables(tables);
 }
 

@@ -44,24 +44,29 @@ async function bindSociRoot(dir: string): Promise<() => Promise<void>> {
   return async () => void (await runOk('umount', ['-l', SOCI_FIXED_ROOT]));
 }
 
-async function startPeerDaemon(name: Peer, bin: string, args: string[], dir: string, socket: string, env?: NodeJS.ProcessEnv): Promise<PeerDaemon> {
+async function startPeerDaemon(name: Peer, bin: string, args: string[], dir: string, socket: string,
+  o: { env?: NodeJS.ProcessEnv; stopSignal?: NodeJS.Signals } = {}): Promise<PeerDaemon> {
   const logPath = join(dir, `${name}.log`);
-  const daemon = spawnDaemon(bin, args, logPath, env);
+  const daemon = spawnDaemon(bin, args, logPath, o.env);
   await waitFor(async () => {
     if (!isRunning(daemon)) throw new Error(`${name} exited during startup:\n${await tail(logPath)}`);
     return canConnect(socket);
   }, { what: `${name} to listen on ${socket}`, timeoutMs: 30_000 });
-  return { name, socket, logPath, stop: async () => void (await stopDaemon(daemon)) };
+  return { name, socket, logPath, stop: async () => void (await stopDaemon(daemon, o.stopSignal)) };
 }
 
-/** containerd-stargz-grpc with an empty config (its defaults: prefetch of the landmark's files, background fetch). */
+/**
+ * containerd-stargz-grpc (scripts/stargz-grpc.sh builds it) with an empty
+ * config: its defaults, prefetch of the landmark's files and background
+ * fetch. SIGINT: on SIGTERM it leaves its FUSE mounts for a successor.
+ */
 export async function startStargz(dir: string): Promise<PeerDaemon> {
   fs.mkdirSync(dir, { recursive: true });
   const config = join(dir, 'stargz.toml');
   fs.writeFileSync(config, '');
   const socket = join(dir, 'stargz.sock');
   return startPeerDaemon('stargz', join(peerBinDir('stargz'), 'containerd-stargz-grpc'),
-    ['--address', socket, '--root', join(dir, 'root'), '--config', config, '--log-level', 'info'], dir, socket);
+    ['--address', socket, '--root', join(dir, 'root'), '--config', config, '--log-level', 'info'], dir, socket, { stopSignal: 'SIGINT' });
 }
 
 /**
@@ -78,7 +83,7 @@ export async function startSoci(dir: string, caPath: string): Promise<PeerDaemon
   try {
     const d = await startPeerDaemon('soci', join(peerBinDir('soci'), 'soci-snapshotter-grpc'),
       ['--address', socket, '--root', join(dir, 'root'), '--config', config, '--log-level', 'info'], dir, socket,
-      { ...process.env, SSL_CERT_FILE: caPath });
+      { env: { ...process.env, SSL_CERT_FILE: caPath } });
     return { ...d, stop: async () => {
       await d.stop();
       await unbind();

@@ -13,7 +13,8 @@ import { runOk } from './proc';
 
 export const DEBIAN_PYTHON_CACHE = '/var/cache/lazysnap-test/debian-python';
 const DEBIAN_MIRROR = 'http://deb.debian.org/debian';
-const EPOCH = '1970-01-01T00:00:00Z';
+export const EPOCH = '1970-01-01T00:00:00Z';
+export const IMAGE_PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** Bumped when expect.json gains fields: an older cache is rebuilt. */
 const EXPECT_VERSION = 2;
@@ -95,18 +96,43 @@ export function expectFromRootfs(rootfs: string): DebianPythonExpect {
     }
   };
   walk(stdlib);
-  let rootfsBytes = 0;
-  const size = (d: string) => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) size(p);
-      else if (e.isFile()) rootfsBytes += fs.lstatSync(p).size;
-    }
-  };
-  size(rootfs);
+  const rootfsBytes = regularFiles(rootfs).bytes;
   const files: Record<string, string> = {};
   for (const f of OTHER_FILES) files[realPath(f)] = sha(inRoot(realPath(f)));
   return { version: EXPECT_VERSION, python, pythonSha256: sha(inRoot(python)), stdlib, stdlibFiles, stdlibDigest: tree.digest('hex'), rootfsBytes, files };
+}
+
+/** Count and total size of the regular files under dir (symlinks not followed). */
+export function regularFiles(dir: string): { files: number; bytes: number } {
+  const r = { files: 0, bytes: 0 };
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) {
+        r.files++;
+        r.bytes += fs.lstatSync(p).size;
+      }
+    }
+  };
+  walk(dir);
+  return r;
+}
+
+/**
+ * Layer 1 of the debian images: an OCI layout at layoutDir with the
+ * debootstrap minbase rootfs as the one layer of the image tagged `tag`
+ * (unpacked under work, then removed).
+ */
+export async function initDebianLayout(work: string, layoutDir: string, tag: string): Promise<void> {
+  const base = await debootstrapTarball();
+  const baseRoot = path.join(work, 'base');
+  await fsp.mkdir(baseRoot);
+  await runOk('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-C', baseRoot, '-xpzf', base], { timeoutMs: 300_000 });
+  await runOk('umoci', ['init', '--layout', layoutDir]);
+  await runOk('umoci', ['new', '--image', `${layoutDir}:${tag}`]);
+  await runOk('umoci', ['insert', '--image', `${layoutDir}:${tag}`, '--history.created', EPOCH, '--history.created_by', 'debootstrap --variant=minbase bookworm', baseRoot, '/'], { timeoutMs: 600_000 });
+  await fsp.rm(baseRoot, { recursive: true, force: true });
 }
 
 /** The cached image, or fails with how to build it (the guest cannot: no network). */
@@ -132,7 +158,6 @@ export async function buildDebianPythonImage(): Promise<DebianPythonImage> {
   } catch {
     // missing or outdated: build it
   }
-  const base = await debootstrapTarball();
   const parent = path.dirname(DEBIAN_PYTHON_CACHE);
   await fsp.mkdir(parent, { recursive: true });
   const work = await fsp.mkdtemp(path.join(parent, 'build-python-'));
@@ -141,13 +166,7 @@ export async function buildDebianPythonImage(): Promise<DebianPythonImage> {
     const layoutDir = path.join(out, 'oci');
     await fsp.mkdir(out);
     // layer 1: the minbase rootfs
-    const baseRoot = path.join(work, 'base');
-    await fsp.mkdir(baseRoot);
-    await runOk('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-C', baseRoot, '-xpzf', base], { timeoutMs: 300_000 });
-    await runOk('umoci', ['init', '--layout', layoutDir]);
-    await runOk('umoci', ['new', '--image', `${layoutDir}:debian`]);
-    await runOk('umoci', ['insert', '--image', `${layoutDir}:debian`, '--history.created', EPOCH, '--history.created_by', 'debootstrap --variant=minbase bookworm', baseRoot, '/'], { timeoutMs: 600_000 });
-    await fsp.rm(baseRoot, { recursive: true, force: true });
+    await initDebianLayout(work, layoutDir, 'debian');
     // layer 2: what installing python3-minimal changed, as umoci's diff of the rootfs it unpacked
     const pyRoot = path.join(work, 'python');
     await runOk('/usr/sbin/debootstrap', ['--variant=minbase', '--include=python3-minimal', 'bookworm', pyRoot, DEBIAN_MIRROR], { timeoutMs: 900_000 });
@@ -158,7 +177,7 @@ export async function buildDebianPythonImage(): Promise<DebianPythonImage> {
     await fsp.rename(pyRoot, path.join(bundle, 'rootfs'));
     await runOk('umoci', ['repack', '--image', `${layoutDir}:debian-python`, '--history.created', EPOCH, '--history.created_by', 'apt-get install python3-minimal', bundle], { timeoutMs: 600_000 });
     await runOk('umoci', ['config', '--image', `${layoutDir}:debian-python`, '--created', EPOCH, '--history.created', EPOCH,
-      '--config.cmd', '/usr/bin/python3', '--config.env', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      '--config.cmd', '/usr/bin/python3', '--config.env', IMAGE_PATH_ENV,
       '--os', 'linux', '--architecture', 'amd64']);
     await runOk('umoci', ['rm', '--image', `${layoutDir}:debian`]);
     await runOk('umoci', ['gc', '--layout', layoutDir]);
