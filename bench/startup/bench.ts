@@ -43,6 +43,14 @@ function keepLogs(sub: string, name: string): void {
   for (const f of walk(sub)) fs.copyFileSync(f, join(to, name, f.slice(sub.length + 1).replace(/\//g, '_')));
 }
 
+interface Sample { ms: number; pullMs: number; bytes: number; read?: number }
+interface Table { image: BenchImage; net: string; rows: { contender: Contender; samples: Sample[] }[] }
+
+/** The sample with the median time (the upper one of an even count). */
+function median(samples: Sample[]): Sample {
+  return [...samples].sort((a, b) => a.ms - b.ms)[Math.floor(samples.length / 2)];
+}
+
 interface Contender {
   label: string;
   /** which of the image's pushed forms it pulls */
@@ -102,74 +110,84 @@ async function main() {
     { label: 'stargz (eStargz)', form: 'estargz', start: (d) => peer(startStargz(d)) },
     { label: 'soci (OCI + SOCI index)', form: 'oci', start: (d) => peer(startSoci(d, pki.caPath)) },
     { label: 'lazysnap (nydus, on demand)', form: 'nydus', start: lazysnap('off', fscacheDir) },
-    { label: 'lazysnap (nydus, prefetch on pull)', form: 'nydus', start: lazysnap('on-pull', fscacheDir) },
+    // the fanotify backend does not prefetch (fscache only): on the host this would repeat the row above
+    ...(fscacheDir ? [{ label: 'lazysnap (nydus, prefetch on pull)', form: 'nydus' as const, start: lazysnap('on-pull', fscacheDir) }] : []),
   ];
   const only = process.env.STARTUP_CONTENDERS?.split(',');
   const chosen = only ? contenders.filter((c) => only.some((o) => c.label.startsWith(o))) : contenders;
 
-  interface Row { contender: Contender; ms: number; bytes: number; read?: number }
-  const tables: { image: BenchImage; net: string; rows: Row[] }[] = [];
+  const repeat = Number(process.env.STARTUP_REPEAT ?? 3);
+  const tables: Table[] = [];
   let runNo = 0;
   for (const image of images) {
     for (const [net, regHost] of [['direct', host], ['20 ms RTT, 200 Mbit/s', shapedHost]] as const) {
-      const rows: Row[] = [];
-      for (const c of chosen) {
-        const sub = join(dir, `run-${runNo++}`);
-        fs.mkdirSync(sub);
-        const sn = await c.start(join(sub, 'snapshotter'));
-        const ctrd = await startGuestContainerd({
-          dir: join(sub, 'containerd'),
-          snapshotterSocket: sn.socket ?? join(sub, 'unused.sock'),
-          snapshotterName: sn.socket ? sn.snapshotter : 'unused',
-          criSnapshotter: sn.snapshotter,
-          registryHost: regHost,
-          sandboxImage: `${regHost}/test/pause:1`,
-        });
-        try {
-          // the sandbox image is not what is measured: pull it first
-          await ctrd.cri.pullImage(`${regHost}/test/pause:1`);
-          const ref = `${regHost}/${image.repos[c.form]}`;
-          const logFrom = fs.statSync(registry.logPath).size;
-          const t0 = performance.now();
-          await ctrd.cri.pullImage(ref);
-          const pulled = performance.now();
-          const r = await ctrd.cri.runToCompletion(ref, image.command, { logRoot: join(sub, 'logs'), name: 'startup' });
-          const ms = performance.now() - t0;
-          if (r.exitCode !== 0 || !/ready/.test(r.stdout)) throw new Error(`${image.name}, ${c.label}: container failed: ${r.logs}`);
-          rows.push({ contender: c, ms, bytes: bytesServed(registry.logPath, logFrom), read: await sn.readBytes?.() });
-          console.error(`${image.name} | ${net} | ${c.label}: ${(ms / 1000).toFixed(2)} s (pull ${((pulled - t0) / 1000).toFixed(2)} s)`);
-        } finally {
-          await ctrd.stop();
-          await sn.stop();
-          await unmountAll(sub);
-          keepLogs(sub, `${image.repos.oci.replace(/[/:]/g, '_')}-${runNo}`);
-          fs.rmSync(sub, { recursive: true, force: true }); // containerd's content and snapshots of this run; in the guest /run is memory
+      const samples = new Map<Contender, Sample[]>(chosen.map((c) => [c, []]));
+      // rounds interleave the contenders, so that a drift of the machine touches all alike
+      for (let round = 0; round < repeat; round++) {
+        for (const c of chosen) {
+          const sub = join(dir, `run-${runNo++}`);
+          fs.mkdirSync(sub);
+          const sn = await c.start(join(sub, 'snapshotter'));
+          const ctrd = await startGuestContainerd({
+            dir: join(sub, 'containerd'),
+            snapshotterSocket: sn.socket ?? join(sub, 'unused.sock'),
+            snapshotterName: sn.socket ? sn.snapshotter : 'unused',
+            criSnapshotter: sn.snapshotter,
+            registryHost: regHost,
+            sandboxImage: `${regHost}/test/pause:1`,
+          });
+          try {
+            // the sandbox image is not what is measured: pull it first
+            await ctrd.cri.pullImage(`${regHost}/test/pause:1`);
+            const ref = `${regHost}/${image.repos[c.form]}`;
+            const logFrom = fs.statSync(registry.logPath).size;
+            const t0 = performance.now();
+            await ctrd.cri.pullImage(ref);
+            const pulled = performance.now();
+            const r = await ctrd.cri.runToCompletion(ref, image.command, { logRoot: join(sub, 'logs'), name: 'startup' });
+            const ms = performance.now() - t0;
+            if (r.exitCode !== 0 || !/ready/.test(r.stdout)) throw new Error(`${image.name}, ${c.label}: container failed: ${r.logs}`);
+            samples.get(c)!.push({ ms, pullMs: pulled - t0, bytes: bytesServed(registry.logPath, logFrom), read: await sn.readBytes?.() });
+            console.error(`${image.name} | ${net} | ${c.label}: ${(ms / 1000).toFixed(2)} s (pull ${((pulled - t0) / 1000).toFixed(2)} s)`);
+          } finally {
+            await ctrd.stop();
+            await sn.stop();
+            await unmountAll(sub);
+            keepLogs(sub, `${image.repos.oci.replace(/[/:]/g, '_')}-${runNo}`);
+            fs.rmSync(sub, { recursive: true, force: true }); // containerd's content and snapshots of this run; in the guest /run is memory
+          }
         }
       }
+      const rows = chosen.map((c) => ({ contender: c, samples: samples.get(c)! }));
       tables.push({ image, net, rows });
     }
   }
   shaper.close();
   front.close();
   await registry.stop();
+  if (process.env.STARTUP_LOGS) fs.copyFileSync(registry.logPath, join(process.env.STARTUP_LOGS, 'registry.log'));
   if (HOST) fs.rmSync(dir, { recursive: true, force: true });
-  printTables(tables);
+  printTables(tables, repeat);
 }
 
-function printTables(tables: { image: BenchImage; net: string; rows: { contender: Contender; ms: number; bytes: number; read?: number }[] }[]): void {
+function printTables(tables: Table[], repeat: number): void {
   const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
   console.log(`bench/startup ${new Date().toISOString().slice(0, 10)}: CRI PullImage -> the container's first output, ` +
-    `${HOST ? 'host kernel, lazysnap fanotify backend' : 'UML guest, lazysnap fscache backend'}`);
+    `${HOST ? 'host kernel, lazysnap fanotify backend' : 'UML guest, lazysnap fscache backend'}; median of ${repeat} runs (min-max)`);
   for (const { image, net, rows } of tables) {
-    const base = rows.find((r) => r.contender.form === 'oci' && r.contender.label.startsWith('overlayfs'));
-    const read = rows.find((r) => r.read !== undefined)?.read;
+    const med = rows.map((r) => ({ ...r, m: median(r.samples) }));
+    const base = med.find((r) => r.contender.label.startsWith('overlayfs'));
+    const read = med.find((r) => r.m.read !== undefined)?.m.read;
     console.log(`\n### ${image.name}: ${mib(image.ociBytes)} compressed, ${mib(image.rootfsBytes)} unpacked; ${net}`);
+    if (image.startReadBytes) console.log(`measured when the image was built: the start reads ${mib(image.startReadBytes)} (${((100 * image.startReadBytes) / image.rootfsBytes).toFixed(1)}%, page cache of a fresh EROFS mount)`);
     if (read !== undefined) console.log(`the start read ${mib(read)} of the image (${((100 * read) / image.rootfsBytes).toFixed(1)}%, lazysnap's READ bytes on demand)`);
-    console.log('| snapshotter | pull to first output | vs overlayfs | bytes from the registry | fetched ÷ read |');
-    console.log('| --- | --- | --- | --- | --- |');
-    for (const r of rows) {
-      console.log(`| ${r.contender.label} | ${(r.ms / 1000).toFixed(2)} s | ${base ? `${(base.ms / r.ms).toFixed(2)}×` : '-'} | ` +
-        `${mib(r.bytes)} | ${read ? `${(r.bytes / read).toFixed(2)}` : '-'} |`);
+    console.log('| snapshotter | pull to first output | (min-max) | of which pull | vs overlayfs | bytes from the registry | fetched ÷ read |');
+    console.log('| --- | --- | --- | --- | --- | --- | --- |');
+    for (const r of med) {
+      const times = r.samples.map((x) => x.ms);
+      console.log(`| ${r.contender.label} | ${sec(r.m.ms)} | ${sec(Math.min(...times))}-${sec(Math.max(...times))} | ${sec(r.m.pullMs)} | ` +
+        `${base ? `${(base.m.ms / r.m.ms).toFixed(2)}×` : '-'} | ${mib(r.m.bytes)} | ${read ? (r.m.bytes / read).toFixed(2) : '-'} |`);
     }
   }
 }

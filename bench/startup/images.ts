@@ -7,6 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { startContainerd } from '../../test/support/containerd';
+import { BIG_START_COMMAND, cachedBigImage } from '../../test/support/debian-big';
 import { cachedDebianPythonImage } from '../../test/support/debian-python';
 import { buildBusyboxImage, pushOciLayout } from '../../test/support/images';
 import { bin } from '../../test/support/bins';
@@ -25,6 +26,8 @@ export interface BenchImage {
   ociBytes: number;
   /** its files' bytes once unpacked */
   rootfsBytes: number;
+  /** what the start reads, measured where the image was built (see debian-big.ts), if it was */
+  startReadBytes?: number;
 }
 
 interface Original {
@@ -34,6 +37,7 @@ interface Original {
   ref: string;
   command: string[];
   rootfsBytes: number;
+  startReadBytes?: number;
 }
 
 const layoutBytes = (layoutDir: string) =>
@@ -57,9 +61,16 @@ function debianPython(): Original {
   return { key: 'debian-python', name: 'debian + python3', layoutDir: dp.layoutDir, ref: dp.ref, command: ['python3', '-c', 'print("ready")'], rootfsBytes: dp.expect.rootfsBytes };
 }
 
+/** debian + scipy, pandas, matplotlib, sklearn + a JDK, 1.5 GB, built on the host (test/support/debian-big.ts). */
+function big(): Original {
+  const b = cachedBigImage();
+  return { key: 'big', name: 'debian + scipy stack + JDK', layoutDir: b.layoutDir, ref: b.ref, command: BIG_START_COMMAND, rootfsBytes: b.expect.rootfsBytes, startReadBytes: b.expect.start.readBytes };
+}
+
 const ORIGINALS: Record<string, (dir: string) => Promise<Original> | Original> = {
   busybox,
   'debian-python': debianPython,
+  big,
 };
 
 export async function prepareImages(dir: string, registryHost: string, wanted: string[]): Promise<BenchImage[]> {
@@ -83,7 +94,7 @@ export async function prepareImages(dir: string, registryHost: string, wanted: s
       await pushSociIndex(prep, `${registryHost}/${repos.oci}`, join(dir, key));
       // the prep containerd's copies are not needed again
       await prep.ctr(['image', 'rm', `${registryHost}/${repos.oci}`, `${registryHost}/${repos.estargz}`]);
-      out.push({ name: o.name, repos, command: o.command, ociBytes: layoutBytes(o.layoutDir), rootfsBytes: o.rootfsBytes });
+      out.push({ name: o.name, repos, command: o.command, ociBytes: layoutBytes(o.layoutDir), rootfsBytes: o.rootfsBytes, startReadBytes: o.startReadBytes });
       console.error(`prepared ${o.name}`);
     }
   } finally {
