@@ -360,7 +360,7 @@ export class Repository {
         authorization = await auth.authorization(scopes, op.signal);
         if (authorization) headers.authorization = authorization;
       }
-      const agent = c.pool.agent(atHost ? host.tls : (c.opts.otherTls ?? {}));
+      const agent = c.pool.agent(atHost ? host.tls : (c.opts.otherTls ?? {}), op.method === 'HEAD');
       c.stats.requests++;
       c.hostStats(host.host).requests++;
       let res: HttpResponse;
