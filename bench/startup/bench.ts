@@ -33,6 +33,29 @@ function bytesServed(logPath: string, from: number): number {
   return n;
 }
 
+/**
+ * When `pattern` first shows in the container's CRI log (polled every 5 ms):
+ * the container's first output, not its exit as CRI reports it (polled with
+ * backoff) or the teardown after it.
+ */
+function firstOutput(logPath: string, pattern: RegExp): { stop(): Promise<number> } {
+  let at: number | undefined;
+  const timer = setInterval(() => {
+    try {
+      if (at === undefined && pattern.test(fs.readFileSync(logPath, 'utf8'))) at = performance.now();
+    } catch {
+      // not created yet
+    }
+  }, 5);
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      if (at === undefined) throw new Error(`${logPath} never showed ${pattern}`);
+      return at;
+    },
+  };
+}
+
 /** STARTUP_LOGS=DIR: each run's logs (daemons, containerd) are copied there before its directory goes. */
 function keepLogs(sub: string, name: string): void {
   const to = process.env.STARTUP_LOGS;
@@ -144,8 +167,9 @@ async function main() {
             const t0 = performance.now();
             await ctrd.cri.pullImage(ref);
             const pulled = performance.now();
+            const output = firstOutput(join(sub, 'logs', 'startup', 'startup.log'), /ready/);
             const r = await ctrd.cri.runToCompletion(ref, image.command, { logRoot: join(sub, 'logs'), name: 'startup' });
-            const ms = performance.now() - t0;
+            const ms = (await output.stop()) - t0;
             if (r.exitCode !== 0 || !/ready/.test(r.stdout)) throw new Error(`${image.name}, ${c.label}: container failed: ${r.logs}`);
             samples.get(c)!.push({ ms, pullMs: pulled - t0, bytes: bytesServed(registry.logPath, logFrom), read: await sn.readBytes?.() });
             console.error(`${image.name} | ${net} | ${c.label}: ${(ms / 1000).toFixed(2)} s (pull ${((pulled - t0) / 1000).toFixed(2)} s)`);

@@ -16,6 +16,8 @@ import { pushEstargz, pushSociIndex } from './peers';
 
 const DATA_MB = Number(process.env.STARTUP_DATA_MB ?? 64);
 const CLI = join(__dirname, '../../cmd/lazysnap.js');
+/** the nydus images' chunk size (lazysnap convert --chunk-size) */
+export const CHUNK_SIZE = process.env.STARTUP_CHUNK_SIZE ?? '1MiB';
 
 export interface BenchImage {
   name: string;
@@ -87,7 +89,7 @@ export async function prepareImages(dir: string, registryHost: string, wanted: s
       const url = `http://${registryHost}`;
       await pushOciLayout(o.layoutDir, o.ref, url, repos.oci);
       const nydus = join(dir, `${key}-nydus`);
-      await runOk(process.execPath, [CLI, 'convert', `oci:${o.layoutDir}:${o.ref}`, `oci:${nydus}:1`], { timeoutMs: 1_800_000 });
+      await runOk(process.execPath, [CLI, 'convert', '--chunk-size', CHUNK_SIZE, `oci:${o.layoutDir}:${o.ref}`, `oci:${nydus}:1`], { timeoutMs: 1_800_000 });
       await pushOciLayout(nydus, '1', url, repos.nydus);
       fs.rmSync(nydus, { recursive: true }); // the guest's /run is memory
       await pushEstargz(prep, `${registryHost}/${repos.oci}`, `${registryHost}/${repos.estargz}`);
