@@ -18,8 +18,9 @@ function blobFile(blobDir: string, volume: string, tag: string): string {
   return path.join(dir, tag);
 }
 
-/** Creates (or finds) the image's blob files and marks the incomplete ones; returns their paths in device order. */
-export function prepareBlobFiles(groupFd: number, blobDir: string, volume: string, devices: { tag: string; size: number }[]): string[] {
+/** Creates (or finds) the image's blob files and marks the incomplete ones; returns them in device order. */
+export function prepareBlobFiles(groupFd: number, blobDir: string, volume: string, devices: { tag: string; size: number }[]):
+  { file: string; size: number; marked: boolean }[] {
   return devices.map(({ tag, size }) => {
     const file = blobFile(blobDir, volume, tag);
     const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
@@ -27,12 +28,12 @@ export function prepareBlobFiles(groupFd: number, blobDir: string, volume: strin
       const have = fs.fstatSync(fd).size;
       if (have === 0) fs.ftruncateSync(fd, size);
       else if (have !== size) throw new BlobFileError(`blob file ${file} is ${have} bytes; the device table says ${size}`);
-      if (size > 0 && seekHole(fd, 0) >= size) return file; // complete: nothing to hold back
+      if (size > 0 && seekHole(fd, 0) >= size) return { file, size, marked: false }; // complete: nothing to hold back
     } finally {
       fs.closeSync(fd);
     }
     fanotifyMark(groupFd, FAN.MARK_ADD, FAN.PRE_ACCESS, file);
-    return file;
+    return { file, size, marked: true };
   });
 }
 

@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { ErofsImage } from '../image/erofs/image';
 import { readDeviceTags, readDevices } from './device-tags';
+import type { BlobFile } from '../worker/control';
 import { BlobDownloader, downloadBlobFiles, fileBackedMount, prepareBlobFiles } from './blob-files';
 import { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
 import { excerpt } from '../log/excerpt';
@@ -48,6 +49,13 @@ export class Mounter {
   private readonly tags = new Map<string, string[]>();
   /** told how many blobs' cache files were deleted (metrics) */
   onBlobsDropped?: (n: number) => void;
+  /**
+   * Called with an image's blob files once it is mounted file-backed over a
+   * fanotify group: the worker opens them then, all at once, instead of each
+   * on its first read, in series on the container's start (a HEAD and three
+   * Range GETs each).
+   */
+  onBlobFilesMounted?: (blobs: BlobFile[]) => void;
 
   constructor(
     private readonly images: () => FscacheImages,
@@ -106,12 +114,14 @@ export class Mounter {
     try {
       if (this.fileBacked) {
         const f = this.fileBacked;
-        const devices = f.groupFd !== undefined
+        const prepared = f.groupFd !== undefined
           ? prepareBlobFiles(f.groupFd, f.blobDir, volume, readDevices(bootstrap))
-          : await downloadBlobFiles(f.blobDir, volume, readDevices(bootstrap), f.download!);
-        const m = fileBackedMount({ devices, nosuid: spec.nosuid });
+          : (await downloadBlobFiles(f.blobDir, volume, readDevices(bootstrap), f.download!)).map((file) => ({ file, size: 0, marked: false }));
+        const m = fileBackedMount({ devices: prepared.map((d) => d.file), nosuid: spec.nosuid });
         opts = m.shown;
         await mountFs(bootstrap, mountpoint, 'erofs', m.flags, m.data);
+        const marked = prepared.filter((d) => d.marked).map(({ file, size }) => ({ file, size }));
+        if (marked.length) this.onBlobFilesMounted?.(marked);
       } else {
         opts = erofsOptions({ fsid, domain, nosuid: spec.nosuid });
         await exec('mount', ['-t', 'erofs', '-o', opts, 'none', mountpoint], { timeout: MOUNT_TIMEOUT_MS });

@@ -63,5 +63,6 @@ export async function startFanotify(cfg: Config, images: () => FscacheImages, lo
   await retireWorkers(previousWorkers(path.join(dir, 'workers.json')), log);
   const supervisor = startSupervisor(cfg, groupFd, { backend: 'fanotify', blobDir, journalDir: path.join(dir, 'journals') }, log);
   const mounter = new Mounter(images, path.join(dir, 'images'), log, undefined, undefined, { groupFd, blobDir });
+  mounter.onBlobFilesMounted = (blobs) => supervisor.openBlobs(blobs);
   return { supervisor, mounter, lazy: snapshotMounts(cfg, mounter, images, log, supervisor) };
 }

@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { sendFds, socketpair } from '../native';
-import { ControlReply, HANDOVER_BYTE, Heartbeat, WorkerEvent, WorkerStatus, onJsonLines, sendJson } from '../worker/control';
+import { BlobFile, ControlReply, HANDOVER_BYTE, Heartbeat, WorkerEvent, WorkerStatus, onJsonLines, sendJson } from '../worker/control';
 import { SETTINGS_ENV, WorkerSettings, encodeSettings } from '../worker/settings';
 import { judgeWorker } from './liveness';
 
@@ -330,6 +330,12 @@ export class FscacheSupervisor {
     this.prefetchBudget = bytes;
     const w = this.active;
     if (w) sendJson(w.control, { id: this.nextId++, op: 'prefetch-budget', bytes });
+  }
+
+  /** Asks the serving worker to open these blob files' contents now (fanotify; no answer is awaited). */
+  openBlobs(blobs: BlobFile[]): void {
+    const w = this.active;
+    if (w && blobs.length) sendJson(w.control, { id: this.nextId++, op: 'open-blobs', blobs });
   }
 
   /** Asks the serving worker to hold prefetch back for `ms` (a container is starting); no answer is awaited. */

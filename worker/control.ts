@@ -7,6 +7,7 @@ import type { BlobContent, BlobPresence, ChunkHealth } from '../content/content'
 import type { DaemonStats } from './daemon';
 import type { FanotifyStats } from './fanotify/daemon';
 import type { MetricObjectWithValues, MetricValue } from 'prom-client';
+import type { BlobFile } from './fanotify/daemon';
 
 export const HANDOVER_BYTE = Buffer.from('F');
 
@@ -40,12 +41,16 @@ export interface Heartbeat {
   /** the worst lateness of this timer so far, ms: the worker's longest event-loop stall */
   worstLoopStallMs: number;
 }
+export type { BlobFile };
+
 export type ControlRequest =
   | { id: number; op: 'status' }
   | { id: number; op: 'retire' }
   | { id: number; op: 'hold-prefetch'; ms: number }
   /** what prefetch may still bring into the cache before [cache] max_size */
-  | { id: number; op: 'prefetch-budget'; bytes: number };
+  | { id: number; op: 'prefetch-budget'; bytes: number }
+  /** fanotify: blob files just mounted, to be opened (size, ToC, chunk table) before the first read asks */
+  | { id: number; op: 'open-blobs'; blobs: BlobFile[] };
 export type ControlReply = { id: number; result?: unknown; error?: string };
 
 /** One object the kernel has open in the serving worker. */

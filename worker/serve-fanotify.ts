@@ -49,6 +49,7 @@ export function serveFanotify(groupFd: number, resolver: ContentResolver, s: Wor
   return {
     start: () => void answerOrphans().catch((err) => log.error({ err }, 'answering orphaned events failed')),
     stop: () => poller?.stop(),
+    openBlobs: (blobs) => daemon.openBlobs(blobs),
     requests: daemon,
     get reading() {
       return poller?.reading ?? false;

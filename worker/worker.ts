@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { recvFds } from '../native';
 import { CachefilesDevice } from './device';
 import { FscacheDaemon } from './daemon';
-import { ControlRequest, HANDOVER_BYTE, Heartbeat, MetricsReport, WorkerStatus, contentStatus, onJsonLines, sendJson } from './control';
+import { BlobFile, ControlRequest, HANDOVER_BYTE, Heartbeat, MetricsReport, WorkerStatus, contentStatus, onJsonLines, sendJson } from './control';
 import { WorkerMetrics } from './metrics';
 import type { ReadObserver } from '../content/content';
 import { serveFanotify } from './serve-fanotify';
@@ -60,6 +60,10 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
         if (Number.isFinite(req.ms) && req.ms > 0) remote.holdPrefetch(Math.min(req.ms, 60_000));
       } else if (req.op === 'prefetch-budget') {
         if (Number.isSafeInteger(req.bytes) && req.bytes >= 0) serving.setPrefetchBudget?.(req.bytes);
+      } else if (req.op === 'open-blobs') {
+        if (Array.isArray(req.blobs)) {
+          serving.openBlobs?.(req.blobs.filter((b) => typeof b?.file === 'string' && Number.isSafeInteger(b?.size) && b.size > 0));
+        }
       } else if (req.op === 'retire') {
         retiring = true;
         clearInterval(heartbeat);
@@ -113,6 +117,8 @@ export interface Serving {
   setPrefetchBudget?(bytes: number): void;
   /** prefetches stopped at the cache's bound so far */
   prefetchesStopped?(): number;
+  /** fanotify: opens these blob files' contents now (fscache opens them at the kernel's OPEN, at mount) */
+  openBlobs?(blobs: BlobFile[]): void;
 }
 
 function serveFscache(devFd: number, resolver: MetadataResolver, s: WorkerSettings, log: Logger, onRead: ReadObserver): Serving {

@@ -212,6 +212,26 @@ test('a range that cannot be had is denied with EIO, never allowed', async () =>
   assert.deepEqual(g.files.get('/blobs/vol/b1')!.filled, new Set(), 'nothing written');
 });
 
+test('mounted blobs are opened at once, before a read asks; one that fails to open is tried again by its read', async () => {
+  const { g, d, src, resolved } = setup();
+  d.openBlobs([{ file: '/blobs/vol/b1', size: src.length }, { file: '/elsewhere/x', size: 1 }, { file: '/blobs/vol/gone', size: 4096 }]);
+  assert.deepEqual(resolved, ['vol/b1', 'vol/gone'], 'opened without any event; paths outside the blob dir ignored');
+  await settle(d);
+  d.openBlobs([{ file: '/blobs/vol/b1', size: src.length }]);
+  g.event(50, '/blobs/vol/b1', 0, 4096);
+  d.drain();
+  await settle(d);
+  assert.deepEqual(g.responses, [[50, 'allow']]);
+  assert.deepEqual(resolved, ['vol/b1', 'vol/gone'], 'opened once, by openBlobs');
+  // 'gone' failed to open: forgotten, so its read resolves anew (and is denied only because it is unknown)
+  g.addFile('/blobs/vol/gone', 4096);
+  g.event(51, '/blobs/vol/gone', 0, 4096);
+  d.drain();
+  await settle(d);
+  assert.deepEqual(resolved, ['vol/b1', 'vol/gone', 'vol/gone']);
+  assert.deepEqual(g.responses[1], [51, 'deny 5']);
+});
+
 test('a file outside the blob dir is not held back', async () => {
   const { g, d } = setup();
   g.addFile('/etc/other', 4096);

@@ -21,6 +21,9 @@ const EIO = 5;
 const AHEAD = 4 << 20;
 
 /** The syscalls the daemon makes on the group, its event fds and blob files. */
+/** A lazily filled blob file under the blob dir, and its size (lazysnapd's open-blobs). */
+export interface BlobFile { file: string; size: number }
+
 export interface FanotifyIO {
   /** read(2) of at most one event into `area`; 0 when none is queued */
   readEvent(area: Buffer): number;
@@ -297,6 +300,25 @@ export class FanotifyDaemon {
       this.blobs.set(rel, (b = nb));
     }
     return b;
+  }
+
+  /**
+   * Opens the contents of blob files lazysnapd has just mounted, all at once,
+   * so that a container's first reads find them open instead of each waiting
+   * for its blob's HEAD and ToC GETs in series. One that fails is forgotten:
+   * the read that needs it tries anew.
+   */
+  openBlobs(blobs: BlobFile[]): void {
+    for (const { file, size } of blobs) {
+      const rel = path.relative(this.opts.blobDir, file);
+      const parts = rel.split(path.sep);
+      if (rel.startsWith('..') || path.isAbsolute(rel) || parts.length !== 2 || this.blobs.has(rel)) continue;
+      const b = this.blob(rel, parts[0], parts[1], size);
+      b.content.catch((err) => {
+        if (this.blobs.get(rel) === b) this.blobs.delete(rel);
+        this.log.warn({ file, err: (err as Error).message }, 'cannot open a mounted blob; its first read will try again');
+      });
+    }
   }
 
   /** Never rejects; false when the range could not be filled within the deadline and attempts. */
