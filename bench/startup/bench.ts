@@ -33,6 +33,29 @@ function bytesServed(logPath: string, from: number): number {
   return n;
 }
 
+/** Busy fraction of all CPUs over `ms`, from /proc/stat. */
+async function busyFraction(ms: number): Promise<number> {
+  const sample = () => {
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const idle = f[3] + (f[4] ?? 0);
+    return { idle, total: f.reduce((a, b) => a + b, 0) };
+  };
+  const a = sample();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = sample();
+  return b.total === a.total ? 0 : 1 - (b.idle - a.idle) / (b.total - a.total);
+}
+
+/**
+ * Waits (up to 20 s) until the machine is idle, so that no contender's start
+ * shares the CPU with the tail of its daemons' own start (lazysnap's Node
+ * workers take seconds of CPU in the one-CPU guest).
+ */
+async function quiesce(): Promise<void> {
+  const until = Date.now() + 20_000;
+  while (Date.now() < until && (await busyFraction(250)) > 0.1);
+}
+
 /**
  * When `pattern` first shows in the container's CRI log (polled every 5 ms):
  * the container's first output, not its exit as CRI reports it (polled with
@@ -163,6 +186,7 @@ async function main() {
             // the sandbox image is not what is measured: pull it first
             await ctrd.cri.pullImage(`${regHost}/test/pause:1`);
             const ref = `${regHost}/${image.repos[c.form]}`;
+            await quiesce();
             const logFrom = fs.statSync(registry.logPath).size;
             const t0 = performance.now();
             await ctrd.cri.pullImage(ref);
