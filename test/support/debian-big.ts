@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { EPOCH, IMAGE_PATH_ENV, initDebianLayout, regularFiles } from './debian-python';
+import { EPOCH, IMAGE_PATH_ENV, initDebianLayout, readCachedImage, regularFiles } from './debian-python';
 import { mountErofsFile } from './oci-layout';
 import { runOk } from './proc';
 
@@ -60,16 +60,9 @@ export interface BigImage {
   expect: BigImageExpect;
 }
 
-/** The cached image, or fails with how to build it (the guest cannot: no network). */
 export function cachedBigImage(): BigImage {
-  const expectPath = path.join(BIG_IMAGE_CACHE, 'expect.json');
-  if (!fs.existsSync(expectPath)) {
-    throw new Error(`${BIG_IMAGE_CACHE} is missing: it is built on the host before the guest boots ` +
-      '(npm run bench:startup does it, or: node -e \'require("./dist/test/support/debian-big").buildBigImage()\')');
-  }
-  const expect = JSON.parse(fs.readFileSync(expectPath, 'utf8')) as BigImageExpect;
-  if (expect.version !== EXPECT_VERSION) throw new Error(`${expectPath} is version ${expect.version}, not ${EXPECT_VERSION}: rebuild it on the host`);
-  return { layoutDir: path.join(BIG_IMAGE_CACHE, 'oci'), ref: REF, expect };
+  return readCachedImage<BigImageExpect>(BIG_IMAGE_CACHE, REF, EXPECT_VERSION,
+    'npm run bench:startup does it, or: node -e \'require("./dist/test/support/debian-big").buildBigImage()\'');
 }
 
 /**

@@ -135,16 +135,22 @@ export async function initDebianLayout(work: string, layoutDir: string, tag: str
   await fsp.rm(baseRoot, { recursive: true, force: true });
 }
 
-/** The cached image, or fails with how to build it (the guest cannot: no network). */
+/**
+ * A cached image built on the host (cache/oci, tag `ref`, cache/expect.json
+ * of `version`), or fails with how to build it (the guest cannot: no network).
+ */
+export function readCachedImage<E extends { version: number }>(cache: string, ref: string, version: number, howToBuild: string):
+  { layoutDir: string; ref: string; expect: E } {
+  const expectPath = path.join(cache, 'expect.json');
+  if (!fs.existsSync(expectPath)) throw new Error(`${cache} is missing: it is built on the host before the guest boots (${howToBuild})`);
+  const expect = JSON.parse(fs.readFileSync(expectPath, 'utf8')) as E;
+  if (expect.version !== version) throw new Error(`${expectPath} is version ${expect.version}, not ${version}: rebuild it on the host`);
+  return { layoutDir: path.join(cache, 'oci'), ref, expect };
+}
+
 export function cachedDebianPythonImage(): DebianPythonImage {
-  const expectPath = path.join(DEBIAN_PYTHON_CACHE, 'expect.json');
-  if (!fs.existsSync(expectPath)) {
-    throw new Error(`${DEBIAN_PYTHON_CACHE} is missing: it is built on the host before the guest boots ` +
-      '(dist/test/integration/kernel.test.js does it, or: node -e \'require("./dist/test/support/debian-python").buildDebianPythonImage()\')');
-  }
-  const expect = JSON.parse(fs.readFileSync(expectPath, 'utf8')) as DebianPythonExpect;
-  if (expect.version !== EXPECT_VERSION) throw new Error(`${expectPath} is version ${expect.version}, not ${EXPECT_VERSION}: rebuild it on the host`);
-  return { layoutDir: path.join(DEBIAN_PYTHON_CACHE, 'oci'), ref: 'debian-python', expect };
+  return readCachedImage<DebianPythonExpect>(DEBIAN_PYTHON_CACHE, 'debian-python', EXPECT_VERSION,
+    'dist/test/integration/kernel.test.js does it, or: node -e \'require("./dist/test/support/debian-python").buildDebianPythonImage()\'');
 }
 
 /**
