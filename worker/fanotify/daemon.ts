@@ -199,14 +199,14 @@ export class FanotifyDaemon {
   private async decide(slot: number, ev: FanEvent, hold: Promise<unknown>[], outcome: Outcome): Promise<'allow' | { deny: number }> {
     this.stats.events++;
     const file = this.io.pathOf(ev.fd);
-    const rel = path.relative(this.opts.blobDir, file);
-    const parts = rel.split(path.sep);
-    if (rel.startsWith('..') || path.isAbsolute(rel) || parts.length !== 2) {
+    const named = this.blobName(file);
+    if (!named) {
       // Marked by someone else (not a blob file): not ours to hold back.
       this.stats.foreign++;
       this.log.warn({ file }, 'fanotify event for a file outside the blob dir; allowing it');
       return 'allow';
     }
+    const { rel, volume, cookie } = named;
     this.journal.setPath(slot, rel);
     if (!ev.range) {
       this.log.error({ file, mask: ev.mask }, 'pre-content event without a range; denying it');
@@ -222,7 +222,7 @@ export class FanotifyDaemon {
       return 'allow';
     }
     outcome.result = 'filled';
-    const blob = this.blob(rel, parts[0], parts[1], size);
+    const blob = this.blob(rel, volume, cookie, size);
     blob.reads++;
     let content: BlobContent;
     try {
@@ -310,15 +310,23 @@ export class FanotifyDaemon {
    */
   openBlobs(blobs: BlobFile[]): void {
     for (const { file, size } of blobs) {
-      const rel = path.relative(this.opts.blobDir, file);
-      const parts = rel.split(path.sep);
-      if (rel.startsWith('..') || path.isAbsolute(rel) || parts.length !== 2 || this.blobs.has(rel)) continue;
-      const b = this.blob(rel, parts[0], parts[1], size);
+      const named = this.blobName(file);
+      if (!named || this.blobs.has(named.rel)) continue;
+      const { rel, volume, cookie } = named;
+      const b = this.blob(rel, volume, cookie, size);
       b.content.catch((err) => {
         if (this.blobs.get(rel) === b) this.blobs.delete(rel);
         this.log.warn({ file, err: (err as Error).message }, 'cannot open a mounted blob; its first read will try again');
       });
     }
+  }
+
+  /** A blob file's place under the blob dir (<volume>/<cookie>), or undefined for any other path. */
+  private blobName(file: string): { rel: string; volume: string; cookie: string } | undefined {
+    const rel = path.relative(this.opts.blobDir, file);
+    const parts = rel.split(path.sep);
+    if (rel.startsWith('..') || path.isAbsolute(rel) || parts.length !== 2) return undefined;
+    return { rel, volume: parts[0], cookie: parts[1] };
   }
 
   /** Never rejects; false when the range could not be filled within the deadline and attempts. */
