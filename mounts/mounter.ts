@@ -114,13 +114,12 @@ export class Mounter {
     try {
       if (this.fileBacked) {
         const f = this.fileBacked;
-        const prepared = f.groupFd !== undefined
-          ? prepareBlobFiles(f.groupFd, f.blobDir, volume, readDevices(bootstrap))
-          : (await downloadBlobFiles(f.blobDir, volume, readDevices(bootstrap), f.download!)).map((file) => ({ file, size: 0, marked: false }));
-        const m = fileBackedMount({ devices: prepared.map((d) => d.file), nosuid: spec.nosuid });
+        const prepared = f.groupFd !== undefined ? prepareBlobFiles(f.groupFd, f.blobDir, volume, readDevices(bootstrap)) : undefined;
+        const devices = prepared?.map((d) => d.file) ?? await downloadBlobFiles(f.blobDir, volume, readDevices(bootstrap), f.download!);
+        const m = fileBackedMount({ devices, nosuid: spec.nosuid });
         opts = m.shown;
         await mountFs(bootstrap, mountpoint, 'erofs', m.flags, m.data);
-        const marked = prepared.filter((d) => d.marked).map(({ file, size }) => ({ file, size }));
+        const marked = (prepared ?? []).filter((d) => d.marked).map(({ file, size }) => ({ file, size }));
         if (marked.length) this.onBlobFilesMounted?.(marked);
       } else {
         opts = erofsOptions({ fsid, domain, nosuid: spec.nosuid });
