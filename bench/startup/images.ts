@@ -92,6 +92,8 @@ export async function prepareImages(dir: string, registryHost: string, wanted: s
       await runOk(process.execPath, [CLI, 'convert', '--chunk-size', CHUNK_SIZE, `oci:${o.layoutDir}:${o.ref}`, `oci:${nydus}:1`], { timeoutMs: 1_800_000 });
       await pushOciLayout(nydus, '1', url, repos.nydus);
       fs.rmSync(nydus, { recursive: true }); // the guest's /run is memory
+      // the peers' tools work on the original in a containerd's content store: pulled once for both
+      await prep.ctrOk(['image', 'pull', '--plain-http', `${registryHost}/${repos.oci}`], { timeoutMs: 1_800_000 });
       await pushEstargz(prep, `${registryHost}/${repos.oci}`, `${registryHost}/${repos.estargz}`);
       await pushSociIndex(prep, `${registryHost}/${repos.oci}`, join(dir, key));
       // the prep containerd's copies are not needed again

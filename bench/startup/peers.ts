@@ -94,17 +94,16 @@ export async function startSoci(dir: string, caPath: string): Promise<PeerDaemon
   }
 }
 
-/** The eStargz image of `src` (already in the registry), pushed as `dst`, converted with stargz's own tool. */
+/** The eStargz image of `src` (in `prep`'s content store), pushed as `dst`, converted with stargz's own tool. */
 export async function pushEstargz(prep: Containerd, src: string, dst: string): Promise<void> {
   const ctrRemote = join(peerBinDir('stargz'), 'ctr-remote');
   const ctr = (args: string[]) => runOk(ctrRemote, ['--address', prep.address, '-n', prep.namespace, ...args], { timeoutMs: 1_800_000 });
-  await prep.ctrOk(['image', 'pull', '--plain-http', src], { timeoutMs: 1_800_000 });
   await ctr(['image', 'convert', '--estargz', '--oci', src, dst]);
   await ctr(['image', 'push', '--plain-http', dst]);
 }
 
 /**
- * A SOCI index for `ref` (already in the registry), pushed next to it as a
+ * A SOCI index for `ref` (in `prep`'s content store), pushed next to it as a
  * referrer (the registry has no referrers API: soci uses the tag fallback).
  * --min-layer-size 0: a ztoc for every layer. With the default (10 MiB) a
  * small layer takes soci 0.4.1's "local snapshot" path, which under CRI has
@@ -114,7 +113,6 @@ export async function pushEstargz(prep: Containerd, src: string, dst: string): P
 export async function pushSociIndex(prep: Containerd, ref: string, workDir: string): Promise<void> {
   const soci = join(peerBinDir('soci'), 'soci');
   const cli = (args: string[]) => runOk(soci, ['--address', prep.address, '-n', prep.namespace, ...args], { timeoutMs: 1_800_000 });
-  await prep.ctrOk(['image', 'pull', '--plain-http', ref], { timeoutMs: 1_800_000 });
   const unbind = await bindSociRoot(join(workDir, 'soci-cli'));
   try {
     await cli(['create', '--min-layer-size', '0', ref]);
