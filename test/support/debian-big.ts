@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { EPOCH, IMAGE_PATH_ENV, initDebianLayout, readCachedImage, regularFiles } from './debian-python';
+import { EPOCH, IMAGE_PATH_ENV, buildCachedImage, readCachedImage, regularFiles } from './debian-python';
 import { mountErofsFile } from './oci-layout';
 import { runOk } from './proc';
 
@@ -190,14 +190,7 @@ export async function buildBigImage(): Promise<BigImage> {
   }
   const t0 = performance.now();
   const log = (m: string) => console.log(`debian-big: ${m} (${Math.round((performance.now() - t0) / 1000)} s)`);
-  const parent = path.dirname(BIG_IMAGE_CACHE);
-  await fsp.mkdir(parent, { recursive: true });
-  const work = await fsp.mkdtemp(path.join(parent, 'build-big-'));
-  try {
-    const out = path.join(work, 'out');
-    const layoutDir = path.join(out, 'oci');
-    await fsp.mkdir(out);
-    await initDebianLayout(work, layoutDir, 'debian');
+  await buildCachedImage(BIG_IMAGE_CACHE, 'big', async (work, layoutDir) => {
     log('minbase layer');
     const bundle = path.join(work, 'bundle');
     const rootfs = path.join(bundle, 'rootfs');
@@ -228,14 +221,11 @@ export async function buildBigImage(): Promise<BigImage> {
       start,
       buildSeconds: Math.round((performance.now() - t0) / 1000),
     };
-    await fsp.writeFile(path.join(out, 'expect.json'), JSON.stringify(expect, null, 1));
-    await fsp.rm(BIG_IMAGE_CACHE, { recursive: true, force: true });
-    await fsp.rename(out, BIG_IMAGE_CACHE);
-    log(`${BIG_IMAGE_CACHE}: rootfs ${size.bytes} bytes in ${size.files} files, layers ${expect.layerBytes.join(' + ')} bytes; ` +
+    log(`rootfs ${size.bytes} bytes in ${size.files} files, layers ${expect.layerBytes.join(' + ')} bytes; ` +
       `start read ${start.readBytes} bytes (${start.readFiles} files of ${start.readFilesBytes} bytes)`);
-  } finally {
-    await fsp.rm(work, { recursive: true, force: true });
-  }
+    return expect;
+  });
+  log(`built ${BIG_IMAGE_CACHE}`);
   return cachedBigImage();
 }
 

@@ -124,7 +124,7 @@ export function regularFiles(dir: string): { files: number; bytes: number } {
  * debootstrap minbase rootfs as the one layer of the image tagged `tag`
  * (unpacked under work, then removed).
  */
-export async function initDebianLayout(work: string, layoutDir: string, tag: string): Promise<void> {
+async function initDebianLayout(work: string, layoutDir: string, tag: string): Promise<void> {
   const base = await debootstrapTarball();
   const baseRoot = path.join(work, 'base');
   await fsp.mkdir(baseRoot);
@@ -164,15 +164,7 @@ export async function buildDebianPythonImage(): Promise<DebianPythonImage> {
   } catch {
     // missing or outdated: build it
   }
-  const parent = path.dirname(DEBIAN_PYTHON_CACHE);
-  await fsp.mkdir(parent, { recursive: true });
-  const work = await fsp.mkdtemp(path.join(parent, 'build-python-'));
-  try {
-    const out = path.join(work, 'out');
-    const layoutDir = path.join(out, 'oci');
-    await fsp.mkdir(out);
-    // layer 1: the minbase rootfs
-    await initDebianLayout(work, layoutDir, 'debian');
+  await buildCachedImage(DEBIAN_PYTHON_CACHE, 'python', async (work, layoutDir) => {
     // layer 2: what installing python3-minimal changed, as umoci's diff of the rootfs it unpacked
     const pyRoot = path.join(work, 'python');
     await runOk('/usr/sbin/debootstrap', ['--variant=minbase', '--include=python3-minimal', 'bookworm', pyRoot, DEBIAN_MIRROR], { timeoutMs: 900_000 });
@@ -187,12 +179,32 @@ export async function buildDebianPythonImage(): Promise<DebianPythonImage> {
       '--os', 'linux', '--architecture', 'amd64']);
     await runOk('umoci', ['rm', '--image', `${layoutDir}:debian`]);
     await runOk('umoci', ['gc', '--layout', layoutDir]);
-    const expect = expectFromRootfs(path.join(bundle, 'rootfs'));
+    return expectFromRootfs(path.join(bundle, 'rootfs'));
+  });
+  return cachedDebianPythonImage();
+}
+
+/**
+ * Builds a cached image in a scratch directory beside `cache` and swaps it
+ * in whole: an interrupted build leaves the old cache or none, never half of
+ * one. `build` gets the scratch directory and a layout (cache/oci to be)
+ * whose image "debian" is the minbase layer, and returns expect.json.
+ */
+export async function buildCachedImage(cache: string, label: string,
+  build: (work: string, layoutDir: string) => Promise<{ version: number }>): Promise<void> {
+  const parent = path.dirname(cache);
+  await fsp.mkdir(parent, { recursive: true });
+  const work = await fsp.mkdtemp(path.join(parent, `build-${label}-`));
+  try {
+    const out = path.join(work, 'out');
+    const layoutDir = path.join(out, 'oci');
+    await fsp.mkdir(out);
+    await initDebianLayout(work, layoutDir, 'debian');
+    const expect = await build(work, layoutDir);
     await fsp.writeFile(path.join(out, 'expect.json'), JSON.stringify(expect, null, 1));
-    await fsp.rm(DEBIAN_PYTHON_CACHE, { recursive: true, force: true });
-    await fsp.rename(out, DEBIAN_PYTHON_CACHE);
+    await fsp.rm(cache, { recursive: true, force: true });
+    await fsp.rename(out, cache);
   } finally {
     await fsp.rm(work, { recursive: true, force: true });
   }
-  return cachedDebianPythonImage();
 }
