@@ -66,6 +66,17 @@ async function ctr(args: string[]) {
   return r;
 }
 
+/** ctr run --rm of a shell command in `ref`, output read from a bind-mounted file; fails like ctr(). */
+async function ctrRun(id: string, command: string) {
+  const r = await ctrd!.ctrRun({ snapshotter: SNAPSHOTTER, ref, id, command });
+  if (r.code !== 0) {
+    assert.fail(`ctr run ${command} exited ${r.code}\n--- stderr ---\n${r.stderr}\n--- stdout ---\n${r.stdout}` +
+      `\n--- containerd log ---\n${await tail(ctrd!.logPath, 3000)}` +
+      (daemon ? `\n--- lazysnapd log ---\n${await tail(daemon.logPath, 3000)}` : ''));
+  }
+  return r;
+}
+
 interface SnapshotRow { key: string; parent: string; kind: string }
 
 async function snapshotRows(): Promise<SnapshotRow[]> {
@@ -85,8 +96,7 @@ test('ctr images pull --snapshotter lazysnap unpacks the image', { timeout: 120_
 
 test('ctr run --snapshotter lazysnap runs a container', { timeout: 120_000 }, async () => {
   const id = `lazysnap-it-${process.pid}-${Date.now()}`; // runc state under /run/containerd is shared
-  const r = await ctr(['run', '--rm', '--snapshotter', SNAPSHOTTER, ref, id,
-    '/bin/sh', '-c', 'echo hello-from-lazysnap; ls /bin | wc -l']);
+  const r = await ctrRun(id, 'echo hello-from-lazysnap; ls /bin | wc -l');
   // /bin: busybox + sh ls cat echo sleep wc
   assert.equal(r.stdout, 'hello-from-lazysnap\n7\n');
 });
@@ -143,7 +153,7 @@ test('lazysnap pull of a plain image: ctr lists it, ctr run runs it, and a GC ke
   assert.ok((await ctr(['images', 'ls', '-q'])).stdout.split('\n').includes(ref));
   assert.ok((await snapshotRows()).some((s) => s.key === layerChainId && s.kind === 'Committed'), 'the layer survived GC');
   const id = `lazysnap-pull-${process.pid}-${Date.now()}`;
-  const out = await ctr(['run', '--rm', '--snapshotter', SNAPSHOTTER, ref, id, '/bin/sh', '-c', 'echo pulled-by-lazysnap']);
+  const out = await ctrRun(id, 'echo pulled-by-lazysnap');
   assert.equal(out.stdout, 'pulled-by-lazysnap\n');
   await ctr(['images', 'rm', '--sync', ref]);
 });

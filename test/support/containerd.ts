@@ -45,7 +45,24 @@ export interface Containerd {
   ctr(args: string[], opts?: CtrOptions): Promise<RunResult>;
   /** Like ctr(), but rejects unless ctr exits 0 (message includes stderr and containerd's log tail). */
   ctrOk(args: string[], opts?: CtrOptions): Promise<RunResult>;
+  /**
+   * `ctr run --rm` of a shell command whose stdout and stderr go to files on a
+   * bind mount. ctr's own stdout copy races a quick exit and sometimes yields
+   * nothing (seen with 1.7.24 on a 0-exit sha256sum), so tests read files.
+   */
+  ctrRun(o: CtrRunOptions): Promise<RunResult>;
   stop(): Promise<void>;
+}
+
+export interface CtrRunOptions {
+  snapshotter: string;
+  ref: string;
+  id: string;
+  /** A shell command line; its output is redirected by the caller's shell. */
+  command: string;
+  /** The image's shell; busybox images that lack /bin/sh can use ['/bin/busybox', 'sh']. */
+  shell?: string[];
+  timeoutMs?: number;
 }
 
 /** Plugins that cannot load here (or are slow and noisy: CRI, unless wanted), by config version. */
@@ -159,6 +176,18 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     }
     return r;
   };
+  const ctrRun = async (o: CtrRunOptions): Promise<RunResult> => {
+    const out = join(dir, 'ctr-run', o.id);
+    await mkdir(out, { recursive: true });
+    const shell = o.shell ?? ['/bin/sh'];
+    const r = await ctr(['run', '--rm', '--snapshotter', o.snapshotter,
+      '--mount', `type=bind,src=${out},dst=/.ctr-run-out,options=rbind:rw`, o.ref, o.id,
+      ...shell, '-c', `{ ${o.command} ; } >/.ctr-run-out/stdout 2>/.ctr-run-out/stderr`], { timeoutMs: o.timeoutMs });
+    const read = (f: string) => readFile(join(out, f), 'utf8').catch(() => '');
+    const res = { ...r, stdout: await read('stdout'), stderr: `${await read('stderr')}${r.stderr}` };
+    await rm(out, { recursive: true, force: true });
+    return res;
+  };
   const stop = () => stopContainerd({ daemon, dir, address, namespace, ctr });
 
   try {
@@ -170,7 +199,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     await stop();
     throw e;
   }
-  return { address, namespace, dir, logPath, configPath, hostsDir, daemon, version, ctr, ctrOk, stop };
+  return { address, namespace, dir, logPath, configPath, hostsDir, daemon, version, ctr, ctrOk, ctrRun, stop };
 }
 
 interface Instance {

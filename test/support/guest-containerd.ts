@@ -50,6 +50,7 @@ export interface GuestContainerd {
   /** `ctr --address … -n k8s.io …` (resolves whatever the exit code) and its strict variant. */
   ctr: Containerd['ctr'];
   ctrOk: Containerd['ctrOk'];
+  ctrRun: Containerd['ctrRun'];
   logPath: string;
   configPath: string;
   dir: string;
@@ -165,6 +166,7 @@ export async function startGuestContainerd(opts: GuestContainerdOptions): Promis
     cri,
     ctr: containerd.ctr,
     ctrOk: containerd.ctrOk,
+    ctrRun: containerd.ctrRun,
     logPath: containerd.logPath,
     configPath: containerd.configPath,
     dir: opts.dir,
