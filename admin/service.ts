@@ -12,6 +12,7 @@ import type { WorkerObjectStatus } from '../worker/control';
 import type { BadChunk } from '../content/content';
 import type { Info } from '../snapshotter/storage/info';
 import { inventory } from './inventory';
+import type { Traces } from '../snapshotter/storage/traces';
 
 export type WorkerObject = Pick<WorkerObjectStatus, 'volume' | 'cookie' | 'size' | 'present' | 'chunks'>;
 
@@ -28,6 +29,8 @@ export interface AdminDeps {
   about: { version: string; config: string; root: string; address: string };
   /** the snapshots, for the images they hold */
   snapshots?: () => Info[];
+  /** learned prefetch traces */
+  traces?: () => Traces;
   /** the cache: where, how full, its bound (0: none) and how many images were culled */
   cache?: () => Promise<{ dir: string; usage: number; maxBytes: number; lowWaterBytes: number; evictions: number }>;
   log: Logger;
@@ -130,6 +133,13 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
       if (d.snapshots) Object.assign(status, { inventory: inventory(d.snapshots(), d.images().all(), d.mounter?.backend ?? null) });
       if (d.cache) status.cache = await d.cache();
       return { json: JSON.stringify(status) };
+    }),
+    Trace: unary(async (r: w.TraceRequest): Promise<w.TraceResponse> => {
+      const all = d.traces?.().all() ?? [];
+      const want = r.image.trim();
+      const hex = want.replace(/^sha256:/, '');
+      const picked = want ? all.filter((t) => t.imageRef === want || (/^[0-9a-f]{6,64}$/.test(hex) && t.key.startsWith(hex))) : all;
+      return { json: JSON.stringify(picked) };
     }),
   };
 }

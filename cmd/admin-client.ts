@@ -1,7 +1,8 @@
 // The CLI's client of lazysnapd's Admin service.
 import * as grpc from '@grpc/grpc-js';
 import { adminService } from '../proto/load';
-import type { MountRequest, MountResponse, StatusResponse } from '../proto/types';
+import type { MountRequest, MountResponse, StatusResponse, TraceResponse } from '../proto/types';
+import type { Trace } from '../snapshotter/storage/traces';
 
 /** An error lazysnapd reported, or its absence: printed as one line. */
 export class AdminError extends Error {}
@@ -31,6 +32,10 @@ export class AdminClient {
   }
   async status(): Promise<Record<string, unknown>> {
     const r = await this.call<StatusResponse>('Status', {}, 15_000);
+    return JSON.parse(r.json);
+  }
+  async traces(image: string): Promise<Trace[]> {
+    const r = await this.call<TraceResponse>('Trace', { image }, 15_000);
     return JSON.parse(r.json);
   }
   close(): void {

@@ -1,5 +1,6 @@
 // `lazysnap convert SRC DST`: OCI image → nydus RAFS v6 image. A progress bar
 // on a TTY, otherwise one line per layer (logs stay readable).
+import { readFileSync } from 'node:fs';
 import { parseSize } from '../config/size';
 import { MultiBar, Presets, SingleBar } from 'cli-progress';
 import { convert, ConvertOptions, DEFAULT_CHUNK_SIZE } from '../image/convert';
@@ -17,6 +18,7 @@ export interface ConvertCliOptions {
   platform?: string;
   tmpDir?: string;
   json?: boolean;
+  prefetchTrace?: string;
 }
 
 const KNOWN = new Set(['LayerError', 'ImageError', 'TreeError', 'TreeBuildError', 'XattrError', 'FormatError', 'TarFormatError', 'RangeError']);
@@ -47,6 +49,7 @@ export async function convertCommand(src: string, dst: string, o: ConvertCliOpti
     uploadChunkSize: o.uploadChunkSize ? parseSize(o.uploadChunkSize) : undefined,
     platform: o.platform,
     tmpDir: o.tmpDir,
+    prefetchPaths: o.prefetchTrace ? readPrefetchTrace(o.prefetchTrace) : undefined,
     warn: (m) => (multi ? multi.log(`warning: ${m}\n`) : process.stderr.write(`warning: ${m}\n`)),
     onLayerStart: (i, n, d) => {
       if (!tty) return;
@@ -101,4 +104,13 @@ export async function convertCommand(src: string, dst: string, o: ConvertCliOpti
     );
   }
   return 0;
+}
+
+/** A prefetch trace file: absolute paths, one per line (`lazysnap trace IMAGE --paths`); blank lines and # comments ignored. */
+export function readPrefetchTrace(file: string): string[] {
+  const text = readFileSync(file, 'utf8');
+  const paths = text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const bad = paths.find((p) => !p.startsWith('/'));
+  if (bad !== undefined) throw new RangeError(`${file}: "${bad.slice(0, 80)}" is not an absolute path (one path per line, as lazysnap trace --paths prints)`);
+  return paths;
 }

@@ -145,6 +145,42 @@ program
   });
 
 program
+  .command('trace [image]')
+  .description('learned prefetch: what the recorded start of an image read (or of every image), first access first: files, bytes, chunks')
+  .option('--json', 'print JSON: every chunk, with its blob, offset, size and file')
+  .option('--paths', 'print only the files, one per line, first access first (the input of `lazysnap convert --prefetch-trace`)')
+  .option('--address <socket>', ADDRESS_HELP)
+  .option('--config <file>', CONFIG_HELP)
+  .action(async (image: string | undefined, o: { json?: boolean; paths?: boolean; address?: string; config?: string }) => {
+    const traces = await withClient(o, (c) => c.traces(image ?? ''));
+    if (image && traces.length === 0) throw new AdminError(`no recorded start of ${image} (a start is recorded when a container starts on a lazy image that has none)`);
+    if (o.json) return void process.stdout.write(JSON.stringify(traces, null, 2) + '\n');
+    for (const t of traces) {
+      const files = filesInOrder(t.entries);
+      if (o.paths) {
+        for (const f of files) process.stdout.write(`${f.path}\n`);
+        continue;
+      }
+      const bytes = t.entries.reduce((n, e) => n + e.uSize, 0);
+      process.stdout.write(`${t.imageRef || '(local image)'}  key ${t.key.slice(0, 16)}…  recorded ${new Date(t.recordedUs / 1000).toISOString()}, ` +
+        `window ${t.windowMs / 1000} s: ${files.length} files, ${t.entries.length} chunks, ${(bytes / 2 ** 20).toFixed(1)} MiB (${t.reads} READs)\n`);
+      for (const f of files) process.stdout.write(`  ${String(f.bytes).padStart(10)}  ${f.chunks} chunk${f.chunks === 1 ? ' ' : 's'}  ${f.path}\n`);
+    }
+  });
+
+/** A trace's files in first-access order, with the bytes and chunks of each that the start read. */
+function filesInOrder(entries: { path: string; uSize: number }[]): { path: string; bytes: number; chunks: number }[] {
+  const by = new Map<string, { path: string; bytes: number; chunks: number }>();
+  for (const e of entries) {
+    const f = by.get(e.path) ?? { path: e.path, bytes: 0, chunks: 0 };
+    f.bytes += e.uSize;
+    f.chunks++;
+    by.set(e.path, f);
+  }
+  return [...by.values()];
+}
+
+program
   .command('doctor')
   .description("check this node for lazysnap: kernel features (probed: cachefiles on-demand, EROFS file-backed, fanotify pre-content), modules, the cache dir's filesystem, containerd's config, registry settings, lazysnapd's root and socket; one line each, with the fix; exit 1 if any fails")
   .option('--config <file>', `lazysnapd's config (default ${SYSTEM_CONFIG} if it exists, else the embedded defaults)`)
@@ -173,6 +209,7 @@ program
   .option('--upload-chunk-size <size>', 'upload blobs larger than this in PATCH chunks of this size (default: one PUT up to 64MiB, 16MiB chunks above)')
   .option('--platform <os/arch>', 'platform to pick from an image index', 'linux/amd64')
   .option('--tmp-dir <dir>', 'staging directory for registry destinations')
+  .option('--prefetch-trace <file>', 'files to fetch first, one path per line (lazysnap trace IMAGE --paths): the bootstrap\'s prefetch table, honoured at every node\'s first start')
   .option('--json', 'print the result as JSON')
   .action(async (src: string, dst: string, opts: ConvertCliOptions) => {
     process.exitCode = await convertCommand(src, dst, opts);

@@ -13,7 +13,8 @@ import { serve, shutdown } from '../snapshotter/server';
 import { SocketError } from '../snapshotter/socket';
 import { adminService } from '../proto/load';
 import { adminHandlers } from '../admin/service';
-import { FscacheSetupError, cacheDirOf, criCredentialsDir, startFscache, type Fscache } from '../supervisor/setup';
+import { FscacheSetupError, cacheDirOf, criCredentialsDir, startFscache, traceDirOf, type Fscache } from '../supervisor/setup';
+import { Learning } from '../mounts/learning';
 import { serveCriImageProxy } from '../cri/image-proxy';
 import { DaemonMetrics } from '../supervisor/metrics';
 import { MetricsEndpointError, serveMetrics } from '../supervisor/metrics-endpoint';
@@ -72,6 +73,13 @@ async function main(argv: string[]) {
   sn.lazy = fscache.lazy;
   fscache.lazy?.sweep();
   const backend = fscache.mounter?.backend ?? 'none';
+  const learning = fscache.lazy && fscache.supervisor && backend === 'fscache' && cfg.learn.record
+    ? new Learning({ dir: traceDirOf(cfg), windowMs: cfg.learn.window_ms, images, traces: () => sn.store.traces, tell: (f) => fscache.supervisor!.learn(f, 1000), log })
+    : undefined;
+  if (learning && fscache.lazy) {
+    learning.resume();
+    fscache.lazy.learning = learning;
+  }
   const metrics = cfg.metrics.address ? daemonMetrics(cfg, sn, fscache, backend, log) : undefined;
   const bound = cacheBound(cfg, sn, fscache, log, metrics);
   const admin = adminHandlers({
@@ -82,6 +90,7 @@ async function main(argv: string[]) {
     mountDirs: cfg.admin.mount_dirs,
     about: { version: VERSION, config: file ?? 'embedded defaults', root: cfg.root, address: cfg.address },
     snapshots: () => sn.store.view((tx) => tx.list()),
+    traces: () => sn.store.traces,
     cache: async () => {
       return {
         dir: cacheDirOf(cfg),
@@ -122,6 +131,7 @@ async function main(argv: string[]) {
     await criProxy?.close();
     metricsServer?.close();
     bound?.stop();
+    learning?.stop();
     // With images mounted, the serving worker stays: containers keep reading, and the next lazysnapd takes over.
     await fscache.supervisor?.stop({ keepActive: images().all().length > 0 });
     sn.close();

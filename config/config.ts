@@ -77,6 +77,15 @@ export interface Config {
     /** containerd's socket, where the proxy passes every call */
     containerd_address: string;
   };
+  /** learned prefetch (fscache backend) */
+  learn: {
+    /** record what a container's start reads of an image that has no trace yet */
+    record: boolean;
+    /** the start: this many ms from the container's create */
+    window_ms: number;
+    /** at the next mount of a traced image, fetch the recorded chunks first, in order (then whole-blob prefetch, if on) */
+    replay: boolean;
+  };
   cache: {
     /**
      * Bound on the blob cache (cache_dir): past it, the blobs of images no
@@ -142,6 +151,11 @@ credential_provider_bin_dir = ""  # kubelet's --image-credential-provider-bin-di
 image_proxy_address = ""   # e.g. "/run/lazysnap/cri-image.sock" for kubelet's --image-service-endpoint: private images read lazily with their pull's credentials
 containerd_address = "/run/containerd/containerd.sock"
 
+[learn]
+record = true              # record what the first container start of an image reads (files, chunks, order)
+window_ms = 20000          # the start: this long from the container's create
+replay = true              # later mounts of the image fetch those chunks first, in that order, ahead of the reads
+
 [cache]
 max_size = "0"             # e.g. "20GiB": blobs of images no container uses are culled (LRU) past it; "0" = no bound
 low_water_percent = 80     # culling goes down to this much of max_size
@@ -164,6 +178,7 @@ const SHAPE: Shape = {
   fscache: { enabled: 'string|boolean', backend: 'string', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean', prefetch: 'string', read_deadline_ms: 'number', hang_timeout_ms: 'number' },
   registry: { config_path: 'string', docker_config: 'string', plain_http: 'boolean', credential_provider_config: 'string', credential_provider_bin_dir: 'string' },
   cri: { image_proxy_address: 'string', containerd_address: 'string' },
+  learn: { record: 'boolean', window_ms: 'number', replay: 'boolean' },
   cache: { max_size: 'string', low_water_percent: 'number' },
   metrics: { address: 'string' },
   admin: { mount_dirs: 'string[]' },
@@ -205,7 +220,12 @@ export function parseConfig(text: string): Config {
   const metrics = { ...base.metrics, ...((doc.metrics as object) ?? {}) };
   const cache = { ...base.cache, ...((doc.cache as object) ?? {}) };
   const cri = { ...base.cri, ...((doc.cri as object) ?? {}) };
-  const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry, cri, cache, metrics, admin };
+  const learn = { ...base.learn, ...((doc.learn as object) ?? {}) };
+  const cfg: Config = { ...base, ...(doc as Partial<Config>), log, fscache, registry, cri, learn, cache, metrics, admin };
+  const lwin = cfg.learn.window_ms;
+  if (!Number.isSafeInteger(lwin) || lwin < 1000 || lwin > 600_000) {
+    throw new ConfigError(`"learn.window_ms" must be an integer from 1000 to 600000, got ${JSON.stringify(lwin)}`);
+  }
   if (cfg.registry.credential_provider_config && !cfg.registry.credential_provider_bin_dir) {
     throw new ConfigError('"registry.credential_provider_config" needs "registry.credential_provider_bin_dir" (where its plugins are)');
   }

@@ -27,7 +27,7 @@ export interface BlobContent {
    * Once `signal` aborts (the READ's deadline) it stops retrying and waiting
    * and rejects soon; fetches that others still wait for go on.
    */
-  fill(off: number, len: number, sink: RangeSink, alloc: Allocator, signal?: AbortSignal): Promise<void>;
+  fill(off: number, len: number, sink: RangeSink, alloc: Allocator, signal?: AbortSignal, hints?: FillHints): Promise<void>;
   /** How much of the blob is already local (remote blobs only). */
   progress?(): BlobPresence;
   /**
@@ -42,8 +42,19 @@ export interface BlobContent {
   close?(): void;
   /** Fetches the whole blob in the background, below on-demand reads (remote blobs only). */
   prefetch?(sink: RangeSink, alloc: Allocator): { cancel(): void; done: Promise<unknown> };
+  /**
+   * Fetches the chunks at these uncompressed offsets, in this order, below
+   * on-demand reads but without waiting for them to quiet down: a recorded
+   * start, replayed ahead of the same start (remote blobs only).
+   */
+  replay?(uOffsets: number[], sink: RangeSink, alloc: Allocator): { cancel(): void; done: Promise<object> };
   /** Chunks that failed verification, and the bad ones among them (remote blobs only). */
   chunkHealth?(): ChunkHealth;
+}
+
+export interface FillHints {
+  /** fetch only the chunks the range needs, not the neighbours a remote blob would widen it by (a start being recorded) */
+  exact?: boolean;
 }
 
 /** A chunk that kept failing verification: its bytes are not served (EIO) until `until`, then the next READ that needs it tries once more. */
@@ -90,6 +101,10 @@ export interface BlobPresence {
   /** chunks on-demand reads needed so far, and those already present then (cache hits) */
   chunksWanted?: number;
   chunksWantedPresent?: number;
+  /** of those wanted, the ones a prefetch, replay or other read was already fetching (they waited for it) */
+  chunksWantedJoined?: number;
+  /** chunks a replay of a recorded start delivered */
+  chunksReplayed?: number;
 }
 
 /** How a READ (fscache) or pre-content event (fanotify) was answered. */

@@ -10,6 +10,7 @@ import type { Labels } from '../snapshotter/storage/info';
 import { LABEL } from '../snapshotter/remote';
 import type { FscacheImages } from '../snapshotter/storage/images';
 import { Mounter } from './mounter';
+import type { Learning } from './learning';
 
 export class SnapshotMounts implements LazyMounts {
   /** ensure() calls in flight per snapshot: two Prepares on one image mount it once */
@@ -18,6 +19,8 @@ export class SnapshotMounts implements LazyMounts {
   private readonly evicting = new Map<number, Promise<unknown>>();
   /** when a container last needed each image (ms), for culling the least recently used */
   private readonly lastUsed = new Map<number, number>();
+  /** learned prefetch: records a start of an image that has no trace yet */
+  learning?: Learning;
 
   constructor(
     private readonly mounter: Mounter,
@@ -33,6 +36,14 @@ export class SnapshotMounts implements LazyMounts {
 
   starting(snapshotId: number): void {
     this.onStarting?.(snapshotId);
+  }
+
+  /** The image is mounted and a container is about to start on it: its start may be recorded. */
+  async started(snapshotId: number): Promise<void> {
+    const img = this.learning && this.images().bySnapshot(snapshotId);
+    if (!img) return;
+    await this.learning!.begin(img).catch((err) =>
+      this.log.warn({ snapshotId, err: (err as Error).message }, 'cannot record this start; it runs unrecorded'));
   }
 
   ensure(snapshotId: number, bootstrapFile: string, labels: Labels): Promise<string> {
@@ -104,6 +115,7 @@ export class SnapshotMounts implements LazyMounts {
   async release(snapshotId: number): Promise<void> {
     const img = this.images().bySnapshot(snapshotId);
     if (!img) return;
+    this.learning?.finish(img.fsid);
     if (img.mountpoint && isMounted(img.mountpoint)) await this.mounter.umount(img.mountpoint);
     else await this.mounter.forget(img.fsid);
     fs.rmSync(path.join(this.mountsDir, String(snapshotId)), { recursive: true, force: true });

@@ -84,3 +84,9 @@ export interface UmountRequest {
 export interface StatusResponse {
   json: string;
 }
+export interface TraceRequest {
+  image: string;
+}
+export interface TraceResponse {
+  json: string;
+}

@@ -40,6 +40,8 @@ export interface LazyMounts {
   release(snapshotId: number): Promise<void>;
   /** A container's snapshot is being prepared on the image: it is about to start. */
   starting?(snapshotId: number): void;
+  /** …and it is mounted now: the start may be recorded (learned prefetch). Never rejects. */
+  started?(snapshotId: number): Promise<void>;
   /** Deletes cached blobs no registered image references. */
   sweep?(): void;
 }
@@ -141,6 +143,7 @@ export class Snapshotter implements Layout {
       const [layer] = this.store.view((tx) => tx.chain([s.parentIds[i]]));
       if (opts.starting) this.lazy.starting?.(layer.id);
       const mountpoint = await this.lazy.ensure(layer.id, boot, layer.labels);
+      if (opts.starting) await this.lazy.started?.(layer.id);
       return mountsFor(s, this, [...s.parentIds.slice(0, i).map((id) => this.upper(id)), mountpoint]);
     }
     return mountsFor(s, this);

@@ -57,6 +57,11 @@ export function registrySettings(cfg: Config): WorkerSettings['registry'] {
   };
 }
 
+/** Where learning journals live while a start is recorded (mounts/learning.ts). */
+export function traceDirOf(cfg: Config): string {
+  return path.join(cfg.root, 'learn');
+}
+
 /** cachefiles' cache dir, or the blob files of file-backed mounts. */
 export function cacheDirOf(cfg: Config): string {
   return cfg.fscache.cache_dir || path.join(cfg.root, 'cache');
@@ -165,6 +170,8 @@ export function startSupervisor(cfg: Config, fd: number, backend: Pick<WorkerSet
       takeoverPath: path.join(dir, 'takeover.sock'),
       logLevel: cfg.log.level,
       prefetch: cfg.fscache.prefetch !== 'off',
+      // fscache only: the fanotify backend neither records nor replays yet
+      learn: backend.backend === 'fscache' ? { dir: cfg.learn.record ? traceDirOf(cfg) : '', replay: cfg.learn.replay } : { dir: '', replay: false },
       readDeadlineMs: cfg.fscache.read_deadline_ms,
       heartbeatMs: heartbeatMsFor(cfg.fscache.hang_timeout_ms),
       metricsMs: cfg.metrics.address ? METRICS_REPORT_MS : 0,

@@ -338,6 +338,28 @@ export class FscacheSupervisor {
     if (w && blobs.length) sendJson(w.control, { id: this.nextId++, op: 'open-blobs', blobs });
   }
 
+  /**
+   * Tells the serving worker to record READs into a journal lazysnapd just
+   * wrote; resolves once it has (or could not: a worker that starts later
+   * finds the journal itself, before it serves).
+   */
+  learn(file: string, timeoutMs = 2000): Promise<boolean> {
+    const w = this.active;
+    if (!w) return Promise.resolve(false);
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        w.pending.delete(id);
+        resolve(false);
+      }, timeoutMs);
+      w.pending.set(id, (r) => {
+        clearTimeout(t);
+        resolve(r.result === true);
+      });
+      sendJson(w.control, { id, op: 'learn', file });
+    });
+  }
+
   /** Asks the serving worker to hold prefetch back for `ms` (a container is starting); no answer is awaited. */
   holdPrefetch(ms: number): void {
     const w = this.active;

@@ -50,7 +50,9 @@ export type ControlRequest =
   /** what prefetch may still bring into the cache before [cache] max_size */
   | { id: number; op: 'prefetch-budget'; bytes: number }
   /** fanotify: blob files just mounted, to be opened (size, ToC, chunk table) before the first read asks */
-  | { id: number; op: 'open-blobs'; blobs: BlobFile[] };
+  | { id: number; op: 'open-blobs'; blobs: BlobFile[] }
+  /** learned prefetch: record READs into this journal (trace-journal.ts); answered with true once recording */
+  | { id: number; op: 'learn'; file: string };
 export type ControlReply = { id: number; result?: unknown; error?: string };
 
 /** One object the kernel has open in the serving worker. */

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { Allocator, BlobContent, ContentResolver, ReadObserver, UnknownBlobError, fillRetryable } from '../content/content';
 import { CacheObject, ObjectTable } from './objects';
 import { Message, Opcode, OpenMsg, ReadMsg, CloseMsg, cmd, volumeName } from './protocol';
+import type { TraceRecorder } from './trace-recorder';
 
 const ENOENT = 2;
 const EIO = 5;
@@ -40,6 +41,10 @@ export interface DaemonOptions {
   prefetch?: boolean;
   /** told of each READ answered (metrics) */
   onRead?: ReadObserver;
+  /** learned prefetch: records READs of learning images (before READ_COMPLETE) */
+  recorder?: Pick<TraceRecorder, 'access' | 'learning'>;
+  /** learned prefetch: the uncompressed offsets of the chunks to fetch first when the kernel opens a blob, in order */
+  replayPlan?: (volume: string, cookie: string) => number[];
 }
 
 export interface DaemonStats {
@@ -129,7 +134,7 @@ export class FscacheDaemon {
     const obj = this.objects.get(m.objectId)!;
     if (content.markPresent && this.io.dataExtents) return this.recoverPresence(obj, 0);
     obj.presence = 'known';
-    this.startPrefetch(obj);
+    this.warmUp(obj);
   }
 
   /**
@@ -164,7 +169,31 @@ export class FscacheDaemon {
       this.log.warn({ objectId: obj.objectId, blob: content.name, attempts: attempt + 1, err: (err as Error).message },
         'cannot read the cache file\'s extents; chunks it holds may be fetched again');
     }
-    this.startPrefetch(obj);
+    this.warmUp(obj);
+  }
+
+  /**
+   * Once presence is known: a recorded start's chunks first (replay), then
+   * the whole blob if prefetch is on. Replay runs below READs but does not
+   * wait for them to quiet down as prefetch does: it is fetching what they
+   * are about to ask for.
+   */
+  private warmUp(obj: CacheObject): void {
+    const plan = obj.content.replay ? this.opts.replayPlan?.(obj.volume, obj.cookie) ?? [] : [];
+    if (plan.length === 0) return this.startPrefetch(obj);
+    const r = obj.content.replay!(plan, async (off, data) => {
+      await this.io.pwrite(obj.fd, data, off);
+      obj.bytesWritten += data.length;
+      this.stats.bytesWritten += data.length;
+    }, this.io.alloc);
+    obj.prefetch = r;
+    this.log.info({ objectId: obj.objectId, blob: obj.content.name, chunks: plan.length }, 'replaying a recorded start');
+    void r.done.then((res) => {
+      this.log.info({ objectId: obj.objectId, blob: obj.content.name, ...res }, 'replay done');
+      if (obj.prefetch !== r || this.objects.get(obj.objectId) !== obj) return; // closed or stopped meanwhile
+      obj.prefetch = undefined;
+      this.startPrefetch(obj);
+    });
   }
 
   /**
@@ -227,6 +256,8 @@ export class FscacheDaemon {
     this.stats.reads++;
     obj.reads++;
     if (obj.presence === 'unknown') this.recoverPresence(obj, PRESENCE_RETRIES);
+    // in the journal before READ_COMPLETE, so a kill never loses it (trace-journal.ts)
+    this.opts.recorder?.access(obj.volume, obj.cookie, m.off, m.readLen);
     const ms = this.opts.readDeadlineMs;
     const deadline = new AbortController();
     const timer = ms ? setTimeout(() => deadline.abort(new DOMException(`READ deadline of ${ms} ms passed`, 'TimeoutError')), ms) : undefined;
@@ -255,6 +286,8 @@ export class FscacheDaemon {
       this.log.warn({ objectId: obj.objectId, off: m.off, len: m.readLen, size: obj.content.size }, 'READ past the end of the object');
       return false;
     }
+    // a learning image's READs fetch only what they ask: widened chunks would reach the cache without a READ, unrecorded
+    const exact = this.opts.recorder?.learning(obj.volume, obj.cookie) ?? false;
     for (let attempt = 1; ; attempt++) {
       try {
         await obj.content.fill(
@@ -267,6 +300,7 @@ export class FscacheDaemon {
           },
           this.io.alloc,
           signal,
+          exact ? { exact } : undefined,
         );
         return true;
       } catch (err) {

@@ -14,6 +14,8 @@ import { FileSource } from '../image/blob/source';
 import { isRafsV6 } from '../image/erofs/superblock';
 import { BlobEntry, Bootstrap } from '../image/rafs/bootstrap';
 import { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
+import { Traces, traceKey } from '../snapshotter/storage/traces';
+import { FileChunks } from '../image/rafs/file-chunks';
 
 /** contents kept open for the next OPEN of the same blob (each may hold an fd) */
 const MAX_CACHED = 256;
@@ -44,8 +46,9 @@ export class MetadataResolver implements ContentResolver {
   /** open objects per content: a content is closed only when neither the cache nor an object holds it */
   private readonly users = new Map<BlobContent, number>();
   private readonly cached = new Set<BlobContent>();
-  private readonly bootstraps = new LRUCache<string, { bs: Bootstrap | null }>({ max: MAX_BOOTSTRAPS });
+  private readonly bootstraps = new LRUCache<string, ParsedBootstrap>({ max: MAX_BOOTSTRAPS });
   private readonly images: FscacheImages;
+  private readonly traces: Traces;
 
   constructor(
     private readonly db: Database.Database,
@@ -53,6 +56,7 @@ export class MetadataResolver implements ContentResolver {
     private readonly hooks?: ContentHooks,
   ) {
     this.images = new FscacheImages(db);
+    this.traces = new Traces(db);
   }
 
   /** Opens lazysnapd's metadata read-only. */
@@ -143,13 +147,60 @@ export class MetadataResolver implements ContentResolver {
 
   /** The parsed bootstrap of a RAFS image; null for a plain EROFS image, of which only the first block is read. */
   private bootstrap(file: string): Bootstrap | null {
+    return this.parsed(file).bs;
+  }
+
+  private parsed(file: string): ParsedBootstrap {
     let hit = this.bootstraps.get(file);
     if (!hit) {
-      hit = { bs: isRafsV6(readHead(file, 4096)) ? new Bootstrap(fs.readFileSync(file), `bootstrap ${file}`) : null };
+      if (isRafsV6(readHead(file, 4096))) {
+        const buf = fs.readFileSync(file);
+        hit = { bs: new Bootstrap(buf, `bootstrap ${file}`), key: traceKey(buf) };
+      } else hit = { bs: null, key: '' };
       this.bootstraps.set(file, hit);
     }
-    return hit.bs;
+    return hit;
   }
+
+  /**
+   * Learned prefetch: the chunks of blob `cookie` to fetch first, as
+   * uncompressed offsets in the order to fetch them. From the traces of the
+   * images in the volume that have this blob (recorded on this node), else
+   * from their bootstraps' prefetch tables (baked in by the converter, or by
+   * upstream nydus-image). Empty when there is neither.
+   */
+  replayPlan(volume: string, cookie: string): number[] {
+    const out: number[] = [];
+    const seen = new Set<number>();
+    const add = (o: number) => {
+      if (!seen.has(o)) {
+        seen.add(o);
+        out.push(o);
+      }
+    };
+    for (const img of this.images.inVolume(volume)) {
+      const p = this.parsed(img.bootstrap);
+      const bs = p.bs;
+      const i = bs ? bs.devices.findIndex((d) => d.tag === cookie) : -1;
+      if (!bs || i < 0) continue;
+      const trace = this.traces.get(p.key);
+      if (trace) {
+        for (const e of trace.entries) if (e.blob === bs.blobs[i].blobId) add(e.uOffset);
+      } else if (bs.prefetch.length) {
+        p.files ??= new FileChunks(bs);
+        for (const nid of bs.prefetch) for (const c of p.files.ofInode(nid)) if (c.blobIndex === i) add(c.uOffset);
+      }
+    }
+    return out;
+  }
+}
+
+interface ParsedBootstrap {
+  bs: Bootstrap | null;
+  /** its trace key ('' for a plain EROFS image) */
+  key: string;
+  /** built when a prefetch table needs it */
+  files?: FileChunks;
 }
 
 function readHead(file: string, len: number): Buffer {

@@ -17,6 +17,8 @@ export interface WorkerSettings {
   logLevel: string;
   /** fetch a remote blob whole, in the background, once the kernel opens it */
   prefetch: boolean;
+  /** learned prefetch: where lazysnapd writes journals for the worker to record READs into ('' = no recording), and whether recorded starts are replayed */
+  learn: { dir: string; replay: boolean };
   /** every READ is answered within this many ms: data, or EIO for the reader */
   readDeadlineMs: number;
   /** the serving worker sends a heartbeat this often; lazysnapd kills a worker that stays silent (supervisor/liveness.ts) */
@@ -67,6 +69,9 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
   want(typeof o.takeoverPath === 'string', 'takeoverPath must be a string');
   want(typeof o.logLevel === 'string', 'logLevel must be a string');
   want(typeof o.prefetch === 'boolean', 'prefetch must be a boolean');
+  const l = (o?.learn ?? {}) as Record<string, unknown>;
+  want(typeof l.dir === 'string' && (l.dir === '' || l.dir.startsWith('/')) && typeof l.replay === 'boolean',
+    'learn must have dir (an absolute path, or "") and replay (boolean)');
   want(Number.isSafeInteger(o.readDeadlineMs) && (o.readDeadlineMs as number) > 0, 'readDeadlineMs must be a positive integer');
   want(Number.isSafeInteger(o.heartbeatMs) && (o.heartbeatMs as number) > 0, 'heartbeatMs must be a positive integer');
   want(Number.isSafeInteger(o.metricsMs) && (o.metricsMs as number) >= 0, 'metricsMs must be a non-negative integer');
@@ -81,6 +86,7 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
     takeoverPath: o.takeoverPath as string,
     logLevel: o.logLevel as string,
     prefetch: o.prefetch as boolean,
+    learn: { dir: l.dir as string, replay: l.replay as boolean },
     readDeadlineMs: o.readDeadlineMs as number,
     heartbeatMs: o.heartbeatMs as number,
     metricsMs: o.metricsMs as number,

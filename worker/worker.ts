@@ -19,6 +19,7 @@ import { MetadataResolver } from './resolver';
 import { remoteOpener, type RemoteOpener } from './remote-opener';
 import type { WorkerSettings } from './settings';
 import { serveTakeover } from './takeover';
+import { TraceRecorder } from './trace-recorder';
 
 export interface WorkerOptions {
   controlFd: number;
@@ -44,9 +45,10 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const remote = remoteOpener(o.settings, o.log);
   const metrics = new WorkerMetrics();
   const resolver = MetadataResolver.open(o.settings.dbPath, remote.open, { opened: (c, image) => metrics.label(c, image), closing: (c) => metrics.closing(c) });
+  const recorder = o.settings.learn.dir ? new TraceRecorder(o.settings.learn.dir, o.log) : undefined;
   const serving = o.settings.backend === 'fanotify'
     ? serveFanotify(devFd, resolver, o.settings, o.log, metrics.read)
-    : serveFscache(devFd, resolver, o.settings, o.log, metrics.read);
+    : serveFscache(devFd, resolver, o.settings, o.log, metrics.read, recorder);
 
   const control = new net.Socket({ fd: o.controlFd, readable: true, writable: true });
   let retiring = false;
@@ -64,6 +66,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
         if (Array.isArray(req.blobs)) {
           serving.openBlobs?.(req.blobs.filter((b) => typeof b?.file === 'string' && Number.isSafeInteger(b?.size) && b.size > 0));
         }
+      } else if (req.op === 'learn') {
+        sendJson(control, { id: req.id, result: typeof req.file === 'string' && recorder ? recorder.learn(req.file) : false });
       } else if (req.op === 'retire') {
         retiring = true;
         clearInterval(heartbeat);
@@ -121,7 +125,7 @@ export interface Serving {
   openBlobs?(blobs: BlobFile[]): void;
 }
 
-function serveFscache(devFd: number, resolver: MetadataResolver, s: WorkerSettings, log: Logger, onRead: ReadObserver): Serving {
+function serveFscache(devFd: number, resolver: MetadataResolver, s: WorkerSettings, log: Logger, onRead: ReadObserver, recorder?: TraceRecorder): Serving {
   const device = new CachefilesDevice(devFd);
   const daemon = new FscacheDaemon(device, resolver, log, {
     readAttempts: 4,
@@ -129,9 +133,20 @@ function serveFscache(devFd: number, resolver: MetadataResolver, s: WorkerSettin
     readDeadlineMs: s.readDeadlineMs,
     prefetch: s.prefetch,
     onRead,
+    recorder,
+    replayPlan: s.learn.replay ? (volume, cookie) => {
+      try {
+        return resolver.replayPlan(volume, cookie);
+      } catch (err) {
+        log.warn({ volume, cookie, err: (err as Error).message }, 'cannot read the recorded start of this blob; not replaying it');
+        return [];
+      }
+    } : undefined,
   });
   return {
     start() {
+      // journals first: READs the kernel re-sends after `restore` are recorded too
+      recorder?.scan();
       device.command(cmd.restore());
       device.serve(
         (m) => void daemon.handle(m),

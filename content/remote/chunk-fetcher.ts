@@ -28,12 +28,13 @@
 // fill and prefetch run that joined it and is aborted only when all of them
 // have stopped waiting (waiters.ts).
 import type { Logger } from 'pino';
-import { Allocator, BlobContent, ChunkHealth, RangeSink, alignUp, fillWindow } from '../content';
+import { Allocator, BlobContent, ChunkHealth, FillHints, RangeSink, alignUp, fillWindow } from '../content';
 import type { ChunkInfo } from '../../image/blob/chunkinfo';
 import { DataBlob } from '../../image/blob/datablob';
 import { FormatError } from '../../image/errors';
 import type { BlobEntry } from '../../image/rafs/bootstrap';
 import { Prefetch, PrefetchOptions, PrefetchTarget } from './prefetch';
+import { Replay } from './replay';
 import { BlobProgress, ChunkPresence, PresenceBitmap, markRange } from './presence';
 import { Run, chunkSpan, coalesce, deliveryRanges, splitRange, subtractSpans, widen } from './planner';
 import type { Repository } from '../../registry/client';
@@ -91,6 +92,10 @@ export interface ChunkFetcherStats {
   chunksWanted: number;
   /** of those, the ones already present: cache hits */
   chunksWantedPresent: number;
+  /** of those, the ones a prefetch, replay or other fill was already fetching */
+  chunksWantedJoined: number;
+  /** chunks a replay delivered */
+  chunksReplayed: number;
   /** present chunks delivered again because a window asked for them */
   redelivered: number;
   /** chunks a fill left to a concurrent fill that was writing them */
@@ -133,7 +138,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
   readonly scheduler: FetchScheduler;
   readonly hostKey: string;
   readonly stats: ChunkFetcherStats = {
-    fills: 0, gets: 0, getBytes: 0, chunksFetched: 0, chunksDelivered: 0, joined: 0, chunksWanted: 0, chunksWantedPresent: 0, redelivered: 0, sharedDeliveries: 0,
+    fills: 0, gets: 0, getBytes: 0, chunksFetched: 0, chunksDelivered: 0, joined: 0, chunksWanted: 0, chunksWantedPresent: 0, chunksWantedJoined: 0, chunksReplayed: 0, redelivered: 0, sharedDeliveries: 0,
     verifyFailures: 0, badChunksMarked: 0, badChunksHealed: 0, badChunkHits: 0,
   };
   readonly opts: Required<Omit<ChunkFetcherOptions, 'scheduler' | 'hostKey' | 'presence' | 'log'>>;
@@ -198,6 +203,8 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       fetchedBytes: this.stats.getBytes,
       chunksWanted: this.stats.chunksWanted,
       chunksWantedPresent: this.stats.chunksWantedPresent,
+      chunksWantedJoined: this.stats.chunksWantedJoined,
+      chunksReplayed: this.stats.chunksReplayed,
     };
   }
 
@@ -223,21 +230,21 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     this.bytesPresent = 0;
   }
 
-  async fill(off: number, len: number, sink: RangeSink, alloc: Allocator, signal?: AbortSignal): Promise<void> {
+  async fill(off: number, len: number, sink: RangeSink, alloc: Allocator, signal?: AbortSignal, hints?: FillHints): Promise<void> {
     const w = fillWindow(off, len, this.size);
     if (!w) return;
     const waiter = new Waiter(signal, `${this.name} fill [${w.start}, ${w.end})`);
     waiter.check();
     const ended = this.scheduler.beginDemand(); // prefetch holds back meanwhile
     try {
-      await this.fillAligned(w, sink, alloc, waiter);
+      await this.fillAligned(w, sink, alloc, waiter, hints?.exact ? 0 : this.opts.amplify);
     } finally {
       waiter.end(); // GETs it joined but no longer awaits may be abandoned now
       ended();
     }
   }
 
-  private async fillAligned(w: { start: number; end: number }, sink: RangeSink, alloc: Allocator, waiter: Waiter): Promise<void> {
+  private async fillAligned(w: { start: number; end: number }, sink: RangeSink, alloc: Allocator, waiter: Waiter, amplify: number): Promise<void> {
     this.stats.fills++;
     // Everything up to acquire() is synchronous, so concurrent fills see each other's fetches.
     const required = this.blob.chunksFor(w.start, w.end - w.start);
@@ -252,14 +259,17 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     const others = this.opts.shareDeliveries ? needed.filter((c) => this.delivering.has(c.index)) : [];
     if (others.length) needed = needed.filter((c) => !this.delivering.has(c.index));
     this.stats.chunksWanted += usable.length;
-    for (const c of usable) if (this.presence.has(c.index)) this.stats.chunksWantedPresent++;
+    for (const c of usable) {
+      if (this.presence.has(c.index)) this.stats.chunksWantedPresent++;
+      else if (this.pieces.has(c.index) || this.delivering.has(c.index)) this.stats.chunksWantedJoined++;
+    }
     for (const c of needed) if (this.presence.has(c.index)) this.stats.redelivered++;
     const extra = widen({
       chunks: this.blob.chunks,
       required,
       start: w.start,
       end: w.end,
-      amplify: this.opts.amplify,
+      amplify,
       maxExtraBytes: this.opts.maxMerge,
       skip: (c) => this.busy(c, now),
     });
@@ -301,6 +311,20 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       `chunk ${c.index} is marked bad (failed verification, ${b.failures}× after all attempts) until ${new Date(b.until).toISOString()}; ` +
       `its bytes give EIO until then`,
       { what: `${this.name} chunk ${c.index} (uncompressed [${c.uOffset}, +${c.uSize}))` }, c.index, b.until);
+  }
+
+  /** The chunks at these uncompressed offsets, fetched in this order below READs (a recorded start). */
+  replay(uOffsets: number[], sink: RangeSink, alloc: Allocator): Replay {
+    const seen = new Set<number>();
+    const order: ChunkInfo[] = [];
+    for (const o of uOffsets) {
+      const [c] = this.blob.chunksFor(o, 1);
+      if (c && !seen.has(c.index)) {
+        seen.add(c.index);
+        order.push(c);
+      }
+    }
+    return new Replay(this, order, sink, alloc, { maxMerge: this.opts.maxMerge, onDelivered: (n) => { this.stats.chunksReplayed += n; } });
   }
 
   /** Background fetch of the whole blob at low priority; READs overtake it. */

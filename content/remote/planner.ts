@@ -158,3 +158,49 @@ export function splitRange(r: { start: number; end: number }, chunks: ChunkInfo[
   out.push({ start: s, end: r.end });
   return out;
 }
+
+/**
+ * The GETs of one batch of a recorded start (replay): its chunks in blob
+ * order, neighbours joined into one run when the chunks between them, which
+ * the run then fetches too, add at most maxGapBytes; runs are compressed-
+ * contiguous and at most maxMerge bytes. `all` is the blob's chunks by index.
+ */
+export function replayRuns(batch: ChunkInfo[], all: ChunkInfo[], opts: { maxMerge: number; maxGapBytes: number }): ChunkInfo[][] {
+  const idx = [...new Set(batch.map((c) => c.index))].sort((a, b) => a - b);
+  const runs: ChunkInfo[][] = [];
+  let cur: ChunkInfo[] = [];
+  let bytes = 0;
+  for (const i of idx) {
+    const c = all[i];
+    const last = cur[cur.length - 1];
+    if (last) {
+      const between = all.slice(last.index + 1, i);
+      const gap = between.reduce((n, x) => n + x.cSize, 0);
+      const contiguous = [last, ...between, c].every((x, k, a) => k === 0 || x.cOffset === a[k - 1].cOffset + a[k - 1].cSize);
+      if (contiguous && gap <= opts.maxGapBytes && bytes + gap + c.cSize <= opts.maxMerge) {
+        cur.push(...between, c);
+        bytes += gap + c.cSize;
+        continue;
+      }
+      runs.push(cur);
+    }
+    cur = [c];
+    bytes = c.cSize;
+  }
+  if (cur.length) runs.push(cur);
+  return runs;
+}
+
+/** A run without the chunks `busy` says are present or on their way: the consecutive pieces left. */
+export function splitBusy(run: ChunkInfo[], busy: (c: ChunkInfo) => boolean): ChunkInfo[][] {
+  const out: ChunkInfo[][] = [];
+  let cur: ChunkInfo[] = [];
+  for (const c of run) {
+    if (busy(c)) {
+      if (cur.length) out.push(cur);
+      cur = [];
+    } else cur.push(c);
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}

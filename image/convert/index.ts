@@ -35,6 +35,12 @@ export interface ConvertOptions extends RegistryOptions {
   platform?: string;
   /** staging directory root for registry destinations */
   tmpDir?: string;
+  /**
+   * Paths to fetch first, in order (`lazysnap trace IMAGE --paths`): written
+   * into the bootstrap's prefetch table, so a node that never ran the image
+   * starts it as one that did. Paths missing from the image are skipped (warned).
+   */
+  prefetchPaths?: string[];
   warn?(msg: string): void;
   /** called as each layer starts, progresses and ends */
   onLayerStart?(i: number, n: number, d: Descriptor): void;
@@ -175,6 +181,7 @@ async function convertWith(source: ImageSource, dest: ImageDest, opts: ConvertOp
     if (blobs.length > 254) throw new ImageError(`${blobs.length} data blobs: nydus allows at most 254`);
 
     const boot = writeRafsBootstrap(merged, {
+      prefetch: prefetchNodes(merged, opts.prefetchPaths ?? [], warn),
       chunkSize,
       blobs: blobs.map((b) => b.entry),
       chunkIndexes,
@@ -220,4 +227,25 @@ function buildTime(config: { created?: unknown }): { buildTime: number; buildTim
   if (!Number.isFinite(ms) || ms < 0) return { buildTime: 0, buildTimeNsec: 0 };
   const nsec = m?.[2] ? parseInt(m[2].slice(0, 9).padEnd(9, '0'), 10) : 0;
   return { buildTime: Math.floor(ms / 1000), buildTimeNsec: nsec };
+}
+
+/** The tree's nodes at `paths` (absolute, as `lazysnap trace --paths` prints them), once each, in order. */
+export function prefetchNodes(root: WriterNode, paths: string[], warn: (msg: string) => void): WriterNode[] {
+  const out: WriterNode[] = [];
+  const seen = new Set<WriterNode>();
+  let missing = 0;
+  for (const p of paths) {
+    let n: WriterNode | undefined = root;
+    for (const part of p.split('/').filter(Boolean)) n = n?.children?.get(Buffer.from(part, 'utf8').toString('latin1'));
+    if (!n || (n.kind !== 'reg' && n.kind !== 'dir')) {
+      missing++;
+      continue;
+    }
+    if (!seen.has(n)) {
+      seen.add(n);
+      out.push(n);
+    }
+  }
+  if (missing) warn(`${missing} of ${paths.length} prefetch paths are not files or directories of the image; skipped`);
+  return out;
 }

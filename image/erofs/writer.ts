@@ -89,6 +89,8 @@ export interface ErofsLayout {
   rootNid: number;
   inodes: number;
   metaBlkaddr: number;
+  /** each node's nid (what a RAFS prefetch table names) */
+  nids: Map<WriterNode, number>;
 }
 
 /** A problem with the input tree: names the path. */
@@ -384,7 +386,7 @@ export function writeErofs(root: WriterNode, opts: ErofsWriterOptions): ErofsLay
     img.writeUInt32LE(d.mappedBlkaddr, o + 68);
   });
   updateSuperblockChecksum(img);
-  return { image: img, reservedOffset, rootNid: recs[0].nid, inodes: recs.length, metaBlkaddr: metaStart / BLOCK };
+  return { image: img, reservedOffset, rootNid: recs[0].nid, inodes: recs.length, metaBlkaddr: metaStart / BLOCK, nids: nidOf };
 }
 
 /** erofs_inode_extended (64 bytes): the fields the reader's Inode holds, as the writer sets them. */

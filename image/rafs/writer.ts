@@ -70,6 +70,8 @@ export interface RafsBootstrapOptions {
   /** in device order: blob i is EROFS device i + 1 */
   blobs: BlobEntry[];
   chunkIndexes(node: WriterNode, path: string): Buffer;
+  /** files (or directories: everything below) to fetch first, in order: the prefetch table, as nids */
+  prefetch?: WriterNode[];
   buildTime?: number;
   buildTimeNsec?: number;
   uuid?: Buffer;
@@ -97,13 +99,15 @@ export function writeRafsBootstrap(root: WriterNode, opts: RafsBootstrapOptions)
     if (b.uncompressedSize % PAGE || b.uncompressedSize === 0) throw new RangeError(`blob ${b.blobId}: uncompressed size ${b.uncompressedSize} is not a non-zero multiple of 4 KiB`);
   });
   const tableSize = opts.blobs.length * BLOB_ENTRY_SIZE;
+  const prefetch = opts.prefetch ?? [];
   const layout = writeErofs(root, {
     chunkBits: Math.log2(cs),
     chunkIndexes: opts.chunkIndexes,
     devices: opts.blobs.map((b) => ({ tag: b.blobId, blocks: b.uncompressedSize / PAGE, mappedBlkaddr: 0 })),
     devtSlotoff: RAFS_DEVT_SLOTOFF,
     // the blob table has at least one block, as nydus's
-    reserved: Math.max(tableSize, BLOCK),
+    // then the prefetch table, after the blob table in the same area
+    reserved: Math.max(tableSize + prefetch.length * 4, BLOCK),
     featureCompat: COMPAT_RAFS_V6,
     buildTime: opts.buildTime ?? 0,
     buildTimeNsec: opts.buildTimeNsec ?? 0,
@@ -112,7 +116,13 @@ export function writeRafsBootstrap(root: WriterNode, opts: RafsBootstrapOptions)
   const img = layout.image;
   let flags = RafsFlags.COMPRESSION_ZSTD | RafsFlags.HASH_BLAKE3 | RafsFlags.EXPLICIT_UID_GID | RafsFlags.INLINED_CHUNK_DIGEST;
   if (hasXattrs(root)) flags |= RafsFlags.HAS_XATTR;
-  // no chunk table (chunk digests live in the blobs), no prefetch table
+  // no chunk table (chunk digests live in the blobs)
+  const prefetchOffset = layout.reservedOffset + tableSize;
+  prefetch.forEach((n, i) => {
+    const nid = layout.nids.get(n);
+    if (nid === undefined) throw new RangeError('a prefetch table entry is not a node of the tree');
+    img.writeUInt32LE(nid, prefetchOffset + i * 4);
+  });
   encodeRafsExtSuperblock(img, {
     flags,
     blobTableOffset: layout.reservedOffset,
@@ -120,8 +130,8 @@ export function writeRafsBootstrap(root: WriterNode, opts: RafsBootstrapOptions)
     chunkSize: cs,
     chunkTableOffset: 0,
     chunkTableSize: 0,
-    prefetchTableOffset: 0,
-    prefetchTableSize: 0,
+    prefetchTableOffset: prefetch.length ? prefetchOffset : 0,
+    prefetchTableSize: prefetch.length * 4,
   });
   opts.blobs.forEach((b, i) => encodeBlobEntry(b).copy(img, layout.reservedOffset + i * BLOB_ENTRY_SIZE));
   updateSuperblockChecksum(img);

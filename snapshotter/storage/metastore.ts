@@ -4,6 +4,7 @@
 // transaction atomic with respect to the event loop as well.
 import Database from 'better-sqlite3';
 import { migrations } from './schema';
+import { Traces } from './traces';
 import { SnapshotTx } from './snapshots';
 import { FscacheImages } from './images';
 import type { Info, Kind } from './info';
@@ -84,6 +85,11 @@ export class MetaStore {
   /** Images mounted through fscache (each call is its own transaction). */
   get fscacheImages(): FscacheImages {
     return new FscacheImages(this.db);
+  }
+
+  /** Learned prefetch traces. */
+  get traces(): Traces {
+    return new Traces(this.db);
   }
 
   close() {

@@ -40,4 +40,17 @@ export const migrations: string[] = [
   ALTER TABLE fscache_images ADD COLUMN image_ref TEXT NOT NULL DEFAULT '';
   ALTER TABLE fscache_images ADD COLUMN snapshot_id INTEGER;
   `,
+  `
+  -- Learned prefetch: what a container's start read of an image, in
+  -- first-access order, keyed by the sha256 of the image's bootstrap (the
+  -- same image under any name). entries: JSON [[blob id, uOffset, uSize, path], ...].
+  CREATE TABLE traces (
+    key         TEXT PRIMARY KEY,
+    image_ref   TEXT NOT NULL,
+    recorded_us INTEGER NOT NULL,
+    window_ms   INTEGER NOT NULL,
+    reads       INTEGER NOT NULL,  -- journal lines, re-sent READs included
+    entries     TEXT NOT NULL
+  );
+  `,
 ];

@@ -336,3 +336,52 @@ test('markRange (SEEK_DATA seeding) marks exactly the chunks wholly inside each 
   }
   assert.equal(fast.count, slow.size);
 });
+
+test('replay: a recorded order fetched in few GETs (neighbours merged), first batch first; present chunks are not fetched again', T, async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(40).fill(64 * K), entropy: 1, seed: 'replay' });
+  const { reader, content, sink } = await setup(b, { amplify: 0 });
+  const order = [30, 2, 3, 4, 31, 10, 12];
+  const res = await content.replay(order.map((i) => b.chunks[i].uOffset), sink.sink, sink.alloc).done;
+  // one batch (7 × 64 KiB < 1 MiB), in blob order: [2,3,4]; [10,11,12] (chunk 11, 64 KiB, fetched to merge them);
+  // [30,31] (chunks 13-29 between: far more than 64 KiB of gap)
+  assert.deepEqual([res.chunks, res.fetched, res.failedRuns, res.cancelled], [7, 8, 0, false], JSON.stringify(res));
+  assert.deepEqual(reader.calls.map((c) => chunksOf(b, [c])), [[2, 3, 4], [10, 11, 12], [30, 31]]);
+  for (const i of order) assert.ok(sink.covers(b.chunks[i].uOffset, b.chunks[i].uSize), `chunk ${i} written`);
+  assert.equal(content.progress().chunksReplayed, 8);
+  const again = await content.replay(order.map((i) => b.chunks[i].uOffset), sink.sink, sink.alloc).done;
+  assert.equal(again.fetched, 0);
+  assert.equal(reader.calls.length, 3, 'nothing fetched twice');
+});
+
+test('replay: batches keep the recorded order (one low slot: its GETs go in batch order)', T, async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(64).fill(256 * K), entropy: 1, seed: 'replay-order' });
+  const { reader, content, sink } = await setup(b, { amplify: 0, scheduler: new FetchScheduler({ concurrencyPerHost: 2, reservedForDemand: 1 }) });
+  // 256 KiB chunks, 1 MiB batches: [60,61,62,63] then [0,1,3,4] (chunk 2 is a 256 KiB gap: too big) then [40]
+  const order = [60, 61, 62, 63, 0, 1, 3, 4, 40];
+  const res = await content.replay(order.map((i) => b.chunks[i].uOffset), sink.sink, sink.alloc).done;
+  assert.equal(res.fetched, 9);
+  // one low slot: GETs go one after another, in batch order
+  assert.deepEqual(reader.calls.map((c) => chunksOf(b, [c])), [[60, 61, 62, 63], [0, 1], [3, 4], [40]]);
+});
+
+test('replay: a READ of a chunk the replay is fetching waits for that GET (counted as joined, not fetched again)', T, async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(16).fill(64 * K), entropy: 1, seed: 'replay-join' });
+  const { reader, content, sink } = await setup(b, { amplify: 0 });
+  reader.delayMs = 80;
+  const r = content.replay([5, 6].map((i) => b.chunks[i].uOffset), sink.sink, sink.alloc);
+  await new Promise((res) => setTimeout(res, 20));
+  await content.fill(b.chunks[5].uOffset, PAGE, sink.sink, sink.alloc);
+  await r.done;
+  assert.equal(reader.calls.length, 1, 'one GET for both');
+  const p = content.progress();
+  assert.deepEqual([p.chunksWanted, p.chunksWantedPresent, p.chunksWantedJoined], [1, 0, 1]);
+});
+
+test('fill with {exact}: only the chunks the range needs, where a plain fill widens to amplify', T, async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(16).fill(64 * K), entropy: 1, seed: 'exact' });
+  const { reader, content, sink } = await setup(b, { amplify: M });
+  await content.fill(b.chunks[3].uOffset, PAGE, sink.sink, sink.alloc, undefined, { exact: true });
+  assert.deepEqual(chunksOf(b, reader.calls), [3]);
+  await content.fill(b.chunks[8].uOffset, PAGE, sink.sink, sink.alloc);
+  assert.ok(chunksOf(b, reader.calls).length > 4, 'the plain fill widened');
+});

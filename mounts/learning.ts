@@ -1,0 +1,149 @@
+// lazysnapd's half of learned prefetch. When a container starts on a lazy
+// image that has no trace yet, a journal is opened for its window
+// (trace-journal.ts: written here, appended to by the serving worker); when
+// the window has closed, the journal becomes a trace in the metadata
+// (storage owns it) and is deleted. Crash order: the trace is stored before
+// the journal is deleted, and storing is idempotent (the first trace of a key
+// wins), so a kill between the two only repeats the ingest.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { Bootstrap } from '../image/rafs/bootstrap';
+import { FileChunks } from '../image/rafs/file-chunks';
+import { isRafsV6 } from '../image/erofs/superblock';
+import type { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
+import { Traces, traceKey } from '../snapshotter/storage/traces';
+import { JOURNAL_SUFFIX } from '../worker/trace-recorder';
+import { encodeHeader, parseJournal, type JournalHeader } from '../worker/trace-journal';
+import { buildTrace } from './trace-build';
+
+/** After the window: time for a READ recorded at its last moment to be appended. */
+const GRACE_MS = 2000;
+
+export interface LearningDeps {
+  dir: string;
+  windowMs: number;
+  images: () => FscacheImages;
+  traces: () => Traces;
+  /** tells the serving worker to record into a journal; false if no worker answered (one that starts later finds it) */
+  tell: (file: string) => Promise<boolean>;
+  log: Logger;
+  now?: () => number;
+}
+
+export class Learning {
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly now: () => number;
+
+  constructor(private readonly d: LearningDeps) {
+    this.now = d.now ?? Date.now;
+    fs.mkdirSync(d.dir, { recursive: true, mode: 0o700 });
+  }
+
+  /** At lazysnapd's start: journals whose window closed while it was away become traces; the others are awaited. */
+  resume(): void {
+    for (const n of fs.readdirSync(this.d.dir)) {
+      if (!n.endsWith(JOURNAL_SUFFIX)) continue;
+      const file = path.join(this.d.dir, n);
+      let h: JournalHeader;
+      try {
+        h = parseJournal(fs.readFileSync(file, 'utf8').split('\n')[0], file).header;
+      } catch (err) {
+        this.d.log.warn({ file, err: (err as Error).message }, 'not a learning journal; removed');
+        fs.rmSync(file, { force: true });
+        continue;
+      }
+      this.schedule(file, h.untilMs);
+    }
+  }
+
+  /** A container is starting on `img`: record its start, unless the image has a trace or is being recorded. */
+  async begin(img: FscacheImage): Promise<void> {
+    const file = this.journalOf(img.fsid);
+    if (fs.existsSync(file)) return;
+    const buf = fs.readFileSync(img.bootstrap);
+    if (!isRafsV6(buf.subarray(0, 4096))) return; // a plain EROFS image has no chunks to learn
+    const key = traceKey(buf);
+    if (this.d.traces().has(key) || this.learningKey(key)) return;
+    const bs = new Bootstrap(buf, `bootstrap ${img.bootstrap}`);
+    const startMs = this.now();
+    const header: JournalHeader = {
+      v: 1, fsid: img.fsid, key, imageRef: img.imageRef, volume: img.domain || img.fsid, tags: bs.devices.map((d) => d.tag),
+      startMs, untilMs: startMs + this.d.windowMs,
+    };
+    const fd = fs.openSync(file, 'wx', 0o600);
+    try {
+      fs.writeSync(fd, encodeHeader(header));
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    this.schedule(file, header.untilMs);
+    const told = await this.d.tell(file);
+    this.d.log.info({ fsid: img.fsid, image: img.imageRef, key, windowMs: this.d.windowMs, told },
+      told ? 'recording what this start reads' : 'recording what this start reads (the worker will find the journal when it starts)');
+  }
+
+  /** The image is going away: its journal becomes a trace now, while its bootstrap is still there. */
+  finish(fsid: string): void {
+    const file = this.journalOf(fsid);
+    if (fs.existsSync(file)) this.ingest(file);
+  }
+
+  stop(): void {
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  /** Whether another mount of the same image is being recorded. */
+  private learningKey(key: string): boolean {
+    for (const file of this.timers.keys()) {
+      try {
+        if (parseJournal(fs.readFileSync(file, 'utf8').split('\n')[0], file).header.key === key) return true;
+      } catch {
+        // being ingested
+      }
+    }
+    return false;
+  }
+
+  private journalOf(fsid: string): string {
+    return path.join(this.d.dir, `${fsid}${JOURNAL_SUFFIX}`);
+  }
+
+  private schedule(file: string, untilMs: number): void {
+    clearTimeout(this.timers.get(file));
+    const t = setTimeout(() => this.ingest(file), Math.max(0, untilMs + GRACE_MS - this.now()));
+    t.unref();
+    this.timers.set(file, t);
+  }
+
+  /** Journal → trace. Never throws: a journal that cannot become a trace is logged and removed. */
+  ingest(file: string): void {
+    clearTimeout(this.timers.get(file));
+    this.timers.delete(file);
+    try {
+      const j = parseJournal(fs.readFileSync(file, 'utf8'), file);
+      const h = j.header;
+      const img = this.d.images().get(h.fsid);
+      const buf = img && fs.existsSync(img.bootstrap) ? fs.readFileSync(img.bootstrap) : undefined;
+      if (!buf || traceKey(buf) !== h.key) {
+        this.d.log.warn({ file, fsid: h.fsid }, 'the image of this journal is gone; its recording is dropped');
+      } else {
+        const bs = new Bootstrap(buf, `bootstrap ${img!.bootstrap}`);
+        const entries = buildTrace(j, new FileChunks(bs), bs.blobs.map((b) => b.blobId));
+        if (entries.length === 0) {
+          this.d.log.info({ fsid: h.fsid, image: h.imageRef, reads: j.reads.length }, 'the start read no chunk from the registry; nothing to learn');
+        } else {
+          const stored = this.d.traces().add({ key: h.key, imageRef: h.imageRef, recordedUs: h.startMs * 1000, windowMs: h.untilMs - h.startMs, reads: j.reads.length, entries });
+          const bytes = entries.reduce((n, e) => n + e.uSize, 0);
+          this.d.log.info({ image: h.imageRef, key: h.key, chunks: entries.length, bytes, files: new Set(entries.map((e) => e.path)).size,
+            reads: j.reads.length, tornLines: j.skipped, stored }, 'learned what a start reads');
+        }
+      }
+    } catch (err) {
+      this.d.log.warn({ file, err: (err as Error).message }, 'cannot make a trace of this journal; dropped');
+    }
+    fs.rmSync(file, { force: true });
+  }
+}
