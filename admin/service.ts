@@ -12,7 +12,7 @@ import type { WorkerObjectStatus } from '../worker/control';
 import type { BadChunk } from '../content/content';
 import type { Info } from '../snapshotter/storage/info';
 import { inventory } from './inventory';
-import type { Traces } from '../snapshotter/storage/traces';
+import { TraceFormatError, parseTraces, type Traces } from '../snapshotter/storage/traces';
 
 export type WorkerObject = Pick<WorkerObjectStatus, 'volume' | 'cookie' | 'size' | 'present' | 'chunks'>;
 
@@ -68,7 +68,8 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
       fn(call.request).then(
         (r) => cb(null, r),
         (err: Error) => {
-          const code = err instanceof MountError ? grpc.status.FAILED_PRECONDITION : codeOf(err);
+          const code = err instanceof MountError ? grpc.status.FAILED_PRECONDITION
+            : err instanceof TraceFormatError ? grpc.status.INVALID_ARGUMENT : codeOf(err);
           if (code === grpc.status.UNKNOWN) d.log.error({ err }, 'admin request failed');
           cb({ code, details: detailsOf(err) });
         },
@@ -135,10 +136,22 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
       return { json: JSON.stringify(status) };
     }),
     Trace: unary(async (r: w.TraceRequest): Promise<w.TraceResponse> => {
+      if (r.load) {
+        if (!d.traces) throw new MountError('this lazysnapd keeps no traces');
+        const traces = parseTraces(r.load);
+        const stored = traces.filter((t) => d.traces!().add(t));
+        d.log.info({ traces: traces.length, stored: stored.length }, 'recorded starts loaded');
+        return { json: JSON.stringify(stored) };
+      }
       const all = d.traces?.().all() ?? [];
       const want = r.image.trim();
       const hex = want.replace(/^sha256:/, '');
       const picked = want ? all.filter((t) => t.imageRef === want || (/^[0-9a-f]{6,64}$/.test(hex) && t.key.startsWith(hex))) : all;
+      if (r.forget) {
+        if (!want) throw new MountError('trace --forget needs an image or a trace key');
+        for (const t of picked) d.traces!().remove(t.key);
+        if (picked.length) d.log.info({ image: want, traces: picked.map((t) => t.key) }, 'recorded starts forgotten');
+      }
       return { json: JSON.stringify(picked) };
     }),
   };

@@ -34,8 +34,13 @@ export class AdminClient {
     const r = await this.call<StatusResponse>('Status', {}, 15_000);
     return JSON.parse(r.json);
   }
-  async traces(image: string): Promise<Trace[]> {
-    const r = await this.call<TraceResponse>('Trace', { image }, 15_000);
+  async traces(image: string, forget = false): Promise<Trace[]> {
+    const r = await this.call<TraceResponse>('Trace', { image, forget }, 15_000);
+    return JSON.parse(r.json);
+  }
+  /** Stores traces from elsewhere; resolves to those stored (a key that has a trace keeps it). */
+  async loadTraces(json: string): Promise<Trace[]> {
+    const r = await this.call<TraceResponse>('Trace', { load: json }, 15_000);
     return JSON.parse(r.json);
   }
   close(): void {

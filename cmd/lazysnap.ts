@@ -149,11 +149,19 @@ program
   .description('learned prefetch: what the recorded start of an image read (or of every image), first access first: files, bytes, chunks')
   .option('--json', 'print JSON: every chunk, with its blob, offset, size and file')
   .option('--paths', 'print only the files, one per line, first access first (the input of `lazysnap convert --prefetch-trace`)')
+  .option('--forget', "delete the image's recorded start: its next start is recorded again")
+  .option('--load <file>', 'store the traces in this file (what trace --json printed, e.g. on another node) instead of listing')
   .option('--address <socket>', ADDRESS_HELP)
   .option('--config <file>', CONFIG_HELP)
-  .action(async (image: string | undefined, o: { json?: boolean; paths?: boolean; address?: string; config?: string }) => {
-    const traces = await withClient(o, (c) => c.traces(image ?? ''));
+  .action(async (image: string | undefined, o: { json?: boolean; paths?: boolean; forget?: boolean; load?: string; address?: string; config?: string }) => {
+    if (o.load) {
+      const json = fs.readFileSync(o.load, 'utf8');
+      const stored = await withClient(o, (c) => c.loadTraces(json));
+      return void process.stdout.write(`stored ${stored.length} recorded start${stored.length === 1 ? '' : 's'}${stored.map((t) => ` ${t.imageRef || t.key.slice(0, 16)}`).join(',')}\n`);
+    }
+    const traces = await withClient(o, (c) => c.traces(image ?? '', o.forget));
     if (image && traces.length === 0) throw new AdminError(`no recorded start of ${image} (a start is recorded when a container starts on a lazy image that has none)`);
+    if (o.forget) return void process.stdout.write(`forgot ${traces.length} recorded start${traces.length === 1 ? '' : 's'}\n`);
     if (o.json) return void process.stdout.write(JSON.stringify(traces, null, 2) + '\n');
     for (const t of traces) {
       const files = filesInOrder(t.entries);

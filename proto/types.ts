@@ -86,6 +86,8 @@ export interface StatusResponse {
 }
 export interface TraceRequest {
   image: string;
+  forget: boolean;
+  load: string;
 }
 export interface TraceResponse {
   json: string;

@@ -15,6 +15,8 @@ interface Seen {
   fetchedBytes: number;
   chunksWanted: number;
   chunksWantedPresent: number;
+  chunksWantedJoined: number;
+  chunksReplayed: number;
   verifyFailures: number;
   badChunksMarked: number;
 }
@@ -49,6 +51,18 @@ export class WorkerMetrics {
   private readonly cacheHits = new Counter({
     name: 'lazysnap_cache_hits_total',
     help: 'Chunks that on-demand reads needed and found local: prefetched, or fetched for an earlier read (as nydusd_cache_whole_hits)',
+    labelNames: ['image_ref'],
+    registers: [this.registry],
+  });
+  private readonly cacheJoined = new Counter({
+    name: 'lazysnap_cache_joined_total',
+    help: 'Chunks that on-demand reads needed while a replay, prefetch or other read was fetching them: they waited for that fetch (prefetch hits in flight)',
+    labelNames: ['image_ref'],
+    registers: [this.registry],
+  });
+  private readonly replayed = new Counter({
+    name: 'lazysnap_replay_chunks_total',
+    help: 'Chunks a replay of a recorded start (learned prefetch) fetched ahead of the reads',
     labelNames: ['image_ref'],
     registers: [this.registry],
   });
@@ -159,6 +173,8 @@ export class WorkerMetrics {
       fetchedBytes: p?.fetchedBytes ?? 0,
       chunksWanted: p?.chunksWanted ?? 0,
       chunksWantedPresent: p?.chunksWantedPresent ?? 0,
+      chunksWantedJoined: p?.chunksWantedJoined ?? 0,
+      chunksReplayed: p?.chunksReplayed ?? 0,
       verifyFailures: h?.verifyFailures ?? 0,
       badChunksMarked: h?.badChunksMarked ?? 0,
     };
@@ -172,6 +188,8 @@ export class WorkerMetrics {
     add(this.fetchedBytes, 'fetchedBytes');
     add(this.cacheRequests, 'chunksWanted');
     add(this.cacheHits, 'chunksWantedPresent');
+    add(this.cacheJoined, 'chunksWantedJoined');
+    add(this.replayed, 'chunksReplayed');
     add(this.verifyFailures, 'verifyFailures');
     add(this.badChunks, 'badChunksMarked');
   }

@@ -2,7 +2,9 @@
 // the bytes the registry sent for it, for every snapshotter a user would pick
 // from: containerd's overlayfs pulling the OCI original in full,
 // stargz-snapshotter (eStargz), soci-snapshotter (OCI + SOCI index) and
-// lazysnap (nydus; on demand, and with prefetch on pull). The same registry,
+// lazysnap (nydus; on demand, with prefetch on pull, and with learned
+// prefetch: a trace recorded by an earlier run, replayed on a fresh cache).
+// The same registry,
 // containerd and CRI client for all; directly and behind a shaping proxy
 // (+20 ms RTT, 200 Mbit/s). One table per image and link; every ratio comes
 // from the same run.
@@ -22,6 +24,9 @@ import { startShaper } from '../fetch/shaper';
 import { startDualFront } from './dual-front';
 import { prepareImages, type BenchImage } from './images';
 import { startSoci, startStargz, type PeerDaemon } from './peers';
+import { runOk } from '../../test/support/proc';
+
+const CLI = join(__dirname, '../../cmd/lazysnap.js');
 
 const HOST = process.env.STARTUP_ON === 'host';
 
@@ -102,11 +107,16 @@ interface Contender {
   /** which of the image's pushed forms it pulls */
   form: 'oci' | 'nydus' | 'estargz';
   /** CRI's snapshotter: containerd's own, or the proxy plugin this contender starts */
-  start(dir: string): Promise<{ snapshotter: string; socket?: string; stop(): Promise<void>; readBytes?(): Promise<number> }>;
+  start(dir: string, image: BenchImage): Promise<{ snapshotter: string; socket?: string; stop(): Promise<void>; readBytes?(): Promise<number> }>;
 }
 
-function lazysnap(prefetch: 'off' | 'on-pull', fscacheDir: string | undefined): Contender['start'] {
-  return async (dir) => {
+/**
+ * A lazysnapd for one run. `record`: it records the start (as a node's first
+ * start of an image does by default; its reads are not widened meanwhile).
+ * `trace`: the image's recorded start is loaded first (learned prefetch).
+ */
+function lazysnap(prefetch: 'off' | 'on-pull', fscacheDir: string | undefined, o: { record?: boolean; trace?: (image: BenchImage) => string } = {}): Contender['start'] {
+  return async (dir, image) => {
     fs.mkdirSync(dir, { recursive: true });
     const root = join(dir, 'root');
     const metrics = join(dir, 'metrics.sock');
@@ -116,8 +126,10 @@ function lazysnap(prefetch: 'off' | 'on-pull', fscacheDir: string | undefined): 
     const lz = await startLazysnapd({
       root,
       address: join(dir, 'lazysnap.sock'),
-      config: `root = "${root}"\n[log]\nlevel = "${process.env.STARTUP_LOG_LEVEL ?? 'warn'}"\n${backend}prefetch = "${prefetch}"\n[registry]\nplain_http = true\n[metrics]\naddress = "${metrics}"\n`,
+      config: `root = "${root}"\n[log]\nlevel = "${process.env.STARTUP_LOG_LEVEL ?? 'warn'}"\n${backend}prefetch = "${prefetch}"\n` +
+        `[learn]\nrecord = ${o.record ? 'true' : 'false'}\nwindow_ms = ${LEARN_WINDOW_MS}\n[registry]\nplain_http = true\n[metrics]\naddress = "${metrics}"\n`,
     });
+    if (o.trace) await runOk(process.execPath, [CLI, 'trace', '--load', o.trace(image), '--address', lz.address], { timeoutMs: 30_000 });
     return {
       snapshotter: 'lazysnap',
       socket: lz.address,
@@ -133,6 +145,50 @@ function lazysnap(prefetch: 'off' | 'on-pull', fscacheDir: string | undefined): 
       },
     };
   };
+}
+
+/** Long enough for the biggest image's start in the guest (about 10 s) */
+const LEARN_WINDOW_MS = 40_000;
+
+/**
+ * Records each image's start once (direct link, fresh lazysnapd and cache),
+ * for the learned-prefetch contender: `lazysnap trace --json` of it, in a file.
+ */
+async function recordTraces(dir: string, images: BenchImage[], host: string, fscacheDir: string): Promise<Map<BenchImage, string>> {
+  const out = new Map<BenchImage, string>();
+  for (const image of images) {
+    const sub = join(dir, `record-${image.repos.nydus.replace(/[/:]/g, '_')}`);
+    fs.mkdirSync(sub, { recursive: true });
+    const sn = await lazysnap('off', fscacheDir, { record: true })(join(sub, 'snapshotter'), image);
+    const ctrd = await startGuestContainerd({ dir: join(sub, 'containerd'), snapshotterSocket: sn.socket!, snapshotterName: 'lazysnap', criSnapshotter: 'lazysnap', registryHost: host, sandboxImage: `${host}/test/pause:1` });
+    try {
+      const sock = sn.socket!;
+      const ref = `${host}/${image.repos.nydus}`;
+      await ctrd.cri.pullImage(`${host}/test/pause:1`);
+      await ctrd.cri.pullImage(ref);
+      const r = await ctrd.cri.runToCompletion(ref, image.command, { logRoot: join(sub, 'logs'), name: 'record' });
+      if (r.exitCode !== 0) throw new Error(`${image.name}: the recording start failed: ${r.logs}`);
+      const deadline = Date.now() + LEARN_WINDOW_MS + 30_000;
+      for (;;) {
+        const t = await runOk(process.execPath, [CLI, 'trace', '--json', '--address', sock], { timeoutMs: 30_000 });
+        if (JSON.parse(t.stdout).length > 0) {
+          const file = join(dir, `trace-${image.repos.nydus.replace(/[/:]/g, "_")}.json`);
+          fs.writeFileSync(file, t.stdout);
+          out.set(image, file);
+          console.error(`${image.name}: recorded ${(JSON.parse(t.stdout) as { entries: unknown[] }[])[0].entries.length} chunks`);
+          break;
+        }
+        if (Date.now() > deadline) throw new Error(`${image.name}: no trace recorded`);
+        await new Promise((res) => setTimeout(res, 1000));
+      }
+    } finally {
+      await ctrd.stop();
+      await sn.stop();
+      await unmountAll(sub);
+      fs.rmSync(sub, { recursive: true, force: true });
+    }
+  }
+  return out;
 }
 
 const peer = (p: Promise<PeerDaemon>) => p.then((d) => ({ snapshotter: d.name, socket: d.socket, stop: d.stop }));
@@ -151,6 +207,11 @@ async function main() {
   const shaper = await startShaper({ upstreamHost: '127.0.0.1', upstreamPort: front.port, delayMs: 10, bitsPerSec: 200e6, windowBytes: 4 << 20 });
   const shapedHost = `127.0.0.1:${(shaper.address() as { port: number }).port}`;
 
+  const only = process.env.STARTUP_CONTENDERS?.split(',');
+  const wanted = (label: string) => !only || only.some((o) => label.startsWith(o));
+  const LEARNED = 'lazysnap (nydus, learned prefetch)';
+  // fscache only: the fanotify backend neither records nor replays
+  const traces = fscacheDir && wanted(LEARNED) ? await recordTraces(join(dir, 'traces'), images, host, fscacheDir) : new Map<BenchImage, string>();
   const contenders: Contender[] = [
     { label: 'overlayfs (OCI, full pull)', form: 'oci', start: async () => ({ snapshotter: 'overlayfs', stop: async () => {} }) },
     { label: 'stargz (eStargz)', form: 'estargz', start: (d) => peer(startStargz(d)) },
@@ -158,9 +219,11 @@ async function main() {
     { label: 'lazysnap (nydus, on demand)', form: 'nydus', start: lazysnap('off', fscacheDir) },
     // the fanotify backend does not prefetch (fscache only): on the host this would repeat the row above
     ...(fscacheDir ? [{ label: 'lazysnap (nydus, prefetch on pull)', form: 'nydus' as const, start: lazysnap('on-pull', fscacheDir) }] : []),
+    // the first start of an image on a node, as configured by default: recorded (its reads fetch only what they ask)
+    ...(fscacheDir ? [{ label: 'lazysnap (nydus, first start, recording)', form: 'nydus' as const, start: lazysnap('off', fscacheDir, { record: true }) }] : []),
+    ...(fscacheDir ? [{ label: LEARNED, form: 'nydus' as const, start: lazysnap('off', fscacheDir, { trace: (image) => traces.get(image)! }) }] : []),
   ];
-  const only = process.env.STARTUP_CONTENDERS?.split(',');
-  const chosen = only ? contenders.filter((c) => only.some((o) => c.label.startsWith(o))) : contenders;
+  const chosen = contenders.filter((c) => wanted(c.label));
 
   const repeat = Number(process.env.STARTUP_REPEAT ?? 3);
   const tables: Table[] = [];
@@ -173,7 +236,7 @@ async function main() {
         for (const c of chosen) {
           const sub = join(dir, `run-${runNo++}`);
           fs.mkdirSync(sub);
-          const sn = await c.start(join(sub, 'snapshotter'));
+          const sn = await c.start(join(sub, 'snapshotter'), image);
           const ctrd = await startGuestContainerd({
             dir: join(sub, 'containerd'),
             snapshotterSocket: sn.socket ?? join(sub, 'unused.sock'),
@@ -236,6 +299,14 @@ function printTables(tables: Table[], repeat: number): void {
       const times = r.samples.map((x) => x.ms);
       console.log(`| ${r.contender.label} | ${sec(r.m.ms)} | ${sec(Math.min(...times))}-${sec(Math.max(...times))} | ${sec(r.m.pullMs)} | ` +
         `${base ? `${(base.m.ms / r.m.ms).toFixed(2)}×` : '-'} | ${mib(r.m.bytes)} | ${read ? (r.m.bytes / read).toFixed(2) : '-'} |`);
+    }
+    const by = (prefix: string) => med.find((r) => r.contender.label.startsWith(prefix))?.m;
+    const learned = by('lazysnap (nydus, learned');
+    const onDemand = by('lazysnap (nydus, on demand');
+    const whole = by('lazysnap (nydus, prefetch on pull');
+    if (learned && onDemand) {
+      console.log(`learned prefetch: ${(onDemand.ms / learned.ms).toFixed(2)}× as fast as on demand${whole ? `, ${(whole.ms / learned.ms).toFixed(2)}× as fast as whole-image prefetch` : ''}; ` +
+        `${(learned.bytes / onDemand.bytes).toFixed(2)}× on demand's bytes`);
     }
   }
 }

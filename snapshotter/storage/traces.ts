@@ -73,3 +73,31 @@ export class Traces {
     return this.db.prepare('DELETE FROM traces WHERE key = ?').run(key).changes === 1;
   }
 }
+
+export class TraceFormatError extends Error {}
+
+/** Traces as JSON (`lazysnap trace --json`), checked field by field before any is stored. */
+export function parseTraces(text: string): Trace[] {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new TraceFormatError('traces: not JSON (give what lazysnap trace --json prints)');
+  }
+  if (!Array.isArray(v)) throw new TraceFormatError('traces: not a JSON array');
+  const n = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0;
+  return v.map((t: Partial<Trace>, i) => {
+    const where = `traces[${i}]`;
+    if (t === null || typeof t !== 'object' || !/^[0-9a-f]{64}$/.test(String(t.key)) || typeof t.imageRef !== 'string' ||
+      !n(t.recordedUs) || !n(t.windowMs) || !n(t.reads) || !Array.isArray(t.entries)) {
+      throw new TraceFormatError(`${where}: needs key (64 hex), imageRef, recordedUs, windowMs, reads and entries`);
+    }
+    t.entries.forEach((e: Partial<TraceEntry>, k) => {
+      if (e === null || typeof e !== 'object' || !/^[0-9a-f]{64}$/.test(String(e.blob)) || !n(e.uOffset) || !n(e.uSize) || !e.uSize || typeof e.path !== 'string') {
+        throw new TraceFormatError(`${where}.entries[${k}]: needs blob (64 hex), uOffset, uSize > 0 and path`);
+      }
+    });
+    return { key: t.key!, imageRef: t.imageRef, recordedUs: t.recordedUs!, windowMs: t.windowMs!, reads: t.reads!,
+      entries: t.entries.map((e) => ({ blob: e.blob, uOffset: e.uOffset, uSize: e.uSize, path: e.path })) };
+  });
+}

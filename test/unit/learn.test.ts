@@ -25,6 +25,8 @@ import { ConfigError, loadConfig } from '../../config/config';
 import { FIXTURE_BLOB_ID, memorySource, nydusFixtures } from '../support/fixtures';
 import { layoutFromTars, readNydusLayout } from '../support/oci-layout';
 import { newLogger } from '../../log/logger';
+import * as grpc from '@grpc/grpc-js';
+import { adminHandlers } from '../../admin/service';
 
 const fx = nydusFixtures();
 const log = newLogger('silent');
@@ -219,4 +221,32 @@ test('buildTrace ignores READs of blobs the image does not have', () => {
   const entries = buildTrace({ header: h, reads: [{ t: 1, c: 'other', o: 0, l: 4096 }, { t: 1, c: FIXTURE_BLOB_ID, o: 0, l: 4096 }], skipped: 0 },
     new FileChunks(bs), bs.blobs.map((b) => b.blobId));
   assert.deepEqual(entries.map((e) => e.path), ['/lib.rs']);
+});
+
+test('the Trace handler lists by image or key, forgets, and loads traces from elsewhere (checked first)', async () => {
+  const dir = tmp('admin');
+  const store = new MetaStore(path.join(dir, 'metadata.db'));
+  const h = adminHandlers({ images: () => store.fscacheImages, traces: () => store.traces, mountDirs: [], about: { version: 't', config: 'c', root: '/r', address: '/a' }, log });
+  const call = (request: { image?: string; forget?: boolean; load?: string }) =>
+    new Promise<{ err: grpc.ServiceError | null; res: { json: string } }>((resolve) =>
+      (h.Trace as Function)({ request: { image: '', forget: false, load: '', ...request } }, (err: grpc.ServiceError | null, res: { json: string }) => resolve({ err, res })));
+  const t = { key: 'b'.repeat(64), imageRef: 'reg/img:1', recordedUs: 5, windowMs: 20000, reads: 3, entries: [{ blob: 'c'.repeat(64), uOffset: 4096, uSize: 8192, path: '/bin/x' }] };
+  try {
+    const loaded = await call({ load: JSON.stringify([t]) });
+    assert.deepEqual(JSON.parse(loaded.res.json), [t]);
+    assert.deepEqual(JSON.parse((await call({ load: JSON.stringify([t]) })).res.json), [], 'a key that has a trace keeps it');
+    const bad = await call({ load: JSON.stringify([{ ...t, entries: [{ blob: 'x', uOffset: 0, uSize: 1, path: '/' }] }]) });
+    assert.equal(bad.err?.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(bad.err!.details, /traces\[0\]\.entries\[0\]: needs blob \(64 hex\)/);
+    assert.equal((await call({ load: 'nope' })).err?.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(JSON.parse((await call({ image: 'reg/img:1' })).res.json).length, 1);
+    assert.equal(JSON.parse((await call({ image: 'sha256:bbbbbbbb' })).res.json).length, 1, 'by key prefix');
+    assert.equal(JSON.parse((await call({ image: 'reg/other:1' })).res.json).length, 0);
+    assert.equal((await call({ forget: true })).err?.code, grpc.status.FAILED_PRECONDITION, 'forgetting needs a name');
+    assert.equal(JSON.parse((await call({ image: 'reg/img:1', forget: true })).res.json).length, 1);
+    assert.deepEqual(store.traces.all(), []);
+  } finally {
+    store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

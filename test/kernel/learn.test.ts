@@ -1,0 +1,253 @@
+// Learned prefetch on the fscache kernel, through containerd's CRI: the
+// debian+python image's start is recorded once undisturbed and once while
+// the serving worker is SIGKILLed every 100-300 ms (the same chunks, none
+// twice); then replayed on a fresh cache (the recorded chunks are fetched
+// before the start asks for them); then baked into a converted image's
+// prefetch table, whose first start on this node (no local trace) is served
+// the same way. Each run starts from a fresh cache: the image is removed and
+// its blobs culled between runs.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { requireBinaries } from '../support/bins';
+import type { CriClient } from '../support/cri';
+import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../support/guest-containerd';
+import { guestDir, requireFscacheKernel } from '../support/guest';
+import { pushOciLayout } from '../support/images';
+import { startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
+import { scrape, total } from '../support/metrics';
+import { run, runOk, tail } from '../support/proc';
+import { startRegistry, type Registry } from '../support/registry';
+import { unmountAll } from '../support/tmp';
+import { cachedDebianPythonImage } from '../support/debian-python';
+import type { Trace } from '../../snapshotter/storage/traces';
+
+const CLI = join(__dirname, '../../cmd/lazysnap.js');
+/** imports a few modules more than a bare start, so the start reads a few hundred chunks */
+const START = ['python3', '-c', 'import json, email.parser, http.client, decimal; print("ready")'];
+const WINDOW_MS = 20_000;
+let dir = '';
+let fscacheDir = '';
+let registry: Registry | undefined;
+let lazysnapd: Lazysnapd | undefined;
+let ctrd: GuestContainerd | undefined;
+let cri: CriClient;
+let pyRef = '';
+let optRef = '';
+let pyNydus = '';
+let metricsSock = '';
+
+before(async () => {
+  fscacheDir = requireFscacheKernel();
+  requireBinaries(['containerd', 'ctr', 'shim', 'runc', 'registry', 'umoci', 'busybox']);
+  dir = guestDir('learn');
+  registry = await startRegistry({ dir: join(dir, 'registry') });
+  const dp = cachedDebianPythonImage();
+  pyNydus = join(dir, 'nydus-python');
+  await runOk(process.execPath, [CLI, 'convert', `oci:${dp.layoutDir}:${dp.ref}`, `oci:${pyNydus}:1`], { timeoutMs: 600_000 });
+  await pushOciLayout(pyNydus, '1', registry.url, 'test/debian-python:1');
+  pyRef = `${registry.host}/test/debian-python:1`;
+  const pause = await buildPauseImage(join(dir, 'pause'));
+  await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');
+  const root = join(dir, 'lazysnap');
+  metricsSock = join(dir, 'metrics.sock');
+  fs.mkdirSync('/var/tmp/lazysnap-kt-logs', { recursive: true });
+  lazysnapd = await startLazysnapd({
+    root,
+    logPath: `/var/tmp/lazysnap-kt-logs/learn-${Date.now()}.log`,
+    address: join(dir, 'lazysnap.sock'),
+    config:
+      `root = "${root}"\n[log]\nlevel = "debug"\n` +
+      `[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, 'cache-learn')}"\ntag = "lazysnap-learn"\nprefetch = "off"\n` +
+      `[learn]\nwindow_ms = ${WINDOW_MS}\n` +
+      `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\n` +
+      `[metrics]\naddress = "${metricsSock}"\n`,
+  });
+  ctrd = await startGuestContainerd({
+    dir: join(dir, 'containerd'),
+    snapshotterSocket: lazysnapd.address,
+    registryHost: registry.host,
+    sandboxImage: `${registry.host}/test/pause:1`,
+  });
+  cri = ctrd.cri;
+}, { timeout: 600_000 });
+
+after(async () => {
+  for (const f of [ctrd?.stop, lazysnapd && (() => lazysnapd!.stop()), registry?.stop]) await f?.().catch(() => {});
+  if (dir) await unmountAll(dir).catch(() => {});
+  await run('pkill', ['-9', '-f', 'lazysnap-fscache-worker']);
+}, { timeout: 120_000 });
+
+async function logs(): Promise<string> {
+  return `\n--- containerd ---\n${ctrd ? await tail(ctrd.logPath, 2000) : ''}\n--- lazysnapd ---\n${lazysnapd ? await tail(lazysnapd.logPath, 5000) : ''}`;
+}
+
+const cli = async (...args: string[]) => (await runOk(process.execPath, [CLI, ...args, '--address', lazysnapd!.address], { timeoutMs: 60_000 })).stdout;
+
+async function tracesOf(ref: string): Promise<Trace[]> {
+  const r = await run(process.execPath, [CLI, 'trace', ref, '--json', '--address', lazysnapd!.address], { timeoutMs: 30_000 });
+  return r.code === 0 ? (JSON.parse(r.stdout) as Trace[]) : [];
+}
+
+/** Waits for the trace the window of a start leaves (it is stored when the window closes). */
+async function waitTrace(ref: string): Promise<Trace> {
+  const deadline = Date.now() + WINDOW_MS + 30_000;
+  for (;;) {
+    const [t] = await tracesOf(ref);
+    if (t) return t;
+    if (Date.now() > deadline) assert.fail(`no trace of ${ref} stored${await logs()}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** The image's start, pulled first: stdout must say ready. Returns when the container exited. */
+async function start(ref: string, name: string): Promise<number> {
+  await cri.pullImage(ref).catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
+  const t0 = Date.now();
+  const r = await cri.runToCompletion(ref, START, { logRoot: join(dir, 'pod-logs'), name })
+    .catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
+  assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
+  assert.match(r.stdout, /^ready$/m, r.logs);
+  return Date.now() - t0;
+}
+
+/** Removes the image; waits until it is unmounted and its blobs culled, so the next start reads from the registry. */
+async function removeAndCull(ref: string): Promise<void> {
+  await cri.removeImage(ref);
+  await ctrd!.collectGarbage();
+  const cache = join(fscacheDir, 'cache-learn', 'cache');
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    const mounted = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[2] === 'erofs');
+    const volumes = fs.existsSync(cache) ? fs.readdirSync(cache) : [];
+    if (!mounted && volumes.length === 0) return;
+    if (Date.now() > deadline) assert.fail(`${ref} still mounted (${mounted}) or cached (${volumes})${await logs()}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** The worker holding /dev/cachefiles (the standby gets it only at a handover); asking lazysnapd would cost the guest's one CPU a Node start per kill. */
+function servingWorker(): number {
+  let pids: number[] = [];
+  try {
+    pids = JSON.parse(fs.readFileSync(join(dir, 'lazysnap', 'fscache', 'workers.json'), 'utf8'));
+  } catch {
+    return 0;
+  }
+  for (const pid of pids) {
+    try {
+      if (fs.readdirSync(`/proc/${pid}/fd`).some((fd) => fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === '/dev/cachefiles')) return pid;
+    } catch {
+      // gone
+    }
+  }
+  return 0;
+}
+
+const chunkKeys = (t: Trace) => t.entries.map((e) => `${e.blob}:${e.uOffset}`);
+
+let undisturbed: Trace | undefined;
+
+test('a start is recorded: its files and chunks, first access first, each chunk once', { timeout: 300_000 }, async (t) => {
+  const ms = await start(pyRef, 'learn-1');
+  assert.ok(ms < WINDOW_MS, `the start (${ms} ms) fits in the window`);
+  undisturbed = await waitTrace(pyRef);
+  const keys = chunkKeys(undisturbed);
+  assert.ok(keys.length >= 20, `a python start reads more than a few chunks: ${keys.length}`);
+  assert.equal(new Set(keys).size, keys.length, 'no chunk twice');
+  const paths = undisturbed.entries.map((e) => e.path);
+  assert.ok(paths.some((p) => /\/python3(\.\d+)?$/.test(p)), `the interpreter is in it: ${[...new Set(paths)].slice(0, 10)}`);
+  assert.ok(paths.some((p) => /\/json\/__init__\.py$|\/json\/.*\.pyc$/.test(p)), 'and the json module');
+  const text = await cli('trace', pyRef);
+  assert.match(text, new RegExp(`^${pyRef.replace(/[.]/g, '\\.')}  key [0-9a-f]{16}… recorded .*: \\d+ files, ${keys.length} chunks`, 'm'));
+  t.diagnostic(`recorded ${keys.length} chunks in ${new Set(paths).size} files from ${undisturbed.reads} READs; start ${ms} ms`);
+});
+
+test('the same start recorded while the worker is SIGKILLed every 100-300 ms: the same chunks, none twice', { timeout: 400_000 }, async (t) => {
+  assert.ok(undisturbed, 'the undisturbed recording ran');
+  await removeAndCull(pyRef);
+  assert.match(await cli('trace', pyRef, '--forget'), /forgot 1 recorded start/);
+  let kills = 0;
+  let stop = false;
+  const killer = (async () => {
+    while (!stop) {
+      await new Promise((r) => setTimeout(r, 100 + Math.floor(Math.random() * 200)));
+      if (stop) break;
+      const pid = servingWorker();
+      if (!pid) continue; // between workers
+      try {
+        process.kill(pid, 'SIGKILL');
+        kills++;
+      } catch {
+        // already gone
+      }
+    }
+  })();
+  let ms = 0;
+  try {
+    // the pull too: the killer runs from before the mount to the container's exit
+    ms = await start(pyRef, 'learn-kills');
+  } finally {
+    stop = true;
+    await killer;
+  }
+  assert.ok(kills >= 5, `the worker was killed during the start (${kills} times)`);
+  assert.ok(ms < WINDOW_MS, `the start (${ms} ms, with ${kills} kills) fits in the window`);
+  const disturbed = await waitTrace(pyRef);
+  const keys = chunkKeys(disturbed);
+  assert.equal(new Set(keys).size, keys.length, 'no chunk twice');
+  const want = new Set(chunkKeys(undisturbed!));
+  const missing = [...want].filter((k) => !keys.includes(k));
+  const extra = keys.filter((k) => !want.has(k));
+  assert.deepEqual({ missing, extra }, { missing: [], extra: [] }, 'the same set of chunks');
+  t.diagnostic(`${kills} kills during a ${ms} ms start; ${keys.length} chunks from ${disturbed.reads} READs (undisturbed: ${undisturbed!.reads})`);
+});
+
+/** How the start's reads were served, from lazysnapd's metrics over one start. */
+async function servedDuring(fn: () => Promise<number>): Promise<{ wanted: number; present: number; joined: number; replayed: number; ms: number }> {
+  const m0 = await scrape(metricsSock);
+  const ms = await fn();
+  await new Promise((r) => setTimeout(r, 2500)); // workers report every second
+  const m1 = await scrape(metricsSock);
+  const d = (name: string) => total(m1, name) - total(m0, name);
+  return { wanted: d('lazysnap_cache_requests_total'), present: d('lazysnap_cache_hits_total'), joined: d('lazysnap_cache_joined_total'), replayed: d('lazysnap_replay_chunks_total'), ms };
+}
+
+/** Of the recorded start's chunks, the share the reads did not have to fetch themselves. */
+const coverage = (s: { wanted: number; present: number; joined: number }, chunks: number) => 1 - (s.wanted - s.present - s.joined) / chunks;
+
+test('replay: on a fresh cache the next start finds ≥ 90% of its recorded chunks fetched or on their way', { timeout: 300_000 }, async (t) => {
+  const [trace] = await tracesOf(pyRef);
+  assert.ok(trace, 'a trace from the runs before');
+  await removeAndCull(pyRef);
+  const s = await servedDuring(() => start(pyRef, 'learn-replay'));
+  const n = trace.entries.length;
+  const c = coverage(s, n);
+  t.diagnostic(`replayed ${s.replayed} chunks for a ${n}-chunk trace; READs needed ${s.wanted} chunks: ${s.present} present, ${s.joined} in flight, ` +
+    `${s.wanted - s.present - s.joined} fetched by the READ itself; coverage ${(100 * c).toFixed(1)}%; start ${s.ms} ms`);
+  assert.ok(s.replayed >= 0.9 * n, `the replay fetched the recorded chunks (${s.replayed} of ${n})`);
+  assert.ok(c >= 0.9, `prefetch hits ${(100 * c).toFixed(1)}% of the recorded start's chunks`);
+  assert.match(fs.readFileSync(lazysnapd!.logPath, 'utf8'), /replaying a recorded start/);
+});
+
+test('a trace baked into a converted image (convert --prefetch-trace) serves its first start on a node that never ran it', { timeout: 400_000 }, async (t) => {
+  const paths = await cli('trace', pyRef, '--paths');
+  const list = join(dir, 'prefetch.txt');
+  fs.writeFileSync(list, paths);
+  const dp = cachedDebianPythonImage();
+  const opt = join(dir, 'nydus-opt');
+  await runOk(process.execPath, [CLI, 'convert', '--prefetch-trace', list, `oci:${dp.layoutDir}:${dp.ref}`, `oci:${opt}:1`], { timeoutMs: 600_000 });
+  await pushOciLayout(opt, '1', registry!.url, 'test/debian-python-opt:1');
+  fs.rmSync(opt, { recursive: true });
+  optRef = `${registry!.host}/test/debian-python-opt:1`;
+  await removeAndCull(pyRef);
+  // this node has no trace of the new image: its bootstrap (with the table) is not the one recorded
+  assert.deepEqual(await tracesOf(optRef), []);
+  const [trace] = await tracesOf(pyRef);
+  const s = await servedDuring(() => start(optRef, 'learn-opt'));
+  const c = coverage(s, trace.entries.length);
+  t.diagnostic(`prefetch table of ${paths.split('\n').filter(Boolean).length} files: replayed ${s.replayed} chunks; READs needed ${s.wanted}: ${s.present} present, ` +
+    `${s.joined} in flight; coverage ${(100 * c).toFixed(1)}% of the ${trace.entries.length} recorded chunks; start ${s.ms} ms`);
+  assert.ok(c >= 0.9, `the table served ${(100 * c).toFixed(1)}% of the start's chunks`);
+});
