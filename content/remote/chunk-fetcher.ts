@@ -334,9 +334,15 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
 
   // ---- internals shared with Prefetch
 
-  /** Whether a chunk is present, being fetched/cached or bad for now (prefetch and widening skip those). */
+  /**
+   * Whether a chunk is present, being fetched or written, or bad for now
+   * (prefetch, replay and widening skip those). A chunk whose bytes are in
+   * memory but not present (the cache file was replaced: resetPresence) is
+   * not busy: it is written again, from memory, without a GET.
+   */
   busy(c: ChunkInfo, now?: number): boolean {
-    return this.presence.has(c.index) || this.pieces.has(c.index) || this.delivering.has(c.index) ||
+    const p = this.pieces.get(c.index);
+    return this.presence.has(c.index) || (p !== undefined && !p.settled) || this.delivering.has(c.index) ||
       (this.bad.size > 0 && this.bad.cooling(c.index, now));
   }
 

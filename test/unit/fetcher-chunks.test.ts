@@ -385,3 +385,17 @@ test('fill with {exact}: only the chunks the range needs, where a plain fill wid
   await content.fill(b.chunks[8].uOffset, PAGE, sink.sink, sink.alloc);
   assert.ok(chunksOf(b, reader.calls).length > 4, 'the plain fill widened');
 });
+
+test('replay after the cache file was replaced (resetPresence): chunks still in memory are written again without a GET', T, async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(8).fill(64 * K), entropy: 1, seed: 'replay-reset' });
+  const { reader, content, sink } = await setup(b, { amplify: 0 });
+  const offs = [1, 2, 5].map((i) => b.chunks[i].uOffset);
+  await content.replay(offs, sink.sink, sink.alloc).done;
+  const gets = reader.calls.length;
+  content.resetPresence();
+  sink.file.fill(0);
+  const res = await content.replay(offs, sink.sink, sink.alloc).done;
+  assert.equal(res.fetched, 3, 'written again');
+  assert.equal(reader.calls.length, gets, 'from memory');
+  for (const i of [1, 2, 5]) assert.ok(sink.covers(b.chunks[i].uOffset, b.chunks[i].uSize));
+});
