@@ -13,7 +13,8 @@ import { serve, shutdown } from '../snapshotter/server';
 import { SocketError } from '../snapshotter/socket';
 import { adminService } from '../proto/load';
 import { adminHandlers } from '../admin/service';
-import { FscacheSetupError, cacheDirOf, criCredentialsDir, startFscache, traceDirOf, type Fscache } from '../supervisor/setup';
+import { FscacheSetupError, cacheDirOf, criCredentialsDir, startFscache, traceDirOf, blobMetaDirOf, type Fscache } from '../supervisor/setup';
+import { BlobMetaCache } from '../content/remote/meta-cache';
 import { Learning } from '../mounts/learning';
 import { serveCriImageProxy } from '../cri/image-proxy';
 import { DaemonMetrics } from '../supervisor/metrics';
@@ -72,6 +73,12 @@ async function main(argv: string[]) {
   const fscache = await startFscache(cfg, images, log);
   sn.lazy = fscache.lazy;
   fscache.lazy?.sweep();
+  if (fscache.mounter) {
+    // blob metadata kept for workers (content/remote/meta-cache.ts): only of blobs some image still has
+    const keep = new Set(images().all().flatMap((i) => fscache.mounter!.deviceTags(i) ?? []));
+    const meta = new BlobMetaCache(blobMetaDirOf(cfg));
+    for (const id of meta.list()) if (!keep.has(id)) meta.drop(id);
+  }
   const backend = fscache.mounter?.backend ?? 'none';
   const learning = fscache.lazy && fscache.supervisor && backend === 'fscache' && cfg.learn.record
     ? new Learning({ dir: traceDirOf(cfg), windowMs: cfg.learn.window_ms, images, traces: () => sn.store.traces, tell: (f) => fscache.supervisor!.learn(f, 1000), log })

@@ -26,7 +26,7 @@ export function startDownload(cfg: Config, images: () => FscacheImages, log: Log
   log.warn({ reason: why }, 'nydus images are downloaded whole before they run (not lazily)');
   const dir = stateDir(cfg);
   const blobDir = cacheDirOf(cfg);
-  const remote = remoteOpener({ registry: registrySettings(cfg), readDeadlineMs: cfg.fscache.read_deadline_ms }, log);
+  const remote = remoteOpener({ registry: registrySettings(cfg), readDeadlineMs: cfg.fscache.read_deadline_ms, blobMetaDir: '' }, log);
   let resolver: MetadataResolver | undefined;
   const download: BlobDownloader = async (volume, tag, fd, size) => {
     resolver ??= MetadataResolver.open(path.join(cfg.root, 'metadata.db'), remote.open);

@@ -57,6 +57,11 @@ export function registrySettings(cfg: Config): WorkerSettings['registry'] {
   };
 }
 
+/** Where remote blobs' metadata is kept for workers that take over (content/remote/meta-cache.ts). */
+export function blobMetaDirOf(cfg: Config): string {
+  return path.join(cfg.root, 'blobmeta');
+}
+
 /** Where learning journals live while a start is recorded (mounts/learning.ts). */
 export function traceDirOf(cfg: Config): string {
   return path.join(cfg.root, 'learn');
@@ -170,6 +175,7 @@ export function startSupervisor(cfg: Config, fd: number, backend: Pick<WorkerSet
       takeoverPath: path.join(dir, 'takeover.sock'),
       logLevel: cfg.log.level,
       prefetch: cfg.fscache.prefetch !== 'off',
+      blobMetaDir: blobMetaDirOf(cfg),
       // fscache only: the fanotify backend neither records nor replays yet
       learn: backend.backend === 'fscache' ? { dir: cfg.learn.record ? traceDirOf(cfg) : '', replay: cfg.learn.replay } : { dir: '', replay: false },
       readDeadlineMs: cfg.fscache.read_deadline_ms,

@@ -2,7 +2,7 @@
 // through one fetcher per process (a worker, or lazysnapd when it downloads
 // blobs whole because no lazy backend serves).
 import type { Logger } from 'pino';
-import { BlobFetcher, dockerConfigCredentials, parseImageRef, type ClientStats } from '../content/remote';
+import { BlobFetcher, BlobMetaCache, dockerConfigCredentials, parseImageRef, type ClientStats } from '../content/remote';
 import type { RemoteBlobOpener } from './resolver';
 import fs from 'node:fs';
 import { loadCriCredentials } from '../registry/cri-credentials';
@@ -16,7 +16,7 @@ export interface RemoteOpener {
   registryStats(): ClientStats | undefined;
 }
 
-export function remoteOpener(s: Pick<WorkerSettings, 'registry' | 'readDeadlineMs'>, log: Logger): RemoteOpener {
+export function remoteOpener(s: Pick<WorkerSettings, 'registry' | 'readDeadlineMs' | 'blobMetaDir'>, log: Logger): RemoteOpener {
   let fetcher: BlobFetcher | undefined;
   const reg = s.registry;
   const holdPrefetch = (ms: number) => fetcher?.scheduler.holdPrefetch(ms);
@@ -35,6 +35,7 @@ export function remoteOpener(s: Pick<WorkerSettings, 'registry' | 'readDeadlineM
         timeouts: { headersMs: stallMs(s.readDeadlineMs), bodyMs: stallMs(s.readDeadlineMs) },
         log,
       },
+      metaCache: s.blobMetaDir ? new BlobMetaCache(s.blobMetaDir) : undefined,
       log,
     });
     const ref = parseImageRef(img.imageRef);

@@ -19,6 +19,8 @@ export interface WorkerSettings {
   prefetch: boolean;
   /** learned prefetch: where lazysnapd writes journals for the worker to record READs into ('' = no recording), and whether recorded starts are replayed */
   learn: { dir: string; replay: boolean };
+  /** where remote blobs' metadata (ToC, chunk infos, digests) is kept, so a worker that takes over opens them without a round trip ('' = not kept) */
+  blobMetaDir: string;
   /** every READ is answered within this many ms: data, or EIO for the reader */
   readDeadlineMs: number;
   /** the serving worker sends a heartbeat this often; lazysnapd kills a worker that stays silent (supervisor/liveness.ts) */
@@ -69,6 +71,7 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
   want(typeof o.takeoverPath === 'string', 'takeoverPath must be a string');
   want(typeof o.logLevel === 'string', 'logLevel must be a string');
   want(typeof o.prefetch === 'boolean', 'prefetch must be a boolean');
+  want(typeof o.blobMetaDir === 'string' && (o.blobMetaDir === '' || o.blobMetaDir.startsWith('/')), 'blobMetaDir must be an absolute path or ""');
   const l = (o?.learn ?? {}) as Record<string, unknown>;
   want(typeof l.dir === 'string' && (l.dir === '' || l.dir.startsWith('/')) && typeof l.replay === 'boolean',
     'learn must have dir (an absolute path, or "") and replay (boolean)');
@@ -87,6 +90,7 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
     logLevel: o.logLevel as string,
     prefetch: o.prefetch as boolean,
     learn: { dir: l.dir as string, replay: l.replay as boolean },
+    blobMetaDir: o.blobMetaDir as string,
     readDeadlineMs: o.readDeadlineMs as number,
     heartbeatMs: o.heartbeatMs as number,
     metricsMs: o.metricsMs as number,

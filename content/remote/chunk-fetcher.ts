@@ -35,6 +35,7 @@ import { FormatError } from '../../image/errors';
 import type { BlobEntry } from '../../image/rafs/bootstrap';
 import { Prefetch, PrefetchOptions, PrefetchTarget } from './prefetch';
 import { Replay } from './replay';
+import { BlobMetaCache, MetaSource } from './meta-cache';
 import { BlobProgress, ChunkPresence, PresenceBitmap, markRange } from './presence';
 import { Run, chunkSpan, coalesce, deliveryRanges, splitRange, subtractSpans, widen } from './planner';
 import type { Repository } from '../../registry/client';
@@ -188,10 +189,25 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     size?: number;
     tableDigests?: Buffer[] | null;
     signal?: AbortSignal;
+    /** where the blob's metadata is kept locally: a worker that takes over opens it without a round trip */
+    metaCache?: BlobMetaCache;
   } = {}): Promise<RemoteBlobContent> {
-    const src = await RegistryBlobSource.open(repo, opts.digest ?? `sha256:${entry.blobId}`, opts.size, opts.signal);
+    const digest = opts.digest ?? `sha256:${entry.blobId}`;
+    const saved = opts.metaCache?.load(entry.blobId);
+    if (saved) {
+      try {
+        const src = new MetaSource(await RegistryBlobSource.open(repo, digest, saved.size, opts.signal), saved.ranges);
+        const blob = await DataBlob.open(entry, src, opts.tableDigests ?? null);
+        return new RemoteBlobContent(blob, src.inner as RegistryBlobSource, opts);
+      } catch (err) {
+        opts.log?.warn({ blob: entry.blobId, err: (err as Error).message }, 'the saved metadata of this blob does not open; reading it from the registry');
+        opts.metaCache!.drop(entry.blobId);
+      }
+    }
+    const src = new MetaSource(await RegistryBlobSource.open(repo, digest, opts.size, opts.signal));
     const blob = await DataBlob.open(entry, src, opts.tableDigests ?? null);
-    return new RemoteBlobContent(blob, src, opts);
+    opts.metaCache?.save(entry.blobId, src.size, src.recorded);
+    return new RemoteBlobContent(blob, src.inner as RegistryBlobSource, opts);
   }
 
   progress(): BlobProgress {

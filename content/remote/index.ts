@@ -8,6 +8,7 @@ import { ChunkFetcherOptions, RemoteBlobContent } from './chunk-fetcher';
 import { CredentialSource, Credentials, credentialKey, normalizeHost } from '../../registry/docker-config';
 import { RegistryClient, RegistryClientOptions, Repository } from '../../registry/client';
 import { FetchScheduler, SchedulerOptions } from './scheduler';
+import type { BlobMetaCache } from './meta-cache';
 
 export { RemoteBlobContent } from './chunk-fetcher';
 export { BadChunkError } from './bad-chunks';
@@ -16,6 +17,7 @@ export type { BlobProgress } from './presence';
 export { Prefetch } from './prefetch';
 export type { PrefetchOptions, PrefetchResult } from './prefetch';
 export { RegistryBlobSource, rangeReaderOf } from './source';
+export { BlobMetaCache } from './meta-cache';
 export type { RangeReader } from './source';
 export { FetchScheduler, Priority } from './scheduler';
 export { RegistryClient, Repository } from '../../registry/client';
@@ -34,6 +36,8 @@ export interface BlobFetcherOptions {
   scheduler?: SchedulerOptions;
   /** defaults for every blob (amplify, maxMerge, …) */
   chunks?: Omit<ChunkFetcherOptions, 'scheduler' | 'hostKey' | 'presence'>;
+  /** where blobs' metadata is kept locally (meta-cache.ts); none: every open reads it from the registry */
+  metaCache?: BlobMetaCache;
   log?: Logger;
 }
 
@@ -109,6 +113,7 @@ export class BlobFetcher {
       size: req.size,
       tableDigests: req.tableDigests,
       signal: req.signal,
+      metaCache: this.opts.metaCache,
       scheduler: this.scheduler,
       hostKey: req.host,
     });

@@ -44,6 +44,9 @@ export class DataBlob {
       throw new FormatError(name, `chunk info header has ${header.ciEntries} entries, the bootstrap says ${entry.chunkCount}`);
     }
     const raw = decompress(entry.ciCompressor, ci.subarray(0, entry.ciCompressedSize), entry.ciUncompressedSize, `${name} chunk info`);
+    // the ToC (checked against the bootstrap) covers the chunk infos and their header too: a damaged copy fails here
+    checkSection(toc, 'blob.meta', raw, name);
+    checkSection(toc, 'blob.meta.header', ci.subarray(entry.ciCompressedSize), name);
     const chunks = parseChunkInfos(raw, entry.features, entry.chunkCount, `${name} chunk info`);
     for (const c of chunks) {
       if (c.cOffset + c.cSize > src.size) throw new FormatError(name, `chunk ${c.index} [${c.cOffset}, +${c.cSize}) lies beyond the blob`);
@@ -101,6 +104,14 @@ async function readToc(src: BlobSource, entry: BlobEntry): Promise<Toc> {
     throw new FormatError(name, `ToC digest ${toc.digest.toString('hex')} does not match the bootstrap's ${entry.tocDigest.toString('hex')}`);
   }
   return toc;
+}
+
+/** Checks bytes read outside readSection against their ToC entry's sha256, if the ToC has one. */
+function checkSection(toc: Toc | null, section: string, data: Buffer, name: string): void {
+  const e = toc?.entries.find((x) => x.name === section);
+  if (!e || e.uncompressedSize !== data.length) return;
+  const got = crypto.createHash('sha256').update(data).digest();
+  if (!got.equals(e.uncompressedDigest)) throw new FormatError(name, `section ${section}: sha256 ${got.toString('hex')} does not match the ToC`);
 }
 
 /** Reads a ToC section, decompressed and checked against its sha256. */

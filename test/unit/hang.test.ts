@@ -77,7 +77,7 @@ async function withSupervisor(fn: (sup: FscacheSupervisor, logs: Record<string, 
   const logs: Record<string, unknown>[] = [];
   const log = pino({ level: 'warn' }, { write: (s: string) => void logs.push(JSON.parse(s)) });
   const worker: WorkerSettings = {
-    backend: 'fscache', blobDir: '', journalDir: '', dbPath, takeoverPath: '', logLevel: 'warn', prefetch: false, learn: { dir: '', replay: false }, readDeadlineMs: 30_000, heartbeatMs: heartbeatMsFor(BOUND), metricsMs: 0,
+    backend: 'fscache', blobDir: '', journalDir: '', dbPath, takeoverPath: '', logLevel: 'warn', prefetch: false, learn: { dir: '', replay: false }, blobMetaDir: '', readDeadlineMs: 30_000, heartbeatMs: heartbeatMsFor(BOUND), metricsMs: 0,
     registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '' },
   };
   const prev = process.env.LAZYSNAP_TEST_HOOKS;
@@ -177,7 +177,7 @@ test('lazysnapd blocked itself is not a hung worker: heartbeats it has not read 
 
 test('settings carry the heartbeat period', () => {
   const s: WorkerSettings = {
-    backend: 'fscache', blobDir: '', journalDir: '', dbPath: '/x.db', takeoverPath: '', logLevel: 'info', prefetch: true, learn: { dir: '', replay: false }, readDeadlineMs: 30_000, heartbeatMs: 250, metricsMs: 1000,
+    backend: 'fscache', blobDir: '', journalDir: '', dbPath: '/x.db', takeoverPath: '', logLevel: 'info', prefetch: true, learn: { dir: '', replay: false }, blobMetaDir: '', readDeadlineMs: 30_000, heartbeatMs: 250, metricsMs: 1000,
     registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '' },
   };
   assert.deepEqual(decodeSettings(encodeSettings(s)), s);

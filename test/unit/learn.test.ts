@@ -27,6 +27,7 @@ import { layoutFromTars, readNydusLayout } from '../support/oci-layout';
 import { newLogger } from '../../log/logger';
 import * as grpc from '@grpc/grpc-js';
 import { adminHandlers } from '../../admin/service';
+import { BlobMetaCache, MetaSource } from '../../content/remote/meta-cache';
 
 const fx = nydusFixtures();
 const log = newLogger('silent');
@@ -206,7 +207,7 @@ test('[learn] config and the worker settings are checked', () => {
   assert.deepEqual(loadConfig(file).learn, { record: false, window_ms: 20000, replay: true });
   const base = {
     backend: 'fscache', blobDir: '', journalDir: '', dbPath: '/x.db', takeoverPath: '', logLevel: 'info', prefetch: true,
-    readDeadlineMs: 1000, heartbeatMs: 250, metricsMs: 0,
+    readDeadlineMs: 1000, heartbeatMs: 250, metricsMs: 0, blobMetaDir: '',
     registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '' },
   };
   assert.throws(() => decodeSettings(JSON.stringify(base)), /learn must have/);
@@ -249,4 +250,38 @@ test('the Trace handler lists by image or key, forgets, and loads traces from el
     store.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('blob metadata kept on disk: a second open reads nothing from the source; a damaged file fails the open (and is dropped by the caller)', async () => {
+  const dir = tmp('meta');
+  const bs = new Bootstrap(fx.bootstrap());
+  const entry = bs.blobs[0];
+  const cache = new BlobMetaCache(path.join(dir, 'blobmeta'));
+  const mem = memorySource(fx.blob());
+  let reads = 0;
+  const counting = { name: mem.name, size: mem.size, close: () => mem.close(),
+    read: (o: number, l: number) => { reads++; return mem.read(o, l); }, readRange: (o: number, l: number) => { reads++; return mem.read(o, l); } };
+  const first = new MetaSource(counting);
+  const a = await DataBlob.open(entry, first);
+  assert.ok(reads >= 2, 'ToC and chunk infos read from the source');
+  cache.save(entry.blobId, mem.size, first.recorded);
+  assert.deepEqual(cache.list(), [entry.blobId]);
+  reads = 0;
+  const saved = cache.load(entry.blobId)!;
+  assert.equal(saved.size, mem.size);
+  const b = await DataBlob.open(entry, new MetaSource(counting, saved.ranges));
+  assert.equal(reads, 0, 'nothing read from the source');
+  assert.deepEqual(b.chunks, a.chunks);
+  // damage a byte of the saved ToC: the open fails its digest check
+  const file = path.join(dir, 'blobmeta', entry.blobId);
+  const raw = fs.readFileSync(file);
+  raw[raw.length - 3] ^= 0xff;
+  fs.writeFileSync(file, raw);
+  await assert.rejects(DataBlob.open(entry, new MetaSource(counting, cache.load(entry.blobId)!.ranges)));
+  // a truncated file does not load at all, and is removed
+  fs.writeFileSync(file, raw.subarray(0, 100));
+  assert.equal(cache.load(entry.blobId), undefined);
+  assert.deepEqual(cache.list(), []);
+  assert.throws(() => cache.load('../etc/passwd'), /not 64 hex/);
+  fs.rmSync(dir, { recursive: true, force: true });
 });
