@@ -162,6 +162,22 @@ export class MetadataResolver implements ContentResolver {
     return hit;
   }
 
+  /** (volume, cookie) of every object a mounted image has: its bootstrap and its blobs. */
+  mountedObjects(): [string, string][] {
+    const out: [string, string][] = [];
+    for (const img of this.images.all()) {
+      if (!img.mountpoint) continue;
+      const volume = img.domain || img.fsid;
+      out.push([volume, img.fsid]);
+      try {
+        for (const d of this.bootstrap(img.bootstrap)?.devices ?? []) out.push([volume, d.tag]);
+      } catch {
+        // an unreadable bootstrap fails its OPEN later, with the error
+      }
+    }
+    return out;
+  }
+
   /**
    * Learned prefetch: the chunks of blob `cookie` to fetch first, as
    * uncompressed offsets in the order to fetch them. From the traces of the

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Logger } from 'pino';
-import { recvFds } from '../native';
+import { FdPoller, recvFds, type RecvResult } from '../native';
 import { CachefilesDevice } from './device';
 import { FscacheDaemon } from './daemon';
 import { BlobFile, ControlRequest, HANDOVER_BYTE, Heartbeat, MetricsReport, WorkerStatus, contentStatus, onJsonLines, sendJson } from './control';
@@ -32,8 +32,13 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   if (process.env[TEST_HOOKS_ENV] === '1') installTestHooks(o.log);
   // Loaded: from here on a death is a kill or a crash, not a worker that cannot start.
   fs.writeSync(o.controlFd, JSON.stringify({ event: 'loaded', pid: process.pid }) + '\n');
-  // Blocks until lazysnapd hands the device over: a standby worker waits here, fully loaded.
-  const got = recvFds(o.controlFd, 16, 4);
+  const remote = remoteOpener(o.settings, o.log);
+  const metrics = new WorkerMetrics();
+  const resolver = MetadataResolver.open(o.settings.dbPath, remote.open, { opened: (c, image) => metrics.label(c, image), closing: (c) => metrics.closing(c) });
+  // A standby opens the mounted images' blobs while it waits: after a handover its first OPENs answer at once
+  // (under repeated kills a successor that opened them only then did nothing else before it was killed too).
+  if (o.settings.backend === 'fscache') void warmStandby(resolver, o.log);
+  const got = await handover(o.controlFd);
   if (got.data.length === 0) {
     o.log.info('lazysnapd closed the control socket before a handover; exiting');
     process.exit(0);
@@ -42,9 +47,6 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     throw new Error(`bad handover message (${got.data.length} bytes, ${got.fds.length} fds)`);
   }
   const devFd = got.fds[0];
-  const remote = remoteOpener(o.settings, o.log);
-  const metrics = new WorkerMetrics();
-  const resolver = MetadataResolver.open(o.settings.dbPath, remote.open, { opened: (c, image) => metrics.label(c, image), closing: (c) => metrics.closing(c) });
   const recorder = o.settings.learn.dir ? new TraceRecorder(o.settings.learn.dir, o.log) : undefined;
   const serving = o.settings.backend === 'fanotify'
     ? serveFanotify(devFd, resolver, o.settings, o.log, metrics.read)
@@ -95,6 +97,45 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const heartbeat = startHeartbeat(control, serving, o.settings.heartbeatMs);
   const reporting = startMetricsReports(control, metrics, remote, serving, o.settings.metricsMs, o.log);
   o.log.info({ pid: process.pid, backend: o.settings.backend }, 'worker serving');
+}
+
+/** Waits, without blocking the loop, for lazysnapd's handover message (or the socket's end: no data). */
+function handover(controlFd: number): Promise<RecvResult> {
+  return new Promise((resolve, reject) => {
+    const poller = new FdPoller(controlFd, (err) => {
+      if (err) {
+        poller.close();
+        return reject(new Error(`control socket: ${err.syscall}: errno ${err.errno}`));
+      }
+      let got: RecvResult;
+      try {
+        got = recvFds(controlFd, 16, 4, { dontWait: true });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return; // woken for nothing
+        poller.close();
+        return reject(e);
+      }
+      // closed before the socket gets its own libuv handle (one poll handle per fd)
+      poller.close();
+      resolve(got);
+    });
+    poller.start();
+  });
+}
+
+/** Opens every mounted image's bootstrap and blobs into the resolver's cache (best effort, one at a time). */
+async function warmStandby(resolver: MetadataResolver, log: Logger): Promise<void> {
+  const t0 = Date.now();
+  let opened = 0;
+  for (const [volume, cookie] of resolver.mountedObjects()) {
+    try {
+      resolver.release(await resolver.resolve(volume, cookie));
+      opened++;
+    } catch (err) {
+      log.debug({ volume, cookie, err: (err as Error).message }, 'standby: cannot open this blob ahead');
+    }
+  }
+  if (opened) log.debug({ opened, ms: Date.now() - t0 }, 'standby: blobs of mounted images opened ahead');
 }
 
 /** Progress of the kernel's requests, as either daemon keeps it. */
