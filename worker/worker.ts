@@ -37,7 +37,9 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const resolver = MetadataResolver.open(o.settings.dbPath, remote.open, { opened: (c, image) => metrics.label(c, image), closing: (c) => metrics.closing(c) });
   // A standby opens the mounted images' blobs while it waits: after a handover its first OPENs answer at once
   // (under repeated kills a successor that opened them only then did nothing else before it was killed too).
-  if (o.settings.backend === 'fscache') void warmStandby(resolver, o.log);
+  if (o.settings.backend === 'fscache') {
+    warmStandby(resolver, o.log).catch((err) => o.log.warn({ err: (err as Error).message }, 'standby: cannot open the mounted images\' blobs ahead'));
+  }
   const got = await handover(o.controlFd);
   if (got.data.length === 0) {
     o.log.info('lazysnapd closed the control socket before a handover; exiting');
