@@ -13,6 +13,7 @@ import { FscacheDaemon } from './daemon';
 import { BlobFile, ControlRequest, HANDOVER_BYTE, Heartbeat, MetricsReport, WorkerStatus, contentStatus, onJsonLines, sendJson } from './control';
 import { WorkerMetrics } from './metrics';
 import type { ReadObserver } from '../content/content';
+import type { RemoteBlobContent } from '../content/remote';
 import { serveFanotify } from './serve-fanotify';
 import { cmd } from './protocol';
 import { MetadataResolver } from './resolver';
@@ -129,9 +130,17 @@ function handover(controlFd: number): Promise<RecvResult> {
 async function warmStandby(resolver: MetadataResolver, log: Logger): Promise<void> {
   const t0 = Date.now();
   let opened = 0;
+  const hosts = new Set<string>();
   for (const [volume, cookie] of resolver.mountedObjects()) {
     try {
-      resolver.release(await resolver.resolve(volume, cookie));
+      const c = await resolver.resolve(volume, cookie);
+      // and one byte from each registry host: its connection and the fetch path are warm too
+      const remote = c as Partial<RemoteBlobContent>;
+      if (remote.reader && remote.hostKey && !hosts.has(remote.hostKey)) {
+        hosts.add(remote.hostKey);
+        await remote.reader.readRange(0, 1).catch(() => undefined);
+      }
+      resolver.release(c);
       opened++;
     } catch (err) {
       log.debug({ volume, cookie, err: (err as Error).message }, 'standby: cannot open this blob ahead');

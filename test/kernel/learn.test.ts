@@ -26,7 +26,11 @@ import type { Trace } from '../../snapshotter/storage/traces';
 const CLI = join(__dirname, '../../cmd/lazysnap.js');
 /** imports a few modules more than a bare start (python3-minimal has these), so the start reads more chunks */
 const START = ['python3', '-c', 'import argparse, datetime, logging, pathlib, random, subprocess, ipaddress, csv; print("ready")'];
-const WINDOW_MS = 20_000;
+/**
+ * Longer than any start here, kills included (a start under kills every 100-300 ms takes minutes on the
+ * guest's one CPU); each trace is stored when its image is removed, which ends the window early.
+ */
+const WINDOW_MS = 600_000;
 let dir = '';
 let fscacheDir = '';
 let registry: Registry | undefined;
@@ -90,9 +94,10 @@ async function tracesOf(ref: string): Promise<Trace[]> {
   return r.code === 0 ? (JSON.parse(r.stdout) as Trace[]) : [];
 }
 
-/** Waits for the trace the window of a start leaves (it is stored when the window closes). */
-async function waitTrace(ref: string): Promise<Trace> {
-  const deadline = Date.now() + WINDOW_MS + 30_000;
+/** The trace a start left: its image is removed (and culled), which stores it. */
+async function traceAfterRemoval(ref: string): Promise<Trace> {
+  await removeAndCull(ref);
+  const deadline = Date.now() + 30_000;
   for (;;) {
     const [t] = await tracesOf(ref);
     if (t) return t;
@@ -102,10 +107,10 @@ async function waitTrace(ref: string): Promise<Trace> {
 }
 
 /** The image's start, pulled first: stdout must say ready. Returns when the container exited. */
-async function start(ref: string, name: string): Promise<number> {
+async function start(ref: string, name: string, timeoutMs = 120_000): Promise<number> {
   await cri.pullImage(ref).catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
   const t0 = Date.now();
-  const r = await cri.runToCompletion(ref, START, { logRoot: join(dir, 'pod-logs'), name })
+  const r = await cri.runToCompletion(ref, START, { logRoot: join(dir, 'pod-logs'), name, timeoutMs })
     .catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
   assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
   assert.match(r.stdout, /^ready$/m, r.logs);
@@ -151,8 +156,7 @@ let undisturbed: Trace | undefined;
 
 test('a start is recorded: its files and chunks, first access first, each chunk once', { timeout: 300_000 }, async (t) => {
   const ms = await start(pyRef, 'learn-1');
-  assert.ok(ms < WINDOW_MS, `the start (${ms} ms) fits in the window`);
-  undisturbed = await waitTrace(pyRef);
+  undisturbed = await traceAfterRemoval(pyRef);
   const keys = chunkKeys(undisturbed);
   assert.ok(keys.length >= 20, `a python start reads more than a few chunks: ${keys.length}`);
   assert.equal(new Set(keys).size, keys.length, 'no chunk twice');
@@ -164,9 +168,8 @@ test('a start is recorded: its files and chunks, first access first, each chunk 
   t.diagnostic(`recorded ${keys.length} chunks in ${new Set(paths).size} files from ${undisturbed.reads} READs; start ${ms} ms`);
 });
 
-test('the same start recorded while the worker is SIGKILLed every 100-300 ms: the same chunks, none twice', { timeout: 400_000 }, async (t) => {
+test('the same start recorded while the worker is SIGKILLed every 100-300 ms: the same chunks, none twice', { timeout: 900_000 }, async (t) => {
   assert.ok(undisturbed, 'the undisturbed recording ran');
-  await removeAndCull(pyRef);
   assert.match(await cli('trace', pyRef, '--forget'), /forgot 1 recorded start/);
   let kills = 0;
   let stop = false;
@@ -187,14 +190,18 @@ test('the same start recorded while the worker is SIGKILLed every 100-300 ms: th
   let ms = 0;
   try {
     // the pull too: the killer runs from before the mount to the container's exit
-    ms = await start(pyRef, 'learn-kills');
+    ms = await start(pyRef, 'learn-kills', 600_000);
   } finally {
     stop = true;
     await killer;
   }
   assert.ok(kills >= 5, `the worker was killed during the start (${kills} times)`);
-  assert.ok(ms < WINDOW_MS, `the start (${ms} ms, with ${kills} kills) fits in the window`);
-  const disturbed = await waitTrace(pyRef);
+  const disturbed = await traceAfterRemoval(pyRef);
+  // the undisturbed trace goes back (trace --load), for the replay below: either would do, if this test passes
+  await cli('trace', pyRef, '--forget');
+  const saved = join(dir, 'undisturbed.json');
+  fs.writeFileSync(saved, JSON.stringify([undisturbed]));
+  assert.match(await cli('trace', '--load', saved), /stored 1 recorded start/);
   const keys = chunkKeys(disturbed);
   assert.equal(new Set(keys).size, keys.length, 'no chunk twice');
   const want = new Set(chunkKeys(undisturbed!));
@@ -219,8 +226,7 @@ const coverage = (s: { wanted: number; present: number; joined: number }, chunks
 
 test('replay: on a fresh cache the next start finds ≥ 90% of its recorded chunks fetched or on their way', { timeout: 300_000 }, async (t) => {
   const [trace] = await tracesOf(pyRef);
-  assert.ok(trace, 'a trace from the runs before');
-  await removeAndCull(pyRef);
+  assert.ok(trace && trace.entries.length >= 20, `a trace from the runs before: ${trace?.entries.length} chunks`);
   const s = await servedDuring(() => start(pyRef, 'learn-replay'));
   const n = trace.entries.length;
   const c = coverage(s, n);
