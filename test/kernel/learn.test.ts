@@ -171,20 +171,27 @@ test('a start is recorded: its files and chunks, first access first, each chunk 
 test('the same start recorded while the worker is SIGKILLed every 100-300 ms: the same chunks, none twice', { timeout: 900_000 }, async (t) => {
   assert.ok(undisturbed, 'the undisturbed recording ran');
   assert.match(await cli('trace', pyRef, '--forget'), /forgot 1 recorded start/);
+  // each serving worker is killed 100-300 ms after it took over (the time its successor needs to load is the system's own)
   let kills = 0;
   let stop = false;
   const killer = (async () => {
+    let pid = 0;
+    let killAt = 0;
     while (!stop) {
-      await new Promise((r) => setTimeout(r, 100 + Math.floor(Math.random() * 200)));
-      if (stop) break;
-      const pid = servingWorker();
-      if (!pid) continue; // between workers
+      await new Promise((r) => setTimeout(r, 10));
+      const now = servingWorker();
+      if (now !== pid) {
+        pid = now;
+        killAt = Date.now() + 100 + Math.floor(Math.random() * 200);
+      }
+      if (!pid || Date.now() < killAt) continue;
       try {
         process.kill(pid, 'SIGKILL');
         kills++;
       } catch {
         // already gone
       }
+      pid = 0;
     }
   })();
   let ms = 0;
