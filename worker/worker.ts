@@ -6,6 +6,7 @@
 // the metadata database.
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import type { Logger } from 'pino';
 import { FdPoller, recvFds, type RecvResult } from '../native';
 import { CachefilesDevice } from './device';
@@ -33,6 +34,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   if (process.env[TEST_HOOKS_ENV] === '1') installTestHooks(o.log);
   // Loaded: from here on a death is a kill or a crash, not a worker that cannot start.
   fs.writeSync(o.controlFd, JSON.stringify({ event: 'loaded', pid: process.pid }) + '\n');
+  // Until the handover, a standby yields the CPU to the serving worker (its warm-up too): nice 10, back to 0 after.
+  const niceness = process.getuid?.() === 0 ? setNice(10) : undefined; // only root may raise it back
   const remote = remoteOpener(o.settings, o.log);
   const metrics = new WorkerMetrics();
   const resolver = MetadataResolver.open(o.settings.dbPath, remote.open, { opened: (c, image) => metrics.label(c, image), closing: (c) => metrics.closing(c) });
@@ -50,6 +53,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     throw new Error(`bad handover message (${got.data.length} bytes, ${got.fds.length} fds)`);
   }
   const devFd = got.fds[0];
+  if (niceness !== undefined) setNice(niceness);
   const recorder = o.settings.learn.dir ? new TraceRecorder(o.settings.learn.dir, o.log) : undefined;
   const serving = o.settings.backend === 'fanotify'
     ? serveFanotify(devFd, resolver, o.settings, o.log, metrics.read)
@@ -100,6 +104,17 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const heartbeat = startHeartbeat(control, serving, o.settings.heartbeatMs);
   const reporting = startMetricsReports(control, metrics, remote, serving, o.settings.metricsMs, o.log);
   o.log.info({ pid: process.pid, backend: o.settings.backend }, 'worker serving');
+}
+
+/** Sets this process's nice value; returns the one before (undefined if it could not be changed). */
+function setNice(n: number): number | undefined {
+  try {
+    const was = os.getPriority();
+    os.setPriority(n);
+    return was;
+  } catch {
+    return undefined; // raising it back needs CAP_SYS_NICE: a worker that is not root stays as it is
+  }
 }
 
 /** Waits, without blocking the loop, for lazysnapd's handover message (or the socket's end: no data). */
