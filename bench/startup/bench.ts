@@ -168,6 +168,9 @@ async function recordTraces(dir: string, images: BenchImage[], host: string, fsc
       await ctrd.cri.pullImage(ref);
       const r = await ctrd.cri.runToCompletion(ref, image.command, { logRoot: join(sub, 'logs'), name: 'record' });
       if (r.exitCode !== 0) throw new Error(`${image.name}: the recording start failed: ${r.logs}`);
+      // removing the image ends the window: the trace is stored then
+      await ctrd.cri.removeImage(ref);
+      await ctrd.collectGarbage();
       const deadline = Date.now() + LEARN_WINDOW_MS + 30_000;
       for (;;) {
         const t = await runOk(process.execPath, [CLI, 'trace', '--json', '--address', sock], { timeoutMs: 30_000 });
