@@ -33,6 +33,8 @@ export interface LearningDeps {
 
 export class Learning {
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** trace key by fsid (null: not a RAFS image) */
+  private readonly keys = new Map<string, string | null>();
   private readonly now: () => number;
 
   constructor(private readonly d: LearningDeps) {
@@ -61,9 +63,16 @@ export class Learning {
   async begin(img: FscacheImage): Promise<void> {
     const file = this.journalOf(img.fsid);
     if (fs.existsSync(file)) return;
+    // a mounted image's bootstrap never changes: hashed once per mount, not at every container's start
+    const known = this.keys.get(img.fsid);
+    if (known === null || (known && this.d.traces().has(known))) return;
     const buf = fs.readFileSync(img.bootstrap);
-    if (!isRafsV6(buf.subarray(0, 4096))) return; // a plain EROFS image has no chunks to learn
+    if (!isRafsV6(buf.subarray(0, 4096))) {
+      this.keys.set(img.fsid, null); // a plain EROFS image has no chunks to learn
+      return;
+    }
     const key = traceKey(buf);
+    this.keys.set(img.fsid, key);
     if (this.d.traces().has(key) || this.learningKey(key)) return;
     const bs = new Bootstrap(buf, `bootstrap ${img.bootstrap}`);
     const startMs = this.now();
@@ -86,6 +95,7 @@ export class Learning {
 
   /** The image is going away: its journal becomes a trace now, while its bootstrap is still there. */
   finish(fsid: string): void {
+    this.keys.delete(fsid);
     const file = this.journalOf(fsid);
     if (fs.existsSync(file)) this.ingest(file);
   }
