@@ -203,15 +203,16 @@ async function main() {
   const pki = await makeTestPki(join(dir, 'pki'));
   const front = await startDualFront({ upstreamPort: registry.port, cert: pki.cert, key: pki.key });
   const host = `127.0.0.1:${front.port}`;
-  const images = await prepareImages(join(dir, 'images'), host, (process.env.STARTUP_IMAGES ?? 'busybox,debian-python,big').split(','));
+  const only = process.env.STARTUP_CONTENDERS?.split(',');
+  const wanted = (label: string) => !only || only.some((o) => label.startsWith(o));
+  const images = await prepareImages(join(dir, 'images'), host, (process.env.STARTUP_IMAGES ?? 'busybox,debian-python,big').split(','),
+    { nydus: wanted('lazysnap'), estargz: wanted('stargz'), soci: wanted('soci') });
   const pause = await buildPauseImage(join(dir, 'pause'));
   await pushOciLayout(pause.layoutDir, pause.ref, `http://${host}`, 'test/pause:1');
 
   const shaper = await startShaper({ upstreamHost: '127.0.0.1', upstreamPort: front.port, delayMs: 10, bitsPerSec: 200e6, windowBytes: 4 << 20 });
   const shapedHost = `127.0.0.1:${(shaper.address() as { port: number }).port}`;
 
-  const only = process.env.STARTUP_CONTENDERS?.split(',');
-  const wanted = (label: string) => !only || only.some((o) => label.startsWith(o));
   const LEARNED = 'lazysnap (nydus, learned prefetch)';
   // fscache only: the fanotify backend neither records nor replays
   const traces = fscacheDir && wanted(LEARNED) ? await recordTraces(join(dir, 'traces'), images, host, fscacheDir) : new Map<BenchImage, string>();

@@ -75,7 +75,8 @@ const ORIGINALS: Record<string, (dir: string) => Promise<Original> | Original> =
   big,
 };
 
-export async function prepareImages(dir: string, registryHost: string, wanted: string[]): Promise<BenchImage[]> {
+/** `forms`: which converted forms to push besides the OCI original (the peers' take minutes for the big image). */
+export async function prepareImages(dir: string, registryHost: string, wanted: string[], forms: { nydus: boolean; estargz: boolean; soci: boolean } = { nydus: true, estargz: true, soci: true }): Promise<BenchImage[]> {
   const unknown = wanted.filter((w) => !ORIGINALS[w]);
   if (unknown.length) throw new Error(`STARTUP_IMAGES: no image ${unknown.join(', ')}; there are ${Object.keys(ORIGINALS).join(', ')}`);
   fs.mkdirSync(dir, { recursive: true });
@@ -88,16 +89,20 @@ export async function prepareImages(dir: string, registryHost: string, wanted: s
       const repos = { oci: `${repo}:1`, nydus: `${repo}-nydus:1`, estargz: `${repo}-estargz:1` };
       const url = `http://${registryHost}`;
       await pushOciLayout(o.layoutDir, o.ref, url, repos.oci);
-      const nydus = join(dir, `${key}-nydus`);
-      await runOk(process.execPath, [CLI, 'convert', '--chunk-size', CHUNK_SIZE, `oci:${o.layoutDir}:${o.ref}`, `oci:${nydus}:1`], { timeoutMs: 1_800_000 });
-      await pushOciLayout(nydus, '1', url, repos.nydus);
-      fs.rmSync(nydus, { recursive: true }); // the guest's /run is memory
-      // the peers' tools work on the original in a containerd's content store: pulled once for both
-      await prep.ctrOk(['image', 'pull', '--plain-http', `${registryHost}/${repos.oci}`], { timeoutMs: 1_800_000 });
-      await pushEstargz(prep, `${registryHost}/${repos.oci}`, `${registryHost}/${repos.estargz}`);
-      await pushSociIndex(prep, `${registryHost}/${repos.oci}`, join(dir, key));
-      // the prep containerd's copies are not needed again
-      await prep.ctr(['image', 'rm', `${registryHost}/${repos.oci}`, `${registryHost}/${repos.estargz}`]);
+      if (forms.nydus) {
+        const nydus = join(dir, `${key}-nydus`);
+        await runOk(process.execPath, [CLI, 'convert', '--chunk-size', CHUNK_SIZE, `oci:${o.layoutDir}:${o.ref}`, `oci:${nydus}:1`], { timeoutMs: 1_800_000 });
+        await pushOciLayout(nydus, '1', url, repos.nydus);
+        fs.rmSync(nydus, { recursive: true }); // the guest's /run is memory
+      }
+      if (forms.estargz || forms.soci) {
+        // the peers' tools work on the original in a containerd's content store: pulled once for both
+        await prep.ctrOk(['image', 'pull', '--plain-http', `${registryHost}/${repos.oci}`], { timeoutMs: 1_800_000 });
+        if (forms.estargz) await pushEstargz(prep, `${registryHost}/${repos.oci}`, `${registryHost}/${repos.estargz}`);
+        if (forms.soci) await pushSociIndex(prep, `${registryHost}/${repos.oci}`, join(dir, key));
+        // the prep containerd's copies are not needed again
+        await prep.ctr(['image', 'rm', `${registryHost}/${repos.oci}`, `${registryHost}/${repos.estargz}`]);
+      }
       out.push({ name: o.name, repos, command: o.command, ociBytes: layoutBytes(o.layoutDir), rootfsBytes: o.rootfsBytes, startReadBytes: o.startReadBytes });
       console.error(`prepared ${o.name}`);
     }
