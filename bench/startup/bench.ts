@@ -156,8 +156,8 @@ const LEARN_WINDOW_MS = 40_000;
  */
 async function recordTraces(dir: string, images: BenchImage[], host: string, fscacheDir: string): Promise<Map<BenchImage, string>> {
   const out = new Map<BenchImage, string>();
-  for (const image of images) {
-    const sub = join(dir, `record-${image.repos.nydus.replace(/[/:]/g, '_')}`);
+  for (const [i, image] of images.entries()) {
+    const sub = join(dir, `r${i}`); // short: containerd's socket paths must stay under 104 bytes
     fs.mkdirSync(sub, { recursive: true });
     const sn = await lazysnap('off', fscacheDir, { record: true })(join(sub, 'snapshotter'), image);
     const ctrd = await startGuestContainerd({ dir: join(sub, 'containerd'), snapshotterSocket: sn.socket!, snapshotterName: 'lazysnap', criSnapshotter: 'lazysnap', registryHost: host, sandboxImage: `${host}/test/pause:1` });
