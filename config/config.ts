@@ -79,7 +79,12 @@ export interface Config {
   };
   /** learned prefetch (fscache backend) */
   learn: {
-    /** record what a container's start reads of an image that has no trace yet */
+    /**
+     * record what a container's start reads of an image that has no trace
+     * yet. Off by default: while recording, reads are not widened, which made
+     * the first start of a 1.5 GB image 2x slower (bench/startup); record where
+     * traces are made, and share them (trace --load, convert --prefetch-trace).
+     */
     record: boolean;
     /** the start: this many ms from the container's create */
     window_ms: number;
@@ -152,7 +157,8 @@ image_proxy_address = ""   # e.g. "/run/lazysnap/cri-image.sock" for kubelet's -
 containerd_address = "/run/containerd/containerd.sock"
 
 [learn]
-record = true              # record what the first container start of an image reads (files, chunks, order)
+record = false             # record what the first container start of an image reads (files, chunks, order); costs that start
+                           # its widened reads (up to 2x slower for a big image): turn it on where traces are made, then share them
 window_ms = 20000          # the start: this long from the container's create
 replay = true              # later mounts of the image fetch those chunks first, in that order, ahead of the reads
 

@@ -64,7 +64,7 @@ before(async () => {
     config:
       `root = "${root}"\n[log]\nlevel = "debug"\n` +
       `[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, 'cache-learn')}"\ntag = "lazysnap-learn"\nprefetch = "off"\n` +
-      `[learn]\nwindow_ms = ${WINDOW_MS}\n` +
+      `[learn]\nrecord = true\nwindow_ms = ${WINDOW_MS}\n` +
       `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\n` +
       `[metrics]\naddress = "${metricsSock}"\n`,
   });
