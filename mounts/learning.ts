@@ -13,8 +13,7 @@ import { FileChunks } from '../image/rafs/file-chunks';
 import { isRafsV6 } from '../image/erofs/superblock';
 import type { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
 import { Traces, traceKey } from '../snapshotter/storage/traces';
-import { JOURNAL_SUFFIX } from '../worker/trace-recorder';
-import { encodeHeader, parseJournal, type JournalHeader } from '../worker/trace-journal';
+import { JOURNAL_SUFFIX, encodeHeader, parseJournal, readHeader, type JournalHeader } from '../worker/trace-journal';
 import { buildTrace } from './trace-build';
 
 /** After the window: time for a READ recorded at its last moment to be appended. */
@@ -32,7 +31,8 @@ export interface LearningDeps {
 }
 
 export class Learning {
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** journals being recorded: the timer that ingests each, and its image's trace key */
+  private readonly pending = new Map<string, { timer: NodeJS.Timeout; key: string }>();
   /** trace key by fsid (null: not a RAFS image) */
   private readonly keys = new Map<string, string | null>();
   private readonly now: () => number;
@@ -49,13 +49,18 @@ export class Learning {
       const file = path.join(this.d.dir, n);
       let h: JournalHeader;
       try {
-        h = parseJournal(fs.readFileSync(file, 'utf8').split('\n')[0], file).header;
+        const fd = fs.openSync(file, 'r');
+        try {
+          h = readHeader(fd, file);
+        } finally {
+          fs.closeSync(fd);
+        }
       } catch (err) {
         this.d.log.warn({ file, err: (err as Error).message }, 'not a learning journal; removed');
         fs.rmSync(file, { force: true });
         continue;
       }
-      this.schedule(file, h.untilMs);
+      this.schedule(file, h);
     }
   }
 
@@ -73,7 +78,7 @@ export class Learning {
     }
     const key = traceKey(buf);
     this.keys.set(img.fsid, key);
-    if (this.d.traces().has(key) || this.learningKey(key)) return;
+    if (this.d.traces().has(key) || [...this.pending.values()].some((p) => p.key === key)) return;
     const bs = new Bootstrap(buf, `bootstrap ${img.bootstrap}`);
     const startMs = this.now();
     const header: JournalHeader = {
@@ -87,7 +92,7 @@ export class Learning {
     } finally {
       fs.closeSync(fd);
     }
-    this.schedule(file, header.untilMs);
+    this.schedule(file, header);
     const told = await this.d.tell(file);
     this.d.log.info({ fsid: img.fsid, image: img.imageRef, key, windowMs: this.d.windowMs, told },
       told ? 'recording what this start reads' : 'recording what this start reads (the worker will find the journal when it starts)');
@@ -101,37 +106,25 @@ export class Learning {
   }
 
   stop(): void {
-    for (const t of this.timers.values()) clearTimeout(t);
-    this.timers.clear();
-  }
-
-  /** Whether another mount of the same image is being recorded. */
-  private learningKey(key: string): boolean {
-    for (const file of this.timers.keys()) {
-      try {
-        if (parseJournal(fs.readFileSync(file, 'utf8').split('\n')[0], file).header.key === key) return true;
-      } catch {
-        // being ingested
-      }
-    }
-    return false;
+    for (const p of this.pending.values()) clearTimeout(p.timer);
+    this.pending.clear();
   }
 
   private journalOf(fsid: string): string {
     return path.join(this.d.dir, `${fsid}${JOURNAL_SUFFIX}`);
   }
 
-  private schedule(file: string, untilMs: number): void {
-    clearTimeout(this.timers.get(file));
-    const t = setTimeout(() => this.ingest(file), Math.max(0, untilMs + GRACE_MS - this.now()));
-    t.unref();
-    this.timers.set(file, t);
+  private schedule(file: string, h: JournalHeader): void {
+    clearTimeout(this.pending.get(file)?.timer);
+    const timer = setTimeout(() => this.ingest(file), Math.max(0, h.untilMs + GRACE_MS - this.now()));
+    timer.unref();
+    this.pending.set(file, { timer, key: h.key });
   }
 
   /** Journal → trace. Never throws: a journal that cannot become a trace is logged and removed. */
   ingest(file: string): void {
-    clearTimeout(this.timers.get(file));
-    this.timers.delete(file);
+    clearTimeout(this.pending.get(file)?.timer);
+    this.pending.delete(file);
     try {
       const j = parseJournal(fs.readFileSync(file, 'utf8'), file);
       const h = j.header;

@@ -7,6 +7,7 @@
 // between append and READ_COMPLETE makes the READ appear twice: the reader
 // of the journal keeps the first (chunks are a set in first-access order).
 // A kill mid-append leaves at most one torn line, which is skipped.
+import fs from 'node:fs';
 
 /** Line 1. */
 export interface JournalHeader {
@@ -32,6 +33,18 @@ export interface JournalRead {
 }
 
 export class JournalError extends Error {}
+
+/** Journals are <fsid> + this, in the trace directory. */
+export const JOURNAL_SUFFIX = '.journal';
+
+/** The header of the journal open at `fd` (its first line, read from offset 0). */
+export function readHeader(fd: number, name: string): JournalHeader {
+  const head = Buffer.alloc(64 * 1024);
+  const n = fs.readSync(fd, head, 0, head.length, 0);
+  const nl = head.subarray(0, n).indexOf(0x0a);
+  if (nl < 0) throw new JournalError(`${name}: no complete header line`);
+  return parseHeader(head.subarray(0, nl).toString('utf8'), name);
+}
 
 export function encodeHeader(h: JournalHeader): string {
   return JSON.stringify(h) + '\n';

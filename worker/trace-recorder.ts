@@ -6,14 +6,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { encodeRead, parseHeader, type JournalHeader } from './trace-journal';
+import { JOURNAL_SUFFIX, encodeRead, readHeader, type JournalHeader } from './trace-journal';
 
 interface Open {
   header: JournalHeader;
   fd: number;
 }
-
-export const JOURNAL_SUFFIX = '.journal';
 
 export class TraceRecorder {
   private readonly open = new Map<string, Open>();
@@ -41,12 +39,7 @@ export class TraceRecorder {
     let fd: number | undefined;
     try {
       fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_APPEND);
-      const head = Buffer.alloc(64 * 1024);
-      const n = fs.readSync(fd, head, 0, head.length, 0);
-      const text = head.subarray(0, n).toString('utf8');
-      const nl = text.indexOf('\n');
-      if (nl < 0) throw new Error('no complete header line');
-      const header = parseHeader(text.slice(0, nl), file);
+      const header = readHeader(fd, file);
       if (header.untilMs <= this.now()) {
         fs.closeSync(fd);
         return false;
