@@ -4,7 +4,7 @@
 // in unit tests without a kernel.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { Allocator, BlobContent, ContentResolver, ReadObserver, UnknownBlobError, fillRetryable } from '../content/content';
+import { Allocator, BlobContent, ContentResolver, RangeSink, ReadObserver, UnknownBlobError, fillRetryable } from '../content/content';
 import { CacheObject, ObjectTable } from './objects';
 import { Message, Opcode, OpenMsg, ReadMsg, CloseMsg, cmd, volumeName } from './protocol';
 import type { TraceRecorder } from './trace-recorder';
@@ -181,11 +181,7 @@ export class FscacheDaemon {
   private warmUp(obj: CacheObject): void {
     const plan = obj.content.replay ? this.opts.replayPlan?.(obj.volume, obj.cookie) ?? [] : [];
     if (plan.length === 0) return this.startPrefetch(obj);
-    const r = obj.content.replay!(plan, async (off, data) => {
-      await this.io.pwrite(obj.fd, data, off);
-      obj.bytesWritten += data.length;
-      this.stats.bytesWritten += data.length;
-    }, this.io.alloc);
+    const r = obj.content.replay!(plan, this.sinkOf(obj), this.io.alloc);
     obj.prefetch = r;
     this.log.info({ objectId: obj.objectId, blob: obj.content.name, chunks: plan.length }, 'replaying a recorded start');
     void r.done.then((res) => {
@@ -227,11 +223,7 @@ export class FscacheDaemon {
         'prefetch not started: the blob would take the cache past [cache] max_size (on-demand reads go on)');
       return;
     }
-    obj.prefetch = obj.content.prefetch(async (off, data) => {
-      await this.io.pwrite(obj.fd, data, off);
-      obj.bytesWritten += data.length;
-      this.stats.bytesWritten += data.length;
-    }, this.io.alloc);
+    obj.prefetch = obj.content.prefetch(this.sinkOf(obj), this.io.alloc);
     this.log.info({ objectId: obj.objectId, blob: obj.content.name }, 'prefetching');
   }
 
@@ -293,11 +285,7 @@ export class FscacheDaemon {
         await obj.content.fill(
           m.off,
           m.readLen,
-          async (off, data) => {
-            await this.io.pwrite(obj.fd, data, off);
-            obj.bytesWritten += data.length;
-            this.stats.bytesWritten += data.length;
-          },
+          this.sinkOf(obj),
           this.io.alloc,
           signal,
           exact ? { exact } : undefined,
@@ -329,6 +317,15 @@ export class FscacheDaemon {
         this.stats.readRetries++;
       }
     }
+  }
+
+  /** Writes a content's pieces into the object's cache file (READs, replay and prefetch alike), counting them. */
+  private sinkOf(obj: CacheObject): RangeSink {
+    return async (off, data) => {
+      await this.io.pwrite(obj.fd, data, off);
+      obj.bytesWritten += data.length;
+      this.stats.bytesWritten += data.length;
+    };
   }
 
   private close(m: CloseMsg): void {

@@ -193,21 +193,25 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     metaCache?: BlobMetaCache;
   } = {}): Promise<RemoteBlobContent> {
     const digest = opts.digest ?? `sha256:${entry.blobId}`;
+    // metadata reads answered from `saved` where it has them; chunk reads always go to the registry
+    const openWith = async (size: number | undefined, saved?: Map<string, Buffer>) => {
+      const registry = await RegistryBlobSource.open(repo, digest, size, opts.signal);
+      const src = new MetaSource(registry, saved);
+      const content = new RemoteBlobContent(await DataBlob.open(entry, src, opts.tableDigests ?? null), registry, opts);
+      return { src, content };
+    };
     const saved = opts.metaCache?.load(entry.blobId);
     if (saved) {
       try {
-        const src = new MetaSource(await RegistryBlobSource.open(repo, digest, saved.size, opts.signal), saved.ranges);
-        const blob = await DataBlob.open(entry, src, opts.tableDigests ?? null);
-        return new RemoteBlobContent(blob, src.inner as RegistryBlobSource, opts);
+        return (await openWith(saved.size, saved.ranges)).content;
       } catch (err) {
         opts.log?.warn({ blob: entry.blobId, err: (err as Error).message }, 'the saved metadata of this blob does not open; reading it from the registry');
         opts.metaCache!.drop(entry.blobId);
       }
     }
-    const src = new MetaSource(await RegistryBlobSource.open(repo, digest, opts.size, opts.signal));
-    const blob = await DataBlob.open(entry, src, opts.tableDigests ?? null);
+    const { src, content } = await openWith(opts.size);
     opts.metaCache?.save(entry.blobId, src.size, src.recorded);
-    return new RemoteBlobContent(blob, src.inner as RegistryBlobSource, opts);
+    return content;
   }
 
   progress(): BlobProgress {
