@@ -160,7 +160,7 @@ program
       return void process.stdout.write(`stored ${stored.length} recorded start${stored.length === 1 ? '' : 's'}${stored.map((t) => ` ${t.imageRef || t.key.slice(0, 16)}`).join(',')}\n`);
     }
     const traces = await withClient(o, (c) => c.traces(image ?? '', o.forget));
-    if (image && traces.length === 0) throw new AdminError(`no recorded start of ${image} (a start is recorded when a container starts on a lazy image that has none)`);
+    if (image && traces.length === 0) throw new AdminError(`no recorded start of ${image} (a start is recorded, with [learn] record = true, when a container starts on a lazy image that has none)`);
     if (o.forget) return void process.stdout.write(`forgot ${traces.length} recorded start${traces.length === 1 ? '' : 's'}\n`);
     if (o.json) return void process.stdout.write(JSON.stringify(traces, null, 2) + '\n');
     for (const t of traces) {
