@@ -32,7 +32,7 @@ export function setModes(modes: [string, number][]): { path: string; from: strin
 
 /** Lazy images: where the EROFS of a bootstrap layer is mounted (fscache). */
 export interface LazyMounts {
-  /** mount when the bootstrap layer is committed (pull time), to warm the cache before any container */
+  /** mount when the bootstrap layer is committed (pull time): blobs opened before any container asks */
   readonly mountOnPull?: boolean;
   /** Mounts (once) the image whose bootstrap sits in snapshot `snapshotId`; resolves to its mountpoint. */
   ensure(snapshotId: number, bootstrapFile: string, labels: Labels): Promise<string>;
@@ -192,7 +192,7 @@ export class Snapshotter implements Layout {
     fs.rmSync(this.work(id), { recursive: true, force: true });
     const boot = this.lazy?.mountOnPull ? bootstrapIn(this.upper(id)) : null;
     if (boot) {
-      // Warm on pull: the image is mounted now, and its blobs start arriving before any container asks.
+      // Mounted at pull: its blobs are opened (and prefetched, if on) before any container asks.
       this.lazy!.ensure(id, boot, labels).catch((err) =>
         this.log.warn({ err: (err as Error).message, name }, 'mounting at pull failed; the first container will retry'),
       );

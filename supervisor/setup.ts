@@ -72,9 +72,19 @@ export function cacheDirOf(cfg: Config): string {
   return cfg.fscache.cache_dir || path.join(cfg.root, 'cache');
 }
 
+/**
+ * An image is mounted when its bootstrap layer is committed, so opening its
+ * blobs (size, ToC, chunk table: round trips) overlaps the pod sandbox's start
+ * instead of delaying the container's first read, as stargz and soci mount at
+ * pull too. Not with prefetch "on-start": the worker prefetches from the mount on.
+ */
+export function mountsOnPull(cfg: Config): boolean {
+  return cfg.fscache.prefetch !== 'on-start';
+}
+
 /** The lazy mounts under containers' snapshots, over `mounter`; a container's start holds the workers' prefetch back. */
 export function snapshotMounts(cfg: Config, mounter: Mounter, images: () => FscacheImages, log: Logger, supervisor?: FscacheSupervisor): SnapshotMounts {
-  return new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, cfg.fscache.prefetch === 'on-pull',
+  return new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, mountsOnPull(cfg),
     supervisor && (() => supervisor.holdPrefetch(PREFETCH_HOLD_ON_START_MS)));
 }
 

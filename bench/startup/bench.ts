@@ -263,7 +263,8 @@ async function main() {
             const ms = (await output.stop()) - t0;
             if (r.exitCode !== 0 || !/ready/.test(r.stdout)) throw new Error(`${image.name}, ${c.label}: container failed: ${r.logs}`);
             samples.get(c)!.push({ ms, pullMs: pulled - t0, bytes: bytesServed(registry.logPath, logFrom), read: await sn.readBytes?.() });
-            console.error(`${image.name} | ${net} | ${c.label}: ${(ms / 1000).toFixed(2)} s (pull ${((pulled - t0) / 1000).toFixed(2)} s)`);
+            console.error(`${image.name} | ${net} | ${c.label}: ${(ms / 1000).toFixed(2)} s (pull ${((pulled - t0) / 1000).toFixed(2)} s, ` +
+              `pod ${ms3(r.timings.podMs)}, create ${ms3(r.timings.createMs)}, start ${ms3(r.timings.startMs)})`);
           } finally {
             await ctrd.stop();
             await sn.stop();
@@ -284,6 +285,8 @@ async function main() {
   if (HOST) fs.rmSync(dir, { recursive: true, force: true });
   printTables(tables, repeat);
 }
+
+const ms3 = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
 function printTables(tables: Table[], repeat: number): void {
   const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;

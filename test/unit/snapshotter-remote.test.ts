@@ -12,6 +12,8 @@ import { SnapshotError } from '../../snapshotter/storage/errors';
 import { Kind, Labels } from '../../snapshotter/storage/info';
 import { LABEL } from '../../snapshotter/remote';
 import { matches, parseFilters } from '../../snapshotter/filters';
+import { parseConfig } from '../../config/config';
+import { mountsOnPull } from '../../supervisor/setup';
 
 let root: string;
 let sn: Snapshotter;
@@ -134,4 +136,22 @@ test('a nydus blob layer that cannot be served lazily fails the pull at once, na
   } finally {
     logged.close();
   }
+});
+
+test('mounted at pull: committing the bootstrap layer mounts the image, so its blobs are opened before a container asks', async () => {
+  for (const [prefetch, want] of [['off', true], ['on-pull', true], ['on-start', false]] as const) {
+    assert.equal(mountsOnPull(parseConfig(`[fscache]\nprefetch = "${prefetch}"\n`)), want, `prefetch = "${prefetch}"`);
+  }
+  sn.lazy = Object.assign(new FakeLazy(), { mountOnPull: true });
+  await assert.rejects(sn.prepare('default/1/x sha256:c1', '', blobLabels('sha256:c1', 'sha256:l1')));
+  const bootLabels = { [LABEL.nydusBootstrap]: 'true', [LABEL.imageRef]: '127.0.0.1:5001/test/app:1' };
+  await sn.prepare('default/2/extract-b', 'default/remote/sha256:c1', bootLabels);
+  fs.mkdirSync(path.join(sn.upper(2), 'image'));
+  fs.writeFileSync(path.join(sn.upper(2), 'image', 'image.boot'), 'bootstrap');
+  await sn.commit('default/2/sha256:boot', 'default/2/extract-b', bootLabels);
+  assert.deepEqual(calls, ['ensure 2 2/fs/image/image.boot 127.0.0.1:5001/test/app:1'], 'mounted at commit, before any container');
+  // a plain layer's commit mounts nothing
+  await sn.prepare('default/3/extract-p', '', {});
+  await sn.commit('default/3/sha256:plain', 'default/3/extract-p', {});
+  assert.equal(calls.length, 1);
 });
