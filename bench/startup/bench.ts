@@ -103,6 +103,8 @@ function median(samples: Sample[]): Sample {
 }
 
 interface Contender {
+  /** what STARTUP_CONTENDERS names it by */
+  key: string;
   label: string;
   /** which of the image's pushed forms it pulls */
   form: 'oci' | 'nydus' | 'estargz';
@@ -204,9 +206,10 @@ async function main() {
   const front = await startDualFront({ upstreamPort: registry.port, cert: pki.cert, key: pki.key });
   const host = `127.0.0.1:${front.port}`;
   const only = process.env.STARTUP_CONTENDERS?.split(',');
-  const wanted = (label: string) => !only || only.some((o) => label.startsWith(o));
+  // keys: overlayfs, stargz, soci, lazysnap-on-demand, -on-pull, -recording, -learned; "lazysnap" is all four
+  const wanted = (key: string) => !only || only.some((o) => key === o || key.startsWith(`${o}-`));
   const images = await prepareImages(join(dir, 'images'), host, (process.env.STARTUP_IMAGES ?? 'busybox,debian-python,big').split(','),
-    { nydus: wanted('lazysnap'), estargz: wanted('stargz'), soci: wanted('soci') });
+    { nydus: ['on-demand', 'on-pull', 'recording', 'learned'].some((k) => wanted(`lazysnap-${k}`)), estargz: wanted('stargz'), soci: wanted('soci') });
   const pause = await buildPauseImage(join(dir, 'pause'));
   await pushOciLayout(pause.layoutDir, pause.ref, `http://${host}`, 'test/pause:1');
 
@@ -215,19 +218,19 @@ async function main() {
 
   const LEARNED = 'lazysnap (nydus, learned prefetch)';
   // fscache only: the fanotify backend neither records nor replays
-  const traces = fscacheDir && wanted(LEARNED) ? await recordTraces(join(dir, 'traces'), images, host, fscacheDir) : new Map<BenchImage, string>();
+  const traces = fscacheDir && wanted('lazysnap-learned') ? await recordTraces(join(dir, 'traces'), images, host, fscacheDir) : new Map<BenchImage, string>();
   const contenders: Contender[] = [
-    { label: 'overlayfs (OCI, full pull)', form: 'oci', start: async () => ({ snapshotter: 'overlayfs', stop: async () => {} }) },
-    { label: 'stargz (eStargz)', form: 'estargz', start: (d) => peer(startStargz(d)) },
-    { label: 'soci (OCI + SOCI index)', form: 'oci', start: (d) => peer(startSoci(d, pki.caPath)) },
-    { label: 'lazysnap (nydus, on demand)', form: 'nydus', start: lazysnap('off', fscacheDir) },
+    { key: 'overlayfs', label: 'overlayfs (OCI, full pull)', form: 'oci', start: async () => ({ snapshotter: 'overlayfs', stop: async () => {} }) },
+    { key: 'stargz', label: 'stargz (eStargz)', form: 'estargz', start: (d) => peer(startStargz(d)) },
+    { key: 'soci', label: 'soci (OCI + SOCI index)', form: 'oci', start: (d) => peer(startSoci(d, pki.caPath)) },
+    { key: 'lazysnap-on-demand', label: 'lazysnap (nydus, on demand)', form: 'nydus', start: lazysnap('off', fscacheDir) },
     // the fanotify backend does not prefetch (fscache only): on the host this would repeat the row above
-    ...(fscacheDir ? [{ label: 'lazysnap (nydus, prefetch on pull)', form: 'nydus' as const, start: lazysnap('on-pull', fscacheDir) }] : []),
+    ...(fscacheDir ? [{ key: 'lazysnap-on-pull', label: 'lazysnap (nydus, prefetch on pull)', form: 'nydus' as const, start: lazysnap('on-pull', fscacheDir) }] : []),
     // the first start of an image on a node, as configured by default: recorded (its reads fetch only what they ask)
-    ...(fscacheDir ? [{ label: 'lazysnap (nydus, first start, recording)', form: 'nydus' as const, start: lazysnap('off', fscacheDir, { record: true }) }] : []),
-    ...(fscacheDir ? [{ label: LEARNED, form: 'nydus' as const, start: lazysnap('off', fscacheDir, { trace: (image) => traces.get(image)! }) }] : []),
+    ...(fscacheDir ? [{ key: 'lazysnap-recording', label: 'lazysnap (nydus, first start, recording)', form: 'nydus' as const, start: lazysnap('off', fscacheDir, { record: true }) }] : []),
+    ...(fscacheDir ? [{ key: 'lazysnap-learned', label: LEARNED, form: 'nydus' as const, start: lazysnap('off', fscacheDir, { trace: (image) => traces.get(image)! }) }] : []),
   ];
-  const chosen = contenders.filter((c) => wanted(c.label));
+  const chosen = contenders.filter((c) => wanted(c.key));
 
   const repeat = Number(process.env.STARTUP_REPEAT ?? 3);
   const tables: Table[] = [];
