@@ -52,7 +52,8 @@ export class Mounter {
   /**
    * Called with an image's blob files once it is mounted file-backed over a
    * fanotify group: the worker opens them then, all at once, instead of each
-   * on its first read, in series on the container's start (a round trip each).
+   * on its first read, in series on the container's start (a HEAD and three
+   * Range GETs each).
    */
   onBlobFilesMounted?: (blobs: BlobFile[]) => void;
 

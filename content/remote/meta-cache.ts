@@ -1,5 +1,5 @@
 // A blob's metadata (its size, ToC, chunk infos and digests) on local disk.
-// Opening a remote blob costs a round trip (one suffix-Range GET of its end); a worker that
+// Opening a remote blob costs a HEAD and three Range GETs; a worker that
 // takes over after a kill must open every blob again before it can answer a
 // READ, and under repeated kills that is all it gets to do. With the bytes
 // here, a successor opens a blob without a round trip. They are immutable
