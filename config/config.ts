@@ -38,10 +38,8 @@ export interface Config {
     /** keep a loaded standby worker so failover is a handover, not a process start */
     standby_worker: boolean;
     /**
-     * "on-pull": fetch an image's blobs in the background from its pull on;
-     * "on-start": from the first container on (the image is mounted then);
-     * "off": on-demand reads only. Except with "on-start", an image is
-     * mounted at pull (supervisor/setup.ts mountsOnPull).
+     * "on-pull": mount an image when its bootstrap layer is committed and fetch
+     * its blobs in the background; "on-start": from the first container on; "off"
      */
     prefetch: 'on-pull' | 'on-start' | 'off';
     /**
@@ -138,8 +136,7 @@ cache_dir = ""             # "" = <root>/cache; fscache: must support xattrs; fa
 tag = "lazysnap"
 domain = "lazysnap"        # images share blobs (and their cache) in this domain; "" = none
 standby_worker = true
-prefetch = "on-pull"       # "on-pull", "on-start" (first container) or "off": on-demand reads only;
-                           # except with "on-start", images are mounted at pull (their blobs opened, no data fetched)
+prefetch = "on-pull"       # "on-pull", "on-start" (first container) or "off": on-demand reads only
 # 30 s: time for retries after a capped Retry-After (10 s), or for a READ queued behind a host's
 # 8 x 4 MiB GETs at ~10 Mbit/s; EIO is worse than waiting, but stay far below the 120 s hung-task warning.
 read_deadline_ms = 30000   # a READ gets its data or EIO within this; every retry under it shares it

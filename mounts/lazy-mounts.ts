@@ -28,7 +28,7 @@ export class SnapshotMounts implements LazyMounts {
     private readonly mountsDir: string,
     private readonly domain: string,
     private readonly log: Logger,
-    /** mount as soon as the bootstrap layer is committed: the worker opens the blobs (and prefetches, if on) */
+    /** mount as soon as the bootstrap layer is committed, so the worker starts fetching */
     readonly mountOnPull = false,
     /** called when a container is about to start on an image (prefetch holds back) */
     private readonly onStarting?: (snapshotId: number) => void,

@@ -192,7 +192,7 @@ export class Snapshotter implements Layout {
     fs.rmSync(this.work(id), { recursive: true, force: true });
     const boot = this.lazy?.mountOnPull ? bootstrapIn(this.upper(id)) : null;
     if (boot) {
-      // Mounted at pull: its blobs are opened (and prefetched, if on) before any container asks.
+      // Warm on pull: the image is mounted now, and its blobs start arriving before any container asks.
       this.lazy!.ensure(id, boot, labels).catch((err) =>
         this.log.warn({ err: (err as Error).message, name }, 'mounting at pull failed; the first container will retry'),
       );

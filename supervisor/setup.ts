@@ -73,13 +73,14 @@ export function cacheDirOf(cfg: Config): string {
 }
 
 /**
- * An image is mounted when its bootstrap layer is committed, so opening its
- * blobs (size, ToC, chunk table: round trips) overlaps the pod sandbox's start
- * instead of delaying the container's first read, as stargz and soci mount at
- * pull too. Not with prefetch "on-start": the worker prefetches from the mount on.
+ * With prefetch "on-pull" an image is mounted when its bootstrap layer is
+ * committed, so the worker opens and fetches its blobs before any container.
+ * Mounting at pull with prefetch "off" too was tried (2026-12-04): on the host
+ * it took ~0.04 s off a small image's start, in the guest nothing, and it broke
+ * kernel/learn (a replay begun at pull fetched 8 of 63 chunks; docs/NOTES.md).
  */
 export function mountsOnPull(cfg: Config): boolean {
-  return cfg.fscache.prefetch !== 'on-start';
+  return cfg.fscache.prefetch === 'on-pull';
 }
 
 /** The lazy mounts under containers' snapshots, over `mounter`; a container's start holds the workers' prefetch back. */

@@ -124,7 +124,8 @@ test(`a worker stopped or spinning mid-read, ${HANGS.length} times: readers stal
       const took = Date.now() - t0;
       assert.equal(w.pid, before.pid, `status took ${took} ms: ${JSON.stringify(w)}`);
       assert.match(String(w.error), /no heartbeat for \d+ ms/);
-      assert.ok(took < 500, `status took ${took} ms`);
+      // waiting on the worker would take its 2 s ask timeout; a busy one-CPU guest answered in up to 524 ms
+      assert.ok(took < 1500, `status took ${took} ms`);
     }
     const r = await reader.done;
     assert.deepEqual(r.errors, []);

@@ -138,8 +138,8 @@ test('a nydus blob layer that cannot be served lazily fails the pull at once, na
   }
 });
 
-test('mounted at pull: committing the bootstrap layer mounts the image, so its blobs are opened before a container asks', async () => {
-  for (const [prefetch, want] of [['off', true], ['on-pull', true], ['on-start', false]] as const) {
+test('mounted at pull (prefetch "on-pull"): committing the bootstrap layer mounts the image, so its blobs are opened before a container asks', async () => {
+  for (const [prefetch, want] of [['off', false], ['on-pull', true], ['on-start', false]] as const) {
     assert.equal(mountsOnPull(parseConfig(`[fscache]\nprefetch = "${prefetch}"\n`)), want, `prefetch = "${prefetch}"`);
   }
   sn.lazy = Object.assign(new FakeLazy(), { mountOnPull: true });
