@@ -182,6 +182,9 @@ test('the same start recorded while each serving worker is SIGKILLed 100-300 ms 
   let stop = false;
   const LOAD_MS = 1500;
   const MAX_KILLS = 30;
+  // and for at most 60 s: CreateContainer has 120 s, and a slower machine gave successors 3-7 s each (30 kills > 120 s)
+  const KILL_FOR_MS = 60_000;
+  const began = Date.now();
   const killer = (async () => {
     const firstSeen = new Map<number, number>();
     let pid = 0;
@@ -197,7 +200,7 @@ test('the same start recorded while each serving worker is SIGKILLed 100-300 ms 
         killAt = now + 100 + Math.floor(Math.random() * 200);
       }
       const successorLoaded = all.some((p) => p !== pid && fs.existsSync(`/proc/${p}`) && now - firstSeen.get(p)! >= LOAD_MS);
-      if (kills >= MAX_KILLS) break;
+      if (kills >= MAX_KILLS || now - began > KILL_FOR_MS) break;
       if (!pid || now < killAt || !successorLoaded) continue;
       try {
         process.kill(pid, 'SIGKILL');
