@@ -22,6 +22,7 @@ import { remoteOpener, type RemoteOpener } from './remote-opener';
 import type { WorkerSettings } from './settings';
 import { serveTakeover } from './takeover';
 import { TraceRecorder } from './trace-recorder';
+import { warmFetchPath } from './warm-up';
 
 export interface WorkerOptions {
   controlFd: number;
@@ -37,6 +38,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   // Until the handover, a standby yields the CPU to the serving worker (its warm-up too): nice 10, back to 0 after.
   const niceness = process.getuid?.() === 0 ? setNice(10) : undefined; // only root may raise it back
   const remote = remoteOpener(o.settings, o.log);
+  // while it waits for the handover (or in its first moments): a first read then finds the fetch path compiled and set up
+  void warmFetchPath(o.log);
   const metrics = new WorkerMetrics();
   const resolver = MetadataResolver.open(o.settings.dbPath, remote.open, { opened: (c, image) => metrics.label(c, image), closing: (c) => metrics.closing(c) });
   // A standby opens the mounted images' blobs while it waits: after a handover its first OPENs answer at once

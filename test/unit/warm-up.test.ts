@@ -1,0 +1,20 @@
+// A worker's warm-up goes through the real fetch path (writer, loopback
+// registry, registry client, DataBlob, fill) and checks the bytes it reads:
+// if that path changes so that the warm-up no longer fits it, this fails
+// instead of every first read silently paying the cold start again.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import pino from 'pino';
+import { warmFetchPath } from '../../worker/warm-up';
+
+test('the warm-up opens and reads its own blob through the fetch path, and leaves nothing behind', async () => {
+  const lines: Array<{ msg: string; ms?: number }> = [];
+  const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
+  const before = fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('lazysnap-warm-up-'));
+  assert.equal(await warmFetchPath(log), true, JSON.stringify(lines));
+  assert.ok(lines.some((l) => l.msg === 'fetch path warmed up' && typeof l.ms === 'number'), JSON.stringify(lines));
+  const after = fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('lazysnap-warm-up-'));
+  assert.deepEqual(after, before, 'its temporary blob is removed');
+});
