@@ -547,6 +547,69 @@ export class Repository {
   }
 
   /**
+   * The last `n` bytes of a blob (all of it if shorter) and the blob's size,
+   * with one suffix-Range GET (`bytes=-n`): no HEAD first. A 200 (Range
+   * ignored) is read whole only within ignoredRangeMaxBytes.
+   */
+  async readBlobTail(digest: string, n: number, opts: { signal?: AbortSignal } = {}): Promise<{ size: number; off: number; data: Buffer }> {
+    if (!Number.isSafeInteger(n) || n <= 0) throw new RangeError(`bad tail length ${n} of ${digest}`);
+    const range = `bytes=-${n}`;
+    const maxIgnored = this.client.opts.ignoredRangeMaxBytes ?? 16 << 20;
+    return this.execute({
+      what: `blob ${digest} ${range}`,
+      path: `/blobs/${digest}`,
+      capability: 'pull',
+      method: 'GET',
+      headers: { range, 'accept-encoding': 'identity' },
+      redirectKey: digest,
+      signal: opts.signal,
+      handle: async (res, info) => {
+        const dcd = headerValue(res.headers, 'docker-content-digest');
+        if (dcd && DIGEST_RE.test(dcd) && DIGEST_RE.test(digest) && dcd !== digest) {
+          discard(res);
+          throw new IntegrityError(`the server sent blob ${dcd}`, info);
+        }
+        if (res.status === 206) {
+          const cr = headerValue(res.headers, 'content-range') ?? '';
+          const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(cr.trim());
+          const [from, to, size] = m ? [Number(m[1]), Number(m[2]), Number(m[3])] : [NaN, NaN, NaN];
+          if (!m || to !== size - 1 || from !== Math.max(0, size - n) || !Number.isSafeInteger(size)) {
+            discard(res);
+            throw new ProtocolError(`asked for ${range}, got Content-Range "${cr}"`, { ...info, status: 206 }, true);
+          }
+          const len = to - from + 1;
+          const cl = headerValue(res.headers, 'content-length');
+          if (cl !== undefined && Number(cl) !== len) {
+            discard(res);
+            throw new BodyLengthError(`Content-Length ${cl} for a ${len}-byte range (truncated)`, { ...info, status: 206 });
+          }
+          const data = await readExact(res, len, info, opts.signal);
+          this.client.stats.bytes += len;
+          return { size, off: from, data };
+        }
+        if (res.status === 200) {
+          const size = Number(headerValue(res.headers, 'content-length'));
+          if (!Number.isSafeInteger(size) || size > maxIgnored) {
+            discard(res);
+            throw new ProtocolError(`the server ignored the Range header (HTTP 200 for ${range}); ` +
+              `refusing to download ${Number.isSafeInteger(size) ? size : 'all the'} bytes for it`, { ...info, status: 200 });
+          }
+          const all = await readExact(res, size, info, opts.signal);
+          this.client.stats.bytes += size;
+          const off = Math.max(0, size - n);
+          return { size, off, data: all.subarray(off) };
+        }
+        if (res.status === 416) {
+          const body = await errorText(res);
+          throw new ProtocolError(`range not satisfiable (HTTP 416)${body ? `: ${body.slice(0, 200)}` : ''}`, { ...info, status: 416 });
+        }
+        await expectOk(res, [], info);
+        throw new Error('unreachable');
+      },
+    });
+  }
+
+  /**
    * Bytes [off, off+len) of a blob with one Range GET. Accepts 206 with a
    * matching Content-Range; a 200 (Range ignored) only when the range ends
    * within ignoredRangeMaxBytes (the prefix is read, the rest abandoned).

@@ -30,7 +30,7 @@
 import type { Logger } from 'pino';
 import { Allocator, BlobContent, ChunkHealth, FillHints, RangeSink, alignUp, fillWindow } from '../content';
 import type { ChunkInfo } from '../../image/blob/chunkinfo';
-import { DataBlob } from '../../image/blob/datablob';
+import { DataBlob, metadataTailBytes } from '../../image/blob/datablob';
 import { FormatError } from '../../image/errors';
 import type { BlobEntry } from '../../image/rafs/bootstrap';
 import { Prefetch, PrefetchOptions, PrefetchTarget } from './prefetch';
@@ -39,9 +39,9 @@ import { BlobMetaCache, MetaSource } from './meta-cache';
 import { BlobProgress, ChunkPresence, PresenceBitmap, markRange } from './presence';
 import { Run, chunkSpan, coalesce, deliveryRanges, splitRange, subtractSpans, widen } from './planner';
 import type { Repository } from '../../registry/client';
-import { AbortedError } from '../../registry/errors';
+import { AbortedError, ProtocolError } from '../../registry/errors';
 import { FetchScheduler, Priority } from './scheduler';
-import { RangeReader, RegistryBlobSource, rangeReaderOf } from './source';
+import { BlobTail, RangeReader, RegistryBlobSource, rangeReaderOf } from './source';
 import { SharedFetch, Waiter } from './waiters';
 import { BadChunkError, BadChunks } from './bad-chunks';
 
@@ -195,8 +195,19 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     const digest = opts.digest ?? `sha256:${entry.blobId}`;
     // metadata reads answered from `saved` where it has them; chunk reads always go to the registry
     const openWith = async (size: number | undefined, saved?: Map<string, Buffer>) => {
-      const registry = await RegistryBlobSource.open(repo, digest, size, opts.signal);
-      const src = new MetaSource(registry, saved);
+      let registry: RegistryBlobSource | undefined;
+      let tail: BlobTail | undefined;
+      if (size === undefined && !saved) {
+        // one GET for the size and the metadata at the blob's end, instead of a HEAD and three GETs
+        try {
+          ({ source: registry, tail } = await RegistryBlobSource.openTail(repo, digest, metadataTailBytes(entry), opts.signal));
+        } catch (err) {
+          if (!(err instanceof ProtocolError)) throw err;
+          opts.log?.debug({ blob: entry.blobId, err: err.message }, 'a suffix Range GET failed; sizing the blob with a HEAD');
+        }
+      }
+      registry ??= await RegistryBlobSource.open(repo, digest, size, opts.signal);
+      const src = new MetaSource(registry, saved, tail);
       const content = new RemoteBlobContent(await DataBlob.open(entry, src, opts.tableDigests ?? null), registry, opts);
       return { src, content };
     };

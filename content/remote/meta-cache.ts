@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { BlobSource } from '../../image/blob/source';
-import type { RangeReader } from './source';
+import type { BlobTail, RangeReader } from './source';
 
 /** The file: a JSON line {size, ranges: [[off, len], ...]}, then the ranges' bytes in that order. */
 interface Saved {
@@ -90,7 +90,12 @@ export class BlobMetaCache {
  */
 export class MetaSource implements BlobSource {
   readonly recorded = new Map<string, Buffer>();
-  constructor(readonly inner: BlobSource & RangeReader, private readonly saved?: Map<string, Buffer>) {}
+  constructor(
+    readonly inner: BlobSource & RangeReader,
+    private readonly saved?: Map<string, Buffer>,
+    /** the blob's end, fetched in one GET as it was opened: reads inside it need no round trip */
+    private readonly tail?: BlobTail,
+  ) {}
 
   get name(): string {
     return this.inner.name;
@@ -104,7 +109,10 @@ export class MetaSource implements BlobSource {
     const k = key(off, len);
     const hit = this.saved?.get(k);
     if (hit) return Buffer.from(hit);
-    const b = await this.inner.read(off, len);
+    const t = this.tail;
+    const b = t && off >= t.off && off + len <= t.off + t.data.length
+      ? Buffer.from(t.data.subarray(off - t.off, off - t.off + len))
+      : await this.inner.read(off, len);
     this.recorded.set(k, Buffer.from(b));
     return b;
   }

@@ -6,6 +6,12 @@ import type { BlobSource } from '../../image/blob/source';
 import { FormatError } from '../../image/errors';
 import type { Repository } from '../../registry/client';
 
+/** The last bytes of a blob, from `off` to its end. */
+export interface BlobTail {
+  off: number;
+  data: Buffer;
+}
+
 /** What the chunk fetcher needs: ranged reads, cancellable. */
 export interface RangeReader {
   readonly name: string;
@@ -26,6 +32,15 @@ export class RegistryBlobSource implements BlobSource, RangeReader {
   static async open(repo: Repository, digest: string, size?: number, signal?: AbortSignal): Promise<RegistryBlobSource> {
     const n = size ?? (await repo.statBlob(digest, signal));
     return new RegistryBlobSource(repo, digest, n, `${repo.name}@${digest}`);
+  }
+
+  /**
+   * Opens a blob with one suffix-Range GET of its last `tailBytes` (where a
+   * nydus blob keeps its metadata): the size comes with them, no HEAD.
+   */
+  static async openTail(repo: Repository, digest: string, tailBytes: number, signal?: AbortSignal): Promise<{ source: RegistryBlobSource; tail: BlobTail }> {
+    const t = await repo.readBlobTail(digest, tailBytes, { signal });
+    return { source: new RegistryBlobSource(repo, digest, t.size, `${repo.name}@${digest}`), tail: { off: t.off, data: t.data } };
   }
 
   /** The registry host this blob is read through (the key for per-host scheduling). */

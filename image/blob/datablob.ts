@@ -13,6 +13,16 @@ import { Toc, TocEntry, parseToc } from './toc';
 const DIGEST_SIZE = 32;
 const TOC_PROBE = 4096;
 
+/**
+ * How many bytes at a blob's end hold its metadata, by the bootstrap's entry:
+ * the chunk infos and their header, the ToC, a digest per chunk, and room for
+ * tar headers and padding. An estimate: metadata outside it is read as usual.
+ */
+export function metadataTailBytes(e: BlobEntry): number {
+  const want = e.ciCompressedSize + CI_HEADER_SIZE + (e.tocSize || TOC_PROBE) + e.chunkCount * DIGEST_SIZE + (64 << 10);
+  return Math.min(want, 32 << 20);
+}
+
 export class DataBlob {
   private constructor(
     readonly entry: BlobEntry,

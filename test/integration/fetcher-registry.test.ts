@@ -16,7 +16,7 @@ import { RegistryBlobSource } from '../../content/remote/source';
 import { RemoteBlobContent } from '../../content/remote/chunk-fetcher';
 import { BlobFetcher } from '../../content/remote';
 import { buildSyntheticBlob, uploadBlob, uploadManifest } from '../support/testblob';
-import { DataBlob } from '../../image/blob/datablob';
+import { DataBlob, metadataTailBytes } from '../../image/blob/datablob';
 import { FileSource } from '../../image/blob/source';
 import { NydusBlobContent } from '../../content/nydusblob';
 import { Bootstrap } from '../../image/rafs/bootstrap';
@@ -24,7 +24,7 @@ import { startRegistry, type Registry } from '../support/registry';
 import { makeTestPki, type TestPki } from '../support/tls';
 import { startTokenServer, type TokenServer } from '../support/token-server';
 import { FaultProxy } from '../support/fault-proxy';
-import { nydusFixtures, FIXTURE_BLOB_ID } from '../support/fixtures';
+import { nydusFixtures, FIXTURE_BLOB_ID, memorySource } from '../support/fixtures';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 import { freePort } from '../support/wait';
 
@@ -301,6 +301,34 @@ test('remote DataBlob: the nydus fixture blob through RegistryBlobSource equals 
   assert.equal(src.size, data.length);
   assert.ok((await src.read(8314, 32)).equals(data.subarray(8314, 8346)));
   await assert.rejects(src.read(data.length - 10, 20), /beyond the blob's 14554 bytes/);
+});
+
+test('a blob opens with one suffix-Range GET (its size and metadata at once, no HEAD), the upstream fixture and ours', T, async () => {
+  const fx = nydusFixtures();
+  const bs = new Bootstrap(fx.bootstrap());
+  const d = await uploadBlob(anon.url, 'test/tail', fx.blob());
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(40).fill(256 * 1024), seed: 'tail-open' });
+  await uploadBlob(anon.url, 'test/tail', b.data);
+  const proxy = await FaultProxy.start(anon.url);
+  cleanup.push(() => proxy.stop());
+  const c = client({ hostsDir: await hostsFor(anon.host, proxy.url) });
+  const repo = c.repository(anon.host, 'test/tail');
+  for (const [entry, digest, tableDigests, data] of [
+    [bs.blobs[0], d, bs.chunkTableDigests(0), fx.blob()],
+    [b.entry, undefined, null, b.data],
+  ] as const) {
+    proxy.log.length = 0;
+    const content = await RemoteBlobContent.open(repo, entry, { digest, tableDigests });
+    const blobReqs = proxy.log.filter((l) => l.path.includes('/blobs/'));
+    assert.deepEqual(blobReqs.map((l) => [l.method, l.range, l.status]), [['GET', `bytes=-${metadataTailBytes(entry)}`, 206]],
+      JSON.stringify(proxy.log));
+    const out = Buffer.alloc(content.size);
+    await content.fill(0, content.size, async (o, buf) => void buf.copy(out, o), (n) => Buffer.alloc(n));
+    const local = new NydusBlobContent(await DataBlob.open(entry, memorySource(data), tableDigests));
+    const want = Buffer.alloc(local.size);
+    await local.fill(0, local.size, async (o, buf) => void buf.copy(want, o), (n) => Buffer.alloc(n));
+    assert.ok(out.equals(want), 'the blob read through its tail-opened metadata equals the local reader');
+  }
 });
 
 test('BlobFetcher.open: what the fscache worker calls, with per-call credentials', T, async () => {
