@@ -555,56 +555,28 @@ export class Repository {
     if (!Number.isSafeInteger(n) || n <= 0) throw new RangeError(`bad tail length ${n} of ${digest}`);
     const range = `bytes=-${n}`;
     const maxIgnored = this.client.opts.ignoredRangeMaxBytes ?? 16 << 20;
-    return this.execute({
-      what: `blob ${digest} ${range}`,
-      path: `/blobs/${digest}`,
-      capability: 'pull',
-      method: 'GET',
-      headers: { range, 'accept-encoding': 'identity' },
-      redirectKey: digest,
-      signal: opts.signal,
-      handle: async (res, info) => {
-        const dcd = headerValue(res.headers, 'docker-content-digest');
-        if (dcd && DIGEST_RE.test(dcd) && DIGEST_RE.test(digest) && dcd !== digest) {
+    return this.rangeGet(digest, range, opts.signal, {
+      partial: async (res, info) => {
+        const cr = headerValue(res.headers, 'content-range') ?? '';
+        const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(cr.trim());
+        const [from, to, size] = m ? [Number(m[1]), Number(m[2]), Number(m[3])] : [NaN, NaN, NaN];
+        if (!m || to !== size - 1 || from !== Math.max(0, size - n) || !Number.isSafeInteger(size)) {
           discard(res);
-          throw new IntegrityError(`the server sent blob ${dcd}`, info);
+          throw new ProtocolError(`asked for ${range}, got Content-Range "${cr}"`, { ...info, status: 206 }, true);
         }
-        if (res.status === 206) {
-          const cr = headerValue(res.headers, 'content-range') ?? '';
-          const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(cr.trim());
-          const [from, to, size] = m ? [Number(m[1]), Number(m[2]), Number(m[3])] : [NaN, NaN, NaN];
-          if (!m || to !== size - 1 || from !== Math.max(0, size - n) || !Number.isSafeInteger(size)) {
-            discard(res);
-            throw new ProtocolError(`asked for ${range}, got Content-Range "${cr}"`, { ...info, status: 206 }, true);
-          }
-          const len = to - from + 1;
-          const cl = headerValue(res.headers, 'content-length');
-          if (cl !== undefined && Number(cl) !== len) {
-            discard(res);
-            throw new BodyLengthError(`Content-Length ${cl} for a ${len}-byte range (truncated)`, { ...info, status: 206 });
-          }
-          const data = await readExact(res, len, info, opts.signal);
-          this.client.stats.bytes += len;
-          return { size, off: from, data };
+        return { size, off: from, data: await this.rangeBody(res, to - from + 1, info, opts.signal) };
+      },
+      whole: async (res, info) => {
+        const size = Number(headerValue(res.headers, 'content-length'));
+        if (!Number.isSafeInteger(size) || size > maxIgnored) {
+          discard(res);
+          throw new ProtocolError(`the server ignored the Range header (HTTP 200 for ${range}); ` +
+            `refusing to download ${Number.isSafeInteger(size) ? size : 'all the'} bytes for it`, { ...info, status: 200 });
         }
-        if (res.status === 200) {
-          const size = Number(headerValue(res.headers, 'content-length'));
-          if (!Number.isSafeInteger(size) || size > maxIgnored) {
-            discard(res);
-            throw new ProtocolError(`the server ignored the Range header (HTTP 200 for ${range}); ` +
-              `refusing to download ${Number.isSafeInteger(size) ? size : 'all the'} bytes for it`, { ...info, status: 200 });
-          }
-          const all = await readExact(res, size, info, opts.signal);
-          this.client.stats.bytes += size;
-          const off = Math.max(0, size - n);
-          return { size, off, data: all.subarray(off) };
-        }
-        if (res.status === 416) {
-          const body = await errorText(res);
-          throw new ProtocolError(`range not satisfiable (HTTP 416)${body ? `: ${body.slice(0, 200)}` : ''}`, { ...info, status: 416 });
-        }
-        await expectOk(res, [], info);
-        throw new Error('unreachable');
+        const all = await readExact(res, size, info, opts.signal);
+        this.client.stats.bytes += size;
+        const off = Math.max(0, size - n);
+        return { size, off, data: all.subarray(off) };
       },
     });
   }
@@ -622,6 +594,47 @@ export class Repository {
     const last = off + len - 1;
     const range = `bytes=${off}-${last}`;
     const maxIgnored = this.client.opts.ignoredRangeMaxBytes ?? 16 << 20;
+    return this.rangeGet(digest, range, opts.signal, {
+      partial: async (res, info) => {
+        const cr = headerValue(res.headers, 'content-range') ?? '';
+        const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr.trim());
+        if (!m || Number(m[1]) !== off || Number(m[2]) !== last) {
+          discard(res);
+          // retryable: a confused proxy or cache may answer right next time
+          throw new ProtocolError(`asked for ${range}, got Content-Range "${cr}"`, { ...info, status: 206 }, true);
+        }
+        if (m[3] !== '*' && opts.blobSize !== undefined && Number(m[3]) !== opts.blobSize) {
+          discard(res);
+          throw new ProtocolError(`Content-Range says the blob is ${m[3]} bytes, expected ${opts.blobSize}`, { ...info, status: 206 });
+        }
+        return this.rangeBody(res, len, info, opts.signal);
+      },
+      whole: async (res, info) => {
+        const cl = Number(headerValue(res.headers, 'content-length'));
+        if (Number.isFinite(cl) && cl < off + len) {
+          discard(res);
+          throw new ProtocolError(`HTTP 200 with ${cl} bytes for ${range}: the blob is shorter than the range`, { ...info, status: 200 });
+        }
+        if (off + len > maxIgnored) {
+          discard(res);
+          throw new ProtocolError(`the server ignored the Range header (HTTP 200 for ${range}); ` +
+            `refusing to download ${Number.isFinite(cl) ? cl : 'all the'} bytes for it`, { ...info, status: 200 });
+        }
+        const data = await readSlice(res, off, len, info, opts.signal);
+        this.client.stats.bytes += off + len;
+        return data;
+      },
+    });
+  }
+
+  /**
+   * One Range GET of a blob, with what every answer is checked for (the blob
+   * the server names, 416, errors); a 206 and a 200 go to the caller.
+   */
+  private rangeGet<T>(digest: string, range: string, signal: AbortSignal | undefined, on: {
+    partial(res: HttpResponse, info: RegistryErrorInfo): Promise<T>;
+    whole(res: HttpResponse, info: RegistryErrorInfo): Promise<T>;
+  }): Promise<T> {
     return this.execute({
       what: `blob ${digest} ${range}`,
       path: `/blobs/${digest}`,
@@ -629,49 +642,15 @@ export class Repository {
       method: 'GET',
       headers: { range, 'accept-encoding': 'identity' },
       redirectKey: digest,
-      signal: opts.signal,
+      signal,
       handle: async (res, info) => {
         const dcd = headerValue(res.headers, 'docker-content-digest');
         if (dcd && DIGEST_RE.test(dcd) && DIGEST_RE.test(digest) && dcd !== digest) {
           discard(res);
           throw new IntegrityError(`the server sent blob ${dcd}`, info);
         }
-        if (res.status === 206) {
-          const cr = headerValue(res.headers, 'content-range') ?? '';
-          const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr.trim());
-          if (!m || Number(m[1]) !== off || Number(m[2]) !== last) {
-            discard(res);
-            // retryable: a confused proxy or cache may answer right next time
-            throw new ProtocolError(`asked for ${range}, got Content-Range "${cr}"`, { ...info, status: 206 }, true);
-          }
-          if (m[3] !== '*' && opts.blobSize !== undefined && Number(m[3]) !== opts.blobSize) {
-            discard(res);
-            throw new ProtocolError(`Content-Range says the blob is ${m[3]} bytes, expected ${opts.blobSize}`, { ...info, status: 206 });
-          }
-          const cl = headerValue(res.headers, 'content-length');
-          if (cl !== undefined && Number(cl) !== len) {
-            discard(res);
-            throw new BodyLengthError(`Content-Length ${cl} for a ${len}-byte range (truncated)`, { ...info, status: 206 });
-          }
-          const data = await readExact(res, len, info, opts.signal);
-          this.client.stats.bytes += len;
-          return data;
-        }
-        if (res.status === 200) {
-          const cl = Number(headerValue(res.headers, 'content-length'));
-          if (Number.isFinite(cl) && cl < off + len) {
-            discard(res);
-            throw new ProtocolError(`HTTP 200 with ${cl} bytes for ${range}: the blob is shorter than the range`, { ...info, status: 200 });
-          }
-          if (off + len > maxIgnored) {
-            discard(res);
-            throw new ProtocolError(`the server ignored the Range header (HTTP 200 for ${range}); ` +
-              `refusing to download ${Number.isFinite(cl) ? cl : 'all the'} bytes for it`, { ...info, status: 200 });
-          }
-          const data = await readSlice(res, off, len, info, opts.signal);
-          this.client.stats.bytes += off + len;
-          return data;
-        }
+        if (res.status === 206) return on.partial(res, info);
+        if (res.status === 200) return on.whole(res, info);
         if (res.status === 416) {
           const body = await errorText(res);
           throw new ProtocolError(`range not satisfiable (HTTP 416)${body ? `: ${body.slice(0, 200)}` : ''}`, { ...info, status: 416 });
@@ -680,5 +659,17 @@ export class Repository {
         throw new Error('unreachable');
       },
     });
+  }
+
+  /** A 206's body of `len` bytes; a Content-Length that says otherwise is a truncation. */
+  private async rangeBody(res: HttpResponse, len: number, info: RegistryErrorInfo, signal?: AbortSignal): Promise<Buffer> {
+    const cl = headerValue(res.headers, 'content-length');
+    if (cl !== undefined && Number(cl) !== len) {
+      discard(res);
+      throw new BodyLengthError(`Content-Length ${cl} for a ${len}-byte range (truncated)`, { ...info, status: 206 });
+    }
+    const data = await readExact(res, len, info, signal);
+    this.client.stats.bytes += len;
+    return data;
   }
 }
