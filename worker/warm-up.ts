@@ -53,9 +53,10 @@ export async function warmFetchPath(log: Logger): Promise<boolean> {
     log.warn({ err: (err as Error).message }, 'warming the fetch path up failed (the first real read pays for it)');
     return false;
   } finally {
+    // every fd it opened is closed before it resolves (serve-fanotify.ts waits for that)
     await fetcher?.close().catch(() => undefined);
     server?.closeAllConnections();
-    server?.close();
+    await new Promise((resolve) => (server ? server.close(resolve) : resolve(undefined)));
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -39,7 +39,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const niceness = process.getuid?.() === 0 ? setNice(10) : undefined; // only root may raise it back
   const remote = remoteOpener(o.settings, o.log);
   // while it waits for the handover (or in its first moments): a first read then finds the fetch path compiled and set up
-  void warmFetchPath(o.log);
+  const warmedUp = warmFetchPath(o.log);
   const metrics = new WorkerMetrics();
   const resolver = MetadataResolver.open(o.settings.dbPath, remote.open, { opened: (c, image) => metrics.label(c, image), closing: (c) => metrics.closing(c) });
   // A standby opens the mounted images' blobs while it waits: after a handover its first OPENs answer at once
@@ -59,7 +59,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   if (niceness !== undefined) setNice(niceness);
   const recorder = o.settings.learn.dir ? new TraceRecorder(o.settings.learn.dir, o.log) : undefined;
   const serving = o.settings.backend === 'fanotify'
-    ? serveFanotify(devFd, resolver, o.settings, o.log, metrics.read)
+    ? serveFanotify(devFd, resolver, o.settings, o.log, metrics.read, warmedUp)
     : serveFscache(devFd, resolver, o.settings, o.log, metrics.read, recorder);
 
   const control = new net.Socket({ fd: o.controlFd, readable: true, writable: true });

@@ -18,3 +18,12 @@ test('the warm-up opens and reads its own blob through the fetch path, and leave
   const after = fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('lazysnap-warm-up-'));
   assert.deepEqual(after, before, 'its temporary blob is removed');
 });
+
+test('every fd the warm-up opens is closed when it resolves (a fanotify worker holds orphans\' fd numbers only after it)', async () => {
+  const log = pino({ level: 'silent' });
+  await warmFetchPath(log); // the first: whatever Node opens once for good (its thread pool, its resolver) is opened here
+  const fds = () => fs.readdirSync('/proc/self/fd').map(Number).sort((a, b) => a - b);
+  const before = fds();
+  assert.equal(await warmFetchPath(log), true);
+  assert.deepEqual(fds(), before);
+});
