@@ -25,10 +25,11 @@ const REPO = 'lazysnap/warm-up';
 export async function warmFetchPath(log: Logger): Promise<boolean> {
   const t0 = Date.now();
   const cpu0 = process.cpuUsage();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-warm-up-'));
+  let dir: string | undefined;
   let server: http.Server | undefined;
   let fetcher: BlobFetcher | undefined;
   try {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-warm-up-'));
     const compressor = new InlineCompressor(1);
     const writer = await BlobWriter.create(path.join(dir, 'blob'), { chunkSize: CHUNK, compressor });
     // compressible, not zero (a zero chunk is a hole and would not be written)
@@ -57,7 +58,11 @@ export async function warmFetchPath(log: Logger): Promise<boolean> {
     await fetcher?.close().catch(() => undefined);
     server?.closeAllConnections();
     await new Promise((resolve) => (server ? server.close(resolve) : resolve(undefined)));
-    fs.rmSync(dir, { recursive: true, force: true });
+    try {
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // a few KiB left in the temp dir
+    }
   }
 }
 

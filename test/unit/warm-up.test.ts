@@ -27,3 +27,17 @@ test('every fd the warm-up opens is closed when it resolves (a fanotify worker h
   assert.equal(await warmFetchPath(log), true);
   assert.deepEqual(fds(), before);
 });
+
+test('a warm-up that cannot run (no usable temp dir) says so and resolves false: it never takes the worker down', async () => {
+  const lines: Array<{ level: number; msg: string }> = [];
+  const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
+  const was = process.env.TMPDIR;
+  process.env.TMPDIR = '/nonexistent/lazysnap-test';
+  try {
+    assert.equal(await warmFetchPath(log), false);
+  } finally {
+    if (was === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = was;
+  }
+  assert.ok(lines.some((l) => l.level === 40 && /warming the fetch path up failed/.test(l.msg)), JSON.stringify(lines));
+});
