@@ -15,7 +15,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { BlobFetcher } from '../content/remote';
-import { BlobWriter, InlineCompressor } from '../image/blob/writer';
+import { BlobResult, BlobWriter, InlineCompressor } from '../image/blob/writer';
 
 const CHUNK = 64 << 10;
 const CHUNKS = 3;
@@ -34,14 +34,22 @@ export async function warmFetchPath(log: Logger): Promise<boolean> {
     const writer = await BlobWriter.create(path.join(dir, 'blob'), { chunkSize: CHUNK, compressor });
     // compressible, not zero (a zero chunk is a hole and would not be written)
     const chunk = (i: number) => Buffer.alloc(CHUNK, `lazysnap warm-up chunk ${i} `);
-    for (let i = 0; i < CHUNKS; i++) await writer.put(chunk(i));
-    const blob = (await writer.finish())!;
+    let blob: BlobResult | null;
+    try {
+      for (let i = 0; i < CHUNKS; i++) await writer.put(chunk(i));
+      blob = await writer.finish();
+    } catch (err) {
+      await writer.abort().catch(() => undefined); // its file handle closed: no fd outlives the warm-up
+      throw err;
+    }
     await compressor.close();
+    if (!blob) throw new Error('the warm-up blob has no chunks');
     const data = fs.readFileSync(blob.path);
     server = serveOneBlob(`sha256:${blob.id}`, data);
     await new Promise<void>((resolve, reject) => server!.once('error', reject).listen(0, '127.0.0.1', resolve));
     const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-    fetcher = new BlobFetcher({ registry: { plainHttp: true, retry: { attempts: 1 } } });
+    // short timeouts: a fanotify successor with orphans waits for the warm-up, so it must end soon whatever happens
+    fetcher = new BlobFetcher({ registry: { plainHttp: true, retry: { attempts: 1 }, timeouts: { connectMs: 2000, headersMs: 2000, bodyMs: 2000 } } });
     const content = await fetcher.open({ host, repo: REPO, entry: { ...blob.entry, blobIndex: 0 } });
     // two chunks asked for; the fill may bring the third along
     const got = Buffer.alloc(CHUNKS * CHUNK);

@@ -39,7 +39,7 @@ import { BlobMetaCache, MetaSource } from './meta-cache';
 import { BlobProgress, ChunkPresence, PresenceBitmap, markRange } from './presence';
 import { Run, chunkSpan, coalesce, deliveryRanges, splitRange, subtractSpans, widen } from './planner';
 import type { Repository } from '../../registry/client';
-import { AbortedError, ProtocolError } from '../../registry/errors';
+import { AbortedError, AuthError, RegistryError } from '../../registry/errors';
 import { FetchScheduler, Priority } from './scheduler';
 import { BlobTail, RangeReader, RegistryBlobSource, rangeReaderOf } from './source';
 import { SharedFetch, Waiter } from './waiters';
@@ -202,13 +202,16 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
         try {
           ({ source: registry, tail } = await RegistryBlobSource.openTail(repo, digest, metadataTailBytes(entry), opts.signal));
         } catch (err) {
-          if (!(err instanceof ProtocolError)) throw err;
+          // a server (or a mirror before it) that does not do suffix ranges gets the old way; a cancel or refused credentials would fail that too
+          if (err instanceof AbortedError || err instanceof AuthError || !(err instanceof RegistryError)) throw err;
           opts.log?.debug({ blob: entry.blobId, err: err.message }, 'a suffix Range GET failed; sizing the blob with a HEAD');
         }
       }
       registry ??= await RegistryBlobSource.open(repo, digest, size, opts.signal);
       const src = new MetaSource(registry, saved, tail);
-      const content = new RemoteBlobContent(await DataBlob.open(entry, src, opts.tableDigests ?? null), registry, opts);
+      const blob = await DataBlob.open(entry, src, opts.tableDigests ?? null);
+      src.dropTail(); // what the open read is in `recorded`; the blob keeps its source for its life
+      const content = new RemoteBlobContent(blob, registry, opts);
       return { src, content };
     };
     const saved = opts.metaCache?.load(entry.blobId);

@@ -94,8 +94,13 @@ export class MetaSource implements BlobSource {
     readonly inner: BlobSource & RangeReader,
     private readonly saved?: Map<string, Buffer>,
     /** the blob's end, fetched in one GET as it was opened: reads inside it need no round trip */
-    private readonly tail?: BlobTail,
+    private tail?: BlobTail,
   ) {}
+
+  /** Lets the tail go once the blob is open (up to 32 MiB, no longer needed). */
+  dropTail(): void {
+    this.tail = undefined;
+  }
 
   get name(): string {
     return this.inner.name;

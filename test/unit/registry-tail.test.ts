@@ -11,7 +11,7 @@ import { RemoteBlobContent } from '../../content/remote/chunk-fetcher';
 import { metadataTailBytes } from '../../image/blob/datablob';
 import { buildSyntheticBlob } from '../support/testblob';
 
-type Mode = 'suffix' | 'ignore-range' | 'no-suffix' | 'wrong-range';
+type Mode = 'suffix' | 'ignore-range' | 'no-suffix' | 'wrong-range' | 'bad-request';
 const seen: string[] = [];
 
 async function withServer(blob: Buffer, mode: Mode, fn: (repo: ReturnType<RegistryClient['repository']>, digest: string) => Promise<void>) {
@@ -28,6 +28,7 @@ async function withServer(blob: Buffer, mode: Mode, fn: (repo: ReturnType<Regist
     const m = /^bytes=-(\d+)$/.exec(req.headers.range ?? '');
     if (!m || mode === 'ignore-range') return void res.writeHead(200, { 'content-length': blob.length }).end(blob);
     if (mode === 'no-suffix') return void res.writeHead(416, { 'content-range': `bytes */${blob.length}` }).end();
+    if (mode === 'bad-request') return void res.writeHead(400).end('suffix ranges are not supported');
     const from = Math.max(0, blob.length - Number(m[1])) + (mode === 'wrong-range' ? 1 : 0);
     const to = blob.length - 1;
     res.writeHead(206, { 'content-length': to - from + 1, 'content-range': `bytes ${from}-${to}/${blob.length}` }).end(blob.subarray(from, to + 1));
@@ -68,9 +69,9 @@ test('readBlobTail: a server without suffix ranges, or with a Content-Range that
   });
 });
 
-test('opening a blob: one suffix GET; where the server refuses it, a HEAD and ranged reads as before', async () => {
+test('opening a blob: one suffix GET; where the server refuses it (416, 400) or gets it wrong, one try of it, then a HEAD and ranged reads as before', async () => {
   const b = await buildSyntheticBlob({ chunkSizes: [200_000, 300_000, 100_000], seed: 'tail-unit' });
-  for (const mode of ['suffix', 'no-suffix'] as const) {
+  for (const mode of ['suffix', 'no-suffix', 'wrong-range', 'bad-request'] as const) {
     await withServer(b.data, mode, async (repo) => {
       seen.length = 0;
       const content = await RemoteBlobContent.open(repo, b.entry);
@@ -79,7 +80,7 @@ test('opening a blob: one suffix GET; where the server refuses it, a HEAD and ra
       await content.fill(0, content.size, async (o, buf) => void buf.copy(out, o), (n) => Buffer.alloc(n));
       assert.ok(out.equals(b.uncompressed), mode);
       if (mode === 'suffix') assert.deepEqual(seen.slice(0, opened), [`GET bytes=-${metadataTailBytes(b.entry)}`]);
-      else assert.deepEqual(seen.slice(0, 2), [`GET bytes=-${metadataTailBytes(b.entry)}`, 'HEAD '], seen.join('\n'));
+      else assert.deepEqual(seen.slice(0, 2), [`GET bytes=-${metadataTailBytes(b.entry)}`, 'HEAD '], `${mode}:\n${seen.join('\n')}`);
     });
   }
 });
