@@ -12,14 +12,7 @@ import { GroupPoller, allBlobFiles, deadJournals, groupIO, openJournal, reserveF
 /** how often orphans wait for a live worker's journal (a retiring one) to go */
 const RESCAN_MS = 200;
 
-/**
- * `quiet`: settles once the worker's own start-up work (its warm-up) has
- * closed the fds it opened. A response names its event by fd number, so an
- * orphan's number must stay held until it is answered: one held only by a
- * passing fd of that work would be freed, and a new event could take it.
- */
-export function serveFanotify(groupFd: number, resolver: ContentResolver, s: WorkerSettings, log: Logger, onRead?: ReadObserver,
-  quiet: Promise<unknown> = Promise.resolve()): Serving {
+export function serveFanotify(groupFd: number, resolver: ContentResolver, s: WorkerSettings, log: Logger, onRead?: ReadObserver): Serving {
   const journal = openJournal(s.journalDir);
   let poller: GroupPoller | undefined;
   const daemon = new FanotifyDaemon(groupIO(groupFd), journal, resolver, log, {
@@ -34,7 +27,6 @@ export function serveFanotify(groupFd: number, resolver: ContentResolver, s: Wor
 
   const answerOrphans = async () => {
     let dead = deadJournals(s.journalDir);
-    if (dead.orphans.length > 0) await quiet;
     // Their numbers are held before the first read: none of this worker's own events can take one.
     const reserved = reserveFds(dead.orphans.map((o) => o.event.fd));
     if (dead.orphans.length > 0) {

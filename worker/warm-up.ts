@@ -48,7 +48,7 @@ export async function warmFetchPath(log: Logger): Promise<boolean> {
     server = serveOneBlob(`sha256:${blob.id}`, data);
     await new Promise<void>((resolve, reject) => server!.once('error', reject).listen(0, '127.0.0.1', resolve));
     const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-    // short timeouts: a fanotify successor with orphans waits for the warm-up, so it must end soon whatever happens
+    // short timeouts: a fanotify worker waits for the warm-up before it serves, so it must end soon whatever happens
     fetcher = new BlobFetcher({ registry: { plainHttp: true, retry: { attempts: 1 }, timeouts: { connectMs: 2000, headersMs: 2000, bodyMs: 2000 } } });
     const content = await fetcher.open({ host, repo: REPO, entry: { ...blob.entry, blobIndex: 0 } });
     // two chunks asked for; the fill may bring the third along
@@ -62,7 +62,7 @@ export async function warmFetchPath(log: Logger): Promise<boolean> {
     log.warn({ err: (err as Error).message }, 'warming the fetch path up failed (the first real read pays for it)');
     return false;
   } finally {
-    // every fd it opened is closed before it resolves (serve-fanotify.ts waits for that)
+    // every fd it opened is closed before it resolves (a fanotify worker waits for that: worker.ts)
     await fetcher?.close().catch(() => undefined);
     server?.closeAllConnections();
     await new Promise((resolve) => (server ? server.close(resolve) : resolve(undefined)));

@@ -57,9 +57,14 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   }
   const devFd = got.fds[0];
   if (niceness !== undefined) setNice(niceness);
+  // A fanotify response names its event by fd number, and a successor holds its orphans' numbers before its first
+  // read: a number held then by a passing fd of the warm-up would be freed later, and a new event could take it.
+  // So a fanotify worker serves once the warm-up has closed its fds (a standby's is long done; it has 2 s timeouts).
+  // Waiting before serving, not before polling: a serving worker that does not poll its group is judged hung.
+  if (o.settings.backend === 'fanotify') await warmedUp;
   const recorder = o.settings.learn.dir ? new TraceRecorder(o.settings.learn.dir, o.log) : undefined;
   const serving = o.settings.backend === 'fanotify'
-    ? serveFanotify(devFd, resolver, o.settings, o.log, metrics.read, warmedUp)
+    ? serveFanotify(devFd, resolver, o.settings, o.log, metrics.read)
     : serveFscache(devFd, resolver, o.settings, o.log, metrics.read, recorder);
 
   const control = new net.Socket({ fd: o.controlFd, readable: true, writable: true });
