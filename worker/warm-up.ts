@@ -21,8 +21,12 @@ const CHUNK = 64 << 10;
 const CHUNKS = 3;
 const REPO = 'lazysnap/warm-up';
 
-/** Resolves true once a blob was opened and read through the fetch path, its bytes as written. Never rejects. */
-export async function warmFetchPath(log: Logger): Promise<boolean> {
+/**
+ * Resolves true once a blob was opened and read through the fetch path, its
+ * bytes as written. Never rejects. `signal` stops it (a worker handed the
+ * device stops warming up: it would take the CPU from the readers it now serves).
+ */
+export async function warmFetchPath(log: Logger, signal?: AbortSignal): Promise<boolean> {
   const t0 = Date.now();
   const cpu0 = process.cpuUsage();
   let dir: string | undefined;
@@ -36,7 +40,10 @@ export async function warmFetchPath(log: Logger): Promise<boolean> {
     const chunk = (i: number) => Buffer.alloc(CHUNK, `lazysnap warm-up chunk ${i} `);
     let blob: BlobResult | null;
     try {
-      for (let i = 0; i < CHUNKS; i++) await writer.put(chunk(i));
+      for (let i = 0; i < CHUNKS; i++) {
+      signal?.throwIfAborted();
+      await writer.put(chunk(i));
+    }
       blob = await writer.finish();
     } catch (err) {
       await writer.abort().catch(() => undefined); // its file handle closed: no fd outlives the warm-up
@@ -50,16 +57,18 @@ export async function warmFetchPath(log: Logger): Promise<boolean> {
     const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
     // short timeouts: a fanotify worker waits for the warm-up before it serves, so it must end soon whatever happens
     fetcher = new BlobFetcher({ registry: { plainHttp: true, retry: { attempts: 1 }, timeouts: { connectMs: 2000, headersMs: 2000, bodyMs: 2000 } } });
-    const content = await fetcher.open({ host, repo: REPO, entry: { ...blob.entry, blobIndex: 0 } });
+    signal?.throwIfAborted();
+    const content = await fetcher.open({ host, repo: REPO, entry: { ...blob.entry, blobIndex: 0 }, signal });
     // two chunks asked for; the fill may bring the third along
     const got = Buffer.alloc(CHUNKS * CHUNK);
-    await content.fill(0, 2 * CHUNK, async (at, data) => void data.copy(got, at), (n) => Buffer.alloc(n));
+    await content.fill(0, 2 * CHUNK, async (at, data) => void data.copy(got, at), (n) => Buffer.alloc(n), signal);
     if (!got.subarray(0, 2 * CHUNK).equals(Buffer.concat([chunk(0), chunk(1)]))) throw new Error('the blob read back differs from the blob written');
     const cpu = process.cpuUsage(cpu0);
     log.debug({ ms: Date.now() - t0, cpuMs: Math.round((cpu.user + cpu.system) / 1000) }, 'fetch path warmed up');
     return true;
   } catch (err) {
-    log.warn({ err: (err as Error).message }, 'warming the fetch path up failed (the first real read pays for it)');
+    if (signal?.aborted) log.debug('warm-up stopped: the worker serves now');
+    else log.warn({ err: (err as Error).message }, 'warming the fetch path up failed (the first real read pays for it)');
     return false;
   } finally {
     // every fd it opened is closed before it resolves (a fanotify worker waits for that: worker.ts)

@@ -16,6 +16,7 @@ import { WorkerMetrics } from './metrics';
 import type { ReadObserver } from '../content/content';
 import type { RemoteBlobContent } from '../content/remote';
 import { serveFanotify } from './serve-fanotify';
+import { deadJournals } from './fanotify/group';
 import { cmd } from './protocol';
 import { MetadataResolver } from './resolver';
 import { remoteOpener, type RemoteOpener } from './remote-opener';
@@ -39,7 +40,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const niceness = process.getuid?.() === 0 ? setNice(10) : undefined; // only root may raise it back
   const remote = remoteOpener(o.settings, o.log);
   // while it waits for the handover (or in its first moments): a first read then finds the fetch path compiled and set up
-  const warmedUp = warmFetchPath(o.log);
+  const warmUpStop = new AbortController();
+  const warmedUp = warmFetchPath(o.log, warmUpStop.signal);
   const metrics = new WorkerMetrics();
   const resolver = MetadataResolver.open(o.settings.dbPath, remote.open, { opened: (c, image) => metrics.label(c, image), closing: (c) => metrics.closing(c) });
   // A standby opens the mounted images' blobs while it waits: after a handover its first OPENs answer at once
@@ -57,11 +59,14 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   }
   const devFd = got.fds[0];
   if (niceness !== undefined) setNice(niceness);
-  // A fanotify response names its event by fd number, and a successor holds its orphans' numbers before its first
-  // read: a number held then by a passing fd of the warm-up would be freed later, and a new event could take it.
-  // So a fanotify worker serves once the warm-up has closed its fds (a standby's is long done; it has 2 s timeouts).
-  // Waiting before serving, not before polling: a serving worker that does not poll its group is judged hung.
-  if (o.settings.backend === 'fanotify') await warmedUp;
+  if (o.settings.backend === 'fanotify') {
+    // A fanotify response names its event by fd number, and a successor holds its orphans' numbers before its first
+    // read: a number held then by a passing fd of the warm-up would be freed later, and a new event could take it.
+    // So a fanotify worker serves once the warm-up has closed its fds, stopped first if readers wait (orphans).
+    // Waiting before serving, not before polling: a serving worker that does not poll its group is judged hung.
+    if (deadJournals(o.settings.journalDir).orphans.length > 0) warmUpStop.abort();
+    await warmedUp;
+  }
   const recorder = o.settings.learn.dir ? new TraceRecorder(o.settings.learn.dir, o.log) : undefined;
   const serving = o.settings.backend === 'fanotify'
     ? serveFanotify(devFd, resolver, o.settings, o.log, metrics.read)
@@ -107,11 +112,21 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   control.on('error', () => {});
 
   serving.start();
+  // A warm-up not done yet stops at the first request: readers need the CPU more (kernel/hang: a successor still
+  // warming up, its standby time starved by a spinning worker, stretched a failover's stall by 3 s on one CPU).
+  stopWarmUpOnFirstRequest(serving.requests, warmedUp, warmUpStop);
   if (o.settings.takeoverPath) serveTakeover(o.settings.takeoverPath, devFd, o.log);
   sendJson(control, { event: 'ready', pid: process.pid });
   const heartbeat = startHeartbeat(control, serving, o.settings.heartbeatMs);
   const reporting = startMetricsReports(control, metrics, remote, serving, o.settings.metricsMs, o.log);
   o.log.info({ pid: process.pid, backend: o.settings.backend }, 'worker serving');
+}
+
+function stopWarmUpOnFirstRequest(requests: RequestProgress, warmedUp: Promise<boolean>, stop: AbortController): void {
+  const timer = setInterval(() => {
+    if (requests.handled > 0 || requests.pending > 0) stop.abort();
+  }, 10);
+  void warmedUp.finally(() => clearInterval(timer));
 }
 
 /** Sets this process's nice value; returns the one before (undefined if it could not be changed). */

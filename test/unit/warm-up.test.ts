@@ -41,3 +41,25 @@ test('a warm-up that cannot run (no usable temp dir) says so and resolves false:
   }
   assert.ok(lines.some((l) => l.level === 40 && /warming the fetch path up failed/.test(l.msg)), JSON.stringify(lines));
 });
+
+test('a warm-up stopped by its signal (the worker serves now) resolves false at once, leaving no fd and no temp dir', async () => {
+  const lines: Array<{ level: number; msg: string }> = [];
+  const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
+  await warmFetchPath(pino({ level: 'silent' })); // Node's own once-only fds opened first
+  const fds = () => fs.readdirSync('/proc/self/fd').map(Number).sort((a, b) => a - b);
+  const before = fds();
+  const tmpBefore = fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('lazysnap-warm-up-'));
+  for (const after of [0, 5, 20]) {
+    const stop = new AbortController();
+    const p = warmFetchPath(log, stop.signal);
+    setTimeout(() => stop.abort(), after);
+    assert.equal(typeof (await p), 'boolean');
+  }
+  const stopped = new AbortController();
+  stopped.abort();
+  assert.equal(await warmFetchPath(log, stopped.signal), false);
+  assert.ok(lines.some((l) => l.msg === 'warm-up stopped: the worker serves now'), JSON.stringify(lines));
+  assert.ok(!lines.some((l) => l.level >= 40), `a stop is no warning: ${JSON.stringify(lines)}`);
+  assert.deepEqual(fds(), before);
+  assert.deepEqual(fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('lazysnap-warm-up-')), tmpBefore);
+});
