@@ -41,9 +41,9 @@ export async function warmFetchPath(log: Logger, signal?: AbortSignal): Promise<
     let blob: BlobResult | null;
     try {
       for (let i = 0; i < CHUNKS; i++) {
-      signal?.throwIfAborted();
-      await writer.put(chunk(i));
-    }
+        signal?.throwIfAborted();
+        await writer.put(chunk(i));
+      }
       blob = await writer.finish();
     } catch (err) {
       await writer.abort().catch(() => undefined); // its file handle closed: no fd outlives the warm-up
@@ -61,7 +61,7 @@ export async function warmFetchPath(log: Logger, signal?: AbortSignal): Promise<
     const content = await fetcher.open({ host, repo: REPO, entry: { ...blob.entry, blobIndex: 0 }, signal });
     // two chunks asked for; the fill may bring the third along
     const got = Buffer.alloc(CHUNKS * CHUNK);
-    await content.fill(0, 2 * CHUNK, async (at, data) => void data.copy(got, at), (n) => Buffer.alloc(n), signal);
+    await content.fill(0, 2 * CHUNK, async (at, piece) => void piece.copy(got, at), (n) => Buffer.alloc(n), signal);
     if (!got.subarray(0, 2 * CHUNK).equals(Buffer.concat([chunk(0), chunk(1)]))) throw new Error('the blob read back differs from the blob written');
     const cpu = process.cpuUsage(cpu0);
     log.debug({ ms: Date.now() - t0, cpuMs: Math.round((cpu.user + cpu.system) / 1000) }, 'fetch path warmed up');
