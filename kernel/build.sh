@@ -12,6 +12,12 @@ cache=${LAZYSNAP_KERNEL_CACHE:-/var/cache/lazysnap/kernel}
 tarball=/usr/src/linux-source-6.12.tar.xz
 log() { echo "kernel/build.sh: $*" >&2; }
 
+# One build at a time: scripts/test.sh starts one in the background, and the
+# kernel tests wait for it here rather than start a second.
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
+
 missing=()
 [ -r "$tarball" ] || missing+=(linux-source-6.12)
 for tool in make:make gcc:gcc flex:flex bison:bison bc:bc xz:xz-utils strip:binutils; do

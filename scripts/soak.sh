@@ -4,7 +4,7 @@
 # runs them once in CI. Stops at the first failing pass. A guest that locks up
 # ends in uml-run.sh's timeout, one that aborts in its "guest ended" line: both
 # fail the pass. Prints one line per pass and a summary. SOAK_PATTERN narrows
-# a pass to the top-level tests it matches (node --test-name-pattern), e.g.
+# a pass to the tests it matches (node --test-name-pattern), e.g.
 # 'kernel tests|failover' leaves out the reruns with containerd 1.7 and 2.1.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/install.sh
+# The UML test kernel (cached after its first build; 6-10 minutes of both
+# cores on a fresh machine) builds in the background at the lowest priority
+# while the unit and host tests run; the kernel tests wait for it (its lock).
+mkdir -p /var/tmp/lazysnap-kt-logs
+( nice -n 19 bash kernel/build.sh >/var/tmp/lazysnap-kt-logs/kernel-build.log 2>&1 || true ) &
 # Leftovers of an earlier, interrupted run would confuse containerd's shims.
 for m in $(awk '$2 ~ /^\/tmp\/lazysnap-test-/ {print $2}' /proc/self/mounts | sort -r); do umount -l "$m" || true; done
 rm -rf /tmp/lazysnap-test-*

@@ -54,6 +54,8 @@ export interface WorkerHealth {
   worstLoopStallMs: number;
   /** lazysnapd's own longest stall seen by its watchdog, ms (such a check is skipped: unread heartbeats are not silence) */
   worstOwnStallMs: number;
+  /** the next failover's worker: loaded and waiting, still starting, or none (standby off, or being replaced) */
+  standby: 'loaded' | 'starting' | 'none';
 }
 
 interface Worker {
@@ -168,6 +170,7 @@ export class FscacheSupervisor {
       worstSilenceMs: this.worstSilenceMs,
       worstLoopStallMs: this.worstLoopStallMs,
       worstOwnStallMs: this.worstOwnStallMs,
+      standby: !this.standby ? 'none' : this.standby.loaded ? 'loaded' : 'starting',
     };
   }
 

@@ -1,12 +1,13 @@
 // The reader of the failover test: reads every file under a mount in 1 MiB
 // reads, compares each byte with the source, times each read() call, and
-// prints one JSON result. A failing read is counted, never retried.
+// prints one JSON result. A failing read is counted, never retried. Once the
+// file STOP exists (the test has its kills), it ends after the file it is on.
 import fs from 'node:fs';
 import path from 'node:path';
 
-const [mnt, src] = process.argv.slice(2);
+const [mnt, src, stop] = process.argv.slice(2);
 const BLOCK = 1 << 20;
-const r = { files: 0, bytes: 0, readsFailed: 0, mismatchedBytes: 0, worstStallMs: 0, errors: [] as string[] };
+const r = { files: 0, bytes: 0, readsFailed: 0, mismatchedBytes: 0, worstStallMs: 0, stopped: false, errors: [] as string[] };
 const a = Buffer.alloc(BLOCK);
 const b = Buffer.alloc(BLOCK);
 
@@ -22,6 +23,10 @@ function walk(rel: string): void {
     return;
   }
   for (const name of names) {
+    if (r.stopped || (stop && fs.existsSync(stop))) {
+      r.stopped = true;
+      return;
+    }
     const p = path.join(rel, name);
     let st: fs.Stats;
     try {

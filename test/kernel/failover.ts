@@ -5,8 +5,10 @@
 // nydus image (made by lazysnap convert) through fanotify pre-content
 // events, its blobs filled from the local blob files. Pass after pass on
 // fresh mounts (a fresh fsid is cold again: a new volume, new blob files),
-// while the active worker is SIGKILLed every 200-500 ms, at least 100
-// times. Every byte is compared with the source; no read may fail.
+// while the active worker is SIGKILLed 200-500 ms after a loaded standby
+// is there to take over, at least 100 times. Every byte is compared with the source; no read may fail. Once
+// the kills are in and one whole pass is done, the pass under way ends at
+// its next file.
 // Prints: failover: kills=N reads_failed=0 mismatched_bytes=0 worst_stall_ms=X
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -17,6 +19,7 @@ import { startLazysnapd } from '../support/lazysnapd';
 import { runOk } from '../support/proc';
 import { GUEST_MOUNT_DIRS, guestDir, mkfsErofs, requireFscacheKernel } from '../support/guest';
 import { nydusFromDir } from '../support/nydus-from-dir';
+import { AdminClient } from '../../cmd/admin-client';
 
 const BACKEND = process.env.FAILOVER_BACKEND ?? 'fscache';
 
@@ -87,13 +90,14 @@ interface ReaderResult {
   readsFailed: number;
   mismatchedBytes: number;
   worstStallMs: number;
+  stopped: boolean;
   errors: string[];
 }
 
-/** One cold pass in a child process, so a stalled read never blocks the killer. */
-function readPass(mnt: string, src: string): Promise<ReaderResult> {
+/** One cold pass in a child process, so a stalled read never blocks the killer; it ends early once `stop` exists. */
+function readPass(mnt: string, src: string, stop: string): Promise<ReaderResult> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [READER, mnt, src], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn(process.execPath, [READER, mnt, src, stop], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.on('error', reject);
@@ -123,10 +127,21 @@ async function main() {
       : `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'failover')}"\n${GUEST_MOUNT_DIRS}`,
   });
   const cli = async (...a: string[]) => (await runOk(process.execPath, [CLI, ...a, '--address', d.address], { timeoutMs: 300_000 })).stdout;
-  const workerPid = async () => JSON.parse(await cli('status', '--json')).worker.pid as number;
+  // in-process: a `lazysnap status` per kill costs a Node start (about a second in the guest)
+  const admin = new AdminClient(d.address);
+  // The serving worker's pid once a loaded standby waits: each kill is a failover. Killing faster than a
+  // standby loads (about 3 s on the guest's one CPU) is a crash loop, which lazysnapd meets by backing off.
+  const workerPid = async () => {
+    const w = (await admin.status()).worker as { pid: number; standby: string };
+    return w.standby === 'loaded' ? w.pid : 0;
+  };
 
   let kills = 0;
   let done = false;
+  let passes = 0;
+  // Once the kills are in and one whole pass is done, the pass under way ends after its current file.
+  const stop = path.join(dir, 'stop');
+  const enough = () => kills >= MIN_KILLS && passes >= 1;
   const killer = (async () => {
     while (!done) {
       await new Promise((r) => setTimeout(r, 200 + Math.random() * 300));
@@ -141,14 +156,14 @@ async function main() {
       try {
         process.kill(pid, 'SIGKILL');
         kills++;
+        if (enough() && !fs.existsSync(stop)) fs.writeFileSync(stop, '');
       } catch {
         // already gone
       }
     }
   })();
 
-  const total: ReaderResult = { files: 0, bytes: 0, readsFailed: 0, mismatchedBytes: 0, worstStallMs: 0, errors: [] };
-  let passes = 0;
+  const total: ReaderResult = { files: 0, bytes: 0, readsFailed: 0, mismatchedBytes: 0, worstStallMs: 0, stopped: false, errors: [] };
   let health: { hangsHealed: number; worstSilenceMs: number; worstLoopStallMs: number } | undefined;
   const started = Date.now();
   try {
@@ -156,7 +171,7 @@ async function main() {
       const mnt = path.join(dir, `mnt-${passes}`);
       fs.mkdirSync(mnt);
       await cli('mount', image, mnt, '--fsid', `failover-${passes}`);
-      const r = await readPass(mnt, src);
+      const r = await readPass(mnt, src, stop);
       await cli('umount', mnt);
       passes++;
       total.files += r.files;
@@ -165,7 +180,8 @@ async function main() {
       total.mismatchedBytes += r.mismatchedBytes;
       total.worstStallMs = Math.max(total.worstStallMs, r.worstStallMs);
       total.errors.push(...r.errors);
-      process.stderr.write(`pass ${passes}: ${r.files} files, ${(r.bytes / 2 ** 20).toFixed(0)} MiB, kills so far ${kills}\n`);
+      total.stopped = r.stopped;
+      process.stderr.write(`pass ${passes}: ${r.files} files, ${(r.bytes / 2 ** 20).toFixed(0)} MiB${r.stopped ? ' (ended early: the kills were in)' : ''}, kills so far ${kills}\n`);
       if (Date.now() - started > 40 * 60_000) throw new Error('failover test ran over 40 minutes');
     }
     // Killed workers are crashes: under this load no healthy worker may be judged hung.
@@ -173,12 +189,13 @@ async function main() {
   } finally {
     done = true;
     await killer;
+    admin.close();
     await d.stop();
     if (fanotify) fs.rmSync(dir, { recursive: true, force: true });
   }
   for (const e of total.errors.slice(0, 10)) process.stderr.write(`error: ${e}\n`);
   process.stdout.write(
-    `failover: passes=${passes} files=${total.files} MiB=${(total.bytes / 2 ** 20).toFixed(0)} image_MiB=${imageMiB.toFixed(0)}\n` +
+    `failover: passes=${passes} files=${total.files} MiB=${(total.bytes / 2 ** 20).toFixed(0)} image_MiB=${imageMiB.toFixed(0)} last_pass_ended_early=${total.stopped}\n` +
       `failover: kills=${kills} reads_failed=${total.readsFailed} mismatched_bytes=${total.mismatchedBytes} worst_stall_ms=${total.worstStallMs.toFixed(0)}\n` +
       `failover: hangs_healed=${health?.hangsHealed} worst_silence_ms=${health?.worstSilenceMs} worst_loop_stall_ms=${health?.worstLoopStallMs}\n`,
   );

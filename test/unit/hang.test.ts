@@ -125,10 +125,12 @@ test('a stopped or spinning serving worker is killed within the bound and replac
     assert.equal(sup.hangsHealed, 0);
     assert.equal(sup.activations, 1);
     assert.ok(sup.health().silentMs! < BOUND / 2, `silent ${sup.health().silentMs} ms`);
+    assert.equal(sup.health().standby, 'loaded', 'a loaded standby waits');
 
     const signals: NodeJS.Signals[] = ['SIGSTOP', 'SIGSTOP', 'SIGSTOP', 'SIGSTOP', 'SIGUSR2', 'SIGUSR2'];
     for (const [i, sig] of signals.entries()) {
       const took = await hangAndWait(sup, sig);
+      assert.notEqual(sup.health().standby, 'loaded', 'the standby took over; the next one is still starting');
       // Not before the bound (less the heartbeat that may have been due), and the handover adds little.
       assert.ok(took >= BOUND - heartbeatMsFor(BOUND), `${sig}: replaced after ${took} ms, before the bound; ${JSON.stringify(logs.slice(-3))}`);
       assert.ok(took <= BOUND + 1500, `${sig}: replaced after ${took} ms`);
