@@ -5,10 +5,10 @@
 // nydus image (made by lazysnap convert) through fanotify pre-content
 // events, its blobs filled from the local blob files. Pass after pass on
 // fresh mounts (a fresh fsid is cold again: a new volume, new blob files),
-// while the active worker is SIGKILLed 200-500 ms after a loaded standby
-// is there to take over, at least 100 times. Every byte is compared with the source; no read may fail. Once
-// the kills are in and one whole pass is done, the pass under way ends at
-// its next file.
+// while the active worker is SIGKILLed every 200-500 ms (plus the time a
+// `lazysnap status` takes), at least 100 times. Every byte is compared with
+// the source; no read may fail. Once the kills are in and one whole pass is
+// done, the pass under way ends at its next file.
 // Prints: failover: kills=N reads_failed=0 mismatched_bytes=0 worst_stall_ms=X
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -19,7 +19,6 @@ import { startLazysnapd } from '../support/lazysnapd';
 import { runOk } from '../support/proc';
 import { GUEST_MOUNT_DIRS, guestDir, mkfsErofs, requireFscacheKernel } from '../support/guest';
 import { nydusFromDir } from '../support/nydus-from-dir';
-import { AdminClient } from '../../cmd/admin-client';
 
 const BACKEND = process.env.FAILOVER_BACKEND ?? 'fscache';
 
@@ -127,14 +126,10 @@ async function main() {
       : `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'failover')}"\n${GUEST_MOUNT_DIRS}`,
   });
   const cli = async (...a: string[]) => (await runOk(process.execPath, [CLI, ...a, '--address', d.address], { timeoutMs: 300_000 })).stdout;
-  // in-process: a `lazysnap status` per kill costs a Node start (about a second in the guest)
-  const admin = new AdminClient(d.address);
-  // The serving worker's pid once a loaded standby waits: each kill is a failover. Killing faster than a
-  // standby loads (about 3 s on the guest's one CPU) is a crash loop, which lazysnapd meets by backing off.
-  const workerPid = async () => {
-    const w = (await admin.status()).worker as { pid: number; standby: string };
-    return w.standby === 'loaded' ? w.pid : 0;
-  };
+  // Each kill asks `lazysnap status` which worker serves: a Node start, about 1.5 s in the guest, which
+  // paces the kills. Tried without it (status in-process, a kill every 200-500 ms, or 2 s at most without a
+  // loaded standby): each successor was killed before it had served its first READ, and a read waited 20-90 s.
+  const workerPid = async () => JSON.parse(await cli('status', '--json')).worker.pid as number;
 
   let kills = 0;
   let done = false;
@@ -189,7 +184,6 @@ async function main() {
   } finally {
     done = true;
     await killer;
-    admin.close();
     await d.stop();
     if (fanotify) fs.rmSync(dir, { recursive: true, force: true });
   }
