@@ -11,7 +11,6 @@ import { LABEL } from '../snapshotter/remote';
 import type { FscacheImages } from '../snapshotter/storage/images';
 import { Mounter } from './mounter';
 import type { Learning } from './learning';
-import type { MetaAtPull } from './blob-meta-at-pull';
 
 export class SnapshotMounts implements LazyMounts {
   /** ensure() calls in flight per snapshot: two Prepares on one image mount it once */
@@ -22,8 +21,6 @@ export class SnapshotMounts implements LazyMounts {
   private readonly lastUsed = new Map<number, number>();
   /** learned prefetch: records a start of an image that has no trace yet */
   learning?: Learning;
-  /** reads a pulled image's blob metadata ahead of its first container (mounts/blob-meta-at-pull.ts) */
-  metaAtPull?: MetaAtPull;
 
   constructor(
     private readonly mounter: Mounter,
@@ -36,11 +33,6 @@ export class SnapshotMounts implements LazyMounts {
     /** called when a container is about to start on an image (prefetch holds back) */
     private readonly onStarting?: (snapshotId: number) => void,
   ) {}
-
-  pulled(bootstrapFile: string, labels: Labels): void {
-    const imageRef = labels[LABEL.imageRef];
-    if (imageRef) void this.metaAtPull?.(bootstrapFile, imageRef);
-  }
 
   starting(snapshotId: number): void {
     this.onStarting?.(snapshotId);

@@ -38,8 +38,6 @@ export interface LazyMounts {
   ensure(snapshotId: number, bootstrapFile: string, labels: Labels): Promise<string>;
   /** The bootstrap snapshot is being removed: unmount its image. */
   release(snapshotId: number): Promise<void>;
-  /** Its bootstrap layer was committed (pull) and it is not mounted at pull: its blobs may be opened ahead. Never throws. */
-  pulled?(bootstrapFile: string, labels: Labels): void;
   /** A container's snapshot is being prepared on the image: it is about to start. */
   starting?(snapshotId: number): void;
   /** …and it is mounted now: the start may be recorded (learned prefetch). Never rejects. */
@@ -192,13 +190,13 @@ export class Snapshotter implements Layout {
     this.store.update((tx) => tx.commit(key, name, usage, labels));
     // The work dir only matters to an active overlay.
     fs.rmSync(this.work(id), { recursive: true, force: true });
-    const boot = this.lazy ? bootstrapIn(this.upper(id)) : null;
-    if (boot && this.lazy!.mountOnPull) {
+    const boot = this.lazy?.mountOnPull ? bootstrapIn(this.upper(id)) : null;
+    if (boot) {
       // Warm on pull: the image is mounted now, and its blobs start arriving before any container asks.
       this.lazy!.ensure(id, boot, labels).catch((err) =>
         this.log.warn({ err: (err as Error).message, name }, 'mounting at pull failed; the first container will retry'),
       );
-    } else if (boot) this.lazy!.pulled?.(boot, labels);
+    }
   }
 
   async remove(key: string): Promise<void> {

@@ -13,9 +13,6 @@ import { Mounter } from '../mounts/mounter';
 import { FscacheSupervisor, heartbeatMsFor } from './supervisor';
 import { previousWorkers, retireWorkers, takeFdFrom } from '../worker/takeover';
 import { SnapshotMounts } from '../mounts/lazy-mounts';
-import { blobMetaAtPull } from '../mounts/blob-meta-at-pull';
-import { BlobMetaCache } from '../content/remote/meta-cache';
-import { remoteOpener } from '../worker/remote-opener';
 import type { WorkerSettings } from '../worker/settings';
 import { startFanotify } from './fanotify';
 import { startDownload } from './download';
@@ -86,14 +83,8 @@ export function mountsOnPull(cfg: Config): boolean {
 
 /** The lazy mounts under containers' snapshots, over `mounter`; a container's start holds the workers' prefetch back. */
 export function snapshotMounts(cfg: Config, mounter: Mounter, images: () => FscacheImages, log: Logger, supervisor?: FscacheSupervisor): SnapshotMounts {
-  const m = new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, mountsOnPull(cfg),
+  return new SnapshotMounts(mounter, images, path.join(cfg.root, 'mounts'), cfg.fscache.domain, log, mountsOnPull(cfg),
     supervisor && (() => supervisor.holdPrefetch(PREFETCH_HOLD_ON_START_MS)));
-  // Lazy backends: a pulled image's blob metadata is read before its first container asks (its workers read the cache).
-  if (supervisor && !mountsOnPull(cfg)) {
-    const remote = remoteOpener({ registry: registrySettings(cfg), readDeadlineMs: cfg.fscache.read_deadline_ms, blobMetaDir: blobMetaDirOf(cfg) }, log);
-    m.metaAtPull = blobMetaAtPull(remote.open, new BlobMetaCache(blobMetaDirOf(cfg)), log);
-  }
-  return m;
 }
 
 /**

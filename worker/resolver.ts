@@ -23,7 +23,7 @@ const MAX_CACHED = 256;
 const MAX_BOOTSTRAPS = 32;
 
 /** Opens a blob that lives in a registry (the fetcher provides it). */
-export type RemoteBlobOpener = (img: Pick<FscacheImage, 'imageRef'>, entry: BlobEntry, tableDigests: Buffer[] | null) => Promise<BlobContent>;
+export type RemoteBlobOpener = (img: FscacheImage, entry: BlobEntry, tableDigests: Buffer[] | null) => Promise<BlobContent>;
 
 /** Told when a content is opened (with the image it was opened for) and before it is closed: metrics follow contents so. */
 export interface ContentHooks {

@@ -69,10 +69,6 @@ export class BlobMetaCache {
     }
   }
 
-  has(blobId: string): boolean {
-    return fs.existsSync(this.file(blobId));
-  }
-
   drop(blobId: string): void {
     fs.rmSync(this.file(blobId), { force: true });
   }
