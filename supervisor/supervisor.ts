@@ -45,7 +45,8 @@ export interface WorkerHealth {
   silentMs: number | null;
   /** judged hung and being replaced */
   hung: boolean;
-  /** from its last heartbeat */
+  /** from its last heartbeat: messages from the kernel the serving worker has handled to the end, and is handling */
+  handled: number | null;
   inflight: number | null;
   oldestReadMs: number | null;
   /** the longest gap between a serving worker's heartbeats (or from its activation to the first), as sent: how close healthy workers came to the bound */
@@ -165,6 +166,7 @@ export class FscacheSupervisor {
       hangsHealed: this.hangsHealed,
       silentMs: lastSign === undefined ? null : now - lastSign,
       hung: w?.hung !== undefined,
+      handled: hb?.handled ?? null,
       inflight: hb?.inflight ?? null,
       oldestReadMs: hb?.oldestReadMs ?? null,
       worstSilenceMs: this.worstSilenceMs,

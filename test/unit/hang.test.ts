@@ -126,6 +126,7 @@ test('a stopped or spinning serving worker is killed within the bound and replac
     assert.equal(sup.activations, 1);
     assert.ok(sup.health().silentMs! < BOUND / 2, `silent ${sup.health().silentMs} ms`);
     assert.equal(sup.health().standby, 'loaded', 'a loaded standby waits');
+    assert.equal(typeof sup.health().handled, 'number', 'the serving worker reports what it handled');
 
     const signals: NodeJS.Signals[] = ['SIGSTOP', 'SIGSTOP', 'SIGSTOP', 'SIGSTOP', 'SIGUSR2', 'SIGUSR2'];
     for (const [i, sig] of signals.entries()) {
