@@ -7,7 +7,6 @@
 // images lazily with the same plugin.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import type { Credentials } from './docker-config';
 
 export class CredentialProviderError extends Error {}
@@ -43,7 +42,8 @@ export function parseGoDuration(s: string): number {
 export function parseProviderConfig(text: string, file = 'credential provider config'): Provider[] {
   let doc: Record<string, unknown>;
   try {
-    doc = parseYaml(text) as Record<string, unknown>;
+    // loaded here, not at the top: most nodes have no provider config, and every worker start would pay ~20 ms for it
+    doc = (require('yaml') as typeof import('yaml')).parse(text) as Record<string, unknown>;
   } catch (e) {
     throw new CredentialProviderError(`${file}: ${(e as Error).message.split('\n')[0]}`);
   }
