@@ -5,8 +5,8 @@
 // nydus image (made by lazysnap convert) through fanotify pre-content
 // events, its blobs filled from the local blob files. Pass after pass on
 // fresh mounts (a fresh fsid is cold again: a new volume, new blob files),
-// while the active worker is SIGKILLed every 200-500 ms once it has handled
-// a message from the kernel, at least 100 times. Every byte is compared with
+// while the active worker is SIGKILLed every 200-500 ms (plus the time a
+// `lazysnap status` takes), at least 100 times. Every byte is compared with
 // the source; no read may fail. Once the kills are in and one whole pass is
 // done, the pass under way ends at its next file.
 // Prints: failover: kills=N reads_failed=0 mismatched_bytes=0 worst_stall_ms=X
@@ -19,7 +19,6 @@ import { startLazysnapd } from '../support/lazysnapd';
 import { runOk } from '../support/proc';
 import { GUEST_MOUNT_DIRS, guestDir, mkfsErofs, requireFscacheKernel } from '../support/guest';
 import { nydusFromDir } from '../support/nydus-from-dir';
-import { AdminClient } from '../../cmd/admin-client';
 
 const BACKEND = process.env.FAILOVER_BACKEND ?? 'fscache';
 
@@ -127,18 +126,10 @@ async function main() {
       : `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'failover')}"\n${GUEST_MOUNT_DIRS}`,
   });
   const cli = async (...a: string[]) => (await runOk(process.execPath, [CLI, ...a, '--address', d.address], { timeoutMs: 300_000 })).stdout;
-  // The killer asks lazysnapd in-process (a CLI start costs seconds in the guest) and kills a worker only once it
-  // has handled a message from the kernel: killed sooner, successor after successor dies before serving its first
-  // READ and a read waits 20-90 s (measured), which proves nothing a slower cadence does not.
-  const serving = async (): Promise<number | undefined> => {
-    const c = new AdminClient(d.address);
-    try {
-      const w = ((await c.status()) as { worker?: { pid?: number; handled?: number | null } }).worker;
-      return w?.pid && (w.handled ?? 0) >= 1 ? w.pid : undefined;
-    } finally {
-      c.close();
-    }
-  };
+  // Each kill asks `lazysnap status` which worker serves: a Node start, about 1.5 s in the guest, which
+  // paces the kills. Tried without it (status in-process, a kill every 200-500 ms, or 2 s at most without a
+  // loaded standby): each successor was killed before it had served its first READ, and a read waited 20-90 s.
+  const workerPid = async () => JSON.parse(await cli('status', '--json')).worker.pid as number;
 
   let kills = 0;
   let done = false;
@@ -150,9 +141,9 @@ async function main() {
     while (!done) {
       await new Promise((r) => setTimeout(r, 200 + Math.random() * 300));
       if (done) break;
-      let pid: number | undefined;
+      let pid: number;
       try {
-        pid = await serving();
+        pid = await workerPid();
       } catch {
         continue; // lazysnapd busy failing over; try again
       }
