@@ -45,7 +45,7 @@ export interface WorkerHealth {
   silentMs: number | null;
   /** judged hung and being replaced */
   hung: boolean;
-  /** from its last heartbeat: messages from the kernel the serving worker has handled to the end, and is handling */
+  /** from its last heartbeat: kernel messages the serving worker has handled to the end, and is handling */
   handled: number | null;
   inflight: number | null;
   oldestReadMs: number | null;
