@@ -10,8 +10,12 @@
         "src/poller.cc",
         "src/fdpass.cc",
         "src/fanotify.cc",
-        "src/mount.cc"
+        "src/mount.cc",
+        "src/chunk.cc",
+        # BLAKE3's C implementation from Debian (see scripts/blake3-src.sh)
+        "<!@(bash ../scripts/blake3-src.sh)"
       ],
+      "libraries": ["-lzstd", "-llz4"],
       # node-addon-api with C++ exceptions: a Napi::Error thrown in C++ becomes
       # a JS exception at the N-API boundary.
       "dependencies": [

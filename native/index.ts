@@ -70,6 +70,9 @@ interface Binding {
   fanotifyMark(fd: number, flags: number, mask: number, path: string): void;
   mapShared(fd: number, length: number): Uint8Array;
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
+  decodeChunk(compressor: number, src: Uint8Array, dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string>;
+  decodeChunkSync(compressor: number, src: Uint8Array, dst: Uint8Array, digestAlgo: number, want: Uint8Array): string;
+  blake3(data: Uint8Array): Buffer;
   MS_RDONLY: number;
   MS_NOSUID: number;
   MS_NODEV: number;
@@ -305,4 +308,25 @@ export const MS = { RDONLY: native.MS_RDONLY, NOSUID: native.MS_NOSUID, NODEV: n
  */
 export function mountFs(source: string, target: string, fstype: string, flags: number, data: string): Promise<void> {
   return native.mount(source, target, fstype, flags, data);
+}
+
+/** blake3 of `data` (32 bytes), BLAKE3's C implementation with the CPU's SIMD. */
+export function blake3(data: Uint8Array): Buffer {
+  return native.blake3(data);
+}
+
+/**
+ * Decompresses one chunk (compressor: 0 none, 1 lz4_block, 3 zstd; gzip is
+ * not handled here) into `dst`, which it must fill exactly, and checks its
+ * digest (0 blake3, 1 sha256) against `want`. Resolves with "" for a good
+ * chunk, else with why not. Runs on the libuv threadpool; dst must not be
+ * touched until it settles.
+ */
+export function decodeChunk(compressor: number, src: Uint8Array, dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string> {
+  return native.decodeChunk(compressor, src, dst, digestAlgo, want);
+}
+
+/** decodeChunk on the calling thread. */
+export function decodeChunkSync(compressor: number, src: Uint8Array, dst: Uint8Array, digestAlgo: number, want: Uint8Array): string {
+  return native.decodeChunkSync(compressor, src, dst, digestAlgo, want);
 }

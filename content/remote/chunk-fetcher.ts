@@ -522,18 +522,18 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
         const compressed = await Promise.allSettled(inside.map((c) => got.get(c.index)!.bytes));
         const buf = alloc(piece.end - piece.start);
         const bad = new Map<ChunkInfo, Error>();
-        for (let k = 0; k < inside.length; k++) {
-          const c = inside[k];
+        // the piece's chunks decode side by side on the threadpool
+        const decoded = await Promise.allSettled(inside.map(async (c, k) => {
           const at = c.uOffset - piece.start;
           const r = compressed[k];
-          try {
-            if (r.status === 'rejected') throw r.reason;
-            await this.decodeInto(c, r.value, got.get(c.index)!.piece, buf.subarray(at, at + c.uSize), priority, waiter);
-          } catch (e) {
-            if (e instanceof AbortedError) throw e; // the waiter gave up: this piece writes nothing
-            bad.set(c, e as Error);
-          }
-        }
+          if (r.status === 'rejected') throw r.reason;
+          await this.decodeInto(c, r.value, got.get(c.index)!.piece, buf.subarray(at, at + c.uSize), priority, waiter);
+        }));
+        decoded.forEach((d, k) => {
+          if (d.status === 'fulfilled') return;
+          if (d.reason instanceof AbortedError) throw d.reason; // the waiter gave up: this piece writes nothing
+          bad.set(inside[k], d.reason as Error);
+        });
         if (bad.size === 0) await sink(piece.start, buf);
         else {
           // the good chunks (and the zeros between chunks) around the bad ones' pages, each in a buffer of its own
@@ -583,8 +583,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     const attempts = this.bad.has(c.index) ? 1 : this.opts.verifyAttempts;
     for (let attempt = 1; ; attempt++) {
       try {
-        const data = this.blob.decodeChunk(c, compressed, dst);
-        if (data.buffer !== dst.buffer || data.byteOffset !== dst.byteOffset) data.copy(dst);
+        await this.blob.decodeChunkAsync(c, compressed, dst);
         if (this.bad.has(c.index)) this.healed(c);
         return;
       } catch (e) {

@@ -4,8 +4,9 @@
 import crypto from 'node:crypto';
 import { FormatError } from '../errors';
 import { decompress } from '../codec/decompress';
-import { digest, digestReady } from '../codec/digest';
-import { BlobEntry, BlobFeature } from '../rafs/bootstrap';
+import { digest } from '../codec/digest';
+import { decodeChunk as decodeChunkNative, decodeChunkSync } from '../../native';
+import { BlobEntry, BlobFeature, Compressor } from '../rafs/bootstrap';
 import { CI_HEADER_SIZE, ChunkInfo, CiHeader, chunksCovering, parseChunkInfos, parseCiHeader } from './chunkinfo';
 import type { BlobSource } from './source';
 import { Toc, TocEntry, parseToc } from './toc';
@@ -40,7 +41,6 @@ export class DataBlob {
    */
   static async open(entry: BlobEntry, src: BlobSource, tableDigests: Buffer[] | null = null): Promise<DataBlob> {
     const name = `blob ${entry.blobId}`;
-    await digestReady();
     if (entry.features & BlobFeature.ENCRYPTED) throw new FormatError(name, 'encrypted blobs are not supported');
     // compressed_size counts the chunk data; blob files may carry metadata sections after it.
     if (src.size < entry.compressedSize) {
@@ -85,23 +85,49 @@ export class DataBlob {
     return chunksCovering(this.chunks, off, len);
   }
 
-  /** Decompresses and verifies one chunk from its compressed bytes. */
+  /** Decompresses and verifies one chunk from its compressed bytes, on this thread. */
   decodeChunk(c: ChunkInfo, compressed: Buffer, dst?: Buffer): Buffer {
+    const { what, out, want, compressor } = this.decodeSetup(c, compressed, dst);
+    if (compressor === Compressor.Gzip) return this.decodeInJs(c, compressed, out, what, want);
+    const why = decodeChunkSync(compressor, compressed, out, this.entry.digester, want);
+    if (why) throw new FormatError(what, why);
+    return out;
+  }
+
+  /**
+   * decodeChunk on the libuv threadpool: a READ's chunks decode on every
+   * core while the event loop goes on serving. dst is not to be touched
+   * until it settles.
+   */
+  async decodeChunkAsync(c: ChunkInfo, compressed: Buffer, dst?: Buffer): Promise<Buffer> {
+    const { what, out, want, compressor } = this.decodeSetup(c, compressed, dst);
+    if (compressor === Compressor.Gzip) return this.decodeInJs(c, compressed, out, what, want);
+    const why = await decodeChunkNative(compressor, compressed, out, this.entry.digester, want);
+    if (why) throw new FormatError(what, why);
+    return out;
+  }
+
+  private decodeSetup(c: ChunkInfo, compressed: Buffer, dst?: Buffer) {
     const what = `${this.name} chunk ${c.index}`;
     if (compressed.length !== c.cSize) throw new FormatError(what, `got ${compressed.length} compressed bytes, want ${c.cSize}`);
-    const data = c.compressed ? decompress(this.entry.compressor, compressed, c.uSize, what, dst) : compressed;
-    if (!c.compressed && data.length !== c.uSize) throw new FormatError(what, `stored chunk is ${data.length} bytes, want ${c.uSize}`);
     // Unverifiable data is never handed out.
     if (!this.digests) throw new FormatError(what, 'no chunk digests: none in the blob ToC, none in the bootstrap chunk table');
+    const out = dst ? dst.subarray(0, c.uSize) : Buffer.allocUnsafe(c.uSize);
+    if (out.length !== c.uSize) throw new RangeError(`output buffer of ${dst!.length} bytes is smaller than ${c.uSize}`);
+    const compressor = c.compressed ? this.entry.compressor : Compressor.None;
+    return { what, out, want: this.digests[c.index], compressor };
+  }
+
+  /** Gzip chunks (rare: nydus writes zstd or lz4_block) go through zlib. */
+  private decodeInJs(c: ChunkInfo, compressed: Buffer, out: Buffer, what: string, want: Buffer): Buffer {
+    const data = decompress(Compressor.Gzip, compressed, c.uSize, what, out);
     const got = digest(this.entry.digester, data);
-    if (!got.equals(this.digests[c.index])) {
-      throw new FormatError(what, `digest mismatch: got ${got.toString('hex')}, want ${this.digests[c.index].toString('hex')}`);
-    }
+    if (!got.equals(want)) throw new FormatError(what, `digest mismatch: got ${got.toString('hex')}, want ${want.toString('hex')}`);
     return data;
   }
 
   async readChunk(c: ChunkInfo, dst?: Buffer): Promise<Buffer> {
-    return this.decodeChunk(c, await this.src.read(c.cOffset, c.cSize), dst);
+    return this.decodeChunkAsync(c, await this.src.read(c.cOffset, c.cSize), dst);
   }
 }
 

@@ -14,7 +14,7 @@ import * as zstd from 'zstd-napi';
 import { CI_HEADER_SIZE, CI_MAGIC, CI_V2_SIZE, encodeChunkInfosV2 } from './chunkinfo';
 import { TAR_BLOCK, makeTarHeader } from './tar';
 import { TOC_ENTRY_SIZE, TOC_FLAG_OF, TOC_NAME } from './toc';
-import { digest as chunkDigest, digestReady } from '../codec/digest';
+import { digest as chunkDigest } from '../codec/digest';
 import { BlobEntry, BlobFeature, Compressor, DigestAlgo } from '../rafs/bootstrap';
 import { PAGE } from '../bytes';
 
@@ -236,7 +236,6 @@ export class BlobWriter {
     if (!Number.isInteger(cs) || cs < PAGE || cs > 16 << 20 || (cs & (cs - 1)) !== 0) {
       throw new RangeError(`chunk size ${cs} is not a power of two between 4 KiB and 16 MiB`);
     }
-    await digestReady();
     return new BlobWriter(path, await OutFile.create(path), { inflight: 4, name: path, ...opts });
   }
 

@@ -6,6 +6,7 @@ static Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   lazysnap::InitFdPass(env, exports);
   lazysnap::InitFanotify(env, exports);
   lazysnap::InitMount(env, exports);
+  lazysnap::InitChunk(env, exports);
   return exports;
 }
 

@@ -24,5 +24,6 @@ void InitPoller(Napi::Env env, Napi::Object exports);
 void InitFdPass(Napi::Env env, Napi::Object exports);
 void InitFanotify(Napi::Env env, Napi::Object exports);
 void InitMount(Napi::Env env, Napi::Object exports);
+void InitChunk(Napi::Env env, Napi::Object exports);
 
 }  // namespace lazysnap

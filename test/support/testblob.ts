@@ -9,7 +9,7 @@ import { CI_HEADER_SIZE, CI_MAGIC, ChunkInfo, encodeChunkInfosV2 } from '../../i
 import { TAR_BLOCK, makeTarHeader } from '../../image/blob/tar';
 import { TOC_ENTRY_SIZE, TOC_FLAG_OF, TOC_NAME } from '../../image/blob/toc';
 import { compress } from '../../image/codec/decompress';
-import { digest as chunkDigest, digestReady } from '../../image/codec/digest';
+import { digest as chunkDigest } from '../../image/codec/digest';
 import { BlobEntry, BlobFeature, Compressor, DigestAlgo } from '../../image/rafs/bootstrap';
 
 const PAGE = 4096;
@@ -87,7 +87,6 @@ const sha256 = (...parts: Buffer[]) => {
 };
 
 export async function buildSyntheticBlob(opts: SyntheticBlobOptions): Promise<SyntheticBlob> {
-  await digestReady();
   const compressor = opts.compressor ?? Compressor.Zstd;
   const digester = opts.digester ?? DigestAlgo.Blake3;
   const sizes = opts.chunkSizes;

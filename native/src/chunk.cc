@@ -1,0 +1,179 @@
+// Chunk decoding off the event loop: decompress a nydus chunk into the
+// caller's (aligned) buffer and check its digest, on the libuv threadpool,
+// so a READ's chunks decode on every core and the loop keeps serving the
+// kernel. blake3 is the BLAKE3 team's C implementation (SIMD chosen by
+// cpuid), sha256 is OpenSSL's (the copy Node links), zstd and lz4 are the
+// system's libzstd and liblz4. Gzip chunks stay in JS (zlib).
+#include <lz4.h>
+#include <openssl/evp.h>
+#include <zstd.h>
+
+#include <cstring>
+#include <string>
+
+#include "../deps/blake3/blake3.h"
+#include "native.h"
+
+namespace lazysnap {
+
+// The values of image/rafs/bootstrap.ts's Compressor and DigestAlgo.
+enum Compressor { kNone = 0, kLz4Block = 1, kZstd = 3 };
+enum DigestAlgo { kBlake3 = 0, kSha256 = 1 };
+constexpr size_t kDigestSize = 32;
+
+static void Blake3(const uint8_t* data, size_t len, uint8_t out[kDigestSize]) {
+  blake3_hasher h;
+  blake3_hasher_init(&h);
+  blake3_hasher_update(&h, data, len);
+  blake3_hasher_finalize(&h, out, kDigestSize);
+}
+
+static bool Sha256(const uint8_t* data, size_t len, uint8_t out[kDigestSize]) {
+  unsigned int n = 0;
+  return EVP_Digest(data, len, out, &n, EVP_sha256(), nullptr) == 1 && n == kDigestSize;
+}
+
+static std::string Hex(const uint8_t* p, size_t n) {
+  static const char* d = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; i++) {
+    s += d[p[i] >> 4];
+    s += d[p[i] & 15];
+  }
+  return s;
+}
+
+// Decodes src into dst (exactly dst_len bytes) and checks the digest. Returns
+// "" when the chunk is good, else why not: the caller turns it into a
+// FormatError naming the chunk. Runs on a threadpool thread: no N-API here.
+static std::string Decode(int compressor, const uint8_t* src, size_t src_len, uint8_t* dst, size_t dst_len,
+                          int algo, const uint8_t* want) {
+  size_t n = 0;
+  switch (compressor) {
+    case kNone:
+      if (src_len != dst_len) return "stored chunk is " + std::to_string(src_len) + " bytes, want " + std::to_string(dst_len);
+      memcpy(dst, src, src_len);
+      n = src_len;
+      break;
+    case kZstd: {
+      // one context per thread, reused: a context costs about 100 KiB to set up
+      thread_local ZSTD_DCtx* dctx = ZSTD_createDCtx();
+      if (dctx == nullptr) return "zstd: out of memory";
+      n = ZSTD_decompressDCtx(dctx, dst, dst_len, src, src_len);
+      if (ZSTD_isError(n)) return std::string("Zstd data does not decompress: ") + ZSTD_getErrorName(n);
+      break;
+    }
+    case kLz4Block: {
+      if (src_len > INT32_MAX || dst_len > INT32_MAX) return "lz4 block too large";
+      int r = LZ4_decompress_safe(reinterpret_cast<const char*>(src), reinterpret_cast<char*>(dst),
+                                  static_cast<int>(src_len), static_cast<int>(dst_len));
+      if (r < 0) return "Lz4Block data does not decompress";
+      n = static_cast<size_t>(r);
+      break;
+    }
+    default:
+      return "unknown compressor " + std::to_string(compressor);
+  }
+  if (n != dst_len) return "data decompresses to the wrong size (want " + std::to_string(dst_len) + ")";
+  uint8_t got[kDigestSize];
+  if (algo == kBlake3) {
+    Blake3(dst, dst_len, got);
+  } else if (!Sha256(dst, dst_len, got)) {
+    return "sha256 failed";
+  }
+  if (memcmp(got, want, kDigestSize) != 0) {
+    return "digest mismatch: got " + Hex(got, kDigestSize) + ", want " + Hex(want, kDigestSize);
+  }
+  return "";
+}
+
+struct DecodeArgs {
+  int compressor;
+  Napi::Uint8Array src, dst, want;
+  int algo;
+};
+
+static DecodeArgs ArgsDecode(const Napi::CallbackInfo& info) {
+  DecodeArgs a;
+  a.compressor = static_cast<int>(ArgInt(info, 0, "compressor", 0, 255));
+  a.src = ArgBytes(info, 1, "src");
+  a.dst = ArgBytes(info, 2, "dst");
+  a.algo = static_cast<int>(ArgInt(info, 3, "digestAlgo", kBlake3, kSha256));
+  a.want = ArgBytes(info, 4, "want");
+  if (a.want.ByteLength() != kDigestSize) throw Napi::RangeError::New(info.Env(), "want must be a 32-byte digest");
+  if (a.compressor != kNone && a.compressor != kZstd && a.compressor != kLz4Block) {
+    throw Napi::RangeError::New(info.Env(), "compressor must be none, lz4_block or zstd (gzip decodes in JS)");
+  }
+  return a;
+}
+
+// decodeChunkSync(compressor, src, dst, digestAlgo, want) -> "" or why not
+static Napi::Value DecodeChunkSync(const Napi::CallbackInfo& info) {
+  DecodeArgs a = ArgsDecode(info);
+  return Napi::String::New(info.Env(), Decode(a.compressor, a.src.Data(), a.src.ByteLength(), a.dst.Data(),
+                                              a.dst.ByteLength(), a.algo, a.want.Data()));
+}
+
+// decodeChunk(...) -> Promise<"" or why not>, on the libuv threadpool. The
+// three buffers are kept alive (referenced) until it settles; the caller
+// must not touch dst meanwhile.
+class DecodeWorker : public Napi::AsyncWorker {
+ public:
+  DecodeWorker(Napi::Env env, DecodeArgs a)
+      : Napi::AsyncWorker(env, "lazysnap.decodeChunk"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        src_ref_(Napi::Persistent(static_cast<Napi::Object>(a.src))),
+        dst_ref_(Napi::Persistent(static_cast<Napi::Object>(a.dst))),
+        want_ref_(Napi::Persistent(static_cast<Napi::Object>(a.want))),
+        compressor_(a.compressor),
+        algo_(a.algo),
+        src_(a.src.Data()),
+        src_len_(a.src.ByteLength()),
+        dst_(a.dst.Data()),
+        dst_len_(a.dst.ByteLength()),
+        want_(a.want.Data()) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    why_ = Decode(compressor_, src_, src_len_, dst_, dst_len_, algo_, want_);
+  }
+  void OnOK() override { deferred_.Resolve(Napi::String::New(Env(), why_)); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference src_ref_, dst_ref_, want_ref_;
+  // raw views taken on the JS thread: napi values are not valid on the pool
+  int compressor_, algo_;
+  const uint8_t* src_;
+  size_t src_len_;
+  uint8_t* dst_;
+  size_t dst_len_;
+  const uint8_t* want_;
+  std::string why_;
+};
+
+static Napi::Value DecodeChunk(const Napi::CallbackInfo& info) {
+  auto* w = new DecodeWorker(info.Env(), ArgsDecode(info));  // deletes itself when done
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// blake3(data) -> 32-byte Buffer
+static Napi::Value Blake3Digest(const Napi::CallbackInfo& info) {
+  Napi::Uint8Array data = ArgBytes(info, 0, "data");
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(info.Env(), kDigestSize);
+  Blake3(data.Data(), data.ByteLength(), out.Data());
+  return out;
+}
+
+void InitChunk(Napi::Env env, Napi::Object exports) {
+  exports.Set("decodeChunk", Napi::Function::New(env, DecodeChunk, "decodeChunk"));
+  exports.Set("decodeChunkSync", Napi::Function::New(env, DecodeChunkSync, "decodeChunkSync"));
+  exports.Set("blake3", Napi::Function::New(env, Blake3Digest, "blake3"));
+}
+
+}  // namespace lazysnap
