@@ -8,6 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { sendFds, socketpair } from '../native';
+import { reniceThreads } from '../worker/renice';
 import { BlobFile, ControlReply, HANDOVER_BYTE, Heartbeat, WorkerEvent, WorkerStatus, onJsonLines, sendJson } from '../worker/control';
 import { SETTINGS_ENV, WorkerSettings, encodeSettings } from '../worker/settings';
 import { judgeWorker } from './liveness';
@@ -83,6 +84,10 @@ const CHECK_MS = 250;
 const OWN_STALL_MS = 250;
 /** a worker whose Node has not even loaded this long after activation is hung (a start takes 1-3 s on a busy 2-core host) */
 const START_TIMEOUT_MS = 30_000;
+/** A standby's nice value; the serving worker's is 0. */
+const STANDBY_NICE = 10;
+const CAN_RENICE = process.getuid?.() === 0;
+
 /** the heartbeat period: several per hang timeout, so one late beat is never a hang */
 export function heartbeatMsFor(hangTimeoutMs: number): number {
   return Math.max(50, Math.min(250, Math.floor(hangTimeoutMs / 8)));
@@ -217,6 +222,9 @@ export class FscacheSupervisor {
         else if ('event' in msg && msg.event === 'metrics') this.events?.metrics(proc.pid ?? 0, msg.metrics);
         else if ('event' in msg && msg.event === 'loaded') {
           w.loaded = true;
+          // Loaded, a standby yields the CPU to the serving worker (its warm-up too) until activate() sets it back to
+          // 0; one activated before it loaded stays at 0. Only root may lower it again.
+          if (CAN_RENICE && w !== this.active && proc.pid) reniceThreads(proc.pid, STANDBY_NICE);
           w.loadedAt = Date.now();
           this.failedStarts = 0;
         } else if ('event' in msg && msg.event === 'ready') {
@@ -273,6 +281,7 @@ export class FscacheSupervisor {
     this.active = w;
     w.activatedAt = Date.now();
     this.activations++;
+    if (CAN_RENICE && w.proc.pid) reniceThreads(w.proc.pid, 0);
     try {
       // Handed over on the raw fd before libuv reads from it: the worker is blocked in recvmsg.
       sendFds(w.ctrlFd, HANDOVER_BYTE, [this.o.devFd]);

@@ -6,7 +6,6 @@
 // the metadata database.
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import type { Logger } from 'pino';
 import { FdPoller, recvFds, type RecvResult } from '../native';
 import { CachefilesDevice } from './device';
@@ -21,6 +20,7 @@ import { cmd } from './protocol';
 import { MetadataResolver } from './resolver';
 import { remoteOpener, type RemoteOpener } from './remote-opener';
 import type { WorkerSettings } from './settings';
+import { reniceThreads } from './renice';
 import { serveTakeover } from './takeover';
 import { TraceRecorder } from './trace-recorder';
 import { warmFetchPath } from './warm-up';
@@ -36,8 +36,6 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   if (process.env[TEST_HOOKS_ENV] === '1') installTestHooks(o.log);
   // Loaded: from here on a death is a kill or a crash, not a worker that cannot start.
   fs.writeSync(o.controlFd, JSON.stringify({ event: 'loaded', pid: process.pid }) + '\n');
-  // Until the handover, a standby yields the CPU to the serving worker (its warm-up too): nice 10, back to 0 after.
-  const niceness = process.getuid?.() === 0 ? setNice(10) : undefined; // only root may raise it back
   const remote = remoteOpener(o.settings, o.log);
   // while it waits for the handover (or in its first moments): a first read then finds the fetch path compiled and set up
   const warmUpStop = new AbortController();
@@ -58,7 +56,9 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     throw new Error(`bad handover message (${got.data.length} bytes, ${got.fds.length} fds)`);
   }
   const devFd = got.fds[0];
-  if (niceness !== undefined) setNice(niceness);
+  // lazysnapd started this worker at nice 10 and set its threads back to 0 as it handed over; threads started in
+  // between may have missed that (see worker/renice.ts)
+  if (process.getuid?.() === 0) reniceThreads(process.pid, 0);
   if (o.settings.backend === 'fanotify') {
     // A fanotify response names its event by fd number, and a successor holds its orphans' numbers before its first
     // read: a number held then by a passing fd of the warm-up would be freed later, and a new event could take it.
@@ -127,17 +127,6 @@ function stopWarmUpOnFirstRequest(requests: RequestProgress, warmedUp: Promise<b
     if (requests.handled > 0 || requests.pending > 0) stop.abort();
   }, 10);
   void warmedUp.finally(() => clearInterval(timer));
-}
-
-/** Sets this process's nice value; returns the one before (undefined if it could not be changed). */
-function setNice(n: number): number | undefined {
-  try {
-    const was = os.getPriority();
-    os.setPriority(n);
-    return was;
-  } catch {
-    return undefined; // raising it back needs CAP_SYS_NICE: a worker that is not root stays as it is
-  }
 }
 
 /** Waits, without blocking the loop, for lazysnapd's handover message (or the socket's end: no data). */
