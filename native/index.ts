@@ -71,7 +71,6 @@ interface Binding {
   mapShared(fd: number, length: number): Uint8Array;
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
   decodeChunk(compressor: number, src: Uint8Array, dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string>;
-  decodeChunkSync(compressor: number, src: Uint8Array, dst: Uint8Array, digestAlgo: number, want: Uint8Array): string;
   blake3(data: Uint8Array): Buffer;
   MS_RDONLY: number;
   MS_NOSUID: number;
@@ -324,9 +323,4 @@ export function blake3(data: Uint8Array): Buffer {
  */
 export function decodeChunk(compressor: number, src: Uint8Array, dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string> {
   return native.decodeChunk(compressor, src, dst, digestAlgo, want);
-}
-
-/** decodeChunk on the calling thread. */
-export function decodeChunkSync(compressor: number, src: Uint8Array, dst: Uint8Array, digestAlgo: number, want: Uint8Array): string {
-  return native.decodeChunkSync(compressor, src, dst, digestAlgo, want);
 }

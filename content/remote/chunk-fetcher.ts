@@ -583,7 +583,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     const attempts = this.bad.has(c.index) ? 1 : this.opts.verifyAttempts;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.blob.decodeChunkAsync(c, compressed, dst);
+        await this.blob.decodeChunk(c, compressed, dst);
         if (this.bad.has(c.index)) this.healed(c);
         return;
       } catch (e) {

@@ -5,7 +5,7 @@ import crypto from 'node:crypto';
 import { FormatError } from '../errors';
 import { decompress } from '../codec/decompress';
 import { digest } from '../codec/digest';
-import { decodeChunk as decodeChunkNative, decodeChunkSync } from '../../native';
+import { decodeChunk as decodeChunkNative } from '../../native';
 import { BlobEntry, BlobFeature, Compressor } from '../rafs/bootstrap';
 import { CI_HEADER_SIZE, ChunkInfo, CiHeader, chunksCovering, parseChunkInfos, parseCiHeader } from './chunkinfo';
 import type { BlobSource } from './source';
@@ -85,21 +85,12 @@ export class DataBlob {
     return chunksCovering(this.chunks, off, len);
   }
 
-  /** Decompresses and verifies one chunk from its compressed bytes, on this thread. */
-  decodeChunk(c: ChunkInfo, compressed: Buffer, dst?: Buffer): Buffer {
-    const { what, out, want, compressor } = this.decodeSetup(c, compressed, dst);
-    if (compressor === Compressor.Gzip) return this.decodeInJs(c, compressed, out, what, want);
-    const why = decodeChunkSync(compressor, compressed, out, this.entry.digester, want);
-    if (why) throw new FormatError(what, why);
-    return out;
-  }
-
   /**
-   * decodeChunk on the libuv threadpool: a READ's chunks decode on every
-   * core while the event loop goes on serving. dst is not to be touched
-   * until it settles.
+   * Decompresses and verifies one chunk from its compressed bytes, on the
+   * libuv threadpool: a READ's chunks decode on every core while the event
+   * loop goes on serving. dst is not to be touched until it settles.
    */
-  async decodeChunkAsync(c: ChunkInfo, compressed: Buffer, dst?: Buffer): Promise<Buffer> {
+  async decodeChunk(c: ChunkInfo, compressed: Buffer, dst?: Buffer): Promise<Buffer> {
     const { what, out, want, compressor } = this.decodeSetup(c, compressed, dst);
     if (compressor === Compressor.Gzip) return this.decodeInJs(c, compressed, out, what, want);
     const why = await decodeChunkNative(compressor, compressed, out, this.entry.digester, want);
@@ -127,7 +118,7 @@ export class DataBlob {
   }
 
   async readChunk(c: ChunkInfo, dst?: Buffer): Promise<Buffer> {
-    return this.decodeChunkAsync(c, await this.src.read(c.cOffset, c.cSize), dst);
+    return this.decodeChunk(c, await this.src.read(c.cOffset, c.cSize), dst);
   }
 }
 

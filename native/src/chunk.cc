@@ -107,14 +107,7 @@ static DecodeArgs ArgsDecode(const Napi::CallbackInfo& info) {
   return a;
 }
 
-// decodeChunkSync(compressor, src, dst, digestAlgo, want) -> "" or why not
-static Napi::Value DecodeChunkSync(const Napi::CallbackInfo& info) {
-  DecodeArgs a = ArgsDecode(info);
-  return Napi::String::New(info.Env(), Decode(a.compressor, a.src.Data(), a.src.ByteLength(), a.dst.Data(),
-                                              a.dst.ByteLength(), a.algo, a.want.Data()));
-}
-
-// decodeChunk(...) -> Promise<"" or why not>, on the libuv threadpool. The
+// decodeChunk(compressor, src, dst, digestAlgo, want) -> Promise<"" or why not>, on the libuv threadpool. The
 // three buffers are kept alive (referenced) until it settles; the caller
 // must not touch dst meanwhile.
 class DecodeWorker : public Napi::AsyncWorker {
@@ -172,7 +165,6 @@ static Napi::Value Blake3Digest(const Napi::CallbackInfo& info) {
 
 void InitChunk(Napi::Env env, Napi::Object exports) {
   exports.Set("decodeChunk", Napi::Function::New(env, DecodeChunk, "decodeChunk"));
-  exports.Set("decodeChunkSync", Napi::Function::New(env, DecodeChunkSync, "decodeChunkSync"));
   exports.Set("blake3", Napi::Function::New(env, Blake3Digest, "blake3"));
 }
 

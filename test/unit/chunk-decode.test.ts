@@ -1,12 +1,12 @@
 // The addon's chunk decoding (native/src/chunk.cc): blake3 against the BLAKE3
 // project's published test vectors (input byte i is i % 251), and
-// decodeChunk/decodeChunkSync on zstd, lz4_block and stored chunks: good
+// decodeChunk on zstd, lz4_block and stored chunks: good
 // chunks fill dst exactly, every corruption comes back as a reason, never as
 // a good result, and bad arguments throw.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { blake3, decodeChunk, decodeChunkSync } from '../../native';
+import { blake3, decodeChunk } from '../../native';
 import { compress } from '../../image/codec/decompress';
 import { Compressor, DigestAlgo } from '../../image/rafs/bootstrap';
 
@@ -41,35 +41,33 @@ for (const [name, comp, z] of cases) {
   for (const algo of [DigestAlgo.Blake3, DigestAlgo.Sha256]) {
     const want = algo === DigestAlgo.Blake3 ? blake3(data) : crypto.createHash('sha256').update(data).digest();
     test(`${name}, ${DigestAlgo[algo]}: good, corrupt, wrong size, wrong digest`, async () => {
-      for (const decode of [decodeChunk, async (...a: Parameters<typeof decodeChunkSync>) => decodeChunkSync(...a)]) {
-        const dst = Buffer.alloc(data.length);
-        assert.equal(await decode(comp, z, dst, algo, want), '');
-        assert.ok(dst.equals(data));
+      const dst = Buffer.alloc(data.length);
+      assert.equal(await decodeChunk(comp, z, dst, algo, want), '');
+      assert.ok(dst.equals(data));
 
-        const wrongDigest = Buffer.from(want);
-        wrongDigest[7] ^= 1;
-        assert.match(await decode(comp, z, Buffer.alloc(data.length), algo, wrongDigest), /^digest mismatch: got [0-9a-f]{64}, want [0-9a-f]{64}$/);
+      const wrongDigest = Buffer.from(want);
+      wrongDigest[7] ^= 1;
+      assert.match(await decodeChunk(comp, z, Buffer.alloc(data.length), algo, wrongDigest), /^digest mismatch: got [0-9a-f]{64}, want [0-9a-f]{64}$/);
 
-        // one flipped byte in the middle of the compressed bytes: never a good result
-        const bent = Buffer.from(z);
-        bent[bent.length >> 1] ^= 0x55;
-        assert.notEqual(await decode(comp, bent, Buffer.alloc(data.length), algo, want), '');
+      // one flipped byte in the middle of the compressed bytes: never a good result
+      const bent = Buffer.from(z);
+      bent[bent.length >> 1] ^= 0x55;
+      assert.notEqual(await decodeChunk(comp, bent, Buffer.alloc(data.length), algo, want), '');
 
-        // a dst of another size than the chunk inflates to
-        assert.match(await decode(comp, z, Buffer.alloc(data.length + 1), algo, want), /wrong size|does not decompress|stored chunk is/);
-        assert.notEqual(await decode(comp, z, Buffer.alloc(data.length - 1), algo, want), '');
-        // truncated input
-        assert.notEqual(await decode(comp, z.subarray(0, z.length - 3), Buffer.alloc(data.length), algo, want), '');
-      }
+      // a dst of another size than the chunk inflates to
+      assert.match(await decodeChunk(comp, z, Buffer.alloc(data.length + 1), algo, want), /wrong size|does not decompress|stored chunk is/);
+      assert.notEqual(await decodeChunk(comp, z, Buffer.alloc(data.length - 1), algo, want), '');
+      // truncated input
+      assert.notEqual(await decodeChunk(comp, z.subarray(0, z.length - 3), Buffer.alloc(data.length), algo, want), '');
     });
   }
 }
 
 test('decodeChunk checks its arguments', () => {
   const d = Buffer.alloc(10);
-  assert.throws(() => decodeChunkSync(Compressor.Gzip, d, d, 0, Buffer.alloc(32)), RangeError);
-  assert.throws(() => decodeChunkSync(Compressor.Zstd, d, d, 0, Buffer.alloc(31)), RangeError);
-  assert.throws(() => decodeChunkSync(Compressor.Zstd, d, d, 2, Buffer.alloc(32)), RangeError);
+  assert.throws(() => decodeChunk(Compressor.Gzip, d, d, 0, Buffer.alloc(32)), RangeError);
+  assert.throws(() => decodeChunk(Compressor.Zstd, d, d, 0, Buffer.alloc(31)), RangeError);
+  assert.throws(() => decodeChunk(Compressor.Zstd, d, d, 2, Buffer.alloc(32)), RangeError);
   assert.throws(() => decodeChunk(Compressor.Zstd, 'x' as unknown as Buffer, d, 0, Buffer.alloc(32)), TypeError);
 });
 
