@@ -5,7 +5,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { Allocator, BlobContent, ContentResolver, RangeSink, ReadObserver, UnknownBlobError, fillRetryable } from '../content/content';
-import { CacheObject, ObjectTable } from './objects';
+import { CacheObject, ObjectClosedError, ObjectTable } from './objects';
 import { Message, Opcode, OpenMsg, ReadMsg, CloseMsg, cmd, volumeName } from './protocol';
 import type { TraceRecorder } from './trace-recorder';
 
@@ -264,6 +264,8 @@ export class FscacheDaemon {
       this.log.error({ objectId: obj.objectId, blob: obj.content.name, off: m.off, len: m.readLen, deadlineMs: ms },
         'READ missed its deadline; the reader gets EIO');
     }
+    // closed meanwhile: the kernel has flushed this READ itself, and the fd may be gone
+    if (obj.closed) return;
     try {
       // Completing without data leaves a hole: the kernel fails the reader's read with EIO.
       this.io.readComplete(obj.fd, m.msgId);
@@ -322,7 +324,13 @@ export class FscacheDaemon {
   /** Writes a content's pieces into the object's cache file (READs, replay and prefetch alike), counting them. */
   private sinkOf(obj: CacheObject): RangeSink {
     return async (off, data) => {
-      await this.io.pwrite(obj.fd, data, off);
+      if (obj.closed) throw new ObjectClosedError(obj);
+      obj.writing++;
+      try {
+        await this.io.pwrite(obj.fd, data, off);
+      } finally {
+        if (--obj.writing === 0 && obj.closed) this.io.close(obj.fd);
+      }
       obj.bytesWritten += data.length;
       this.stats.bytesWritten += data.length;
     };
@@ -333,8 +341,9 @@ export class FscacheDaemon {
     if (!obj) return;
     this.stats.closes++;
     this.log.debug({ objectId: m.objectId, cookie: obj.cookie }, 'CLOSE');
+    obj.closed = true;
     obj.prefetch?.cancel();
-    this.io.close(obj.fd);
+    if (obj.writing === 0) this.io.close(obj.fd); // else the last write closes it
     this.resolver.release?.(obj.content);
   }
 

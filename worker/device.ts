@@ -3,32 +3,28 @@
 // READ_COMPLETE ioctl). lazysnapd's own commands (bind, cull) are in
 // supervisor/cachefiles.ts.
 import fs from 'node:fs';
-import { allocAligned, dataExtents, FdPoller, ioctlReadComplete, pwriteAllSync } from '../native';
+import { dataExtents, FdPoller, ioctlReadComplete, pwriteAll, pwriteAllSync } from '../native';
+import { BufferPool } from './buffer-pool';
 import type { DeviceIO } from './daemon';
 import { MSG_MAX_SIZE, Message, ProtocolError, parseMessage } from './protocol';
 
+/**
+ * Writes at least this big go to the threadpool. A READ's 128 KiB-1 MiB
+ * write into the cache takes well under a millisecond, less than a trip to
+ * the pool and back; a prefetch's 4 MiB pieces took ~4 ms each on the loop
+ * (bench/fetch: 0.4 s of loop time per 384 MiB), time the loop owes to
+ * READ messages and response bodies.
+ */
+const POOL_WRITE_MIN = 1 << 20;
+
+/** pwrite of all of buf into a cache file: small ones on the loop, big ones on the threadpool. */
+export async function writeCache(fd: number, buf: Buffer, off: number): Promise<void> {
+  if (buf.length < POOL_WRITE_MIN) pwriteAllSync(fd, buf, off);
+  else await pwriteAll(fd, buf, off);
+}
+
 /** messages drained per readiness callback, so one busy device cannot starve the loop */
 const DRAIN_BATCH = 64;
-
-/** Free aligned buffers by size, so steady-state READs allocate nothing. */
-class BufferPool {
-  private readonly free = new Map<number, Buffer[]>();
-  private held = 0;
-  constructor(private readonly maxBytes: number) {}
-  take(size: number): Buffer {
-    const b = this.free.get(size)?.pop();
-    if (!b) return allocAligned(size, 4096);
-    this.held -= size;
-    return b.fill(0);
-  }
-  give(b: Buffer): void {
-    if (this.held + b.length > this.maxBytes) return;
-    let list = this.free.get(b.length);
-    if (!list) this.free.set(b.length, (list = []));
-    list.push(b);
-    this.held += b.length;
-  }
-}
 
 export class CachefilesDevice implements DeviceIO {
   private poller: FdPoller | undefined;
@@ -42,11 +38,9 @@ export class CachefilesDevice implements DeviceIO {
     fs.writeSync(this.fd, line); // one command per write(); errors come back through write's return
   }
 
-  // Synchronous: a write into the local cache file takes well under a
-  // millisecond, less than handing it to the threadpool and back.
   // The buffer belongs to the device once written (the DeviceIO contract), so it is reused.
   async pwrite(fd: number, buf: Buffer, off: number): Promise<void> {
-    pwriteAllSync(fd, buf, off);
+    await writeCache(fd, buf, off);
     this.pool.give(buf);
   }
 

@@ -17,13 +17,30 @@ export interface CacheObject {
   prefetchStopped?: boolean;
   /** whether the content's presence was read from the cache file (recoverPresence) */
   presence: 'unknown' | 'known' | 'unreadable';
+  /**
+   * CLOSE came: no more writes. The fd is closed once the writes under way
+   * have ended: closed sooner, its number could be handed to the next OPEN
+   * and a late write would put this blob's bytes in another's cache file.
+   */
+  closed: boolean;
+  /** writes to fd under way (on the threadpool) */
+  writing: number;
+}
+
+/** A write for an object after its CLOSE: refused, and not worth a retry. */
+export class ObjectClosedError extends Error {
+  readonly fillRetryable = false;
+  constructor(obj: CacheObject) {
+    super(`object ${obj.objectId} (${obj.content.name}) was closed: no more writes to its cache file`);
+    this.name = 'ObjectClosedError';
+  }
 }
 
 export class ObjectTable {
   private readonly byId = new Map<number, CacheObject>();
 
-  add(o: Omit<CacheObject, 'reads' | 'bytesWritten' | 'presence'>): CacheObject {
-    const obj: CacheObject = { ...o, reads: 0, bytesWritten: 0, presence: 'unknown' };
+  add(o: Omit<CacheObject, 'reads' | 'bytesWritten' | 'presence' | 'closed' | 'writing'>): CacheObject {
+    const obj: CacheObject = { ...o, reads: 0, bytesWritten: 0, presence: 'unknown', closed: false, writing: 0 };
     this.byId.set(o.objectId, obj);
     return obj;
   }

@@ -116,6 +116,48 @@ test('OPEN, READ, CLOSE of a flat file: bytes land at their offsets, copen carri
   assert.equal(d.objects.size, 0);
 });
 
+test('CLOSE while a write is under way: the fd is closed after it ends, never before; writes and READ_COMPLETEs after CLOSE are dropped', async () => {
+  const data = crypto.randomBytes(2 * 4096);
+  let openGate!: () => void;
+  const gate = new Promise<void>((r) => (openGate = r));
+  let fillGate!: () => void;
+  const filling = new Promise<void>((r) => (fillGate = r));
+  // page 1 is filled only once the test says so: its write comes after CLOSE
+  const content: BlobContent = {
+    name: 'slow', size: data.length,
+    fill: async (off, _len, sink, alloc) => {
+      if (off === 4096) await filling;
+      const b = alloc(4096);
+      data.copy(b, 0, off, off + 4096);
+      await sink(off, b);
+    },
+  };
+  const dev = new FakeDevice();
+  const writes: number[] = [];
+  const write = dev.pwrite.bind(dev);
+  dev.pwrite = async (fd, buf, off) => {
+    writes.push(off);
+    await gate; // a write stuck on the threadpool
+    await write(fd, buf, off);
+  };
+  const d = new FscacheDaemon(dev, { resolve: async () => content }, log);
+  await d.handle(open(1, 10, 'img', 'img', 100));
+  const r0 = d.handle(read(2, 10, 0, 4096));
+  const r1 = d.handle(read(3, 10, 4096, 4096));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(writes, [0], 'page 0 is being written');
+  await d.handle(close(4, 10));
+  assert.deepEqual(dev.closed, [], 'the fd stays open while a write to it is under way');
+  openGate();
+  await r0;
+  assert.deepEqual(dev.closed, [100], 'closed once the write ended');
+  fillGate();
+  await r1;
+  assert.deepEqual(writes, [0], 'no write after CLOSE');
+  assert.deepEqual(dev.completed, [], 'no READ_COMPLETE on a closed object');
+  assert.deepEqual(dev.closed, [100], 'closed once');
+});
+
 test('the nydus fixture blob through the daemon: READ(0, 4096) writes the whole verified chunk 0', async () => {
   const fx = nydusFixtures();
   const bs = new Bootstrap(fx.bootstrap());
