@@ -48,15 +48,8 @@ import { BadChunkError, BadChunks } from './bad-chunks';
 export interface ChunkFetcherOptions {
   /** widen reads to at least this many uncompressed bytes (default 1 MiB; 0 = whole chunks only) */
   amplify?: number;
-  /** most compressed bytes in one Range GET for READs and replays (default 4 MiB) */
+  /** most compressed bytes in one Range GET (default 4 MiB) */
   maxMerge?: number;
-  /**
-   * most compressed bytes in one Range GET of a whole-blob prefetch (default
-   * 16 MiB): a registry spends a fixed cost on every request (docker-registry
-   * here: 8-10 ms of CPU per Range GET, against 0.1 s for a whole 254 MiB
-   * blob), and prefetch has no READ waiting for its first bytes
-   */
-  prefetchMerge?: number;
   /** largest buffer handed to a sink in one call (default 4 MiB; a bigger chunk gets its own) */
   maxPiece?: number;
   /** fetch-and-verify attempts per chunk (default 3) */
@@ -172,7 +165,6 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     this.opts = {
       amplify: opts.amplify ?? 1 << 20,
       maxMerge: opts.maxMerge ?? 4 << 20,
-      prefetchMerge: opts.prefetchMerge ?? 16 << 20,
       maxPiece: opts.maxPiece ?? 4 << 20,
       verifyAttempts: Math.max(1, opts.verifyAttempts ?? 3),
       badChunkCooldownMs: Math.max(0, opts.badChunkCooldownMs ?? 60_000),
@@ -393,7 +385,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
    * queued prefetch ones), schedules merged GETs for the rest; the waiter
    * keeps each of those GETs alive while it waits. Synchronous.
    */
-  private acquire(chunks: ChunkInfo[], priority: number, waiter: Waiter, maxMerge = this.opts.maxMerge): Map<number, Fetching> {
+  private acquire(chunks: ChunkInfo[], priority: number, waiter: Waiter): Map<number, Fetching> {
     const out = new Map<number, Fetching>();
     const missing: ChunkInfo[] = [];
     const joined = new Set<Job>();
@@ -413,7 +405,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
         out.set(c.index, { piece: p, bytes: waiter.wait(p.promise) });
       } else missing.push(c);
     }
-    for (const run of coalesce(missing, maxMerge)) {
+    for (const run of coalesce(missing, this.opts.maxMerge)) {
       const job = this.startJob(run, priority);
       for (const c of run.chunks) {
         const piece = this.pieces.get(c.index)!;
@@ -637,7 +629,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       'bad chunk verified: healed');
   }
 
-  /** Chunk runs for prefetch: consecutive chunks from `from` that are not busy, compressed-contiguous, ≤ prefetchMerge. */
+  /** Chunk runs for prefetch: consecutive chunks from `from` that are not busy, compressed-contiguous, ≤ maxMerge. */
   nextPrefetchRun(from: number): { run: ChunkInfo[]; next: number } {
     const chunks = this.blob.chunks;
     let i = from;
@@ -649,7 +641,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       if (this.busy(c)) break;
       const prev = run[run.length - 1];
       if (prev && c.cOffset !== prev.cOffset + prev.cSize) break;
-      if (run.length && bytes + c.cSize > this.opts.prefetchMerge) break;
+      if (run.length && bytes + c.cSize > this.opts.maxMerge) break;
       run.push(c);
       bytes += c.cSize;
     }
@@ -661,7 +653,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     const waiter = new Waiter(signal, `${this.name} prefetch`);
     try {
       waiter.check();
-      const got = this.acquire(run, Priority.Prefetch, waiter, this.opts.prefetchMerge);
+      const got = this.acquire(run, Priority.Prefetch, waiter);
       const start = run[0].uOffset;
       const end = Math.min(alignUp(this.size), chunkSpan(run[run.length - 1]).end);
       const failed = await this.deliver([{ start, end }], run, got, sink, alloc, Priority.Prefetch, waiter);

@@ -239,7 +239,7 @@ test('presence: a present chunk in the window is re-delivered (from the cache, o
 test('prefetch: whole blob with progress; a READ overtakes queued prefetch GETs', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: new Array(32).fill(M), entropy: 1, seed: 'prefetch' });
   const { reader, content, sink } = await setup(b, {
-    maxMerge: M, prefetchMerge: M, amplify: 0, scheduler: new FetchScheduler({ concurrencyPerHost: 3, reservedForDemand: 1 }),
+    maxMerge: M, amplify: 0, scheduler: new FetchScheduler({ concurrencyPerHost: 3, reservedForDemand: 1 }),
   });
   reader.delayMs = 40;
   const seen: number[] = [];
@@ -261,25 +261,10 @@ test('prefetch: whole blob with progress; a READ overtakes queued prefetch GETs'
   assert.equal(fetched.length, 32, 'prefetch skipped the chunk the READ fetched');
 });
 
-test('prefetch merges up to prefetchMerge per GET, READs up to maxMerge', T, async () => {
-  const b = await buildSyntheticBlob({ chunkSizes: new Array(40).fill(M), entropy: 1, seed: 'prefetch-merge' });
-  const { reader, content, sink } = await setup(b, { maxMerge: M, prefetchMerge: 8 * M, amplify: 0 });
-  await content.fill(0, 4 * M, sink.sink, sink.alloc); // chunks 0-3, one GET each
-  assert.equal(reader.calls.length, 4);
-  assert.ok(reader.calls.every(([, len]) => len <= M), JSON.stringify(reader.calls));
-  const res = await content.prefetch(sink.sink, sink.alloc).done;
-  assert.ok(res.complete, JSON.stringify(res));
-  const gets = reader.calls.slice(4);
-  assert.ok(gets.every(([, len]) => len <= 8 * M), JSON.stringify(gets));
-  assert.ok(gets.length <= 6 && gets.some(([, len]) => len > 6 * M), `36 chunks of ~1 MiB in ${gets.length} GETs: ${JSON.stringify(gets)}`);
-  assert.deepEqual(chunksOf(b, gets).sort((x, y) => x - y), [...Array(36).keys()].map((i) => i + 4));
-  assert.ok(sink.covers(0, 40 * M));
-});
-
 test('prefetch yields to READs: no new transfer while a fill runs, nor until READs have been quiet for demandQuietMs', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: new Array(8).fill(M), entropy: 1, seed: 'quiet' });
   const scheduler = new FetchScheduler({ concurrencyPerHost: 3, reservedForDemand: 1, demandQuietMs: 100 });
-  const { reader, content, sink } = await setup(b, { maxMerge: M, prefetchMerge: M, amplify: 0, scheduler });
+  const { reader, content, sink } = await setup(b, { maxMerge: M, amplify: 0, scheduler });
   const busy = scheduler.beginDemand(); // a READ being filled (of another blob: the CPU is shared)
   const pf = content.prefetch(sink.sink, sink.alloc);
   await new Promise((r) => setTimeout(r, 150));
@@ -290,7 +275,7 @@ test('prefetch yields to READs: no new transfer while a fill runs, nor until REA
   const res = await pf.done;
   assert.ok(res.complete, JSON.stringify(res));
   // an actual fill counts too
-  const again = await setup(b, { maxMerge: M, prefetchMerge: M, amplify: 0, scheduler });
+  const again = await setup(b, { maxMerge: M, amplify: 0, scheduler });
   again.reader.delayMs = 60;
   const read = again.content.fill(0, PAGE, again.sink.sink, again.sink.alloc);
   const pf2 = again.content.prefetch(again.sink.sink, again.sink.alloc);
@@ -303,7 +288,7 @@ test('prefetch yields to READs: no new transfer while a fill runs, nor until REA
 test('holdPrefetch (a container is starting) keeps prefetch from starting transfers for that long', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: new Array(4).fill(M), entropy: 1, seed: 'hold' });
   const scheduler = new FetchScheduler({ demandQuietMs: 20 });
-  const { reader, content, sink } = await setup(b, { maxMerge: M, prefetchMerge: M, amplify: 0, scheduler });
+  const { reader, content, sink } = await setup(b, { maxMerge: M, amplify: 0, scheduler });
   scheduler.holdPrefetch(200);
   const t0 = Date.now();
   const pf = content.prefetch(sink.sink, sink.alloc);
@@ -315,7 +300,7 @@ test('holdPrefetch (a container is starting) keeps prefetch from starting transf
 
 test('prefetch cancel stops it early; a READ that joined a cancelled prefetch GET still gets its bytes', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: new Array(32).fill(M), entropy: 1, seed: 'cancel' });
-  const { reader, content, sink } = await setup(b, { maxMerge: M, prefetchMerge: M, amplify: 0, scheduler: new FetchScheduler({ concurrencyPerHost: 2, reservedForDemand: 0 }) });
+  const { reader, content, sink } = await setup(b, { maxMerge: M, amplify: 0, scheduler: new FetchScheduler({ concurrencyPerHost: 2, reservedForDemand: 0 }) });
   reader.delayMs = 30;
   const pf = content.prefetch(sink.sink, sink.alloc);
   await new Promise((r) => setTimeout(r, 45));

@@ -178,7 +178,7 @@ test('a READ joining a prefetch GET does not abort it at its deadline; cancellin
   const scheduler = new FetchScheduler({ concurrencyPerHost: 2, reservedForDemand: 1, demandQuietMs: 0 });
   const blob = await DataBlob.open(b.entry, memorySource(b.data, 'blob'));
   const reader = new Reader(b.data);
-  const content = new RemoteBlobContent(blob, reader, { hostKey: 'test', amplify: 0, maxMerge: 64 * K, prefetchMerge: 64 * K, scheduler });
+  const content = new RemoteBlobContent(blob, reader, { hostKey: 'test', amplify: 0, maxMerge: 64 * K, scheduler });
   reader.hang = (off) => off === b.chunks[0].cOffset;
   const s = sinkFor(b);
   const pf = content.prefetch(s.sink, s.alloc);
