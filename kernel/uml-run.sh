@@ -15,6 +15,16 @@ shift $((OPTIND - 1))
 [ $# -gt 0 ] || { echo "uml-run.sh: no command" >&2; exit 2; }
 [ -n "$kernel" ] || kernel=$("$here/build.sh") || exit 2
 
+# UML maps a guest process's pages into its host process one mmap at a time:
+# a guest process with a few hundred MiB in use passes the host's default
+# vm.max_map_count (65530), and UML kills it with SIGSEGV ("UML ran out of
+# memory on the host side"; bench/fscache's lazysnapd and its push did).
+want_maps=1048576
+if [ "$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo 0)" -lt $want_maps ]; then
+  echo $want_maps >/proc/sys/vm/max_map_count 2>/dev/null ||
+    echo "uml-run.sh: vm.max_map_count is $(cat /proc/sys/vm/max_map_count) and cannot be raised (not root?): big guest processes may die of SIGSEGV" >&2
+fi
+
 run=$(mktemp -d /tmp/lazysnap-uml.XXXXXX) || exit 2
 trap 'rm -rf "$run"' EXIT
 for v in $(compgen -e); do
