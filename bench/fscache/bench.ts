@@ -27,14 +27,14 @@ const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
 const HERE_SRC = path.resolve(__dirname, '../../../bench/fscache');
 const REGISTRY = process.env.BENCH_REGISTRY !== '0';
 
-/** The image's files as a nydus OCI layout (cached beside the image); its ref. */
-async function nydusImage(): Promise<string> {
-  const ref = `oci:${path.join(WORK, 'nydus', 'nydus')}:nydus`;
-  if (!fs.existsSync(path.join(WORK, 'nydus-done'))) {
-    const { nydusFromDir } = await import('../../test/support/nydus-from-dir');
-    fs.rmSync(path.join(WORK, 'nydus'), { recursive: true, force: true });
-    await nydusFromDir(path.join(WORK, 'src'), path.join(WORK, 'nydus'));
-    fs.writeFileSync(path.join(WORK, 'nydus-done'), '');
+/** The image's files as an OCI layout with one uncompressed layer (cached beside the image); its ref. */
+async function ociOriginal(): Promise<string> {
+  const ref = `oci:${path.join(WORK, 'oci')}:latest`;
+  if (!fs.existsSync(path.join(WORK, 'oci-done'))) {
+    const { ociFromDir } = await import('../../test/support/nydus-from-dir');
+    fs.rmSync(path.join(WORK, 'oci'), { recursive: true, force: true });
+    await ociFromDir(path.join(WORK, 'src'), path.join(WORK, 'oci'));
+    fs.writeFileSync(path.join(WORK, 'oci-done'), '');
   }
   return ref;
 }
@@ -118,6 +118,17 @@ async function main() {
     address: path.join(dir, 'snap.sock'),
     config: `root = "${root}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'bench-l')}"\n${GUEST_MOUNT_DIRS}`,
   });
+  // a daemon that dies mid-bench says how, with the kernel's last words (fatal signals logged)
+  try {
+    fs.writeFileSync('/proc/sys/kernel/print-fatal-signals', '1');
+  } catch { /* not this kernel */ }
+  const died = d.daemon.exited.then((how) => {
+    let dmesg = '';
+    try {
+      dmesg = execFileSync('dmesg', { encoding: 'utf8' }).split('\n').slice(-25).join('\n');
+    } catch { /* no dmesg */ }
+    return `lazysnapd exited (code ${how.code}, signal ${how.signal}); the kernel's log ends:\n${dmesg}`;
+  });
   const cli = async (...a: string[]) => (await runOk(process.execPath, [CLI, ...a, '--address', d.address], { timeoutMs: 600_000 })).stdout;
   const status = async () => JSON.parse(await cli('status', '--json'));
   // In-process: a CLI start in the guest takes seconds, longer than a pass.
@@ -142,15 +153,22 @@ async function main() {
 
     let reg: { mbps: number; rps: number; reads: number } | undefined;
     if (REGISTRY) {
-      const ref = await nydusImage();
+      process.stderr.write('registry row: the OCI original\n');
+      const original = await ociOriginal();
       const { startRegistry } = await import('../../test/support/registry');
-      const { pushOciLayout } = await import('../../test/support/images');
-      const registry = await startRegistry({ dir: path.join(dir, 'registry') });
+      // its storage on the host's disk (hostfs), not in the guest's RAM beside the cache
+      fs.rmSync(path.join(WORK, 'registry'), { recursive: true, force: true });
+      const registry = await startRegistry({ dir: path.join(WORK, 'registry') });
       try {
-        await pushOciLayout(ref.split(':')[1], 'nydus', registry.url, 'bench/fscache:1');
+        // converted straight into the registry, as an operator would: the converter streams its upload
+        process.stderr.write('registry row: converting into the registry\n');
+        await runOk(process.execPath, [CLI, 'convert', original, `docker://${registry.host}/bench/fscache:1`],
+          { timeoutMs: 900_000 });
         const rmnt = path.join(dir, 'mnt-r');
         fs.mkdirSync(rmnt);
+        process.stderr.write('registry row: mounting it\n');
         await cli('mount', `docker://${registry.host}/bench/fscache:1`, rmnt);
+        process.stderr.write('registry row: reading it\n');
         const w0 = (await status()).worker.stats;
         const rr = readAll(rmnt);
         const w1 = (await status()).worker.stats;
@@ -181,6 +199,7 @@ async function main() {
         await new Promise((res) => setTimeout(res, 300));
         if (!running) break;
         const pid = (await status()).worker.pid;
+        if (!Number.isInteger(pid) || pid <= 1) throw new Error(`status gave no worker pid to kill (${pid})`);
         kills.push(performance.timeOrigin + performance.now());
         process.kill(pid, 'SIGKILL');
       }
@@ -248,6 +267,9 @@ async function main() {
     console.log(`failover: kills=${kills.length} in ${((Date.now() - t0) / 1000).toFixed(1)} s; stall per failover p50=${pct(stalls, 50).toFixed(0)} ms p99=${pct(stalls, 99).toFixed(0)} ms`);
     console.log(`hangs: stops=${stopsTotal} healed=${w1.hangsHealed - hangsBefore} (bound ${w1.hangTimeoutMs} ms); stall per healed hang p50=${pct(hangStalls, 50).toFixed(0)} ms max=${Math.max(0, ...hangStalls).toFixed(0)} ms`);
     console.log(`healthy worker under the throughput run: worst silence ${healthy.worstSilenceMs} ms, worst event-loop stall ${healthy.worstLoopStallMs} ms; over the whole bench: ${w1.worstSilenceMs} ms, ${w1.worstLoopStallMs} ms`);
+  } catch (e) {
+    const why = await Promise.race([died, new Promise((r) => setTimeout(() => r('lazysnapd still runs'), 3000))]);
+    throw new Error(`${(e as Error).message}\n${why}`);
   } finally {
     await d.stop();
   }
