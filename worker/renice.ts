@@ -23,7 +23,7 @@ export function reniceThreads(pid: number, nice: number): number {
       os.setPriority(Number(tid), nice); // setpriority(PRIO_PROCESS, tid): one thread on Linux
       n++;
     } catch {
-      // exited meanwhile, or lowering needs CAP_SYS_NICE: the worker lowers its main thread itself
+      // exited meanwhile, or not allowed (lowering a nice value needs CAP_SYS_NICE): callers renice only as root
     }
   }
   return n;

@@ -56,8 +56,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     throw new Error(`bad handover message (${got.data.length} bytes, ${got.fds.length} fds)`);
   }
   const devFd = got.fds[0];
-  // lazysnapd started this worker at nice 10 and set its threads back to 0 as it handed over; threads started in
-  // between may have missed that (see worker/renice.ts)
+  // lazysnapd set this standby's threads to nice 10 once it loaded and back to 0 as it handed over; threads started
+  // in between may have missed that (see worker/renice.ts)
   if (process.getuid?.() === 0) reniceThreads(process.pid, 0);
   if (o.settings.backend === 'fanotify') {
     // A fanotify response names its event by fd number, and a successor holds its orphans' numbers before its first
