@@ -80,7 +80,7 @@ async function main(argv: string[]) {
     for (const id of meta.list()) if (!keep.has(id)) meta.drop(id);
   }
   const backend = fscache.mounter?.backend ?? 'none';
-  const learning = fscache.lazy && fscache.supervisor && backend === 'fscache' && cfg.learn.record
+  const learning = fscache.lazy && fscache.supervisor && (backend === 'fscache' || backend === 'fanotify') && cfg.learn.record
     ? new Learning({ dir: traceDirOf(cfg), windowMs: cfg.learn.window_ms, images, traces: () => sn.store.traces, tell: (f) => fscache.supervisor!.learn(f, 1000), log })
     : undefined;
   if (learning && fscache.lazy) {

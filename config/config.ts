@@ -77,7 +77,7 @@ export interface Config {
     /** containerd's socket, where the proxy passes every call */
     containerd_address: string;
   };
-  /** learned prefetch (fscache backend) */
+  /** learned prefetch (both lazy backends) */
   learn: {
     /**
      * record what a container's start reads of an image that has no trace

@@ -20,20 +20,23 @@ function blobFile(blobDir: string, volume: string, tag: string): string {
 
 /** Creates (or finds) the image's blob files and marks the incomplete ones; returns them in device order. */
 export function prepareBlobFiles(groupFd: number, blobDir: string, volume: string, devices: { tag: string; size: number }[]):
-  { file: string; size: number; marked: boolean }[] {
+  { file: string; size: number; marked: boolean; created: boolean }[] {
   return devices.map(({ tag, size }) => {
     const file = blobFile(blobDir, volume, tag);
     const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    let created = false;
     try {
       const have = fs.fstatSync(fd).size;
-      if (have === 0) fs.ftruncateSync(fd, size);
-      else if (have !== size) throw new BlobFileError(`blob file ${file} is ${have} bytes; the device table says ${size}`);
-      if (size > 0 && seekHole(fd, 0) >= size) return { file, size, marked: false }; // complete: nothing to hold back
+      if (have === 0) {
+        fs.ftruncateSync(fd, size);
+        created = true;
+      } else if (have !== size) throw new BlobFileError(`blob file ${file} is ${have} bytes; the device table says ${size}`);
+      if (size > 0 && seekHole(fd, 0) >= size) return { file, size, marked: false, created }; // complete: nothing to hold back
     } finally {
       fs.closeSync(fd);
     }
     fanotifyMark(groupFd, FAN.MARK_ADD, FAN.PRE_ACCESS, file);
-    return { file, size, marked: true };
+    return { file, size, marked: true, created };
   });
 }
 

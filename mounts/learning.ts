@@ -13,7 +13,7 @@ import { FileChunks } from '../image/rafs/file-chunks';
 import { isRafsV6 } from '../image/erofs/superblock';
 import type { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
 import { Traces, traceKey } from '../snapshotter/storage/traces';
-import { JOURNAL_SUFFIX, encodeHeader, parseJournal, readHeader, type JournalHeader } from '../worker/trace-journal';
+import { JOURNAL_SUFFIX, encodeHeader, parseJournal, readHeader, type JournalHeader } from '../worker/learn/trace-journal';
 import { buildTrace } from './trace-build';
 
 /** After the window: time for a READ recorded at its last moment to be appended. */

@@ -119,7 +119,7 @@ export class Mounter {
         const m = fileBackedMount({ devices, nosuid: spec.nosuid });
         opts = m.shown;
         await mountFs(bootstrap, mountpoint, 'erofs', m.flags, m.data);
-        const marked = (prepared ?? []).filter((d) => d.marked).map(({ file, size }) => ({ file, size }));
+        const marked = (prepared ?? []).filter((d) => d.marked).map(({ file, size, created }) => ({ file, size, created }));
         if (marked.length) this.onBlobFilesMounted?.(marked);
       } else {
         opts = erofsOptions({ fsid, domain, nosuid: spec.nosuid });

@@ -3,7 +3,7 @@
 // chunk once however often a killed worker's successor recorded it again.
 import type { FileChunks } from '../image/rafs/file-chunks';
 import type { TraceEntry } from '../snapshotter/storage/traces';
-import type { Journal } from '../worker/trace-journal';
+import type { Journal } from '../worker/learn/trace-journal';
 
 /**
  * @param blobIds the image's blob ids by blob index (device i+1 = blob i)

@@ -185,8 +185,7 @@ export function startSupervisor(cfg: Config, fd: number, backend: Pick<WorkerSet
       logLevel: cfg.log.level,
       prefetch: cfg.fscache.prefetch !== 'off',
       blobMetaDir: blobMetaDirOf(cfg),
-      // fscache only: the fanotify backend neither records nor replays yet
-      learn: backend.backend === 'fscache' ? { dir: cfg.learn.record ? traceDirOf(cfg) : '', replay: cfg.learn.replay } : { dir: '', replay: false },
+      learn: { dir: cfg.learn.record ? traceDirOf(cfg) : '', replay: cfg.learn.replay },
       readDeadlineMs: cfg.fscache.read_deadline_ms,
       heartbeatMs: heartbeatMsFor(cfg.fscache.hang_timeout_ms),
       metricsMs: cfg.metrics.address ? METRICS_REPORT_MS : 0,

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { Allocator, BlobContent, ContentResolver, RangeSink, ReadObserver, UnknownBlobError, fillRetryable } from '../content/content';
 import { CacheObject, ObjectClosedError, ObjectTable } from './objects';
 import { Message, Opcode, OpenMsg, ReadMsg, CloseMsg, cmd, volumeName } from './protocol';
-import type { TraceRecorder } from './trace-recorder';
+import type { TraceRecorder } from './learn/trace-recorder';
 
 const ENOENT = 2;
 const EIO = 5;

@@ -16,6 +16,7 @@ import { BlobEntry, Bootstrap } from '../image/rafs/bootstrap';
 import { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
 import { Traces, traceKey } from '../snapshotter/storage/traces';
 import { FileChunks } from '../image/rafs/file-chunks';
+import type { Logger } from 'pino';
 
 /** contents kept open for the next OPEN of the same blob (each may hold an fd) */
 const MAX_CACHED = 256;
@@ -227,4 +228,17 @@ function readHead(file: string, len: number): Buffer {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** Learned prefetch's plan for a blob, if replay is on; a bootstrap that cannot be read means no replay, not a failure. */
+export function replayPlanOf(resolver: MetadataResolver, replay: boolean, log: Logger): ((volume: string, cookie: string) => number[]) | undefined {
+  if (!replay) return undefined;
+  return (volume, cookie) => {
+    try {
+      return resolver.replayPlan(volume, cookie);
+    } catch (err) {
+      log.warn({ volume, cookie, err: (err as Error).message }, 'cannot read the recorded start of this blob; not replaying it');
+      return [];
+    }
+  };
 }

@@ -1,9 +1,10 @@
 // A worker serving a fanotify group: the journal, the daemon, the poller,
 // and the events a dead predecessor left unanswered.
 import type { Logger } from 'pino';
-import type { ContentResolver } from '../content/content';
 import type { WorkerSettings } from './settings';
 import type { Serving } from './worker';
+import { replayPlanOf, type MetadataResolver } from './resolver';
+import type { TraceRecorder } from './learn/trace-recorder';
 import { contentStatus } from './control';
 import type { ReadObserver } from '../content/content';
 import { FanotifyDaemon } from './fanotify/daemon';
@@ -12,7 +13,7 @@ import { GroupPoller, allBlobFiles, deadJournals, groupIO, openJournal, reserveF
 /** how often orphans wait for a live worker's journal (a retiring one) to go */
 const RESCAN_MS = 200;
 
-export function serveFanotify(groupFd: number, resolver: ContentResolver, s: WorkerSettings, log: Logger, onRead?: ReadObserver): Serving {
+export function serveFanotify(groupFd: number, resolver: MetadataResolver, s: WorkerSettings, log: Logger, onRead?: ReadObserver, recorder?: TraceRecorder): Serving {
   const journal = openJournal(s.journalDir);
   let poller: GroupPoller | undefined;
   const daemon = new FanotifyDaemon(groupIO(groupFd), journal, resolver, log, {
@@ -22,10 +23,14 @@ export function serveFanotify(groupFd: number, resolver: ContentResolver, s: Wor
     readDeadlineMs: s.readDeadlineMs,
     onAnswered: () => poller?.resume(),
     onRead,
+    recorder,
+    replayPlan: replayPlanOf(resolver, s.learn.replay, log),
   });
   poller = new GroupPoller(groupFd, () => daemon.drain(), (err) => log.error({ err: err.message }, 'reading the fanotify group failed'));
 
   const answerOrphans = async () => {
+    // journals first: the reads that answer a dead worker's events are recorded too
+    recorder?.scan();
     let dead = deadJournals(s.journalDir);
     // Their numbers are held before the first read: none of this worker's own events can take one.
     const reserved = reserveFds(dead.orphans.map((o) => o.event.fd));

@@ -17,12 +17,12 @@ import type { RemoteBlobContent } from '../content/remote';
 import { serveFanotify } from './serve-fanotify';
 import { deadJournals } from './fanotify/group';
 import { cmd } from './protocol';
-import { MetadataResolver } from './resolver';
+import { MetadataResolver, replayPlanOf } from './resolver';
 import { remoteOpener, type RemoteOpener } from './remote-opener';
 import type { WorkerSettings } from './settings';
 import { reniceThreads } from './renice';
 import { serveTakeover } from './takeover';
-import { TraceRecorder } from './trace-recorder';
+import { TraceRecorder } from './learn/trace-recorder';
 import { warmFetchPath } from './warm-up';
 
 export interface WorkerOptions {
@@ -69,7 +69,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   }
   const recorder = o.settings.learn.dir ? new TraceRecorder(o.settings.learn.dir, o.log) : undefined;
   const serving = o.settings.backend === 'fanotify'
-    ? serveFanotify(devFd, resolver, o.settings, o.log, metrics.read)
+    ? serveFanotify(devFd, resolver, o.settings, o.log, metrics.read, recorder)
     : serveFscache(devFd, resolver, o.settings, o.log, metrics.read, recorder);
 
   const control = new net.Socket({ fd: o.controlFd, readable: true, writable: true });
@@ -86,7 +86,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
         if (Number.isSafeInteger(req.bytes) && req.bytes >= 0) serving.setPrefetchBudget?.(req.bytes);
       } else if (req.op === 'open-blobs') {
         if (Array.isArray(req.blobs)) {
-          serving.openBlobs?.(req.blobs.filter((b) => typeof b?.file === 'string' && Number.isSafeInteger(b?.size) && b.size > 0));
+          serving.openBlobs?.(req.blobs.filter((b) => typeof b?.file === 'string' && Number.isSafeInteger(b?.size) && b.size > 0)
+            .map((b) => ({ file: b.file, size: b.size, created: b.created === true })));
         }
       } else if (req.op === 'learn') {
         sendJson(control, { id: req.id, result: typeof req.file === 'string' && recorder ? recorder.learn(req.file) : false });
@@ -213,14 +214,7 @@ function serveFscache(devFd: number, resolver: MetadataResolver, s: WorkerSettin
     prefetch: s.prefetch,
     onRead,
     recorder,
-    replayPlan: s.learn.replay ? (volume, cookie) => {
-      try {
-        return resolver.replayPlan(volume, cookie);
-      } catch (err) {
-        log.warn({ volume, cookie, err: (err as Error).message }, 'cannot read the recorded start of this blob; not replaying it');
-        return [];
-      }
-    } : undefined,
+    replayPlan: replayPlanOf(resolver, s.learn.replay, log),
   });
   return {
     start() {

@@ -16,16 +16,14 @@ import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../
 import { guestDir, requireFscacheKernel } from '../support/guest';
 import { pushOciLayout } from '../support/images';
 import { startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
-import { scrape, total } from '../support/metrics';
 import { run, runOk, tail } from '../support/proc';
 import { startRegistry, type Registry } from '../support/registry';
 import { unmountAll } from '../support/tmp';
 import { cachedDebianPythonImage } from '../support/debian-python';
 import type { Trace } from '../../snapshotter/storage/traces';
+import { LEARN_START, assertPythonStart, assertSameChunks, chunkKeys, servingWorker, workerPids, coverage, servedDuring, servedLine, tracesOf } from '../support/learn';
 
 const CLI = join(__dirname, '../../cmd/lazysnap.js');
-/** imports a few modules more than a bare start (python3-minimal has these), so the start reads more chunks */
-const START = ['python3', '-c', 'import argparse, datetime, logging, pathlib, random, subprocess, ipaddress, csv; print("ready")'];
 /**
  * Longer than any start here, kills included (a start under kills every 100-300 ms takes minutes on the
  * guest's one CPU); each trace is stored when its image is removed, which ends the window early.
@@ -89,17 +87,12 @@ async function logs(): Promise<string> {
 
 const cli = async (...args: string[]) => (await runOk(process.execPath, [CLI, ...args, '--address', lazysnapd!.address], { timeoutMs: 60_000 })).stdout;
 
-async function tracesOf(ref: string): Promise<Trace[]> {
-  const r = await run(process.execPath, [CLI, 'trace', ref, '--json', '--address', lazysnapd!.address], { timeoutMs: 30_000 });
-  return r.code === 0 ? (JSON.parse(r.stdout) as Trace[]) : [];
-}
-
 /** The trace a start left: its image is removed (and culled), which stores it. */
 async function traceAfterRemoval(ref: string): Promise<Trace> {
   await removeAndCull(ref);
   const deadline = Date.now() + 30_000;
   for (;;) {
-    const [t] = await tracesOf(ref);
+    const [t] = await tracesOf(lazysnapd!.address, ref);
     if (t) return t;
     if (Date.now() > deadline) assert.fail(`no trace of ${ref} stored${await logs()}`);
     await new Promise((r) => setTimeout(r, 500));
@@ -110,7 +103,7 @@ async function traceAfterRemoval(ref: string): Promise<Trace> {
 async function start(ref: string, name: string, timeoutMs = 120_000): Promise<number> {
   await cri.pullImage(ref).catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
   const t0 = Date.now();
-  const r = await cri.runToCompletion(ref, START, { logRoot: join(dir, 'pod-logs'), name, timeoutMs })
+  const r = await cri.runToCompletion(ref, LEARN_START, { logRoot: join(dir, 'pod-logs'), name, timeoutMs })
     .catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
   assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
   assert.match(r.stdout, /^ready$/m, r.logs);
@@ -132,40 +125,15 @@ async function removeAndCull(ref: string): Promise<void> {
   }
 }
 
-/** lazysnapd's workers (serving and standby), from its pid file. */
-function workerPids(): number[] {
-  try {
-    return JSON.parse(fs.readFileSync(join(dir, 'lazysnap', 'fscache', 'workers.json'), 'utf8'));
-  } catch {
-    return [];
-  }
-}
-
-/** The worker holding /dev/cachefiles (the standby gets it only at a handover); asking lazysnapd would cost the guest's one CPU a Node start per kill. */
-function servingWorker(): number {
-  for (const pid of workerPids()) {
-    try {
-      if (fs.readdirSync(`/proc/${pid}/fd`).some((fd) => fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === '/dev/cachefiles')) return pid;
-    } catch {
-      // gone
-    }
-  }
-  return 0;
-}
-
-const chunkKeys = (t: Trace) => t.entries.map((e) => `${e.blob}:${e.uOffset}`);
 
 let undisturbed: Trace | undefined;
 
 test('a start is recorded: its files and chunks, first access first, each chunk once', { timeout: 300_000 }, async (t) => {
   const ms = await start(pyRef, 'learn-1');
   undisturbed = await traceAfterRemoval(pyRef);
+  assertPythonStart(undisturbed);
   const keys = chunkKeys(undisturbed);
-  assert.ok(keys.length >= 20, `a python start reads more than a few chunks: ${keys.length}`);
-  assert.equal(new Set(keys).size, keys.length, 'no chunk twice');
   const paths = undisturbed.entries.map((e) => e.path);
-  assert.ok(paths.some((p) => /\/python3(\.\d+)?$/.test(p)), `the interpreter is in it: ${[...new Set(paths)].slice(0, 10)}`);
-  assert.ok(paths.some((p) => /\/argparse(\.cpython-\d+)?\.pyc?$/.test(p)), `and argparse: ${[...new Set(paths)].filter((p) => p.includes('argparse'))}`);
   const text = await cli('trace', pyRef);
   assert.match(text, new RegExp(`^${pyRef.replace(/[.]/g, '\\.')} {2}key [0-9a-f]{16}… {2}recorded .*: \\d+ files, ${keys.length} chunks`, 'm'));
   t.diagnostic(`recorded ${keys.length} chunks in ${new Set(paths).size} files from ${undisturbed.reads} READs; start ${ms} ms`);
@@ -192,9 +160,9 @@ test('the same start recorded while each serving worker is SIGKILLed 100-300 ms 
     while (!stop) {
       await new Promise((r) => setTimeout(r, 10));
       const now = Date.now();
-      const all = workerPids();
+      const all = workerPids(join(dir, 'lazysnap'));
       for (const p of all) if (!firstSeen.has(p)) firstSeen.set(p, now);
-      const serving = servingWorker();
+      const serving = servingWorker(join(dir, 'lazysnap'), '/dev/cachefiles');
       if (serving !== pid) {
         pid = serving;
         killAt = now + 100 + Math.floor(Math.random() * 200);
@@ -222,27 +190,10 @@ test('the same start recorded while each serving worker is SIGKILLed 100-300 ms 
   // how many kills land depends on how long the start takes (its chunks may still be in the worker's memory): at least one
   assert.ok(kills >= 1, `the worker was killed during the start (${kills} times)`);
   const disturbed = await traceAfterRemoval(pyRef);
+  assertSameChunks(disturbed, undisturbed!);
   const keys = chunkKeys(disturbed);
-  assert.equal(new Set(keys).size, keys.length, 'no chunk twice');
-  const want = new Set(chunkKeys(undisturbed!));
-  const missing = [...want].filter((k) => !keys.includes(k));
-  const extra = keys.filter((k) => !want.has(k));
-  assert.deepEqual({ missing, extra }, { missing: [], extra: [] }, 'the same set of chunks');
   t.diagnostic(`${kills} kills during a ${ms} ms start; ${keys.length} chunks from ${disturbed.reads} READs (undisturbed: ${undisturbed!.reads})`);
 });
-
-/** How the start's reads were served, from lazysnapd's metrics over one start. */
-async function servedDuring(fn: () => Promise<number>): Promise<{ wanted: number; present: number; joined: number; replayed: number; ms: number }> {
-  const m0 = await scrape(metricsSock);
-  const ms = await fn();
-  await new Promise((r) => setTimeout(r, 2500)); // workers report every second
-  const m1 = await scrape(metricsSock);
-  const d = (name: string) => total(m1, name) - total(m0, name);
-  return { wanted: d('lazysnap_cache_requests_total'), present: d('lazysnap_cache_hits_total'), joined: d('lazysnap_cache_joined_total'), replayed: d('lazysnap_replay_chunks_total'), ms };
-}
-
-/** Of the recorded start's chunks, the share the reads did not have to fetch themselves. */
-const coverage = (s: { wanted: number; present: number; joined: number }, chunks: number) => 1 - (s.wanted - s.present - s.joined) / chunks;
 
 test('replay: on a fresh cache the next start finds ≥ 90% of its recorded chunks fetched or on their way', { timeout: 300_000 }, async (t) => {
   // the undisturbed trace (trace --load), whatever the test above left
@@ -252,13 +203,12 @@ test('replay: on a fresh cache the next start finds ≥ 90% of its recorded chun
   const saved = join(dir, 'undisturbed.json');
   fs.writeFileSync(saved, JSON.stringify([undisturbed]));
   assert.match(await cli('trace', '--load', saved), /stored 1 recorded start/);
-  const [trace] = await tracesOf(pyRef);
+  const [trace] = await tracesOf(lazysnapd!.address, pyRef);
   assert.ok(trace && trace.entries.length >= 20, `the trace of the undisturbed start: ${trace?.entries.length} chunks`);
-  const s = await servedDuring(() => start(pyRef, 'learn-replay'));
+  const s = await servedDuring(metricsSock, () => start(pyRef, 'learn-replay'));
   const n = trace.entries.length;
   const c = coverage(s, n);
-  t.diagnostic(`replayed ${s.replayed} chunks for a ${n}-chunk trace; READs needed ${s.wanted} chunks: ${s.present} present, ${s.joined} in flight, ` +
-    `${s.wanted - s.present - s.joined} fetched by the READ itself; coverage ${(100 * c).toFixed(1)}%; start ${s.ms} ms`);
+  t.diagnostic(servedLine(s, n));
   assert.ok(s.replayed >= 0.9 * n, `the replay fetched the recorded chunks (${s.replayed} of ${n})`);
   assert.ok(c >= 0.9, `prefetch hits ${(100 * c).toFixed(1)}% of the recorded start's chunks`);
   assert.match(fs.readFileSync(lazysnapd!.logPath, 'utf8'), /replaying a recorded start/);
@@ -276,11 +226,10 @@ test('a trace baked into a converted image (convert --prefetch-trace) serves its
   optRef = `${registry!.host}/test/debian-python-opt:1`;
   await removeAndCull(pyRef);
   // this node has no trace of the new image: its bootstrap (with the table) is not the one recorded
-  assert.deepEqual(await tracesOf(optRef), []);
-  const [trace] = await tracesOf(pyRef);
-  const s = await servedDuring(() => start(optRef, 'learn-opt'));
+  assert.deepEqual(await tracesOf(lazysnapd!.address, optRef), []);
+  const [trace] = await tracesOf(lazysnapd!.address, pyRef);
+  const s = await servedDuring(metricsSock, () => start(optRef, 'learn-opt'));
   const c = coverage(s, trace.entries.length);
-  t.diagnostic(`prefetch table of ${paths.split('\n').filter(Boolean).length} files: replayed ${s.replayed} chunks; READs needed ${s.wanted}: ${s.present} present, ` +
-    `${s.joined} in flight; coverage ${(100 * c).toFixed(1)}% of the ${trace.entries.length} recorded chunks; start ${s.ms} ms`);
+  t.diagnostic(`prefetch table of ${paths.split('\n').filter(Boolean).length} files: ${servedLine(s, trace.entries.length)}`);
   assert.ok(c >= 0.9, `the table served ${(100 * c).toFixed(1)}% of the start's chunks`);
 });

@@ -10,7 +10,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { FAN, FanotifyProtocolError, PRE_CONTENT_EVENT_LEN, parseEvent, parseEvents, response } from '../../worker/fanotify/events';
 import { EventJournal, JOURNAL_LEN, SLOTS, SLOT_LEN, readJournal } from '../../worker/fanotify/journal';
-import { FanotifyDaemon, FanotifyIO } from '../../worker/fanotify/daemon';
+import { FanotifyDaemon, FanotifyDaemonOptions, FanotifyIO } from '../../worker/fanotify/daemon';
 import { reserveFds } from '../../worker/fanotify/group';
 import { BlobContent, ContentResolver, UnknownBlobError } from '../../content/content';
 import { FlatFileContent } from '../../content/flatfile';
@@ -99,9 +99,10 @@ class FakeGroup implements FanotifyIO {
   addFile(p: string, size: number) {
     this.files.set(p, { data: Buffer.alloc(size), filled: new Set() });
   }
-  event(fd: number, file: string, offset: number, count: number) {
+  event(fd: number, file: string, offset: number, count: number, pid = 1094) {
     const b = Buffer.from(REAL_EVENT);
     b.writeInt32LE(fd, 16);
+    b.writeInt32LE(pid, 20);
     b.writeBigUInt64LE(BigInt(offset), 32);
     b.writeBigUInt64LE(BigInt(count), 40);
     this.fdPath.set(fd, file);
@@ -153,7 +154,7 @@ async function settle(d: FanotifyDaemon) {
   for (let i = 0; i < 50 && (d.pending > 0 || i < 3); i++) await tick();
 }
 
-function setup(blobSize = 3 * 4096 + 100, content?: (file: string) => Promise<BlobContent>) {
+function setup(blobSize = 3 * 4096 + 100, content?: (file: string) => Promise<BlobContent>, more: Partial<FanotifyDaemonOptions> = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-fan-'));
   const src = crypto.randomBytes(blobSize);
   fs.writeFileSync(path.join(dir, 'source'), src);
@@ -169,8 +170,8 @@ function setup(blobSize = 3 * 4096 + 100, content?: (file: string) => Promise<Bl
     },
   };
   const journalBuf = Buffer.alloc(JOURNAL_LEN);
-  const d = new FanotifyDaemon(g, new EventJournal(journalBuf), resolver, log, { blobDir, readAttempts: 2, retryDelayMs: 1 });
-  return { g, d, src, resolved, journalBuf };
+  const d = new FanotifyDaemon(g, new EventJournal(journalBuf), resolver, log, { blobDir, readAttempts: 2, retryDelayMs: 1, ...more });
+  return { g, d, src, resolved, journalBuf, dir };
 }
 
 test('a missing range is filled through content/, written only within the file, then allowed; a present one is allowed at once', async () => {
@@ -242,8 +243,10 @@ test('a file outside the blob dir is not held back', async () => {
   assert.equal(d.stats.foreign, 1);
 });
 
-test('orphans: each range is filled through a read of our own first, then every orphan is answered by number', async () => {
-  const { g, d, src } = setup();
+test('orphans: each range is filled through a read of our own first, then every orphan is answered by number (and recorded as the reader asked)', async () => {
+  const order: string[] = [];
+  const rec = fakeRecorder(order);
+  const { g, d, src } = setup(undefined, undefined, { recorder: rec, pid: 1094 }); // the fake kernel's events carry pid 1094: ours here
   g.addFile('/blobs/vol/b2', 4096);
   // The fake kernel turns our own read into an event this daemon serves.
   let nextFd = 60;
@@ -262,6 +265,9 @@ test('orphans: each range is filled through a read of our own first, then every 
   assert.deepEqual(g.responses, [[60, 'allow'], [61, 'allow'], [62, 'allow'], [20, 'allow'], [20, 'allow'], [21, 'deny 5']]);
   assert.deepEqual(g.files.get('/blobs/vol/b1')!.data.subarray(0, 4096), src.subarray(0, 4096));
   assert.equal(d.stats.orphansAnswered, 3);
+  // our own reads are not recorded (they may be wider than the reader's); the orphans are, from the journal, but for the one
+  // whose blob was never written down (it cannot be known) and the one denied
+  assert.deepEqual(rec.accesses, ['b1@0+4096']);
 });
 
 test('a sequential reader is filled ahead in the background; its next reads find their bytes; a blob completed so loses its mark', async () => {
@@ -285,4 +291,123 @@ test('a sequential reader is filled ahead in the background; its next reads find
   await settle(d);
   assert.deepEqual(g.responses[2], [72, 'allow']);
   assert.equal(d.stats.fills, 2, 'no fill for bytes filled ahead');
+});
+
+/** A recorder that learns every blob of volume "vol" and notes each access in `order`. */
+function fakeRecorder(order: string[], learning = true) {
+  return {
+    accesses: [] as string[],
+    learning: (volume: string) => learning && volume === 'vol',
+    access(volume: string, cookie: string, off: number, len: number) {
+      this.accesses.push(`${cookie}@${off}+${len}`);
+      order.push(`recorded ${off}`);
+    },
+  };
+}
+
+test('learning: each allowed event is recorded before its answer, present ranges too; a denied one is not; a complete blob keeps its mark', async () => {
+  const order: string[] = [];
+  const rec = fakeRecorder(order);
+  const size = 3 * 4096 + 100;
+  const { g, d } = setup(size, undefined, { recorder: rec });
+  const respond = g.respond.bind(g);
+  g.respond = (fd, v) => {
+    order.push(`answered ${fd}`);
+    respond(fd, v);
+  };
+  g.event(80, '/blobs/vol/b1', 4096, 100); // missing: filled
+  d.drain();
+  await settle(d);
+  g.event(81, '/blobs/vol/b1', 4096, 4096); // present now
+  g.event(82, '/blobs/vol/b1', 0, 4 * 4096); // the rest: the blob becomes complete
+  g.event(83, '/blobs/vol/b1', size, 4096); // past the end: nothing read, nothing recorded
+  d.drain();
+  await settle(d);
+  assert.deepEqual(rec.accesses, ['b1@4096+100', 'b1@4096+4096', `b1@0+${size}`]);
+  assert.deepEqual(order.slice(0, 4), ['recorded 4096', 'answered 80', 'recorded 4096', 'answered 81']);
+  assert.deepEqual(g.unmarked, [], 'while the start is recorded, every read must still raise its event');
+  assert.equal(d.stats.marksRemoved, 0);
+
+  const failing: BlobContent = { name: 'broken', size, fill: async () => { throw new Error('digest mismatch'); } };
+  const order2: string[] = [];
+  const rec2 = fakeRecorder(order2);
+  const f = setup(size, async () => failing, { recorder: rec2 });
+  f.g.event(84, '/blobs/vol/b1', 0, 4096);
+  f.d.drain();
+  await settle(f.d);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(f.g.responses, [[84, 'deny 5']]);
+  assert.deepEqual(rec2.accesses, [], 'a read that failed is not part of the start');
+});
+
+test('replay: a mounted blob with recorded chunks borrows the fd of an event its own one-byte read raises, and fetches the chunks in order through it', async () => {
+  const size = 16 * 4096;
+  const order: string[] = [];
+  const rec = fakeRecorder(order, false);
+  const replayed: number[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const content = async (): Promise<BlobContent> => {
+    const flat = await FlatFileContent.open(path.join(dir, 'source'));
+    return {
+      name: flat.name,
+      size: flat.size,
+      fill: (o, l, sink, alloc, signal) => flat.fill(o, l, sink, alloc, signal),
+      replay(offsets, sink, alloc) {
+        const done = (async () => {
+          await gate; // the fd must stay open until the replay is over
+          for (const o of offsets) {
+            await flat.fill(o, 4096, sink, alloc);
+            replayed.push(o);
+          }
+          return { chunks: offsets.length };
+        })();
+        return { cancel: () => undefined, done };
+      },
+    };
+  };
+  const plans: string[] = [];
+  const { g, d, src, dir } = setup(size, content, {
+    recorder: rec,
+    pid: 4242,
+    replayPlan: (volume, cookie) => {
+      plans.push(`${volume}/${cookie}`);
+      return [8 * 4096, 2 * 4096, 12 * 4096];
+    },
+  });
+  g.onRetrigger = async (file, off, count) => {
+    assert.equal(count, 1);
+    g.event(90, file, off, 4096, 4242); // our own read of one byte: the kernel names its page
+    d.drain();
+    await settle(d);
+  };
+  d.openBlobs([{ file: '/blobs/vol/b1', size }]);
+  for (let i = 0; i < 20 && g.responses.length === 0; i++) await settle(d);
+  assert.deepEqual(plans, ['vol/b1']);
+  assert.deepEqual(g.retriggered, [`b1@${8 * 4096}`], 'one byte of the first recorded chunk');
+  assert.deepEqual(g.responses, [[90, 'allow']], 'the trigger is answered like any read');
+  assert.deepEqual(g.closed, [], 'its fd stays open for the replay');
+  assert.deepEqual(rec.accesses, [], 'the trigger is not the start\'s read');
+  assert.equal(d.stats.replays, 1);
+  release();
+  for (let i = 0; i < 40 && g.closed.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(replayed, [8 * 4096, 2 * 4096, 12 * 4096], 'in recorded order');
+  assert.deepEqual(g.closed, [90], 'closed once the replay is done');
+  const file = g.files.get('/blobs/vol/b1')!;
+  for (const o of [2, 8, 12]) assert.deepEqual(file.data.subarray(o * 4096, (o + 1) * 4096), src.subarray(o * 4096, (o + 1) * 4096));
+  // a reader's event for the same page from another process is a read like any other
+  g.event(91, '/blobs/vol/b1', 8 * 4096, 4096);
+  d.drain();
+  await settle(d);
+  assert.deepEqual(rec.accesses, ['b1@32768+4096']);
+  assert.equal(d.stats.replays, 1);
+  // mounted again over the same file: nothing to do; over a new file of that name (the image was removed): replayed again
+  d.openBlobs([{ file: '/blobs/vol/b1', size }]);
+  await settle(d);
+  assert.deepEqual(plans, ['vol/b1']);
+  g.files.get('/blobs/vol/b1')!.filled.clear();
+  d.openBlobs([{ file: '/blobs/vol/b1', size, created: true }]);
+  for (let i = 0; i < 40 && d.stats.replays < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(plans, ['vol/b1', 'vol/b1']);
+  assert.equal(d.stats.replays, 2);
 });

@@ -7,7 +7,8 @@
 // reads as zeros. The group is behind FanotifyIO, so this runs in unit tests.
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { Allocator, BlobContent, ContentResolver, ReadObserver, ReadResult, UnknownBlobError, clipToSize, fillRetryable } from '../../content/content';
+import { Allocator, BlobContent, ContentResolver, PAGE, RangeSink, ReadObserver, ReadResult, UnknownBlobError, alignDown, clipToSize, fillRetryable } from '../../content/content';
+import type { TraceRecorder } from '../learn/trace-recorder';
 import { FAN, FanEvent, parseEvent } from './events';
 import { EventJournal, JournalEntry } from './journal';
 
@@ -22,7 +23,12 @@ const AHEAD = 4 << 20;
 
 /** The syscalls the daemon makes on the group, its event fds and blob files. */
 /** A lazily filled blob file under the blob dir, and its size (lazysnapd's open-blobs). */
-export interface BlobFile { file: string; size: number }
+export interface BlobFile {
+  file: string;
+  size: number;
+  /** made by this mount: an earlier file of that name (its image removed) and all it held are gone */
+  created?: boolean;
+}
 
 export interface FanotifyIO {
   /** read(2) of at most one event into `area`; 0 when none is queued */
@@ -54,6 +60,12 @@ export interface FanotifyDaemonOptions {
   onAnswered?: () => void;
   /** told of each event answered for a blob (metrics) */
   onRead?: ReadObserver;
+  /** learned prefetch: appends each allowed event of a learning image to its journal, before the answer */
+  recorder?: Pick<TraceRecorder, 'access' | 'learning'>;
+  /** learned prefetch: a blob's recorded chunks (uncompressed offsets, in order), fetched once it is mounted */
+  replayPlan?: (volume: string, cookie: string) => number[];
+  /** this process's pid: its own reads (retriggers) raise events too (tests give another) */
+  pid?: number;
 }
 
 /** Where an event's answer came from. */
@@ -61,6 +73,8 @@ interface Outcome {
   result?: ReadResult;
   content?: BlobContent;
   len: number;
+  /** what to record if allowed (learned prefetch) */
+  access?: { volume: string; cookie: string; off: number; len: number };
 }
 
 export interface FanotifyStats {
@@ -80,10 +94,14 @@ export interface FanotifyStats {
   marksRemoved: number;
   /** events that named a file outside the blob dir (allowed: not ours to hold) */
   foreign: number;
+  /** replays of a recorded start begun */
+  replays: number;
 }
 
 interface Blob {
   rel: string;
+  volume: string;
+  cookie: string;
   size: number;
   content: Promise<BlobContent>;
   reads: number;
@@ -95,11 +113,18 @@ interface Blob {
   inflight: { start: number; end: number; done: Promise<unknown> }[];
   /** where the last on-demand fill started (-1: none yet) */
   lastFill: number;
+  /**
+   * A replay waiting for an fd to write through: only an event's fd writes
+   * without raising events, so the worker reads one byte at `at` itself and
+   * the event that read raises (for the byte's page) lends its fd to the replay.
+   */
+  replay?: { plan: number[]; at: number };
 }
 
 export class FanotifyDaemon {
   readonly stats: FanotifyStats = {
     events: 0, eventsPresent: 0, eventsDenied: 0, fills: 0, fillsAhead: 0, eventsFilledAhead: 0, bytesWritten: 0, orphansAnswered: 0, marksRemoved: 0, foreign: 0,
+    replays: 0,
   };
   /** events handled to the end, for the heartbeat */
   handled = 0;
@@ -179,6 +204,11 @@ export class FanotifyDaemon {
     } catch (err) {
       this.log.error({ err, fd: ev.fd }, 'unexpected failure handling a fanotify event; denying it');
     } finally {
+      // recorded before the answer: a worker killed before this line leaves the event to its successor, which records it
+      if (verdict === 'allow' && outcome.access) {
+        const a = outcome.access;
+        this.opts.recorder?.access(a.volume, a.cookie, a.off, a.len);
+      }
       try {
         this.io.respond(ev.fd, verdict);
       } catch (err) {
@@ -217,6 +247,16 @@ export class FanotifyDaemon {
     const start = ev.range.offset;
     const end = Math.min(start + ev.range.count, size);
     Object.assign(outcome, { result: 'present', content: this.blobs.get(rel)?.resolved, len: Math.max(0, end - start) });
+    const known = this.blobs.get(rel);
+    // This worker's own reads (a replay's trigger, an orphan's refill) are not the start's: an orphan is recorded
+    // from its journal entry, since a read of ours may raise a wider range than the one the reader was blocked on.
+    const own = ev.pid === (this.opts.pid ?? process.pid);
+    // the kernel names a buffered read by the pages it touches: the trigger's byte comes as its page
+    if (own && known?.replay && known.resolved && start === alignDown(known.replay.at) && ev.range.count === PAGE) {
+      this.replay(known, known.resolved, ev.fd, file, hold);
+    } else if (!own && start < end) {
+      outcome.access = { volume, cookie, off: start, len: end - start };
+    }
     if (start >= end || this.io.holeAt(ev.fd, start) >= end) {
       this.stats.eventsPresent++;
       return 'allow';
@@ -260,9 +300,9 @@ export class FanotifyDaemon {
     return 'allow';
   }
 
-  /** A blob whose file has no hole left loses its mark: its reads no longer cost an event. */
+  /** A blob whose file has no hole left loses its mark: its reads no longer cost an event (kept while a start is recorded: its reads are the record). */
   private unmarkIfComplete(blob: Blob, fd: number, file: string): void {
-    if (blob.complete || this.io.holeAt(fd, 0) < blob.size) return;
+    if (blob.complete || this.io.holeAt(fd, 0) < blob.size || this.opts.recorder?.learning(blob.volume, blob.cookie)) return;
     blob.complete = true;
     try {
       this.io.unmark(file);
@@ -295,7 +335,9 @@ export class FanotifyDaemon {
   private blob(rel: string, volume: string, cookie: string, size: number): Blob {
     let b = this.blobs.get(rel);
     if (!b) {
-      const nb: Blob = { rel, size, content: this.resolver.resolve(volume, cookie), reads: 0, bytesWritten: 0, complete: false, inflight: [], lastFill: -1 };
+      const nb: Blob = {
+        rel, volume, cookie, size, content: this.resolver.resolve(volume, cookie), reads: 0, bytesWritten: 0, complete: false, inflight: [], lastFill: -1,
+      };
       nb.content.then((c) => (nb.resolved = c), () => undefined);
       this.blobs.set(rel, (b = nb));
     }
@@ -309,12 +351,18 @@ export class FanotifyDaemon {
    * the read that needs it tries anew.
    */
   openBlobs(blobs: BlobFile[]): void {
-    for (const { file, size } of blobs) {
+    for (const { file, size, created } of blobs) {
       const named = this.blobName(file);
-      if (!named || this.blobs.has(named.rel)) continue;
+      if (!named) continue;
       const { rel, volume, cookie } = named;
+      const known = this.blobs.get(rel);
+      if (known && created) {
+        // what this worker knew of the old file is stale: it is not complete, and its content's presence is wrong
+        this.blobs.delete(rel);
+        known.resolved?.resetPresence?.();
+      } else if (known) continue;
       const b = this.blob(rel, volume, cookie, size);
-      b.content.catch((err) => {
+      b.content.then((c) => this.askReplay(b, file, c), (err) => {
         if (this.blobs.get(rel) === b) this.blobs.delete(rel);
         this.log.warn({ file, err: (err as Error).message }, 'cannot open a mounted blob; its first read will try again');
       });
@@ -329,6 +377,61 @@ export class FanotifyDaemon {
     return { rel, volume: parts[0], cookie: parts[1] };
   }
 
+  /** Writes a content's pieces into the blob file through `fd` (an event's), counting them. */
+  private sinkOf(blob: Blob, fd: number, size: number): RangeSink {
+    return clipToSize(size, async (at, data) => {
+      await this.io.pwrite(fd, data, at);
+      blob.bytesWritten += data.length;
+      this.stats.bytesWritten += data.length;
+    });
+  }
+
+  /** Fetches the blob's recorded chunks through `fd`, which `hold` keeps open until the replay ends. */
+  private replay(blob: Blob, content: BlobContent, fd: number, file: string, hold: Promise<unknown>[]): void {
+    const plan = blob.replay!.plan;
+    blob.replay = undefined;
+    this.stats.replays++;
+    this.log.info({ blob: blob.rel, chunks: plan.length }, 'replaying a recorded start');
+    const r = content.replay!(plan, this.sinkOf(blob, fd, blob.size), this.io.alloc);
+    hold.push(r.done.then((res) => {
+      this.log.info({ blob: blob.rel, ...res }, 'replay done');
+      this.unmarkIfComplete(blob, fd, file);
+    }));
+  }
+
+  /**
+   * Starts a replay of the blob's recorded chunks, if it has any: a read of
+   * one byte of the first raises the event whose fd the replay writes through.
+   */
+  private askReplay(blob: Blob, file: string, content: BlobContent): void {
+    if (!content.replay || !this.opts.replayPlan) return;
+    const plan = this.opts.replayPlan(blob.volume, blob.cookie);
+    this.log.debug({ blob: blob.rel, chunks: plan.length }, 'recorded chunks of a mounted blob');
+    if (plan.length === 0) return;
+    blob.replay = { plan, at: plan[0] };
+    this.io.retrigger(file, plan[0], 1).catch((err) => {
+      blob.replay = undefined;
+      this.log.warn({ blob: blob.rel, err: (err as Error).message }, 'cannot start replaying a recorded start; its reads fetch on demand');
+    });
+  }
+
+  /**
+   * Records an orphan's read as the reader made it (before it is answered,
+   * like any other). One whose blob the dead worker never wrote down cannot
+   * be recorded: its start's trace may lack that read.
+   */
+  private recordOrphan(o: JournalEntry): void {
+    if (!this.opts.recorder || !o.event.range) return;
+    const named = o.path ? this.blobName(path.join(this.opts.blobDir, o.path)) : undefined;
+    if (!named) {
+      this.log.warn({ range: o.event.range }, 'an orphaned event names no blob: if its image is recording a start, this read is not recorded');
+      return;
+    }
+    const size = this.blobs.get(named.rel)?.size ?? Infinity;
+    const end = Math.min(o.event.range.offset + o.event.range.count, size);
+    if (end > o.event.range.offset) this.opts.recorder.access(named.volume, named.cookie, o.event.range.offset, end - o.event.range.offset);
+  }
+
   /** Never rejects; false when the range could not be filled within the deadline and attempts. */
   private async fill(blob: Blob, content: BlobContent, fd: number, off: number, len: number, size: number, ahead = false,
     ms = this.opts.readDeadlineMs): Promise<boolean> {
@@ -337,11 +440,7 @@ export class FanotifyDaemon {
     try {
       for (let attempt = 1; ; attempt++) {
         try {
-          await content.fill(off, len, clipToSize(size, async (at, data) => {
-            await this.io.pwrite(fd, data, at);
-            blob.bytesWritten += data.length;
-            this.stats.bytesWritten += data.length;
-          }), this.io.alloc, deadline.signal);
+          await content.fill(off, len, this.sinkOf(blob, fd, size), this.io.alloc, deadline.signal);
           return true;
         } catch (err) {
           const last = attempt >= this.opts.readAttempts || deadline.signal.aborted || !fillRetryable(err);
@@ -386,6 +485,7 @@ export class FanotifyDaemon {
     }
     for (const o of orphans) {
       while (this.live.has(o.event.fd)) await new Promise((r) => setTimeout(r, 5));
+      if (!failed.has(o.event.fd)) this.recordOrphan(o);
       try {
         this.io.respond(o.event.fd, failed.has(o.event.fd) ? { deny: EIO } : 'allow');
         this.stats.orphansAnswered++;

@@ -1,0 +1,197 @@
+// Learned prefetch on the host's own kernel, through the fanotify backend and
+// containerd's CRI (kernel/learn is the same on fscache): the debian+python
+// image's start is recorded once undisturbed and once while the serving
+// worker is SIGKILLed every 100-300 ms (the same chunks, none twice); then
+// replayed on a fresh cache; then baked into a converted image's prefetch
+// table, whose first start on this node (no local trace) is served the same
+// way. Between runs the image is removed, which unmounts it and deletes its
+// blob files: each start reads from the registry.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { requireBinaries } from '../support/bins';
+import type { CriClient } from '../support/cri';
+import { buildPauseImage } from '../support/guest-containerd';
+import { startCriNode, type CriNode } from '../support/cri-node';
+import { pushOciLayout } from '../support/images';
+import { run, runOk } from '../support/proc';
+import { startRegistry, type Registry } from '../support/registry';
+import { makeTempDir, removeTempDir } from '../support/tmp';
+import { buildDebianPythonImage } from '../support/debian-python';
+import type { Trace } from '../../snapshotter/storage/traces';
+import { LEARN_START, assertPythonStart, assertSameChunks, chunkKeys, servingWorker, coverage, servedDuring, servedLine, tracesOf } from '../support/learn';
+
+const CLI = join(__dirname, '../../cmd/lazysnap.js');
+/** longer than any start here; each trace is stored when its image is removed, which ends the window early */
+const WINDOW_MS = 600_000;
+let dir = '';
+let blobDir = '';
+let registry: Registry | undefined;
+let node: CriNode | undefined;
+let cri: CriClient;
+let pyRef = '';
+let metricsSock = '';
+let layout = { dir: '', ref: '' };
+
+before(async () => {
+  requireBinaries(['containerd', 'ctr', 'shim', 'runc', 'registry']);
+  const dp = await buildDebianPythonImage();
+  layout = { dir: dp.layoutDir, ref: dp.ref };
+  dir = await makeTempDir('fanotify-learn');
+  blobDir = join(dir, 'blobs');
+  registry = await startRegistry({ dir: join(dir, 'registry') });
+  const pyNydus = join(dir, 'nydus-python');
+  await runOk(process.execPath, [CLI, 'convert', `oci:${dp.layoutDir}:${dp.ref}`, `oci:${pyNydus}:1`], { timeoutMs: 600_000 });
+  await pushOciLayout(pyNydus, '1', registry.url, 'test/debian-python:1');
+  pyRef = `${registry.host}/test/debian-python:1`;
+  const pause = await buildPauseImage(join(dir, 'pause'));
+  await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');
+  metricsSock = join(dir, 'metrics.sock');
+  fs.mkdirSync('/var/tmp/lazysnap-it-logs', { recursive: true });
+  node = await startCriNode({
+    dir,
+    logPath: `/var/tmp/lazysnap-it-logs/fanotify-learn-${Date.now()}.log`, // kept: the temp dir goes
+    registryHost: registry.host,
+    sandboxImage: `${registry.host}/test/pause:1`,
+    config: (p) =>
+      `root = "${p.root}"\n[log]\nlevel = "debug"\n` +
+      `[fscache]\nenabled = true\nbackend = "fanotify"\ncache_dir = "${blobDir}"\nprefetch = "off"\n` +
+      `[learn]\nrecord = true\nwindow_ms = ${WINDOW_MS}\n` +
+      `[registry]\nplain_http = true\nconfig_path = "${p.certsDir}"\n` +
+      `[metrics]\naddress = "${metricsSock}"\n`,
+  });
+  cri = node.cri;
+}, { timeout: 30 * 60_000 });
+
+after(async () => {
+  await node?.stop();
+  await registry?.stop().catch(() => {});
+  if (dir) await removeTempDir(dir);
+}, { timeout: 120_000 });
+
+const logs = async () => (node ? node.logs() : '');
+const address = () => node!.lazysnapd.address;
+const cli = async (...args: string[]) => (await runOk(process.execPath, [CLI, ...args, '--address', address()], { timeoutMs: 60_000 })).stdout;
+
+/** The blob files left under the blob dir (a removed image leaves none). */
+function blobFiles(): string[] {
+  if (!fs.existsSync(blobDir)) return [];
+  return fs.readdirSync(blobDir, { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .flatMap((d) => fs.readdirSync(join(blobDir, d.name)).map((f) => `${d.name}/${f}`));
+}
+
+/** Removes the image; waits until it is unmounted and its blob files are gone, so the next start reads from the registry. */
+async function removeAndDrop(ref: string): Promise<void> {
+  await cri.removeImage(ref);
+  await node!.ctrd.collectGarbage();
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    const mounted = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[2] === 'erofs' && l.includes(dir));
+    const left = blobFiles();
+    if (!mounted && left.length === 0) return;
+    if (Date.now() > deadline) assert.fail(`${ref} still mounted (${mounted}) or its blob files left (${left})${await logs()}`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+/** The trace a start left: its image is removed, which stores it. */
+async function traceAfterRemoval(ref: string): Promise<Trace> {
+  await removeAndDrop(ref);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const [t] = await tracesOf(address(), ref);
+    if (t) return t;
+    if (Date.now() > deadline) assert.fail(`no trace of ${ref} stored${await logs()}`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+/** The image's start, pulled first: stdout must say ready. */
+async function start(ref: string, name: string, timeoutMs = 120_000): Promise<number> {
+  await cri.pullImage(ref).catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
+  const t0 = Date.now();
+  const r = await cri.runToCompletion(ref, LEARN_START, { logRoot: join(dir, 'pod-logs'), name, timeoutMs })
+    .catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
+  assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
+  assert.match(r.stdout, /^ready$/m, r.logs);
+  return Date.now() - t0;
+}
+
+let undisturbed: Trace | undefined;
+
+test('fanotify: a start is recorded, its files and chunks in first-access order, each chunk once', { timeout: 300_000 }, async (t) => {
+  const ms = await start(pyRef, 'learn-1');
+  undisturbed = await traceAfterRemoval(pyRef);
+  assertPythonStart(undisturbed);
+  const keys = chunkKeys(undisturbed);
+  const paths = undisturbed.entries.map((e) => e.path);
+  assert.match(await cli('trace', pyRef), /: \d+ files, \d+ chunks/);
+  t.diagnostic(`recorded ${keys.length} chunks in ${new Set(paths).size} files from ${undisturbed.reads} events; start ${ms} ms`);
+});
+
+test('fanotify: the same start recorded while the serving worker is SIGKILLed every 100-300 ms: the same chunks, none twice', { timeout: 900_000 }, async (t) => {
+  assert.ok(undisturbed, 'the undisturbed recording ran');
+  assert.match(await cli('trace', pyRef, '--forget'), /forgot 1 recorded start/);
+  let kills = 0;
+  let stop = false;
+  const killer = (async () => {
+    while (!stop) {
+      await new Promise((r) => setTimeout(r, 100 + Math.floor(Math.random() * 200)));
+      const pid = servingWorker(node!.lazysnapd.root, 'anon_inode:[fanotify]');
+      if (!pid || stop) continue;
+      try {
+        process.kill(pid, 'SIGKILL');
+        kills++;
+      } catch {
+        // already gone
+      }
+    }
+  })();
+  let ms = 0;
+  try {
+    ms = await start(pyRef, 'learn-kills', 600_000);
+  } finally {
+    stop = true;
+    await killer;
+  }
+  assert.ok(kills >= 3, `the worker was killed during the start (${kills} times)`);
+  const disturbed = await traceAfterRemoval(pyRef);
+  assertSameChunks(disturbed, undisturbed!);
+  const keys = chunkKeys(disturbed);
+  t.diagnostic(`${kills} kills during a ${ms} ms start; ${keys.length} chunks from ${disturbed.reads} events (undisturbed: ${undisturbed!.reads})`);
+});
+
+test('fanotify: replay on a fresh cache fetches ≥ 90% of the recorded chunks before the start asks', { timeout: 300_000 }, async (t) => {
+  assert.ok(undisturbed, 'the undisturbed recording ran');
+  await removeAndDrop(pyRef).catch(() => undefined);
+  await run(process.execPath, [CLI, 'trace', pyRef, '--forget', '--address', address()], { timeoutMs: 30_000 });
+  const saved = join(dir, 'undisturbed.json');
+  fs.writeFileSync(saved, JSON.stringify([undisturbed]));
+  assert.match(await cli('trace', '--load', saved), /stored 1 recorded start/);
+  const n = undisturbed.entries.length;
+  const s = await servedDuring(metricsSock, () => start(pyRef, 'learn-replay'));
+  const c = coverage(s, n);
+  t.diagnostic(servedLine(s, n));
+  assert.ok(s.replayed >= 0.9 * n, `the replay fetched the recorded chunks (${s.replayed} of ${n})`);
+  assert.ok(c >= 0.9, `prefetch hits ${(100 * c).toFixed(1)}% of the recorded start's chunks`);
+  assert.match(fs.readFileSync(node!.lazysnapd.logPath, 'utf8'), /replaying a recorded start/);
+});
+
+test('fanotify: a trace baked into a converted image (convert --prefetch-trace) serves its first start on a node that never ran it', { timeout: 400_000 }, async (t) => {
+  assert.ok(undisturbed, 'the undisturbed recording ran');
+  const paths = await cli('trace', pyRef, '--paths');
+  const list = join(dir, 'prefetch.txt');
+  fs.writeFileSync(list, paths);
+  const opt = join(dir, 'nydus-opt');
+  await runOk(process.execPath, [CLI, 'convert', '--prefetch-trace', list, `oci:${layout.dir}:${layout.ref}`, `oci:${opt}:1`], { timeoutMs: 600_000 });
+  await pushOciLayout(opt, '1', registry!.url, 'test/debian-python-opt:1');
+  const optRef = `${registry!.host}/test/debian-python-opt:1`;
+  await removeAndDrop(pyRef);
+  assert.deepEqual(await tracesOf(address(), optRef), [], 'no trace of the new image on this node');
+  const s = await servedDuring(metricsSock, () => start(optRef, 'learn-opt'));
+  const c = coverage(s, undisturbed.entries.length);
+  t.diagnostic(`prefetch table of ${paths.split('\n').filter(Boolean).length} files: ${servedLine(s, undisturbed.entries.length)}`);
+  assert.ok(c >= 0.9, `the table served ${(100 * c).toFixed(1)}% of the start's chunks`);
+});
