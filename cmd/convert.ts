@@ -25,6 +25,28 @@ const KNOWN = new Set(['LayerError', 'ImageError', 'TreeError', 'TreeBuildError'
 const short = (d: string) => d.replace(/^sha256:/, '').slice(0, 12);
 const mb = (n: number) => (n / 1e6).toFixed(1);
 
+/** The converter's options from the command line's (convert and optimize share them). */
+export function convertOptionsOf(o: ConvertCliOptions): ConvertOptions {
+  return {
+    chunkSize: o.chunkSize ? parseSize(o.chunkSize) : DEFAULT_CHUNK_SIZE,
+    level: o.level ? parseInt(o.level, 10) : 3,
+    workers: o.workers !== undefined ? parseInt(o.workers, 10) : 0,
+    user: o.user,
+    plainHttp: o.plainHttp,
+    hostsDir: o.hostsDir,
+    mountFrom: o.mountFrom,
+    uploadChunkSize: o.uploadChunkSize ? parseSize(o.uploadChunkSize) : undefined,
+    platform: o.platform,
+    tmpDir: o.tmpDir,
+  };
+}
+
+/** Whether an error is the input's fault (one line to the user) rather than a bug (its stack). */
+export function isInputError(e: unknown): boolean {
+  const err = e as Error;
+  return KNOWN.has(err.name) || e instanceof RegistryError || !!(err as { code?: string }).code?.startsWith('E');
+}
+
 export async function convertCommand(src: string, dst: string, o: ConvertCliOptions): Promise<number> {
   const tty = process.stderr.isTTY === true;
   let multi: MultiBar | undefined;
@@ -39,16 +61,7 @@ export async function convertCommand(src: string, dst: string, o: ConvertCliOpti
     } else process.stderr.write(line + '\n');
   };
   const opts: ConvertOptions = {
-    chunkSize: o.chunkSize ? parseSize(o.chunkSize) : DEFAULT_CHUNK_SIZE,
-    level: o.level ? parseInt(o.level, 10) : 3,
-    workers: o.workers !== undefined ? parseInt(o.workers, 10) : 0,
-    user: o.user,
-    plainHttp: o.plainHttp,
-    hostsDir: o.hostsDir,
-    mountFrom: o.mountFrom,
-    uploadChunkSize: o.uploadChunkSize ? parseSize(o.uploadChunkSize) : undefined,
-    platform: o.platform,
-    tmpDir: o.tmpDir,
+    ...convertOptionsOf(o),
     prefetchPaths: o.prefetchTrace ? readPrefetchTrace(o.prefetchTrace) : undefined,
     warn: (m) => (multi ? multi.log(`warning: ${m}\n`) : process.stderr.write(`warning: ${m}\n`)),
     onLayerStart: (i, n, d) => {
@@ -84,10 +97,9 @@ export async function convertCommand(src: string, dst: string, o: ConvertCliOpti
     r = await convert(src, dst, opts);
   } catch (e) {
     // input problems get a one-line message; anything else keeps its stack
-    const err = e as Error;
-    if (!KNOWN.has(err.name) && !(e instanceof RegistryError) && !(err as { code?: string }).code?.startsWith('E')) throw e;
+    if (!isInputError(e)) throw e;
     multi?.stop();
-    process.stderr.write(`lazysnap convert: ${err.message}\n`);
+    process.stderr.write(`lazysnap convert: ${(e as Error).message}\n`);
     return 1;
   } finally {
     multi?.stop();

@@ -10,6 +10,7 @@ import { inspect } from './inspect';
 import { DEFAULT_HOSTS_DIR } from '../image/convert/docker';
 import { ImageArgError, openImageArg, type ImageArgOptions } from './image-arg';
 import { convertCommand, ConvertCliOptions } from './convert';
+import { optimizeCommand, OptimizeCliOptions } from './optimize';
 import { pullCommand, PullCliOptions } from './pull';
 import { PullError } from '../pull/pull';
 import { RegistryError } from '../registry/errors';
@@ -203,24 +204,39 @@ program
     process.exitCode = findings.some((f) => f.verdict === 'fail') ? 1 : 0;
   });
 
-program
+/** The options convert and optimize share: how the image is converted and pushed. */
+function convertOptions(c: Command): Command {
+  return c
+    .option('--chunk-size <size>', 'chunk size, a power of two from 4KiB to 16MiB', '1MiB')
+    .option('--level <n>', 'zstd level for chunks', '3')
+    .option('--workers <n>', 'zstd worker threads (0: compress on the main thread, the fastest here)', '0')
+    .option('--user <user:pass>', "registry credentials for SRC's and DST's registries (Basic, or for a Bearer token); default: docker's config.json")
+    .option('--plain-http', 'use http:// for registries without a hosts.toml (automatic for localhost and 127.0.0.1)')
+    .option('--hosts-dir <dir>', "containerd's hosts.toml directory (mirrors, CAs, capabilities; push goes only to hosts with \"push\")", DEFAULT_HOSTS_DIR)
+    .option('--mount-from <repo>', "a repository of DST's registry to mount blobs from instead of uploading them (repeatable)",
+      (v: string, prev: string[] = []) => [...prev, v])
+    .option('--upload-chunk-size <size>', 'upload blobs larger than this in PATCH chunks of this size (default: one PUT up to 64MiB, 16MiB chunks above)')
+    .option('--platform <os/arch>', 'platform to pick from an image index', 'linux/amd64')
+    .option('--tmp-dir <dir>', 'staging directory for registry destinations (and optimize\'s scratch space)')
+    .option('--json', 'print the result as JSON');
+}
+
+convertOptions(program
   .command('convert <src> <dst>')
-  .description('convert an OCI image (oci:DIR[:TAG], a layout path, or docker://HOST/REPO:TAG) into a nydus RAFS v6 image at DST')
-  .option('--chunk-size <size>', 'chunk size, a power of two from 4KiB to 16MiB', '1MiB')
-  .option('--level <n>', 'zstd level for chunks', '3')
-  .option('--workers <n>', 'zstd worker threads (0: compress on the main thread, the fastest here)', '0')
-  .option('--user <user:pass>', "registry credentials for SRC's and DST's registries (Basic, or for a Bearer token); default: docker's config.json")
-  .option('--plain-http', 'use http:// for registries without a hosts.toml (automatic for localhost and 127.0.0.1)')
-  .option('--hosts-dir <dir>', "containerd's hosts.toml directory (mirrors, CAs, capabilities; push goes only to hosts with \"push\")", DEFAULT_HOSTS_DIR)
-  .option('--mount-from <repo>', "a repository of DST's registry to mount blobs from instead of uploading them (repeatable)",
-    (v: string, prev: string[] = []) => [...prev, v])
-  .option('--upload-chunk-size <size>', 'upload blobs larger than this in PATCH chunks of this size (default: one PUT up to 64MiB, 16MiB chunks above)')
-  .option('--platform <os/arch>', 'platform to pick from an image index', 'linux/amd64')
-  .option('--tmp-dir <dir>', 'staging directory for registry destinations')
+  .description('convert an OCI image (oci:DIR[:TAG], a layout path, or docker://HOST/REPO:TAG) into a nydus RAFS v6 image at DST'))
   .option('--prefetch-trace <file>', 'files to fetch first, one path per line (lazysnap trace IMAGE --paths): the bootstrap\'s prefetch table, honoured at every node\'s first start')
-  .option('--json', 'print the result as JSON')
   .action(async (src: string, dst: string, opts: ConvertCliOptions) => {
     process.exitCode = await convertCommand(src, dst, opts);
+  });
+
+convertOptions(program
+  .command('optimize <src> <dst> [cmd...]')
+  .description('run the image once (as root: its entrypoint and cmd, or CMD after --), record the files its start opens, and convert it to DST ' +
+    'with them as the prefetch table, so that its first start on any node fetches them first (like ctr-remote image optimize)'))
+  .option('--timeout <seconds>', 'stop the workload after this long (a server never exits)', '10')
+  .option('--trace-out <file>', 'also keep the recorded files, one path per line (the input of convert --prefetch-trace)')
+  .action(async (src: string, dst: string, cmd: string[], opts: OptimizeCliOptions) => {
+    process.exitCode = await optimizeCommand(src, dst, cmd, opts);
   });
 
 program

@@ -259,12 +259,15 @@ test('orphans: each range is filled through a read of our own first, then every 
     slot: 0, path: p, event: { mask: FAN.PRE_ACCESS, fd, pid: 1, length: 48, range: { offset: off, count: 4096 } },
   });
   g.failRetrigger.add('b2@0'); // a guess past b2's end reads nothing (no error); its own range cannot be had
-  await d.answerOrphans([orphan(20, 'vol/b1', 0), orphan(20, undefined, 8192), orphan(21, 'vol/b2', 0)], () => ['/blobs/vol/b1', '/blobs/vol/b2']);
-  assert.deepEqual(g.retriggered, ['b1@0', 'b1@8192', 'b2@8192', 'b2@0']);
+  // and one a dead worker raised itself (its refill of an orphan of its own predecessor): answered, not recorded
+  const own = { ...orphan(22, 'vol/b1', 4096), worker: 77 };
+  own.event.pid = 77;
+  await d.answerOrphans([orphan(20, 'vol/b1', 0), orphan(20, undefined, 8192), orphan(21, 'vol/b2', 0), own], () => ['/blobs/vol/b1', '/blobs/vol/b2']);
+  assert.deepEqual(g.retriggered, ['b1@0', 'b1@8192', 'b2@8192', 'b2@0', 'b1@4096']);
   // our own events (60-62; 62 is past b2's end) first, while filling; the orphans only after all were filled
-  assert.deepEqual(g.responses, [[60, 'allow'], [61, 'allow'], [62, 'allow'], [20, 'allow'], [20, 'allow'], [21, 'deny 5']]);
+  assert.deepEqual(g.responses, [[60, 'allow'], [61, 'allow'], [62, 'allow'], [63, 'allow'], [20, 'allow'], [20, 'allow'], [21, 'deny 5'], [22, 'allow']]);
   assert.deepEqual(g.files.get('/blobs/vol/b1')!.data.subarray(0, 4096), src.subarray(0, 4096));
-  assert.equal(d.stats.orphansAnswered, 3);
+  assert.equal(d.stats.orphansAnswered, 4);
   // our own reads are not recorded (they may be wider than the reader's); the orphans are, from the journal, but for the one
   // whose blob was never written down (it cannot be known) and the one denied
   assert.deepEqual(rec.accesses, ['b1@0+4096']);

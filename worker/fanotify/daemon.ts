@@ -421,7 +421,8 @@ export class FanotifyDaemon {
    * be recorded: its start's trace may lack that read.
    */
   private recordOrphan(o: JournalEntry): void {
-    if (!this.opts.recorder || !o.event.range) return;
+    // a dead worker's own read (its refill of an orphan, a replay's trigger) is not the start's either
+    if (!this.opts.recorder || !o.event.range || (o.worker !== undefined && o.event.pid === o.worker)) return;
     const named = o.path ? this.blobName(path.join(this.opts.blobDir, o.path)) : undefined;
     if (!named) {
       this.log.warn({ range: o.event.range }, 'an orphaned event names no blob: if its image is recording a start, this read is not recorded');

@@ -12,7 +12,9 @@ export const FAN = {
   // fanotify_mark flags
   MARK_ADD: 0x1,
   MARK_REMOVE: 0x2,
+  MARK_FILESYSTEM: 0x100,
   // event mask bits
+  OPEN: 0x20,
   PRE_ACCESS: 0x0010_0000,
   Q_OVERFLOW: 0x4000,
   // responses

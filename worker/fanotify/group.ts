@@ -122,7 +122,7 @@ export function deadJournals(dir: string, alive = pidAlive): DeadJournals {
     }
     const file = path.join(dir, name);
     files.push(file);
-    orphans.push(...readJournal(fs.readFileSync(file)).entries);
+    orphans.push(...readJournal(fs.readFileSync(file)).entries.map((e) => ({ ...e, worker: Number(m[1]) })));
   }
   return { orphans, alive: live, remove: () => files.forEach((f) => fs.rmSync(f, { force: true })) };
 }

@@ -23,6 +23,8 @@ export interface JournalEntry {
   event: FanEvent;
   /** the blob's path relative to the blob dir; absent if the worker died before recording it */
   path?: string;
+  /** the pid of the (dead) worker whose journal held it */
+  worker?: number;
 }
 
 export class EventJournal {
