@@ -173,6 +173,9 @@ export class FanotifyDaemon {
         this.journal.untake(t.slot);
         return true;
       }
+      // The blob's path, first: a worker killed before this leaves an orphan whose blob nobody knows
+      // (its read cannot be recorded), so as little as can be runs between the read and here.
+      const file = this.pathAt(t.area, t.slot);
       let ev: FanEvent;
       try {
         ev = parseEvent(t.area.subarray(0, n));
@@ -189,18 +192,33 @@ export class FanotifyDaemon {
       }
       this.live.add(ev.fd);
       this.since.set(ev.fd, Date.now());
-      void this.handle(t.slot, ev);
+      void this.handle(t.slot, ev, file);
     }
   }
 
-  private async handle(slot: number, ev: FanEvent): Promise<void> {
+  /** The event's file (through its fd, at offset 16 of the event), written into its slot if it is a blob; '' if there is no fd. */
+  private pathAt(area: Buffer, slot: number): string {
+    const fd = area.length >= 20 ? area.readInt32LE(16) : -1;
+    if (fd < 0) return '';
+    let file: string;
+    try {
+      file = this.io.pathOf(fd);
+    } catch {
+      return '';
+    }
+    const named = this.blobName(file);
+    if (named) this.journal.setPath(slot, named.rel);
+    return file;
+  }
+
+  private async handle(slot: number, ev: FanEvent, file: string): Promise<void> {
     const startedAt = process.hrtime.bigint();
     let verdict: 'allow' | { deny: number } = { deny: EIO };
     /** background work that writes through this event's fd: the fd is closed after it */
     const hold: Promise<unknown>[] = [];
     const outcome: Outcome = { len: 0 };
     try {
-      verdict = await this.decide(slot, ev, hold, outcome);
+      verdict = await this.decide(ev, file || this.io.pathOf(ev.fd), hold, outcome);
     } catch (err) {
       this.log.error({ err, fd: ev.fd }, 'unexpected failure handling a fanotify event; denying it');
     } finally {
@@ -226,9 +244,8 @@ export class FanotifyDaemon {
     }
   }
 
-  private async decide(slot: number, ev: FanEvent, hold: Promise<unknown>[], outcome: Outcome): Promise<'allow' | { deny: number }> {
+  private async decide(ev: FanEvent, file: string, hold: Promise<unknown>[], outcome: Outcome): Promise<'allow' | { deny: number }> {
     this.stats.events++;
-    const file = this.io.pathOf(ev.fd);
     const named = this.blobName(file);
     if (!named) {
       // Marked by someone else (not a blob file): not ours to hold back.
@@ -237,7 +254,6 @@ export class FanotifyDaemon {
       return 'allow';
     }
     const { rel, volume, cookie } = named;
-    this.journal.setPath(slot, rel);
     if (!ev.range) {
       this.log.error({ file, mask: ev.mask }, 'pre-content event without a range; denying it');
       return { deny: EIO };
@@ -425,7 +441,8 @@ export class FanotifyDaemon {
     if (!this.opts.recorder || !o.event.range || (o.worker !== undefined && o.event.pid === o.worker)) return;
     const named = o.path ? this.blobName(path.join(this.opts.blobDir, o.path)) : undefined;
     if (!named) {
-      this.log.warn({ range: o.event.range }, 'an orphaned event names no blob: if its image is recording a start, this read is not recorded');
+      this.log.warn({ range: o.event.range, fd: o.event.fd, reader: o.event.pid, worker: o.worker, mask: o.event.mask },
+        'an orphaned event names no blob: if its image is recording a start, this read is not recorded');
       return;
     }
     const size = this.blobs.get(named.rel)?.size ?? Infinity;
