@@ -232,7 +232,8 @@ convertOptions(program
 convertOptions(program
   .command('optimize <src> <dst> [cmd...]')
   .description('run the image once (as root: its entrypoint and cmd, or CMD after --), record the files its start opens, and convert it to DST ' +
-    'with them as the prefetch table, so that its first start on any node fetches them first (like ctr-remote image optimize)'))
+    'with them as the prefetch table, so that its first start on any node fetches them first (like ctr-remote image optimize). ' +
+    'Not a sandbox: the workload runs as root, ignoring the image\'s User, with the host\'s /dev and network'))
   .option('--timeout <seconds>', 'stop the workload after this long (a server never exits)', '10')
   .option('--trace-out <file>', 'also keep the recorded files, one path per line (the input of convert --prefetch-trace)')
   .action(async (src: string, dst: string, cmd: string[], opts: OptimizeCliOptions) => {

@@ -15,7 +15,6 @@ export interface OptimizeCliOptions extends ConvertCliOptions {
 
 export async function optimizeCommand(src: string, dst: string, command: string[], o: OptimizeCliOptions): Promise<number> {
   const fail = (m: string) => (process.stderr.write(`lazysnap optimize: ${m}\n`), 1);
-  if (o.prefetchTrace) return fail('--prefetch-trace is for convert: optimize records the trace itself');
   const timeoutMs = Math.round(Number(o.timeout) * 1000);
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) return fail(`--timeout must be a number of seconds above 0, got "${o.timeout}"`);
   let rec;
@@ -25,10 +24,10 @@ export async function optimizeCommand(src: string, dst: string, command: string[
     if (!(e instanceof WorkloadError) && !isInputError(e)) throw e;
     return fail((e as Error).message);
   }
-  const how = rec.exitCode === null ? `stopped after ${o.timeout} s` : `exited with ${rec.exitCode}`;
+  const how = rec.exitCode === null ? `stopped after ${o.timeout} s` : typeof rec.exitCode === 'string' ? `killed by ${rec.exitCode}` : `exited with ${rec.exitCode}`;
   process.stderr.write(`optimize: the start opened ${rec.paths.length} files of the image (${how}, ${rec.ms} ms)\n`);
   if (rec.exitCode !== null && rec.exitCode !== 0) process.stderr.write('warning: the workload failed; its trace may not be the start you want\n');
-  if (rec.overflowed) process.stderr.write('warning: the kernel dropped open events; the trace may miss files\n');
+  if (rec.overflowed) process.stderr.write('warning: open events were dropped; the trace may miss files\n');
   if (rec.paths.length === 0) return fail('the workload opened no file of the image: nothing to prefetch');
   const tmp = o.traceOut ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-optimize-trace-'));
   const list = o.traceOut ?? path.join(tmp!, 'prefetch.txt');

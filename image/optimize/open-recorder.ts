@@ -7,8 +7,10 @@ import fs from 'node:fs';
 import { FdPoller, fanotifyInit, fanotifyMark } from '../../native';
 import { FAN, parseEvents } from '../../worker/fanotify/events';
 
-/** O_RDONLY | O_LARGEFILE: the event fds are only looked at */
-const EVENT_FD_FLAGS = 0o100000;
+/** O_RDONLY | O_NONBLOCK | O_LARGEFILE: the event fds are only looked at (and a FIFO's open must not block) */
+const OPEN_EVENT_FD_FLAGS = 0o100000 | 0o4000;
+/** a read's worth of events: each event holds an fd until it is looked at */
+const READ_BYTES = 4096;
 
 /**
  * The file's path inside the image from its fd's link target: under the
@@ -27,13 +29,13 @@ export class OpenRecorder {
   private readonly fd: number;
   private readonly poller: FdPoller;
   private readonly seen = new Set<string>();
-  private readonly buf = Buffer.alloc(64 << 10);
+  private readonly buf = Buffer.alloc(READ_BYTES);
   readonly paths: string[] = [];
-  /** the kernel dropped events (its queue overflowed): the list may miss files */
+  /** events were dropped (the kernel's queue overflowed, or one could not be read): the list may miss files */
   overflowed = false;
 
   constructor(private readonly mountpoint: string, private readonly self = process.pid) {
-    this.fd = fanotifyInit(FAN.CLOEXEC | FAN.NONBLOCK | FAN.UNLIMITED_QUEUE, EVENT_FD_FLAGS);
+    this.fd = fanotifyInit(FAN.CLOEXEC | FAN.NONBLOCK | FAN.UNLIMITED_QUEUE, OPEN_EVENT_FD_FLAGS);
     try {
       fanotifyMark(this.fd, FAN.MARK_ADD | FAN.MARK_FILESYSTEM, FAN.OPEN, mountpoint);
     } catch (e) {
@@ -46,21 +48,26 @@ export class OpenRecorder {
     this.poller.start();
   }
 
+  /** Never throws (it runs in the poller's callback): what cannot be read or looked at counts as lost. */
   private drain(): void {
     for (;;) {
       let n: number;
+      let events;
       try {
         n = fs.readSync(this.fd, this.buf, 0, this.buf.length, null);
+        if (n <= 0) return;
+        events = parseEvents(this.buf, n);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return;
-        throw e;
+        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') this.overflowed = true; // e.g. EMFILE: events dropped
+        return;
       }
-      if (n <= 0) return;
-      for (const ev of parseEvents(this.buf, n)) {
+      for (const ev of events) {
         if (ev.mask & FAN.Q_OVERFLOW) this.overflowed = true;
         if (ev.fd < 0) continue;
         try {
           if (ev.pid !== this.self && fs.fstatSync(ev.fd).isFile()) this.add(fs.readlinkSync(`/proc/self/fd/${ev.fd}`));
+        } catch {
+          this.overflowed = true;
         } finally {
           fs.closeSync(ev.fd);
         }

@@ -5,8 +5,7 @@
 // become the prefetch table of the image converted again to DST, so a node
 // that never ran it starts it as one that did (like stargz's
 // `ctr-remote image optimize`).
-import { spawn } from 'node:child_process';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -36,8 +35,8 @@ export interface RecordedStart {
   workload: Workload;
   /** files of the image it opened, first open first */
   paths: string[];
-  /** its exit code, or null if it was stopped at the timeout */
-  exitCode: number | null;
+  /** its exit code, the signal that killed it, or null if it was stopped at the timeout */
+  exitCode: number | string | null;
   ms: number;
   overflowed: boolean;
 }
@@ -73,9 +72,9 @@ export async function recordStart(src: string, o: RecordOptions): Promise<Record
     recorder = new OpenRecorder(merged);
     say(`running ${JSON.stringify(workload.argv)} for at most ${o.timeoutMs} ms`);
     const t0 = Date.now();
-    let exitCode: number | null;
+    let exitCode: number | string | null;
     try {
-      exitCode = await new Promise<number | null>((resolve, reject) => {
+      exitCode = await new Promise<number | string | null>((resolve, reject) => {
         const child = spawn(cmd.file, cmd.args, { env: cmd.env, stdio: ['ignore', 2, 2] });
         let stopped = false;
         const timer = setTimeout(() => {
@@ -86,9 +85,9 @@ export async function recordStart(src: string, o: RecordOptions): Promise<Record
           clearTimeout(timer);
           reject(e);
         });
-        child.on('exit', (code) => {
+        child.on('exit', (code, signal) => {
           clearTimeout(timer);
-          resolve(stopped ? null : code);
+          resolve(stopped ? null : code ?? signal);
         });
       });
     } finally {
@@ -100,8 +99,17 @@ export async function recordStart(src: string, o: RecordOptions): Promise<Record
     const paths = r.stop();
     return { workload, paths, exitCode, ms: Date.now() - t0, overflowed: r.overflowed };
   } finally {
-    recorder?.stop();
-    for (const mp of mounted) await exec('umount', [mp]).catch(() => exec('umount', ['-l', mp]).catch(() => undefined));
-    fs.rmSync(tmp, { recursive: true, force: true });
+    try {
+      recorder?.stop();
+    } catch {
+      // the group goes with the process anyway; the mounts must not stay
+    }
+    const left: string[] = [];
+    for (const mp of mounted) {
+      await exec('umount', [mp]).catch(() => exec('umount', ['-l', mp])).catch(() => left.push(mp));
+    }
+    // never delete through a mount that is still there (the overlay's upper would be the least of it)
+    if (left.length === 0) fs.rmSync(tmp, { recursive: true, force: true });
+    else say(`could not unmount ${left.join(', ')}: left ${tmp} in place`);
   }
 }

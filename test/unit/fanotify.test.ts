@@ -414,3 +414,38 @@ test('replay: a mounted blob with recorded chunks borrows the fd of an event its
   assert.deepEqual(plans, ['vol/b1', 'vol/b1']);
   assert.equal(d.stats.replays, 2);
 });
+
+test('replay: a trigger whose read raises no event of its own gives up (said once), and a wider event naming the byte begins it', async (t) => {
+  const size = 16 * 4096;
+  const flatReplay = async (): Promise<BlobContent> => {
+    const flat = await FlatFileContent.open(path.join(dir, 'source'));
+    return {
+      name: flat.name, size: flat.size,
+      fill: (o, l, sink, alloc, signal) => flat.fill(o, l, sink, alloc, signal),
+      replay: (offsets, sink, alloc) => ({ cancel: () => undefined, done: (async () => {
+        for (const o of offsets) await flat.fill(o, 4096, sink, alloc);
+        return {};
+      })() }),
+    };
+  };
+  const warned: string[] = [];
+  const { g, d, dir } = setup(size, flatReplay, { pid: 4242, replayPlan: () => [5 * 4096 + 100] });
+  const logger = (d as unknown as { log: { warn: (o: object, m: string) => void } }).log; // the file's silent logger: put back below
+  const warn = logger.warn;
+  logger.warn = (_o, m) => void warned.push(m);
+  t.after(() => void (logger.warn = warn));
+  d.openBlobs([{ file: '/blobs/vol/b1', size }]); // the fake kernel raises nothing for our read
+  for (let i = 0; i < 20 && warned.length === 0; i++) await settle(d);
+  assert.deepEqual(warned, ['cannot start replaying a recorded start; its reads fetch on demand']);
+  assert.equal(d.stats.replays, 0);
+  // a blob made anew: replayed, through an event of ours wider than a page that holds the byte
+  g.onRetrigger = async (file) => {
+    g.event(95, file, 4 * 4096, 3 * 4096, 4242);
+    d.drain();
+    await settle(d);
+  };
+  d.openBlobs([{ file: '/blobs/vol/b1', size, created: true }]);
+  for (let i = 0; i < 20 && d.stats.replays === 0; i++) await settle(d);
+  assert.equal(d.stats.replays, 1);
+  assert.equal(warned.length, 1, 'begun: nothing more to say');
+});

@@ -34,6 +34,7 @@ test('the workload is started in its own namespaces, rooted in the image, with t
   const c = workloadCommand('/m/merged', { argv: ['/bin/echo', 'hi'], env: ['PATH=/bin', 'EMPTY=', 'BAD'], cwd: '/srv' });
   assert.match(c.file, /\/unshare$/);
   assert.deepEqual(c.args.slice(0, 8), ['--mount', '--pid', '--ipc', '--uts', '--propagation', 'private', '--kill-child', '--']);
+  assert.match(c.args.at(-4)!, /\/mount$/);
   assert.deepEqual(c.args.slice(-6), ['/m/merged', '/srv', c.args.at(-4), c.file, '/bin/echo', 'hi']);
   assert.deepEqual(c.env, { PATH: '/bin', EMPTY: '' });
 });

@@ -7,7 +7,7 @@
 // reads as zeros. The group is behind FanotifyIO, so this runs in unit tests.
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { Allocator, BlobContent, ContentResolver, PAGE, RangeSink, ReadObserver, ReadResult, UnknownBlobError, alignDown, clipToSize, fillRetryable } from '../../content/content';
+import { Allocator, BlobContent, ContentResolver, RangeSink, ReadObserver, ReadResult, UnknownBlobError, clipToSize, fillRetryable } from '../../content/content';
 import type { TraceRecorder } from '../learn/trace-recorder';
 import { FAN, FanEvent, parseEvent } from './events';
 import { EventJournal, JournalEntry } from './journal';
@@ -21,7 +21,6 @@ const EIO = 5;
  */
 const AHEAD = 4 << 20;
 
-/** The syscalls the daemon makes on the group, its event fds and blob files. */
 /** A lazily filled blob file under the blob dir, and its size (lazysnapd's open-blobs). */
 export interface BlobFile {
   file: string;
@@ -30,6 +29,7 @@ export interface BlobFile {
   created?: boolean;
 }
 
+/** The syscalls the daemon makes on the group, its event fds and blob files. */
 export interface FanotifyIO {
   /** read(2) of at most one event into `area`; 0 when none is queued */
   readEvent(area: Buffer): number;
@@ -119,6 +119,8 @@ interface Blob {
    * the event that read raises (for the byte's page) lends its fd to the replay.
    */
   replay?: { plan: number[]; at: number };
+  /** the replay under way, cancelled if the blob file is made anew */
+  replaying?: { cancel(): void };
 }
 
 export class FanotifyDaemon {
@@ -267,8 +269,8 @@ export class FanotifyDaemon {
     // This worker's own reads (a replay's trigger, an orphan's refill) are not the start's: an orphan is recorded
     // from its journal entry, since a read of ours may raise a wider range than the one the reader was blocked on.
     const own = ev.pid === (this.opts.pid ?? process.pid);
-    // the kernel names a buffered read by the pages it touches: the trigger's byte comes as its page
-    if (own && known?.replay && known.resolved && start === alignDown(known.replay.at) && ev.range.count === PAGE) {
+    // the kernel names a buffered read by the pages it touches (the trigger's byte comes as its page, on 6.18)
+    if (own && known?.replay && known.resolved && start <= known.replay.at && known.replay.at < start + ev.range.count) {
       this.replay(known, known.resolved, ev.fd, file, hold);
     } else if (!own && start < end) {
       outcome.access = { volume, cookie, off: start, len: end - start };
@@ -318,6 +320,8 @@ export class FanotifyDaemon {
 
   /** A blob whose file has no hole left loses its mark: its reads no longer cost an event (kept while a start is recorded: its reads are the record). */
   private unmarkIfComplete(blob: Blob, fd: number, file: string): void {
+    // a blob dropped for a new file of its name: fd is the old file's, and the mark by path is the new one's
+    if (this.blobs.get(blob.rel) !== blob) return;
     if (blob.complete || this.io.holeAt(fd, 0) < blob.size || this.opts.recorder?.learning(blob.volume, blob.cookie)) return;
     blob.complete = true;
     try {
@@ -375,6 +379,7 @@ export class FanotifyDaemon {
       if (known && created) {
         // what this worker knew of the old file is stale: it is not complete, and its content's presence is wrong
         this.blobs.delete(rel);
+        known.replaying?.cancel();
         known.resolved?.resetPresence?.();
       } else if (known) continue;
       const b = this.blob(rel, volume, cookie, size);
@@ -409,6 +414,7 @@ export class FanotifyDaemon {
     this.stats.replays++;
     this.log.info({ blob: blob.rel, chunks: plan.length }, 'replaying a recorded start');
     const r = content.replay!(plan, this.sinkOf(blob, fd, blob.size), this.io.alloc);
+    blob.replaying = r;
     hold.push(r.done.then((res) => {
       this.log.info({ blob: blob.rel, ...res }, 'replay done');
       this.unmarkIfComplete(blob, fd, file);
@@ -424,11 +430,14 @@ export class FanotifyDaemon {
     const plan = this.opts.replayPlan(blob.volume, blob.cookie);
     this.log.debug({ blob: blob.rel, chunks: plan.length }, 'recorded chunks of a mounted blob');
     if (plan.length === 0) return;
-    blob.replay = { plan, at: plan[0] };
-    this.io.retrigger(file, plan[0], 1).catch((err) => {
+    const want = (blob.replay = { plan, at: plan[0] });
+    // the trigger's event is answered before its read returns: a replay not begun by then never will be
+    const unbegun = (why: string) => {
+      if (blob.replay !== want) return;
       blob.replay = undefined;
-      this.log.warn({ blob: blob.rel, err: (err as Error).message }, 'cannot start replaying a recorded start; its reads fetch on demand');
-    });
+      this.log.warn({ blob: blob.rel, why }, 'cannot start replaying a recorded start; its reads fetch on demand');
+    };
+    this.io.retrigger(file, plan[0], 1).then(() => unbegun('no event of our own read named the chunk'), (err) => unbegun((err as Error).message));
   }
 
   /**
