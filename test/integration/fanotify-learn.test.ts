@@ -21,7 +21,7 @@ import { startRegistry, type Registry } from '../support/registry';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 import { buildDebianPythonImage } from '../support/debian-python';
 import type { Trace } from '../../snapshotter/storage/traces';
-import { LEARN_START, assertPythonStart, assertSameChunks, chunkKeys, servingWorker, unrecordedReads, coverage, servedDuring, servedLine, tracesOf } from '../support/learn';
+import { LEARN_START, runLearnStart, traceAfter, assertPythonStart, assertSameChunks, chunkKeys, servingWorker, unrecordedReads, coverage, servedDuring, servedLine, tracesOf } from '../support/learn';
 
 const CLI = join(__dirname, '../../cmd/lazysnap.js');
 /** longer than any start here; each trace is stored when its image is removed, which ends the window early */
@@ -98,27 +98,10 @@ async function removeAndDrop(ref: string): Promise<void> {
 }
 
 /** The trace a start left: its image is removed, which stores it. */
-async function traceAfterRemoval(ref: string): Promise<Trace> {
-  await removeAndDrop(ref);
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const [t] = await tracesOf(address(), ref);
-    if (t) return t;
-    if (Date.now() > deadline) assert.fail(`no trace of ${ref} stored${await logs()}`);
-    await new Promise((r) => setTimeout(r, 300));
-  }
-}
+const traceAfterRemoval = (ref: string) => traceAfter(address(), ref, () => removeAndDrop(ref), logs);
 
-/** The image's start, pulled first: stdout must say ready. */
-async function start(ref: string, name: string, timeoutMs = 120_000): Promise<number> {
-  await cri.pullImage(ref).catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
-  const t0 = Date.now();
-  const r = await cri.runToCompletion(ref, LEARN_START, { logRoot: join(dir, 'pod-logs'), name, timeoutMs })
-    .catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
-  assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
-  assert.match(r.stdout, /^ready$/m, r.logs);
-  return Date.now() - t0;
-}
+/** The image's start (see runLearnStart). */
+const start = (ref: string, name: string, timeoutMs?: number) => runLearnStart(cri, ref, { name, logRoot: join(dir, 'pod-logs'), logs, timeoutMs });
 
 let undisturbed: Trace | undefined;
 

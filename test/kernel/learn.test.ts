@@ -21,7 +21,7 @@ import { startRegistry, type Registry } from '../support/registry';
 import { unmountAll } from '../support/tmp';
 import { cachedDebianPythonImage } from '../support/debian-python';
 import type { Trace } from '../../snapshotter/storage/traces';
-import { LEARN_START, assertPythonStart, assertSameChunks, chunkKeys, servingWorker, workerPids, coverage, servedDuring, servedLine, tracesOf } from '../support/learn';
+import { runLearnStart, traceAfter, assertPythonStart, assertSameChunks, chunkKeys, servingWorker, workerPids, coverage, servedDuring, servedLine, tracesOf } from '../support/learn';
 
 const CLI = join(__dirname, '../../cmd/lazysnap.js');
 /**
@@ -87,28 +87,11 @@ async function logs(): Promise<string> {
 
 const cli = async (...args: string[]) => (await runOk(process.execPath, [CLI, ...args, '--address', lazysnapd!.address], { timeoutMs: 60_000 })).stdout;
 
-/** The trace a start left: its image is removed (and culled), which stores it. */
-async function traceAfterRemoval(ref: string): Promise<Trace> {
-  await removeAndCull(ref);
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const [t] = await tracesOf(lazysnapd!.address, ref);
-    if (t) return t;
-    if (Date.now() > deadline) assert.fail(`no trace of ${ref} stored${await logs()}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+/** The trace a start left: its image is removed, which stores it. */
+const traceAfterRemoval = (ref: string) => traceAfter(lazysnapd!.address, ref, () => removeAndCull(ref), logs);
 
-/** The image's start, pulled first: stdout must say ready. Returns when the container exited. */
-async function start(ref: string, name: string, timeoutMs = 120_000): Promise<number> {
-  await cri.pullImage(ref).catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
-  const t0 = Date.now();
-  const r = await cri.runToCompletion(ref, LEARN_START, { logRoot: join(dir, 'pod-logs'), name, timeoutMs })
-    .catch(async (e) => assert.fail(`${(e as Error).message}${await logs()}`));
-  assert.equal(r.exitCode, 0, `${r.logs}${await logs()}`);
-  assert.match(r.stdout, /^ready$/m, r.logs);
-  return Date.now() - t0;
-}
+/** The image's start (see runLearnStart). */
+const start = (ref: string, name: string, timeoutMs?: number) => runLearnStart(cri, ref, { name, logRoot: join(dir, 'pod-logs'), logs, timeoutMs });
 
 /** Removes the image; waits until it is unmounted and its blobs culled, so the next start reads from the registry. */
 async function removeAndCull(ref: string): Promise<void> {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { scrape, total } from './metrics';
 import { run } from './proc';
 import type { Trace } from '../../snapshotter/storage/traces';
+import type { CriClient } from './cri';
 
 const CLI = join(__dirname, '../../cmd/lazysnap.js');
 
@@ -104,4 +105,27 @@ export function workerPids(root: string): number[] {
   } catch {
     return [];
   }
+}
+
+/** The trace a start left, once `remove` (the image's removal, which stores it) is done: waits up to 30 s for it. */
+export async function traceAfter(address: string, ref: string, remove: () => Promise<void>, logs: () => Promise<string>): Promise<Trace> {
+  await remove();
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const [t] = await tracesOf(address, ref);
+    if (t) return t;
+    if (Date.now() > deadline) assert.fail(`no trace of ${ref} stored${await logs()}`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+/** The learned start of the image through CRI, pulled first: stdout must say ready. Returns its ms, once the container exited. */
+export async function runLearnStart(cri: CriClient, ref: string, o: { name: string; logRoot: string; logs: () => Promise<string>; timeoutMs?: number }): Promise<number> {
+  await cri.pullImage(ref).catch(async (e) => assert.fail(`${(e as Error).message}${await o.logs()}`));
+  const t0 = Date.now();
+  const r = await cri.runToCompletion(ref, LEARN_START, { logRoot: o.logRoot, name: o.name, timeoutMs: o.timeoutMs ?? 120_000 })
+    .catch(async (e) => assert.fail(`${(e as Error).message}${await o.logs()}`));
+  assert.equal(r.exitCode, 0, `${r.logs}${await o.logs()}`);
+  assert.match(r.stdout, /^ready$/m, r.logs);
+  return Date.now() - t0;
 }
