@@ -296,6 +296,29 @@ test('a sequential reader is filled ahead in the background; its next reads find
   assert.equal(d.stats.fills, 2, 'no fill for bytes filled ahead');
 });
 
+/** A local file as content that replays: each offset's page filled in order, once `gate` opens; `replayed` says which. */
+function replayingFlat(source: () => string, replayed: number[] = [], gate: Promise<void> = Promise.resolve()): () => Promise<BlobContent> {
+  return async () => {
+    const flat = await FlatFileContent.open(source());
+    return {
+      name: flat.name,
+      size: flat.size,
+      fill: (o, l, sink, alloc, signal) => flat.fill(o, l, sink, alloc, signal),
+      replay(offsets, sink, alloc) {
+        const done = (async () => {
+          await gate;
+          for (const o of offsets) {
+            await flat.fill(o, 4096, sink, alloc);
+            replayed.push(o);
+          }
+          return { chunks: offsets.length };
+        })();
+        return { cancel: () => undefined, done };
+      },
+    };
+  };
+}
+
 /** A recorder that learns every blob of volume "vol" and notes each access in `order`. */
 function fakeRecorder(order: string[], learning = true) {
   return {
@@ -350,25 +373,7 @@ test('replay: a mounted blob with recorded chunks borrows the fd of an event its
   const replayed: number[] = [];
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
-  const content = async (): Promise<BlobContent> => {
-    const flat = await FlatFileContent.open(path.join(dir, 'source'));
-    return {
-      name: flat.name,
-      size: flat.size,
-      fill: (o, l, sink, alloc, signal) => flat.fill(o, l, sink, alloc, signal),
-      replay(offsets, sink, alloc) {
-        const done = (async () => {
-          await gate; // the fd must stay open until the replay is over
-          for (const o of offsets) {
-            await flat.fill(o, 4096, sink, alloc);
-            replayed.push(o);
-          }
-          return { chunks: offsets.length };
-        })();
-        return { cancel: () => undefined, done };
-      },
-    };
-  };
+  const content = replayingFlat(() => path.join(dir, 'source'), replayed, gate); // the fd must stay open until the replay is over
   const plans: string[] = [];
   const { g, d, src, dir } = setup(size, content, {
     recorder: rec,
@@ -417,17 +422,7 @@ test('replay: a mounted blob with recorded chunks borrows the fd of an event its
 
 test('replay: a trigger whose read raises no event of its own gives up (said once), and a wider event naming the byte begins it', async (t) => {
   const size = 16 * 4096;
-  const flatReplay = async (): Promise<BlobContent> => {
-    const flat = await FlatFileContent.open(path.join(dir, 'source'));
-    return {
-      name: flat.name, size: flat.size,
-      fill: (o, l, sink, alloc, signal) => flat.fill(o, l, sink, alloc, signal),
-      replay: (offsets, sink, alloc) => ({ cancel: () => undefined, done: (async () => {
-        for (const o of offsets) await flat.fill(o, 4096, sink, alloc);
-        return {};
-      })() }),
-    };
-  };
+  const flatReplay = replayingFlat(() => path.join(dir, 'source'));
   const warned: string[] = [];
   const { g, d, dir } = setup(size, flatReplay, { pid: 4242, replayPlan: () => [5 * 4096 + 100] });
   const logger = (d as unknown as { log: { warn: (o: object, m: string) => void } }).log; // the file's silent logger: put back below

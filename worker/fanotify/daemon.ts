@@ -260,12 +260,12 @@ export class FanotifyDaemon {
       this.log.error({ file, mask: ev.mask }, 'pre-content event without a range; denying it');
       return { deny: EIO };
     }
+    const known = this.blobs.get(rel);
     // a blob file keeps the size it was made with: one fstat per blob, not per event
-    const size = this.blobs.get(rel)?.size ?? this.io.sizeOf(ev.fd);
+    const size = known?.size ?? this.io.sizeOf(ev.fd);
     const start = ev.range.offset;
     const end = Math.min(start + ev.range.count, size);
-    Object.assign(outcome, { result: 'present', content: this.blobs.get(rel)?.resolved, len: Math.max(0, end - start) });
-    const known = this.blobs.get(rel);
+    Object.assign(outcome, { result: 'present', content: known?.resolved, len: Math.max(0, end - start) });
     // This worker's own reads (a replay's trigger, an orphan's refill) are not the start's: an orphan is recorded
     // from its journal entry, since a read of ours may raise a wider range than the one the reader was blocked on.
     const own = ev.pid === (this.opts.pid ?? process.pid);
