@@ -10,6 +10,7 @@
         "src/poller.cc",
         "src/fdpass.cc",
         "src/fanotify.cc",
+        "src/fdkeeper.cc",
         "src/mount.cc",
         "src/chunk.cc",
         # BLAKE3's C implementation from Debian (see scripts/blake3-src.sh)

@@ -69,6 +69,8 @@ interface Binding {
   fanotifyInit(flags: number, eventFFlags: number): number;
   fanotifyMark(fd: number, flags: number, mask: number, path: string): void;
   mapShared(fd: number, length: number): Uint8Array;
+  keepFdTable(): number;
+  FD_KEEPER_COMM: string;
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
   decodeChunk(compressor: number, src: Uint8Array, dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string>;
   blake3(data: Uint8Array): Buffer;
@@ -297,6 +299,21 @@ export function mapShared(fd: number, length: number): Buffer {
   const view = native.mapShared(fd, length);
   return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
 }
+
+/**
+ * Starts a child that shares this process's fd table (clone with CLONE_FILES
+ * and CLONE_VM) and only sleeps; SIGKILL, SIGTERM, SIGINT or SIGHUP end it.
+ * If this process is killed, its fds stay open in the child, and
+ * /proc/<child>/fd still says which file each one was. Returns its pid; its
+ * /proc/<pid>/comm is `FD_KEEPER_COMM`. Nobody reaps it while this process
+ * lives (it has no exit signal); after, its new parent does.
+ */
+export function keepFdTable(): number {
+  return native.keepFdTable();
+}
+
+/** The comm of every fd keeper. */
+export const FD_KEEPER_COMM: string = native.FD_KEEPER_COMM;
 
 /** mount(2) flags. */
 export const MS = { RDONLY: native.MS_RDONLY, NOSUID: native.MS_NOSUID, NODEV: native.MS_NODEV } as const;

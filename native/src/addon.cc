@@ -5,6 +5,7 @@ static Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   lazysnap::InitPoller(env, exports);
   lazysnap::InitFdPass(env, exports);
   lazysnap::InitFanotify(env, exports);
+  lazysnap::InitFdKeeper(env, exports);
   lazysnap::InitMount(env, exports);
   lazysnap::InitChunk(env, exports);
   return exports;

@@ -23,6 +23,7 @@ void InitIo(Napi::Env env, Napi::Object exports);
 void InitPoller(Napi::Env env, Napi::Object exports);
 void InitFdPass(Napi::Env env, Napi::Object exports);
 void InitFanotify(Napi::Env env, Napi::Object exports);
+void InitFdKeeper(Napi::Env env, Napi::Object exports);
 void InitMount(Napi::Env env, Napi::Object exports);
 void InitChunk(Napi::Env env, Napi::Object exports);
 
