@@ -9,12 +9,16 @@ import { contentStatus } from './control';
 import type { ReadObserver } from '../content/content';
 import { FanotifyDaemon } from './fanotify/daemon';
 import { GroupPoller, allBlobFiles, deadJournals, groupIO, openJournal, reserveFds } from './fanotify/group';
+import { startKeeper } from './fanotify/keeper';
 
 /** how often orphans wait for a live worker's journal (a retiring one) to go */
 const RESCAN_MS = 200;
 
 export function serveFanotify(groupFd: number, resolver: MetadataResolver, s: WorkerSettings, log: Logger, onRead?: ReadObserver, recorder?: TraceRecorder): Serving {
   const journal = openJournal(s.journalDir);
+  // after the journal (its open fd is how a successor finds the keeper), before the first event
+  const keeper = startKeeper(() => journal.inUse === 0);
+  log.debug({ keeper }, 'fd table kept');
   let poller: GroupPoller | undefined;
   const daemon = new FanotifyDaemon(groupIO(groupFd), journal, resolver, log, {
     blobDir: s.blobDir,

@@ -21,7 +21,7 @@ import { startRegistry, type Registry } from '../support/registry';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 import { buildDebianPythonImage } from '../support/debian-python';
 import type { Trace } from '../../snapshotter/storage/traces';
-import { LEARN_START, runLearnStart, traceAfter, assertPythonStart, assertSameChunks, chunkKeys, servingWorker, unrecordedReads, coverage, servedDuring, servedLine, tracesOf } from '../support/learn';
+import { LEARN_START, runLearnStart, traceAfter, assertPythonStart, assertSameChunks, chunkKeys, servingWorker, orphanNaming, coverage, servedDuring, servedLine, tracesOf } from '../support/learn';
 
 const CLI = join(__dirname, '../../cmd/lazysnap.js');
 /** longer than any start here; each trace is stored when its image is removed, which ends the window early */
@@ -145,7 +145,7 @@ test('fanotify: the same start recorded while each serving worker is SIGKILLed 1
       pid = 0;
     }
   })();
-  const logFrom = fs.statSync(node!.lazysnapd.logPath).size; // only this start's unplaced reads may excuse a chunk
+  const logFrom = fs.statSync(node!.lazysnapd.logPath).size; // this start's orphans
   let ms = 0;
   try {
     ms = await start(pyRef, 'learn-kills', 600_000);
@@ -155,13 +155,13 @@ test('fanotify: the same start recorded while each serving worker is SIGKILLed 1
   }
   assert.ok(kills >= 3, `the worker was killed during the start (${kills} times)`);
   const disturbed = await traceAfterRemoval(pyRef);
-  // A worker killed between reading an event and writing down its blob leaves a read nobody can place (docs/NOTES.md);
-  // the worker that answers it logs it. Any other difference fails.
-  const lost = unrecordedReads(fs.readFileSync(node!.lazysnapd.logPath).subarray(logFrom).toString('utf8'));
-  const lostChunks = assertSameChunks(disturbed, undisturbed!, lost);
+  // A worker killed between reading an event and writing down its blob leaves the blob's name in its fd keeper only.
+  const named = orphanNaming(fs.readFileSync(node!.lazysnapd.logPath).subarray(logFrom).toString('utf8'));
+  assert.deepEqual(named.unplaced, [], 'every orphaned read was placed on its blob');
+  assertSameChunks(disturbed, undisturbed!);
   const keys = chunkKeys(disturbed);
   t.diagnostic(`${kills} kills during a ${ms} ms start; ${keys.length} chunks from ${disturbed.reads} events (undisturbed: ${undisturbed!.reads}); ` +
-    `reads that could not be placed: ${lost.length}, chunks missing for them: ${lostChunks.length}`);
+    `orphans named only by a dead worker's fd keeper: ${named.fromKeeper}`);
 });
 
 test('fanotify: replay on a fresh cache fetches ≥ 90% of the recorded chunks before the start asks', { timeout: 300_000 }, async (t) => {

@@ -5,6 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { isRunning, spawnDaemon, stopDaemon, tail, type Daemon } from './proc';
+import { findKeepers, killQuietly } from '../../worker/fanotify/keeper';
 import { canConnect, waitFor } from './wait';
 
 /** This file compiles to dist/test/support/lazysnapd.js; the daemon to dist/cmd/lazysnapd.js. */
@@ -77,15 +78,17 @@ export async function startLazysnapd(opts: LazysnapdOptions): Promise<Lazysnapd>
 
 /**
  * SIGKILLs the workers a lazysnapd with this root started (its
- * fscache/workers.json): a lazysnapd stopped while an image is still mounted
- * leaves its serving worker running, by design, and a test must not leak it.
+ * fscache/workers.json), and the fd keepers of its fanotify workers: a
+ * lazysnapd stopped while an image is still mounted leaves its serving worker
+ * running, by design, and a killed worker's keeper waits for a successor
+ * that a test never starts; a test must not leak them.
  */
 export function killWorkers(root: string): void {
   let pids: unknown;
   try {
     pids = JSON.parse(readFileSync(resolve(root, 'fscache', 'workers.json'), 'utf8'));
   } catch {
-    return;
+    pids = [];
   }
   for (const pid of Array.isArray(pids) ? pids : []) {
     if (!Number.isSafeInteger(pid) || pid <= 1) continue;
@@ -95,4 +98,5 @@ export function killWorkers(root: string): void {
       // gone
     }
   }
+  for (const keeper of findKeepers(resolve(root, 'fscache', 'journals')).values()) killQuietly(keeper);
 }

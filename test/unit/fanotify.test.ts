@@ -243,18 +243,22 @@ test('a file outside the blob dir is not held back', async () => {
   assert.equal(d.stats.foreign, 1);
 });
 
-test('orphans: each range is filled through a read of our own first, then every orphan is answered by number (and recorded as the reader asked)', async () => {
-  const order: string[] = [];
-  const rec = fakeRecorder(order);
-  const { g, d, src } = setup(undefined, undefined, { recorder: rec, pid: 1094 }); // the fake kernel's events carry pid 1094: ours here
-  g.addFile('/blobs/vol/b2', 4096);
-  // The fake kernel turns our own read into an event this daemon serves.
+/** Blobs b1 and b2 (4 KiB), a recorder, and a fake kernel that turns our own reads into events this daemon serves. */
+function orphanSetup() {
+  const rec = fakeRecorder([]);
+  const s = setup(undefined, undefined, { recorder: rec, pid: 1094 }); // the fake kernel's events carry pid 1094: ours here
+  s.g.addFile('/blobs/vol/b2', 4096);
   let nextFd = 60;
-  g.onRetrigger = async (file, off, count) => {
-    g.event(nextFd++, file, off, count);
-    d.drain();
-    await settle(d);
+  s.g.onRetrigger = async (file, off, count) => {
+    s.g.event(nextFd++, file, off, count);
+    s.d.drain();
+    await settle(s.d);
   };
+  return { ...s, rec };
+}
+
+test('orphans: each range is filled through a read of our own first, then every orphan is answered by number (and recorded as the reader asked)', async () => {
+  const { g, d, src, rec } = orphanSetup();
   const orphan = (fd: number, p: string | undefined, off: number) => ({
     slot: 0, path: p, event: { mask: FAN.PRE_ACCESS, fd, pid: 1, length: 48, range: { offset: off, count: 4096 } },
   });
@@ -271,6 +275,20 @@ test('orphans: each range is filled through a read of our own first, then every 
   // our own reads are not recorded (they may be wider than the reader's); the orphans are, from the journal, but for the one
   // whose blob was never written down (it cannot be known) and the one denied
   assert.deepEqual(rec.accesses, ['b1@0+4096']);
+});
+
+test("orphans: one whose path was never written down, but whose file its dead worker's keeper still names, is filled on that blob alone and recorded", async () => {
+  const { g, d, rec } = orphanSetup();
+  const event = { mask: FAN.PRE_ACCESS, fd: 20, pid: 1, length: 48, range: { offset: 4096, count: 4096 } };
+  await d.answerOrphans([{ slot: 0, event, worker: 77, keptFile: '/blobs/vol/b1' }], () => ['/blobs/vol/b1', '/blobs/vol/b2']);
+  assert.deepEqual(g.retriggered, ['b1@4096'], 'not guessed on every blob');
+  assert.deepEqual(g.responses.at(-1), [20, 'allow']);
+  assert.deepEqual(rec.accesses, ['b1@4096+4096']);
+  // a kept file outside the blob dir names no blob: guessed, and not recorded
+  g.retriggered = [];
+  await d.answerOrphans([{ slot: 0, event: { ...event, fd: 21 }, worker: 77, keptFile: '/etc/hostname' }], () => ['/blobs/vol/b1', '/blobs/vol/b2']);
+  assert.deepEqual(g.retriggered, ['b1@4096', 'b2@4096']);
+  assert.deepEqual(rec.accesses, ['b1@4096+4096']);
 });
 
 test('a sequential reader is filled ahead in the background; its next reads find their bytes; a blob completed so loses its mark', async () => {

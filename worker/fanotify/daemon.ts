@@ -440,15 +440,26 @@ export class FanotifyDaemon {
     this.io.retrigger(file, plan[0], 1).then(() => unbegun('no event of our own read named the chunk'), (err) => unbegun((err as Error).message));
   }
 
+  /** The blob file an orphan names: written down by its worker, or still open in that worker's kept fd table. */
+  private orphanFile(o: JournalEntry): string | undefined {
+    return o.path ? path.join(this.opts.blobDir, o.path) : o.keptFile;
+  }
+
   /**
    * Records an orphan's read as the reader made it (before it is answered,
-   * like any other). One whose blob the dead worker never wrote down cannot
-   * be recorded: its start's trace may lack that read.
+   * like any other). One whose blob is known neither from the journal nor from
+   * the dead worker's keeper cannot be recorded: its start's trace may lack
+   * that read.
    */
   private recordOrphan(o: JournalEntry): void {
     // a dead worker's own read (its refill of an orphan, a replay's trigger) is not the start's either
     if (!this.opts.recorder || !o.event.range || (o.worker !== undefined && o.event.pid === o.worker)) return;
-    const named = o.path ? this.blobName(path.join(this.opts.blobDir, o.path)) : undefined;
+    const file = this.orphanFile(o);
+    const named = file ? this.blobName(file) : undefined;
+    if (named && !o.path) {
+      this.log.info({ blob: named.rel, range: o.event.range, fd: o.event.fd, reader: o.event.pid, worker: o.worker },
+        "an orphaned event's blob, from the dead worker's fd keeper");
+    }
     if (!named) {
       this.log.warn({ range: o.event.range, fd: o.event.fd, reader: o.event.pid, worker: o.worker, mask: o.event.mask },
         'an orphaned event names no blob: if its image is recording a start, this read is not recorded');
@@ -498,13 +509,15 @@ export class FanotifyDaemon {
     for (const o of orphans) {
       const range = o.event.range;
       if (!range) continue;
-      const files = o.path ? [path.join(this.opts.blobDir, o.path)] : allBlobFiles();
+      const known = this.orphanFile(o);
+      const guessed = !(known && this.blobName(known));
+      const files = guessed ? allBlobFiles() : [known!];
       for (const f of files) {
         try {
           await this.io.retrigger(f, range.offset, range.count);
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
-          if (!o.path && (code === 'ENOENT' || code === 'EINVAL')) continue; // a guess that does not fit
+          if (guessed && (code === 'ENOENT' || code === 'EINVAL')) continue; // a guess that does not fit
           failed.add(o.event.fd);
           this.log.error({ blob: o.path ?? f, range, err: (err as Error).message }, 'cannot fill the range of an orphaned event; it is denied');
         }

@@ -7,6 +7,7 @@ import { FdPoller, allocAligned, fanotifyMark, mapShared, pwriteAll, seekHole } 
 import { FAN, response } from './events';
 import type { FanotifyIO } from './daemon';
 import { EventJournal, JOURNAL_LEN, JournalEntry, readJournal } from './journal';
+import { findKeepers, keptFile, killQuietly } from './keeper';
 
 export function groupIO(groupFd: number): FanotifyIO {
   return {
@@ -86,7 +87,11 @@ export class GroupPoller {
   }
 }
 
-/** This worker's journal: <dir>/journal.<pid>, a new zeroed file mapped shared. */
+/**
+ * This worker's journal: <dir>/journal.<pid>, a new zeroed file mapped
+ * shared. Its fd stays open for the life of the process: that is how a
+ * successor tells which keeper kept this worker's fd table.
+ */
 export function openJournal(dir: string): EventJournal {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const file = path.join(dir, `journal.${process.pid}`);
@@ -95,8 +100,9 @@ export function openJournal(dir: string): EventJournal {
     fs.ftruncateSync(fd, 0);
     fs.ftruncateSync(fd, JOURNAL_LEN);
     return new EventJournal(mapShared(fd, JOURNAL_LEN));
-  } finally {
-    fs.closeSync(fd); // the mapping keeps the file
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
   }
 }
 
@@ -104,12 +110,15 @@ export interface DeadJournals {
   orphans: JournalEntry[];
   /** journals of workers still alive (a retiring one): orphans are answered only once they are gone */
   alive: number[];
-  /** delete the dead journals once their orphans are answered */
+  /** delete the dead journals once their orphans are answered, and end the keepers of dead workers */
   remove(): void;
 }
 
-/** The journals other workers left: their unanswered events. */
-export function deadJournals(dir: string, alive = pidAlive): DeadJournals {
+/**
+ * The journals other workers left: their unanswered events. An event whose
+ * path the worker did not write down is looked up in its keeper's table.
+ */
+export function deadJournals(dir: string, alive = pidAlive, keepers = () => findKeepers(dir)): DeadJournals {
   const files: string[] = [];
   const orphans: JournalEntry[] = [];
   const live: number[] = [];
@@ -124,7 +133,25 @@ export function deadJournals(dir: string, alive = pidAlive): DeadJournals {
     files.push(file);
     orphans.push(...readJournal(fs.readFileSync(file)).entries.map((e) => ({ ...e, worker: Number(m[1]) })));
   }
-  return { orphans, alive: live, remove: () => files.forEach((f) => fs.rmSync(f, { force: true })) };
+  const pathless = orphans.filter((o) => !o.path);
+  if (pathless.length > 0) {
+    const kept = keepers();
+    for (const o of pathless) {
+      const keeper = kept.get(o.worker!);
+      const file = keeper === undefined ? undefined : keptFile(keeper, o.event.fd);
+      if (file && !file.endsWith(' (deleted)')) o.keptFile = file;
+    }
+  }
+  const remove = () => {
+    // Keepers first: one left behind by a kill between the two is still found, by its deleted journal. Not the keeper
+    // of a worker that died since the scan: its journal's orphans are not answered yet.
+    for (const [worker, keeper] of keepers()) {
+      const journal = path.join(dir, `journal.${worker}`);
+      if (worker !== process.pid && !alive(worker) && (files.includes(journal) || !fs.existsSync(journal))) killQuietly(keeper);
+    }
+    files.forEach((f) => fs.rmSync(f, { force: true }));
+  };
+  return { orphans, alive: live, remove };
 }
 
 function pidAlive(pid: number): boolean {

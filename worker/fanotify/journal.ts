@@ -4,8 +4,9 @@
 // Each event is therefore read straight into a slot of this journal, a
 // MAP_SHARED file: the kernel's copy of the event into the slot is the
 // record, with no moment between "read" and "recorded" for a kill to fall
-// in. The blob's path follows (a kill before it leaves the successor to try
-// every blob); the slot is cleared once the event is answered.
+// in. The blob's path follows; a kill before it leaves the successor to ask
+// the dead worker's fd keeper (keeper.ts), or, without one, to try every
+// blob. The slot is cleared once the event is answered.
 //
 // Slot layout (SLOT_LEN bytes): [0, 48) the event as read (its event_len
 // field is nonzero while the slot is in use); [48, 50) the path's length;
@@ -25,6 +26,8 @@ export interface JournalEntry {
   path?: string;
   /** the pid of the (dead) worker whose journal held it */
   worker?: number;
+  /** without a path: the file its fd still names in the dead worker's fd table, kept by its keeper (keeper.ts) */
+  keptFile?: string;
 }
 
 export class EventJournal {

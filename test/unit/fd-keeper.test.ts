@@ -1,0 +1,100 @@
+// The fd keeper, for real: a worker process that dies by SIGKILL between
+// reading an event and writing down its blob leaves the file's name in its
+// keeper's fd table, and the successor's scan of dead journals reads it there.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { FD_KEEPER_COMM } from '../../native';
+import { findKeepers, journalWorkerOf } from '../../worker/fanotify/keeper';
+import { deadJournals } from '../../worker/fanotify/group';
+
+// A FAN_PRE_ACCESS event read from a 6.18 kernel (as in fanotify.test.ts): fd at 16, pid at 20.
+const REAL_EVENT = '300000000300180000001000000000001400000046040000060018000000000000000300000000000000010000000000';
+
+test('a keeper is told by the journal open in its table: "<dir>/journal.<pid>", deleted or not, and nothing else', () => {
+  assert.equal(journalWorkerOf('/run/j/journal.123', '/run/j'), 123);
+  assert.equal(journalWorkerOf('/run/j/journal.123 (deleted)', '/run/j/'), 123);
+  assert.equal(journalWorkerOf('/run/j/journal.123.tmp', '/run/j'), undefined);
+  assert.equal(journalWorkerOf('/run/other/journal.123', '/run/j'), undefined);
+  assert.equal(journalWorkerOf('/run/j/sub/journal.123', '/run/j'), undefined);
+  assert.equal(journalWorkerOf('pipe:[7132]', '/run/j'), undefined);
+});
+
+/** A child that opens a journal and its keeper, reads a fake event for `blob` into a slot, and never writes its path. */
+function deadWorker(dir: string, blob: string): Promise<{ pid: number; keeper: number; fd: number }> {
+  const dist = path.resolve(__dirname, '../..');
+  const script = `
+    const fs = require('fs');
+    const { openJournal } = require(${JSON.stringify(path.join(dist, 'worker/fanotify/group.js'))});
+    const { startKeeper } = require(${JSON.stringify(path.join(dist, 'worker/fanotify/keeper.js'))});
+    const journal = openJournal(${JSON.stringify(dir)});
+    const keeper = startKeeper(() => journal.inUse === 0);
+    const fd = fs.openSync(${JSON.stringify(blob)}, 'r');
+    const t = journal.take();
+    Buffer.from('${REAL_EVENT}', 'hex').copy(t.area);
+    t.area.writeInt32LE(fd, 16);
+    process.stdout.write(JSON.stringify({ pid: process.pid, keeper, fd }) + '\\n');
+    setInterval(() => {}, 1000);
+  `;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('\n')) resolve(JSON.parse(out));
+    });
+    child.on('exit', (code) => reject(new Error(`child exited (${code}) before it was ready`)));
+  });
+}
+
+test("a SIGKILLed worker's fds stay open in its keeper: a pathless orphan is named from there, and the keeper ends with the journal", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-keeper-'));
+  const blob = path.join(dir, 'blob');
+  fs.writeFileSync(blob, 'x');
+  const w = await deadWorker(path.join(dir, 'journals'), blob);
+  t.after(() => {
+    for (const pid of [w.pid, w.keeper]) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  });
+  assert.equal(fs.readFileSync(`/proc/${w.keeper}/comm`, 'utf8').trim(), FD_KEEPER_COMM);
+  process.kill(w.pid, 'SIGKILL');
+  while (fs.existsSync(`/proc/${w.pid}`) && !/\) Z/.test(fs.readFileSync(`/proc/${w.pid}/stat`, 'utf8'))) await new Promise((r) => setTimeout(r, 10));
+
+  assert.deepEqual([...findKeepers(path.join(dir, 'journals'))], [[w.pid, w.keeper]]);
+  const dead = deadJournals(path.join(dir, 'journals'), (pid) => pid !== w.pid && fs.existsSync(`/proc/${pid}`));
+  assert.equal(dead.orphans.length, 1);
+  assert.equal(dead.orphans[0].path, undefined, 'the worker never wrote its path');
+  assert.equal(dead.orphans[0].event.fd, w.fd);
+  assert.equal(dead.orphans[0].keptFile, blob);
+  assert.equal(dead.orphans[0].worker, w.pid);
+
+  dead.remove();
+  assert.equal(fs.existsSync(path.join(dir, 'journals', `journal.${w.pid}`)), false);
+  for (let i = 0; i < 100 && fs.existsSync(`/proc/${w.keeper}/comm`) && !/\) Z/.test(fs.readFileSync(`/proc/${w.keeper}/stat`, 'utf8')); i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.deepEqual([...findKeepers(path.join(dir, 'journals'))], [], 'the dead worker\'s keeper was ended');
+});
+
+test('a worker that exits with nothing unanswered ends its own keeper', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-keeper-'));
+  const dist = path.resolve(__dirname, '../..');
+  const script = `
+    const { openJournal } = require(${JSON.stringify(path.join(dist, 'worker/fanotify/group.js'))});
+    const { startKeeper } = require(${JSON.stringify(path.join(dist, 'worker/fanotify/keeper.js'))});
+    const journal = openJournal(${JSON.stringify(dir)});
+    process.stdout.write(String(startKeeper(() => journal.inUse === 0)));
+  `;
+  const out: string[] = [];
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  child.stdout.on('data', (d) => out.push(String(d)));
+  await new Promise((r) => child.on('exit', r));
+  const keeper = Number(out.join(''));
+  assert.ok(keeper > 0);
+  for (let i = 0; i < 100 && fs.existsSync(`/proc/${keeper}/comm`) && !/\) Z/.test(fs.readFileSync(`/proc/${keeper}/stat`, 'utf8')); i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.ok(!fs.existsSync(`/proc/${keeper}/comm`) || /\) Z/.test(fs.readFileSync(`/proc/${keeper}/stat`, 'utf8')), 'keeper still running');
+});
