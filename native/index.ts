@@ -70,6 +70,7 @@ interface Binding {
   fanotifyMark(fd: number, flags: number, mask: number, path: string): void;
   mapShared(fd: number, length: number): Uint8Array;
   keepFdTable(): number;
+  pidfdGetfd(pid: number, fd: number): number;
   FD_KEEPER_COMM: string;
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
   decodeChunk(compressor: number, src: Uint8Array, dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string>;
@@ -310,6 +311,11 @@ export function mapShared(fd: number, length: number): Buffer {
  */
 export function keepFdTable(): number {
   return native.keepFdTable();
+}
+
+/** A close-on-exec copy of fd `fd` of process `pid` (pidfd_open + pidfd_getfd; root, Linux >= 5.6). */
+export function pidfdGetfd(pid: number, fd: number): number {
+  return native.pidfdGetfd(pid, fd);
 }
 
 /** The comm of every fd keeper. */

@@ -12,15 +12,17 @@ import { Mounter } from '../mounts/mounter';
 import type { FscacheImages } from '../snapshotter/storage/images';
 import { EVENT_FD_FLAGS, FAN } from '../worker/fanotify/events';
 import { previousWorkers, retireWorkers, takeFdFrom } from '../worker/takeover';
+import { groupFromKeepers } from '../worker/fanotify/keeper';
 import { startDownload } from './download';
 import { type Fscache, FscacheSetupError, cacheDirOf, snapshotMounts, startSupervisor, stateDir } from './setup';
 
 export const FANOTIFY_FDSTORE_NAME = 'fanotify';
 
 /** What an fd is, from /proc: a fanotify group reads "anon_inode:[fanotify]". */
+const isGroupLink = (link: string) => link === 'anon_inode:[fanotify]';
 function isFanotifyGroup(fd: number): boolean {
   try {
-    return fs.readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[fanotify]';
+    return isGroupLink(fs.readlinkSync(`/proc/self/fd/${fd}`));
   } catch {
     return false;
   }
@@ -37,11 +39,16 @@ export async function startFanotify(cfg: Config, images: () => FscacheImages, lo
   const dir = stateDir(cfg);
   const blobDir = cacheDirOf(cfg);
   const stored = sdListenFds().find((f) => f.name === FANOTIFY_FDSTORE_NAME);
-  const fromWorker = stored ? null : await takeFdFrom(path.join(dir, 'takeover.sock'));
+  // a dead worker's keeper also keeps its takeover socket listening, with nobody to answer: asked first
+  const kept = stored ? undefined : groupFromKeepers(path.join(dir, 'journals'), isGroupLink);
+  const fromWorker = stored || kept ? null : await takeFdFrom(path.join(dir, 'takeover.sock'));
   let groupFd: number;
   if (stored && isFanotifyGroup(stored.fd)) {
     groupFd = stored.fd;
     log.info({ fd: groupFd }, 'took the fanotify group back from the systemd fd store');
+  } else if (kept) {
+    groupFd = kept.fd;
+    log.warn({ fd: groupFd, keeper: kept.keeper }, 'lazysnapd and its worker had both died: took the fanotify group back from the dead worker\'s fd keeper');
   } else if (fromWorker !== null && isFanotifyGroup(fromWorker)) {
     groupFd = fromWorker;
     log.info({ fd: groupFd }, 'took the fanotify group back from the running worker');

@@ -7,6 +7,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { recvFds, sendFds, unixConnect } from '../native';
 import { HANDOVER_BYTE } from './control';
+import { isZombie } from './fanotify/keeper';
 
 /** The raw fd under a connected net.Socket (libuv keeps it in its handle). */
 function rawFd(sock: net.Socket): number {
@@ -89,13 +90,5 @@ export async function retireWorkers(pids: number[], log: Logger): Promise<void> 
     }
     for (let i = 0; i < 300 && fs.existsSync(`/proc/${pid}`) && !isZombie(pid); i++) await new Promise((r) => setTimeout(r, 10));
     log.info({ pid }, 'retired a fscache worker of the previous lazysnapd');
-  }
-}
-
-function isZombie(pid: number): boolean {
-  try {
-    return / Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\)/, ''));
-  } catch {
-    return true;
   }
 }

@@ -38,7 +38,8 @@ static int KeeperMain(void*) {
     sigaddset(&term, sig);
   }
   sigprocmask(SIG_UNBLOCK, &term, nullptr);
-  for (;;) syscall(SYS_pause);
+  // ppoll of no fds and no timeout: sleeps until a signal (SYS_pause does not exist on arm64)
+  for (;;) syscall(SYS_ppoll, nullptr, 0, nullptr, nullptr, 0);
   return 0;
 }
 
@@ -61,7 +62,23 @@ static Napi::Value KeepFdTable(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), pid);
 }
 
+// pidfdGetfd(pid, fd): a copy of fd `fd` of process `pid` (pidfd_open +
+// pidfd_getfd, Linux >= 5.6; close-on-exec). How a restarted lazysnapd takes
+// the fanotify group back from a dead worker's keeper.
+static Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
+  auto pid = static_cast<pid_t>(ArgInt(info, 0, "pid", 1, 0x7fffffff));
+  int target = ArgFd(info, 1, "fd");
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) throw ErrnoError(info.Env(), errno, "pidfd_open");
+  int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, target, 0));
+  int err = errno;
+  close(pidfd);
+  if (fd < 0) throw ErrnoError(info.Env(), err, "pidfd_getfd");
+  return Napi::Number::New(info.Env(), fd);
+}
+
 void InitFdKeeper(Napi::Env env, Napi::Object exports) {
+  exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd, "pidfdGetfd"));
   exports.Set("keepFdTable", Napi::Function::New(env, KeepFdTable, "keepFdTable"));
   exports.Set("FD_KEEPER_COMM", Napi::String::New(env, kKeeperComm));
 }

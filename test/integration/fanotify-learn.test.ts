@@ -122,36 +122,46 @@ test('fanotify: the same start recorded while each serving worker is SIGKILLed 1
   // machine, where a successor needs more than 300 ms to start (seen here: 535 kills, no progress). Capped for CI's time.
   const MAX_KILLS = 60;
   const KILL_FOR_MS = 60_000;
-  let kills = 0;
-  let stop = false;
-  const began = Date.now();
-  const killer = (async () => {
-    let pid = 0;
-    let killAt = 0;
-    while (!stop && kills < MAX_KILLS && Date.now() - began < KILL_FOR_MS) {
-      await new Promise((r) => setTimeout(r, 10));
-      const serving = servingWorker(node!.lazysnapd.root, 'anon_inode:[fanotify]');
-      if (serving !== pid) {
-        pid = serving;
-        killAt = Date.now() + 100 + Math.floor(Math.random() * 200);
+  const underKills = async (name: string): Promise<{ kills: number; ms: number }> => {
+    let kills = 0;
+    let stop = false;
+    const began = Date.now();
+    const killer = (async () => {
+      let pid = 0;
+      let killAt = 0;
+      while (!stop && kills < MAX_KILLS && Date.now() - began < KILL_FOR_MS) {
+        await new Promise((r) => setTimeout(r, 10));
+        const serving = servingWorker(node!.lazysnapd.root, 'anon_inode:[fanotify]');
+        if (serving !== pid) {
+          pid = serving;
+          killAt = Date.now() + 100 + Math.floor(Math.random() * 200);
+        }
+        if (!pid || Date.now() < killAt) continue;
+        try {
+          process.kill(pid, 'SIGKILL');
+          kills++;
+        } catch {
+          // already gone
+        }
+        pid = 0;
       }
-      if (!pid || Date.now() < killAt) continue;
-      try {
-        process.kill(pid, 'SIGKILL');
-        kills++;
-      } catch {
-        // already gone
-      }
-      pid = 0;
+    })();
+    try {
+      return { ms: await start(pyRef, name, 600_000), kills };
+    } finally {
+      stop = true;
+      await killer;
     }
-  })();
+  };
+  // A fast machine starts this image in under a second, room for only two or three kills: a start with fewer than three
+  // is recorded again (its trace forgotten), at most three times.
   const logFrom = fs.statSync(node!.lazysnapd.logPath).size; // this start's orphans
-  let ms = 0;
-  try {
-    ms = await start(pyRef, 'learn-kills', 600_000);
-  } finally {
-    stop = true;
-    await killer;
+  let { kills, ms } = await underKills('learn-kills-1');
+  for (let attempt = 2; kills < 3 && attempt <= 3; attempt++) {
+    t.diagnostic(`attempt ${attempt - 1}: ${kills} kills during a ${ms} ms start; recorded again`);
+    await traceAfterRemoval(pyRef);
+    assert.match(await cli('trace', pyRef, '--forget'), /forgot 1 recorded start/);
+    ({ kills, ms } = await underKills(`learn-kills-${attempt}`));
   }
   assert.ok(kills >= 3, `the worker was killed during the start (${kills} times)`);
   const disturbed = await traceAfterRemoval(pyRef);

@@ -14,6 +14,7 @@ import { run, runOk } from '../support/proc';
 import { waitFor, canConnect } from '../support/wait';
 import { startFakeSystemd } from '../support/fake-systemd';
 import { parseConfig } from '../../config/config';
+import { findKeepers } from '../../worker/fanotify/keeper';
 import { makeSourceTree, treeDigest } from '../support/guest';
 import { nydusFromDir } from '../support/nydus-from-dir';
 import { startReader as startTreeReader } from '../support/reader';
@@ -55,7 +56,7 @@ after(async () => {
   if (dir) await unmountAll(dir);
   await d?.stop();
   // a failed test may leave a lazysnapd's workers serving (they outlive it by design)
-  for (const r of ['root', 'root-a', 'root-b', 'root-h']) if (dir) killWorkers(path.join(dir, r));
+  for (const r of ['root', 'root-a', 'root-b', 'root-h', 'root-k']) if (dir) killWorkers(path.join(dir, r));
   if (dir && !process.env.KEEP) await removeTempDir(dir);
 });
 
@@ -82,6 +83,36 @@ const config = (root: string) =>
   `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\nbackend = "fanotify"\n[admin]\nmount_dirs = ["${dir}"]\n`;
 
 const startReader = (mnt: string) => startTreeReader(mnt, src);
+
+/** A lazysnapd of its own (root-<tag>, <tag>.sock) with the image mounted at mnt-<tag>. */
+async function mountedBy(tag: string) {
+  const root = path.join(dir, `root-${tag}`);
+  const address = path.join(dir, `${tag}.sock`);
+  const first = await startLazysnapd({ root, address, config: config(root) });
+  const mnt = path.join(dir, `mnt-${tag}`);
+  fs.mkdirSync(mnt);
+  await runOk(process.execPath, [CLI, 'mount', ref, mnt, '--address', address]);
+  return { root, address, first, mnt };
+}
+
+/** Starts a reader of `mnt` and lets it read for 300 ms; `finished` says whether it has finished since. */
+async function readerUnderWay(mnt: string) {
+  const reading = startReader(mnt);
+  let done = false;
+  void reading.then(() => (done = true), () => undefined);
+  await new Promise((r) => setTimeout(r, 300));
+  return { reading, finished: () => done };
+}
+
+function killAll(pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone, or a standby that was never started
+    }
+  }
+}
 
 const workersOf = (root: string): number[] => JSON.parse(fs.readFileSync(path.join(root, 'fscache', 'workers.json'), 'utf8'));
 const srcFiles = () => [...treeDigest(src).values()].filter((v) => v !== 'dir' && !v.startsWith('->')).length;
@@ -171,19 +202,11 @@ test('a second lazysnapd on the same root exits 1 naming the first one\'s pid; t
 });
 
 test('kill -9 lazysnapd mid-read, start it again: the worker keeps the group, takes it back, the reader never notices', { timeout: 300_000 }, async () => {
-  const root = path.join(dir, 'root-a');
-  const address = path.join(dir, 'a.sock');
-  const first = await startLazysnapd({ root, address, config: config(root) });
-  const mnt = path.join(dir, 'mnt-a');
-  fs.mkdirSync(mnt);
-  await runOk(process.execPath, [CLI, 'mount', ref, mnt, '--address', address]);
+  const { root, address, first, mnt } = await mountedBy('a');
   const oldWorker = JSON.parse((await runOk(process.execPath, [CLI, 'status', '--json', '--address', address])).stdout).worker.pid;
-  const reading = startReader(mnt);
-  let finished = false;
-  void reading.then(() => (finished = true), () => undefined);
-  await new Promise((r) => setTimeout(r, 300));
+  const { reading, finished } = await readerUnderWay(mnt);
   await first.kill9();
-  assert.ok(!finished, 'the reader was still reading when lazysnapd died');
+  assert.ok(!finished(), 'the reader was still reading when lazysnapd died');
   assert.ok(fs.existsSync(`/proc/${oldWorker}`), 'the worker outlives lazysnapd');
   const second = await startLazysnapd({ root, address, config: config(root) });
   try {
@@ -195,6 +218,31 @@ test('kill -9 lazysnapd mid-read, start it again: the worker keeps the group, ta
     assert.match(log, /took the fanotify group back from the running worker/);
     const s = JSON.parse((await runOk(process.execPath, [CLI, 'status', '--json', '--address', address])).stdout);
     assert.notEqual(s.worker.pid, oldWorker, 'the old worker was retired');
+    await runOk(process.execPath, [CLI, 'umount', mnt, '--address', address]);
+  } finally {
+    await second.stop();
+  }
+});
+
+test("without systemd: lazysnapd and every worker killed mid-read; the dead worker's fd keeper keeps the group, a new lazysnapd takes it back, the reader never notices", { timeout: 300_000 }, async () => {
+  const { root, address, first, mnt } = await mountedBy('k');
+  const workers = workersOf(root);
+  const { reading, finished } = await readerUnderWay(mnt);
+  await first.kill9();
+  killAll(workers);
+  // Now only the keeper holds the group: without it, the kernel would allow every pending event (zeros).
+  await new Promise((r) => setTimeout(r, 500));
+  assert.ok(!finished(), 'the reader was still reading while nothing served it');
+  const second = await startLazysnapd({ root, address, config: config(root) });
+  try {
+    const r = await reading;
+    const log = fs.readFileSync(second.logPath, 'utf8');
+    assert.equal(r.readsFailed, 0, `${r.errors.slice(0, 10).join('; ')}\n--- lazysnapd log ---\n${log.slice(-6000)}`);
+    assert.equal(r.mismatchedBytes, 0, 'no zeros, no wrong byte');
+    assert.equal(r.files, srcFiles());
+    assert.match(log, /took the fanotify group back from the dead worker's fd keeper/);
+    // the successor answered what the dead worker left, and ended its keeper
+    await waitFor(() => findKeepers(path.join(root, 'fscache', 'journals')).size === 0, { what: "the dead worker's keeper to be ended" });
     await runOk(process.execPath, [CLI, 'umount', mnt, '--address', address]);
   } finally {
     await second.stop();
@@ -220,23 +268,14 @@ test('under systemd: lazysnapd and every worker killed mid-read; the fd store ke
     fs.mkdirSync(mnt);
     await runOk(process.execPath, [CLI, 'mount', ref, mnt, '--address', address]);
     const workers = workersOf(root);
-    const reading = startReader(mnt);
-    let finished = false;
-    void reading.then(() => (finished = true), () => undefined);
-    await new Promise((r) => setTimeout(r, 300));
+    const { reading, finished } = await readerUnderWay(mnt);
     const mark = events.length;
     sd.send('kill9');
     await until('killed', (e) => e.event === 'killed', mark);
     // Now the fd store is the only holder of the group: without it, the kernel would allow every pending event (zeros).
-    for (const pid of workers) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // a standby that was never started
-      }
-    }
+    killAll(workers);
     await new Promise((r) => setTimeout(r, 500)); // the reader waits on its events meanwhile
-    assert.ok(!finished, 'the reader was still reading while nothing served it');
+    assert.ok(!finished(), 'the reader was still reading while nothing served it');
     sd.send('start');
     await until('restart with the stored group', (e) => e.event === 'started' && e.listen_fds === 1, mark);
     const r = await reading;

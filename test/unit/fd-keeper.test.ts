@@ -1,14 +1,14 @@
 // The fd keeper, for real: a worker process that dies by SIGKILL between
 // reading an event and writing down its blob leaves the file's name in its
 // keeper's fd table, and the successor's scan of dead journals reads it there.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { FD_KEEPER_COMM } from '../../native';
-import { findKeepers, journalWorkerOf } from '../../worker/fanotify/keeper';
+import { findKeepers, groupFromKeepers, journalWorkerOf, killQuietly, pidAlive } from '../../worker/fanotify/keeper';
 import { deadJournals } from '../../worker/fanotify/group';
 
 // A FAN_PRE_ACCESS event read from a 6.18 kernel (as in fanotify.test.ts): fd at 16, pid at 20.
@@ -50,51 +50,84 @@ function deadWorker(dir: string, blob: string): Promise<{ pid: number; keeper: n
   });
 }
 
-test("a SIGKILLed worker's fds stay open in its keeper: a pathless orphan is named from there, and the keeper ends with the journal", async (t) => {
+/** A dir with a blob file and such a child (killed with its keeper after the test). */
+async function workerIn(t: TestContext) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-keeper-'));
   const blob = path.join(dir, 'blob');
   fs.writeFileSync(blob, 'x');
   const w = await deadWorker(path.join(dir, 'journals'), blob);
-  t.after(() => {
-    for (const pid of [w.pid, w.keeper]) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-  });
+  t.after(() => [w.pid, w.keeper].forEach(killQuietly));
+  return { dir, blob, w };
+}
+
+/** SIGKILL, then wait until it is dead (a zombie: this process has not reaped it yet). */
+async function killAndWait(pid: number): Promise<void> {
+  process.kill(pid, 'SIGKILL');
+  while (pidAlive(pid)) await new Promise((r) => setTimeout(r, 10));
+}
+
+test("a SIGKILLed worker's fds stay open in its keeper: a pathless orphan is named from there, and the keeper ends with the journal", async (t) => {
+  const { dir, blob, w } = await workerIn(t);
   assert.equal(fs.readFileSync(`/proc/${w.keeper}/comm`, 'utf8').trim(), FD_KEEPER_COMM);
-  process.kill(w.pid, 'SIGKILL');
-  while (fs.existsSync(`/proc/${w.pid}`) && !/\) Z/.test(fs.readFileSync(`/proc/${w.pid}/stat`, 'utf8'))) await new Promise((r) => setTimeout(r, 10));
+  await killAndWait(w.pid);
 
   assert.deepEqual([...findKeepers(path.join(dir, 'journals'))], [[w.pid, w.keeper]]);
-  const dead = deadJournals(path.join(dir, 'journals'), (pid) => pid !== w.pid && fs.existsSync(`/proc/${pid}`));
+  const dead = deadJournals(path.join(dir, 'journals'));
   assert.equal(dead.orphans.length, 1);
   assert.equal(dead.orphans[0].path, undefined, 'the worker never wrote its path');
   assert.equal(dead.orphans[0].event.fd, w.fd);
   assert.equal(dead.orphans[0].keptFile, blob);
   assert.equal(dead.orphans[0].worker, w.pid);
 
+  // what a restarted lazysnapd does for the fanotify group (here the blob file stands in for it): a copy of the kept fd
+  const got = groupFromKeepers(path.join(dir, 'journals'), (link) => link === blob);
+  assert.equal(got?.keeper, w.keeper);
+  assert.equal(fs.readlinkSync(`/proc/self/fd/${got!.fd}`), blob);
+  fs.closeSync(got!.fd);
+
   dead.remove();
   assert.equal(fs.existsSync(path.join(dir, 'journals', `journal.${w.pid}`)), false);
-  for (let i = 0; i < 100 && fs.existsSync(`/proc/${w.keeper}/comm`) && !/\) Z/.test(fs.readFileSync(`/proc/${w.keeper}/stat`, 'utf8')); i++) {
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  await assertEnded(w.keeper);
   assert.deepEqual([...findKeepers(path.join(dir, 'journals'))], [], 'the dead worker\'s keeper was ended');
 });
 
-test('a worker that exits with nothing unanswered ends its own keeper', async () => {
+/** A child with a journal and a keeper that runs `then` after printing the keeper's pid; resolves with it and how the child ended. */
+async function workerThat(then: string): Promise<{ keeper: number; code: number | null; signal: NodeJS.Signals | null }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-keeper-'));
   const dist = path.resolve(__dirname, '../..');
   const script = `
     const { openJournal } = require(${JSON.stringify(path.join(dist, 'worker/fanotify/group.js'))});
     const { startKeeper } = require(${JSON.stringify(path.join(dist, 'worker/fanotify/keeper.js'))});
     const journal = openJournal(${JSON.stringify(dir)});
-    process.stdout.write(String(startKeeper(() => journal.inUse === 0)));
+    process.stdout.write(String(startKeeper(() => journal.inUse === 0)) + '\\n');
+    ${then}
   `;
-  const out: string[] = [];
   const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  child.stdout.on('data', (d) => out.push(String(d)));
-  await new Promise((r) => child.on('exit', r));
-  const keeper = Number(out.join(''));
+  const keeper = await new Promise<number>((resolve) => child.stdout.once('data', (d) => resolve(Number(String(d).trim()))));
+  if (then.includes('setInterval')) child.kill('SIGTERM');
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('exit', (c, s) => r([c, s])));
+  return { keeper, code, signal };
+}
+
+async function assertEnded(keeper: number): Promise<void> {
   assert.ok(keeper > 0);
-  for (let i = 0; i < 100 && fs.existsSync(`/proc/${keeper}/comm`) && !/\) Z/.test(fs.readFileSync(`/proc/${keeper}/stat`, 'utf8')); i++) {
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  assert.ok(!fs.existsSync(`/proc/${keeper}/comm`) || /\) Z/.test(fs.readFileSync(`/proc/${keeper}/stat`, 'utf8')), 'keeper still running');
+  for (let i = 0; i < 100 && pidAlive(keeper); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(!pidAlive(keeper), 'keeper still running');
+}
+
+test('a worker that exits, or gets SIGTERM, with nothing unanswered ends its own keeper (and still dies of the SIGTERM)', async () => {
+  const exited = await workerThat('');
+  assert.equal(exited.code, 0);
+  await assertEnded(exited.keeper);
+  const termed = await workerThat('setInterval(() => {}, 1000);');
+  assert.equal(termed.signal, 'SIGTERM');
+  await assertEnded(termed.keeper);
+});
+
+test("a dead worker's keeper that holds no group is ended when lazysnapd looks for one (an old group must not hold readers)", async (t) => {
+  const { dir, w } = await workerIn(t);
+  assert.equal(groupFromKeepers(path.join(dir, 'journals'), () => false), undefined, 'the worker is alive: its keeper is not a dead one');
+  await killAndWait(w.pid);
+  assert.equal(groupFromKeepers(path.join(dir, 'journals'), () => false), undefined);
+  await assertEnded(w.keeper);
 });

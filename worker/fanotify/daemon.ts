@@ -238,9 +238,10 @@ export class FanotifyDaemon {
       if (outcome.result) this.opts.onRead?.(outcome.content, startedAt, verdict === 'allow' ? outcome.result : 'eio', outcome.len);
       this.live.delete(ev.fd);
       this.since.delete(ev.fd);
+      // the slot before the fd: a slot left by a kill must never name a closed fd, whose number a later open may reuse
+      this.journal.clear(slot);
       if (hold.length === 0) this.io.close(ev.fd);
       else void Promise.allSettled(hold).then(() => this.io.close(ev.fd));
-      this.journal.clear(slot);
       this.handled++;
       this.opts.onAnswered?.();
     }

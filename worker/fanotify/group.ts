@@ -7,7 +7,7 @@ import { FdPoller, allocAligned, fanotifyMark, mapShared, pwriteAll, seekHole } 
 import { FAN, response } from './events';
 import type { FanotifyIO } from './daemon';
 import { EventJournal, JOURNAL_LEN, JournalEntry, readJournal } from './journal';
-import { findKeepers, keptFile, killQuietly } from './keeper';
+import { findKeepers, keptFile, killQuietly, pidAlive } from './keeper';
 
 export function groupIO(groupFd: number): FanotifyIO {
   return {
@@ -143,8 +143,9 @@ export function deadJournals(dir: string, alive = pidAlive, keepers = () => find
     }
   }
   const remove = () => {
-    // Keepers first: one left behind by a kill between the two is still found, by its deleted journal. Not the keeper
-    // of a worker that died since the scan: its journal's orphans are not answered yet.
+    if (files.length === 0) return;
+    // Keepers before journals: a kill between the two leaves journals without keepers (answered by guessing), never
+    // keepers nobody would find. Not the keeper of a worker that died since the scan: its orphans are not answered yet.
     for (const [worker, keeper] of keepers()) {
       const journal = path.join(dir, `journal.${worker}`);
       if (worker !== process.pid && !alive(worker) && (files.includes(journal) || !fs.existsSync(journal))) killQuietly(keeper);
@@ -152,15 +153,6 @@ export function deadJournals(dir: string, alive = pidAlive, keepers = () => find
     files.forEach((f) => fs.rmSync(f, { force: true }));
   };
   return { orphans, alive: live, remove };
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**
