@@ -15,7 +15,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { startLazysnapd } from '../support/lazysnapd';
+import { killWorkers, startLazysnapd } from '../support/lazysnapd';
 import { runOk } from '../support/proc';
 import { GUEST_MOUNT_DIRS, guestDir, mkfsErofs, requireFscacheKernel } from '../support/guest';
 import { nydusFromDir } from '../support/nydus-from-dir';
@@ -185,6 +185,7 @@ async function main() {
     done = true;
     await killer;
     await d.stop();
+    killWorkers(root); // the last worker killed may have had no successor to end its fd keeper
     if (fanotify) fs.rmSync(dir, { recursive: true, force: true });
   }
   for (const e of total.errors.slice(0, 10)) process.stderr.write(`error: ${e}\n`);
