@@ -233,6 +233,7 @@ export class FscacheSupervisor {
           if (w === this.active && this.lastEndAt !== undefined) {
             this.events?.failedOver(Date.now() - this.lastEndAt);
             this.lastEndAt = undefined;
+            this.reopenBlobs(w);
           }
         }
         else if ('id' in msg) {
@@ -255,6 +256,8 @@ export class FscacheSupervisor {
   }
 
   private readonly pids = new Set<number>();
+  /** blob files of the fanotify backend told to workers (open-blobs), by path */
+  private readonly blobFiles = new Map<string, BlobFile>();
 
   private onHeartbeat(w: Worker, hb: Heartbeat): void {
     const now = Date.now();
@@ -348,8 +351,20 @@ export class FscacheSupervisor {
 
   /** Asks the serving worker to open these blob files' contents now (fanotify; no answer is awaited). */
   openBlobs(blobs: BlobFile[]): void {
+    for (const { file, size } of blobs) this.blobFiles.set(file, { file, size });
     const w = this.active;
     if (w && blobs.length) sendJson(w.control, { id: this.nextId++, op: 'open-blobs', blobs });
+  }
+
+  /**
+   * The blob files mounted so far, told again to a worker that took over
+   * from one that died: it opens them at once, and replays what was being
+   * replayed (what the files hold already is not fetched again). Files gone
+   * since (their image removed) are forgotten.
+   */
+  private reopenBlobs(w: Worker): void {
+    for (const file of this.blobFiles.keys()) if (!fs.existsSync(file)) this.blobFiles.delete(file);
+    if (this.blobFiles.size) sendJson(w.control, { id: this.nextId++, op: 'open-blobs', blobs: [...this.blobFiles.values()] });
   }
 
   /**

@@ -21,7 +21,7 @@ import { startRegistry, type Registry } from '../support/registry';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 import { buildDebianPythonImage } from '../support/debian-python';
 import type { Trace } from '../../snapshotter/storage/traces';
-import { LEARN_START, runLearnStart, traceAfter, assertPythonStart, assertSameChunks, chunkKeys, servingWorker, orphanNaming, coverage, servedDuring, servedLine, tracesOf } from '../support/learn';
+import { type Served, LEARN_START, runLearnStart, traceAfter, assertPythonStart, assertSameChunks, chunkKeys, servingWorker, orphanNaming, coverage, servedDuring, servedLine, tracesOf } from '../support/learn';
 
 const CLI = join(__dirname, '../../cmd/lazysnap.js');
 /** longer than any start here; each trace is stored when its image is removed, which ends the window early */
@@ -188,6 +188,40 @@ test('fanotify: replay on a fresh cache fetches ≥ 90% of the recorded chunks b
   assert.ok(s.replayed >= 0.9 * n, `the replay fetched the recorded chunks (${s.replayed} of ${n})`);
   assert.ok(c >= 0.9, `prefetch hits ${(100 * c).toFixed(1)}% of the recorded start's chunks`);
   assert.match(fs.readFileSync(node!.lazysnapd.logPath, 'utf8'), /replaying a recorded start/);
+});
+
+test('fanotify: a replay whose worker is SIGKILLed as it begins is taken up by the successor', { timeout: 300_000 }, async (t) => {
+  assert.ok(undisturbed, 'the undisturbed recording ran');
+  await removeAndDrop(pyRef);
+  const n = undisturbed.entries.length;
+  const logFrom = fs.statSync(node!.lazysnapd.logPath).size;
+  const since = () => fs.readFileSync(node!.lazysnapd.logPath).subarray(logFrom).toString('utf8').split('\n');
+  const replayers = () => since().filter((l) => l.includes('replaying a recorded start')).map((l) => (JSON.parse(l) as { pid: number }).pid);
+  let killed = 0;
+  let stop = false;
+  const killer = (async () => {
+    while (!stop && killed === 0) {
+      await new Promise((r) => setTimeout(r, 5));
+      const [pid] = replayers();
+      if (pid) {
+        process.kill(pid, 'SIGKILL');
+        killed = pid;
+      }
+    }
+  })();
+  let s: Served;
+  try {
+    s = await servedDuring(metricsSock, () => start(pyRef, 'learn-replay-killed'));
+  } finally {
+    stop = true;
+    await killer;
+  }
+  const c = coverage(s, n);
+  const after = [...new Set(replayers().filter((p) => p !== killed))];
+  t.diagnostic(`killed the replaying worker ${killed}; replayed again by ${after.join(', ') || 'nobody'}; ${servedLine(s, n)}`);
+  assert.ok(killed > 0, 'the replaying worker was killed');
+  assert.ok(after.length > 0, 'the successor replayed the recorded start');
+  assert.ok(c >= 0.9, `prefetch hits ${(100 * c).toFixed(1)}% of the recorded start's chunks`);
 });
 
 test('fanotify: a trace baked into a converted image (convert --prefetch-trace) serves its first start on a node that never ran it', { timeout: 400_000 }, async (t) => {

@@ -146,6 +146,17 @@ class FakeGroup implements FanotifyIO {
     if (this.failRetrigger.has(`${path.basename(file)}@${off}`)) throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
     await this.onRetrigger?.(file, off, count);
   }
+  dataRanges(file: string, size: number) {
+    const f = this.files.get(file);
+    const out: [number, number][] = [];
+    for (let p = 0; f && p * 4096 < Math.min(size, f.data.length); p++) {
+      if (!f.filled.has(p)) continue;
+      const last = out.at(-1);
+      if (last && last[0] + last[1] === p * 4096) last[1] += 4096;
+      else out.push([p * 4096, 4096]);
+    }
+    return out;
+  }
   alloc = (n: number) => Buffer.alloc(n);
 }
 
@@ -336,6 +347,38 @@ function replayingFlat(source: () => string, replayed: number[] = [], gate: Prom
     };
   };
 }
+
+test('a blob opened by a worker that took over (a read of it served first or not) marks what its file holds already as present, then replays', async () => {
+  const size = 16 * 4096;
+  const order: string[] = [];
+  const flat = replayingFlat(() => path.join(dir, 'source'));
+  const { g, d, dir } = setup(size, async (cookie) => {
+    const c = await flat();
+    return { ...c, markPresent: (off: number, len: number) => (order.push(`present ${off}+${len}`), len / 4096) };
+  }, {
+    pid: 4242,
+    replayPlan: () => (order.push('plan'), [8 * 4096]),
+  });
+  g.onRetrigger = async (file, off) => {
+    order.push(`trigger ${off}`);
+    g.event(90, file, off, 4096, 4242);
+    d.drain();
+    await settle(d);
+  };
+  for (const p of [2, 3, 7]) g.files.get('/blobs/vol/b1')!.filled.add(p); // filled by the worker that died
+  // a reader's event comes first (a successor serves the readers before lazysnapd tells it the mounted blobs)
+  g.event(20, '/blobs/vol/b1', 2 * 4096, 4096);
+  d.drain();
+  await settle(d);
+  assert.deepEqual(g.responses, [[20, 'allow']]);
+  d.openBlobs([{ file: '/blobs/vol/b1', size }]);
+  for (let i = 0; i < 20 && d.stats.replays === 0; i++) await settle(d);
+  assert.deepEqual(order, [`present ${2 * 4096}+${2 * 4096}`, `present ${7 * 4096}+4096`, 'plan', `trigger ${8 * 4096}`]);
+  assert.equal(d.stats.replays, 1, 'replayed, though a read had opened the blob first');
+  d.openBlobs([{ file: '/blobs/vol/b1', size }]);
+  await settle(d);
+  assert.equal(order.filter((o) => o === 'plan').length, 1, 'told again: nothing to do');
+});
 
 /** A recorder that learns every blob of volume "vol" and notes each access in `order`. */
 function fakeRecorder(order: string[], learning = true) {

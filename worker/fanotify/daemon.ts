@@ -46,6 +46,8 @@ export interface FanotifyIO {
   unmark(file: string): void;
   /** reads [off, off+count) of `file` through a new fd, raising the events that fill it; rejects if the read fails */
   retrigger(file: string, off: number, count: number): Promise<void>;
+  /** the [offset, length] data ranges of the file's first `size` bytes (SEEK_DATA; no read, so no event); [] if it cannot be opened */
+  dataRanges(file: string, size: number): [number, number][];
   alloc: Allocator;
 }
 
@@ -121,6 +123,8 @@ interface Blob {
   replay?: { plan: number[]; at: number };
   /** the replay under way, cancelled if the blob file is made anew */
   replaying?: { cancel(): void };
+  /** told by lazysnapd that it is mounted (open-blobs): its replay was asked for */
+  opened?: boolean;
 }
 
 export class FanotifyDaemon {
@@ -382,13 +386,26 @@ export class FanotifyDaemon {
         this.blobs.delete(rel);
         known.replaying?.cancel();
         known.resolved?.resetPresence?.();
-      } else if (known) continue;
-      const b = this.blob(rel, volume, cookie, size);
-      b.content.then((c) => this.askReplay(b, file, c), (err) => {
-        if (this.blobs.get(rel) === b) this.blobs.delete(rel);
-        this.log.warn({ file, err: (err as Error).message }, 'cannot open a mounted blob; its first read will try again');
-      });
+      } else if (known) {
+        // known from a read already (a successor serves the readers first): opened here all the same, once
+        if (!known.opened) this.opened(known, file);
+        continue;
+      }
+      this.opened(this.blob(rel, volume, cookie, size), file);
     }
+  }
+
+  /** A mounted blob, once its content is open: what its file holds already is marked present, then its recorded start is replayed. */
+  private opened(b: Blob, file: string): void {
+    b.opened = true;
+    b.content.then((c) => {
+      // what the file holds already (a worker that took over from one that died) is not fetched again
+      if (c.markPresent) for (const [off, len] of this.io.dataRanges(file, b.size)) c.markPresent(off, len);
+      this.askReplay(b, file, c);
+    }, (err) => {
+      if (this.blobs.get(b.rel) === b) this.blobs.delete(b.rel);
+      this.log.warn({ file, err: (err as Error).message }, 'cannot open a mounted blob; its first read will try again');
+    });
   }
 
   /** A blob file's place under the blob dir (<volume>/<cookie>), or undefined for any other path. */

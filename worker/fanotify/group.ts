@@ -3,7 +3,7 @@
 // that decides is in daemon.ts.
 import fs from 'node:fs';
 import path from 'node:path';
-import { FdPoller, allocAligned, fanotifyMark, mapShared, pwriteAll, seekHole } from '../../native';
+import { FdPoller, allocAligned, dataExtents, fanotifyMark, mapShared, pwriteAll, seekHole } from '../../native';
 import { FAN, response } from './events';
 import type { FanotifyIO } from './daemon';
 import { EventJournal, JOURNAL_LEN, JournalEntry, readJournal } from './journal';
@@ -39,6 +39,19 @@ export function groupIO(groupFd: number): FanotifyIO {
         }
       } finally {
         await fh.close();
+      }
+    },
+    dataRanges(file, size) {
+      let fd: number;
+      try {
+        fd = fs.openSync(file, 'r');
+      } catch {
+        return [];
+      }
+      try {
+        return dataExtents(fd, size);
+      } finally {
+        fs.closeSync(fd);
       }
     },
     alloc: (size) => allocAligned(size),
