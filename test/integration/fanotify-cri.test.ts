@@ -13,15 +13,13 @@ import fs from 'node:fs';
 import { join } from 'node:path';
 import { requireBinaries } from '../support/bins';
 import type { CriClient } from '../support/cri';
-import { buildPauseImage } from '../support/guest-containerd';
 import { startCriNode, type CriNode } from '../support/cri-node';
-import { pushOciLayout } from '../support/images';
 import type { Lazysnapd } from '../support/lazysnapd';
 import { runOk } from '../support/proc';
-import { startRegistry, type Registry } from '../support/registry';
+import type { Registry } from '../support/registry';
 import { makeTempDir, removeTempDir } from '../support/tmp';
 import { readNydusLayout } from '../support/oci-layout';
-import { buildDebianPythonImage, PYTHON_TREE_DIGEST, type DebianPythonExpect } from '../support/debian-python';
+import { pushPythonAndPause, PYTHON_TREE_DIGEST, type DebianPythonExpect } from '../support/debian-python';
 import { containerdVersion } from '../support/containerd';
 
 const CLI = join(__dirname, '../../cmd/lazysnap.js');
@@ -36,11 +34,10 @@ let py: { expect: DebianPythonExpect; config: string; bootstrap: string; blobs: 
 
 before(async () => {
   requireBinaries(['containerd', 'ctr', 'shim', 'runc', 'registry']);
-  const dp = await buildDebianPythonImage();
   dir = await makeTempDir('fanotify-cri');
-  registry = await startRegistry({ dir: join(dir, 'registry') });
-  const pyNydus = join(dir, 'nydus-python');
-  await runOk(process.execPath, [CLI, 'convert', `oci:${dp.layoutDir}:${dp.ref}`, `oci:${pyNydus}:1`], { timeoutMs: 600_000 });
+  const { dp, pyNydus, pauseRef, ...pushed } = await pushPythonAndPause(dir);
+  registry = pushed.registry;
+  pyRef = pushed.pyRef;
   const pn = await readNydusLayout(pyNydus, '1');
   py = {
     expect: dp.expect,
@@ -48,15 +45,10 @@ before(async () => {
     bootstrap: pn.manifest.layers[pn.manifest.layers.length - 1].digest,
     blobs: pn.manifest.layers.slice(0, -1).map((l) => l.digest),
   };
-  await pushOciLayout(pyNydus, '1', registry.url, 'test/debian-python:1');
-  pyRef = `${registry.host}/test/debian-python:1`;
-  const pause = await buildPauseImage(join(dir, 'pause'));
-  await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');
-
   node = await startCriNode({
     dir,
     registryHost: registry.host,
-    sandboxImage: `${registry.host}/test/pause:1`,
+    sandboxImage: pauseRef,
     config: (p) =>
       `root = "${p.root}"\n[log]\nlevel = "info"\n` +
       `[fscache]\nenabled = true\nbackend = "${BACKEND}"\nprefetch = "off"\n` +

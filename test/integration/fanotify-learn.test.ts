@@ -13,13 +13,12 @@ import fs from 'node:fs';
 import { join } from 'node:path';
 import { requireBinaries } from '../support/bins';
 import type { CriClient } from '../support/cri';
-import { buildPauseImage } from '../support/guest-containerd';
 import { startCriNode, type CriNode } from '../support/cri-node';
 import { pushOciLayout } from '../support/images';
 import { run, runOk } from '../support/proc';
-import { startRegistry, type Registry } from '../support/registry';
+import type { Registry } from '../support/registry';
 import { makeTempDir, removeTempDir } from '../support/tmp';
-import { buildDebianPythonImage } from '../support/debian-python';
+import { pushPythonAndPause } from '../support/debian-python';
 import type { Trace } from '../../snapshotter/storage/traces';
 import { type Served, LEARN_START, runLearnStart, traceAfter, assertPythonStart, assertSameChunks, chunkKeys, servingWorker, orphanNaming, coverage, servedDuring, servedLine, tracesOf } from '../support/learn';
 
@@ -37,24 +36,19 @@ let layout = { dir: '', ref: '' };
 
 before(async () => {
   requireBinaries(['containerd', 'ctr', 'shim', 'runc', 'registry']);
-  const dp = await buildDebianPythonImage();
-  layout = { dir: dp.layoutDir, ref: dp.ref };
   dir = await makeTempDir('fanotify-learn');
   blobDir = join(dir, 'blobs');
-  registry = await startRegistry({ dir: join(dir, 'registry') });
-  const pyNydus = join(dir, 'nydus-python');
-  await runOk(process.execPath, [CLI, 'convert', `oci:${dp.layoutDir}:${dp.ref}`, `oci:${pyNydus}:1`], { timeoutMs: 600_000 });
-  await pushOciLayout(pyNydus, '1', registry.url, 'test/debian-python:1');
-  pyRef = `${registry.host}/test/debian-python:1`;
-  const pause = await buildPauseImage(join(dir, 'pause'));
-  await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');
+  const pushed = await pushPythonAndPause(dir);
+  layout = { dir: pushed.dp.layoutDir, ref: pushed.dp.ref };
+  registry = pushed.registry;
+  pyRef = pushed.pyRef;
   metricsSock = join(dir, 'metrics.sock');
   fs.mkdirSync('/var/tmp/lazysnap-it-logs', { recursive: true });
   node = await startCriNode({
     dir,
     logPath: `/var/tmp/lazysnap-it-logs/fanotify-learn-${Date.now()}.log`, // kept: the temp dir goes
     registryHost: registry.host,
-    sandboxImage: `${registry.host}/test/pause:1`,
+    sandboxImage: pushed.pauseRef,
     config: (p) =>
       `root = "${p.root}"\n[log]\nlevel = "debug"\n` +
       `[fscache]\nenabled = true\nbackend = "fanotify"\ncache_dir = "${blobDir}"\nprefetch = "off"\n` +

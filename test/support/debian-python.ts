@@ -10,6 +10,9 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { debootstrapTarball } from './oci-layout';
 import { runOk } from './proc';
+import { startRegistry, type Registry } from './registry';
+import { pushOciLayout } from './images';
+import { buildPauseImage } from './guest-containerd';
 
 export const DEBIAN_PYTHON_CACHE = '/var/cache/lazysnap-test/debian-python';
 const DEBIAN_MIRROR = 'http://deb.debian.org/debian';
@@ -207,4 +210,18 @@ export async function buildCachedImage(cache: string, label: string,
   } finally {
     await fsp.rm(work, { recursive: true, force: true });
   }
+}
+
+/** The debian+python image converted to nydus and pushed, with a pause image, to a registry of its own under `dir` (a CRI node's images). */
+export async function pushPythonAndPause(dir: string): Promise<{
+  dp: DebianPythonImage; registry: Registry; pyNydus: string; pyRef: string; pauseRef: string;
+}> {
+  const dp = await buildDebianPythonImage();
+  const registry = await startRegistry({ dir: path.join(dir, 'registry') });
+  const pyNydus = path.join(dir, 'nydus-python');
+  await runOk(process.execPath, [path.join(__dirname, '../../cmd/lazysnap.js'), 'convert', `oci:${dp.layoutDir}:${dp.ref}`, `oci:${pyNydus}:1`], { timeoutMs: 600_000 });
+  await pushOciLayout(pyNydus, '1', registry.url, 'test/debian-python:1');
+  const pause = await buildPauseImage(path.join(dir, 'pause'));
+  await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');
+  return { dp, registry, pyNydus, pyRef: `${registry.host}/test/debian-python:1`, pauseRef: `${registry.host}/test/pause:1` };
 }
