@@ -23,22 +23,29 @@ test('a keeper is told by the journal open in its table: "<dir>/journal.<pid>", 
   assert.equal(journalWorkerOf('pipe:[7132]', '/run/j'), undefined);
 });
 
-/** A child that opens a journal and its keeper, reads a fake event for `blob` into a slot, and never writes its path. */
-function deadWorker(dir: string, blob: string): Promise<{ pid: number; keeper: number; fd: number }> {
+/** The script of a child worker: it opens its journal under `dir` and starts its keeper (\`journal\`, \`keeper\`), then runs `body`. */
+function keeperChild(dir: string, body: string): string {
   const dist = path.resolve(__dirname, '../..');
-  const script = `
-    const fs = require('fs');
+  return `
     const { openJournal } = require(${JSON.stringify(path.join(dist, 'worker/fanotify/group.js'))});
     const { startKeeper } = require(${JSON.stringify(path.join(dist, 'worker/fanotify/keeper.js'))});
     const journal = openJournal(${JSON.stringify(dir)});
     const keeper = startKeeper(() => journal.inUse === 0);
+    ${body}
+  `;
+}
+
+/** A child that opens a journal and its keeper, reads a fake event for `blob` into a slot, and never writes its path. */
+function deadWorker(dir: string, blob: string): Promise<{ pid: number; keeper: number; fd: number }> {
+  const script = keeperChild(dir, `
+    const fs = require('fs');
     const fd = fs.openSync(${JSON.stringify(blob)}, 'r');
     const t = journal.take();
     Buffer.from('${REAL_EVENT}', 'hex').copy(t.area);
     t.area.writeInt32LE(fd, 16);
     process.stdout.write(JSON.stringify({ pid: process.pid, keeper, fd }) + '\\n');
     setInterval(() => {}, 1000);
-  `;
+  `);
   const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let out = '';
@@ -91,20 +98,16 @@ test("a SIGKILLed worker's fds stay open in its keeper: a pathless orphan is nam
   assert.deepEqual([...findKeepers(path.join(dir, 'journals'))], [], 'the dead worker\'s keeper was ended');
 });
 
-/** A child with a journal and a keeper that runs `then` after printing the keeper's pid; resolves with it and how the child ended. */
-async function workerThat(then: string): Promise<{ keeper: number; code: number | null; signal: NodeJS.Signals | null }> {
+/** A child with a journal and a keeper that prints the keeper's pid, then exits, or waits for the SIGTERM sent to it (`term`); resolves with the pid and how the child ended. */
+async function workerThat(term: boolean): Promise<{ keeper: number; code: number | null; signal: NodeJS.Signals | null }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-keeper-'));
-  const dist = path.resolve(__dirname, '../..');
-  const script = `
-    const { openJournal } = require(${JSON.stringify(path.join(dist, 'worker/fanotify/group.js'))});
-    const { startKeeper } = require(${JSON.stringify(path.join(dist, 'worker/fanotify/keeper.js'))});
-    const journal = openJournal(${JSON.stringify(dir)});
-    process.stdout.write(String(startKeeper(() => journal.inUse === 0)) + '\\n');
-    ${then}
-  `;
+  const script = keeperChild(dir, `
+    process.stdout.write(String(keeper) + '\\n');
+    ${term ? 'setInterval(() => {}, 1000);' : ''}
+  `);
   const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
   const keeper = await new Promise<number>((resolve) => child.stdout.once('data', (d) => resolve(Number(String(d).trim()))));
-  if (then.includes('setInterval')) child.kill('SIGTERM');
+  if (term) child.kill('SIGTERM');
   const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('exit', (c, s) => r([c, s])));
   return { keeper, code, signal };
 }
@@ -116,10 +119,10 @@ async function assertEnded(keeper: number): Promise<void> {
 }
 
 test('a worker that exits, or gets SIGTERM, with nothing unanswered ends its own keeper (and still dies of the SIGTERM)', async () => {
-  const exited = await workerThat('');
+  const exited = await workerThat(false);
   assert.equal(exited.code, 0);
   await assertEnded(exited.keeper);
-  const termed = await workerThat('setInterval(() => {}, 1000);');
+  const termed = await workerThat(true);
   assert.equal(termed.signal, 'SIGTERM');
   await assertEnded(termed.keeper);
 });
