@@ -9,7 +9,7 @@ import { RegistryError } from '../registry/errors';
 export interface ConvertCliOptions {
   chunkSize?: string;
   level?: string;
-  workers?: string;
+  jobs?: string;
   user?: string;
   plainHttp?: boolean;
   hostsDir?: string;
@@ -30,7 +30,7 @@ export function convertOptionsOf(o: ConvertCliOptions): ConvertOptions {
   return {
     chunkSize: o.chunkSize ? parseSize(o.chunkSize) : DEFAULT_CHUNK_SIZE,
     level: o.level ? parseInt(o.level, 10) : 3,
-    workers: o.workers !== undefined ? parseInt(o.workers, 10) : 0,
+    jobs: o.jobs !== undefined ? parseInt(o.jobs, 10) : undefined,
     user: o.user,
     plainHttp: o.plainHttp,
     hostsDir: o.hostsDir,

@@ -10,6 +10,7 @@ import { inspect } from './inspect';
 import { DEFAULT_HOSTS_DIR } from '../image/convert/docker';
 import { ImageArgError, openImageArg, type ImageArgOptions } from './image-arg';
 import { convertCommand, ConvertCliOptions } from './convert';
+import { DEFAULT_JOBS } from '../image/convert';
 import { optimizeCommand, OptimizeCliOptions } from './optimize';
 import { pullCommand, PullCliOptions } from './pull';
 import { PullError } from '../pull/pull';
@@ -209,7 +210,7 @@ function convertOptions(c: Command): Command {
   return c
     .option('--chunk-size <size>', 'chunk size, a power of two from 4KiB to 16MiB', '1MiB')
     .option('--level <n>', 'zstd level for chunks', '3')
-    .option('--workers <n>', 'zstd worker threads (0: compress on the main thread, the fastest here)', '0')
+    .option('--jobs <n>', 'chunks zstd-compressing at once on the threadpool', String(DEFAULT_JOBS))
     .option('--user <user:pass>', "registry credentials for SRC's and DST's registries (Basic, or for a Bearer token); default: docker's config.json")
     .option('--plain-http', 'use http:// for registries without a hosts.toml (automatic for localhost and 127.0.0.1)')
     .option('--hosts-dir <dir>', "containerd's hosts.toml directory (mirrors, CAs, capabilities; push goes only to hosts with \"push\")", DEFAULT_HOSTS_DIR)

@@ -74,6 +74,7 @@ interface Binding {
   FD_KEEPER_COMM: string;
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
   decodeChunk(compressor: number, src: Uint8Array, dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string>;
+  compressChunk(src: Uint8Array, dst: Uint8Array, level: number): Promise<number>;
   blake3(data: Uint8Array): Buffer;
   MS_RDONLY: number;
   MS_NOSUID: number;
@@ -330,6 +331,15 @@ export const MS = { RDONLY: native.MS_RDONLY, NOSUID: native.MS_NOSUID, NODEV: n
  */
 export function mountFs(source: string, target: string, fstype: string, flags: number, data: string): Promise<void> {
   return native.mount(source, target, fstype, flags, data);
+}
+
+/**
+ * zstd-compresses `src` at `level` into one frame in `dst`, on the libuv
+ * threadpool. Resolves with the frame's size, or 0 if it does not fit in
+ * dst. Neither buffer may be touched until it settles.
+ */
+export function compressChunk(src: Uint8Array, dst: Uint8Array, level: number): Promise<number> {
+  return native.compressChunk(src, dst, level);
 }
 
 /** blake3 of `data` (32 bytes), BLAKE3's C implementation with the CPU's SIMD. */

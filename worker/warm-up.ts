@@ -15,7 +15,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { BlobFetcher } from '../content/remote';
-import { BlobResult, BlobWriter, InlineCompressor } from '../image/blob/writer';
+import { BlobResult, BlobWriter } from '../image/blob/writer';
 
 const CHUNK = 64 << 10;
 const CHUNKS = 3;
@@ -34,8 +34,7 @@ export async function warmFetchPath(log: Logger, signal?: AbortSignal): Promise<
   let fetcher: BlobFetcher | undefined;
   try {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-warm-up-'));
-    const compressor = new InlineCompressor(1);
-    const writer = await BlobWriter.create(path.join(dir, 'blob'), { chunkSize: CHUNK, compressor });
+    const writer = await BlobWriter.create(path.join(dir, 'blob'), { chunkSize: CHUNK, level: 1 });
     // compressible, not zero (a zero chunk is a hole and would not be written)
     const chunk = (i: number) => Buffer.alloc(CHUNK, `lazysnap warm-up chunk ${i} `);
     let blob: BlobResult | null;
@@ -49,7 +48,6 @@ export async function warmFetchPath(log: Logger, signal?: AbortSignal): Promise<
       await writer.abort().catch(() => undefined); // its file handle closed: no fd outlives the warm-up
       throw err;
     }
-    await compressor.close();
     if (!blob) throw new Error('the warm-up blob has no chunks');
     const data = fs.readFileSync(blob.path);
     server = serveOneBlob(`sha256:${blob.id}`, data);

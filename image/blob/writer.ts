@@ -6,11 +6,14 @@
 //
 // Chunks are deduplicated by blake3 digest, all-zero chunks become holes (no
 // data at all), and each chunk is stored raw when zstd does not shrink it.
-// Compression runs through a Compressor, so a worker pool can do it while the
-// caller reads ahead; writes still happen in chunk order.
+// Chunks compress on the libuv threadpool (the addon's zstd), on every core
+// while the caller reads ahead; writes still happen in chunk order. Chunk
+// buffers are reused: a fresh 1 MiB buffer per chunk cost more in GC and
+// page faults than the copy into one.
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import * as zstd from 'zstd-napi';
+import { compressChunk } from '../../native';
 import { CI_HEADER_SIZE, CI_MAGIC, CI_V2_SIZE, encodeChunkInfosV2 } from './chunkinfo';
 import { TAR_BLOCK, makeTarHeader } from './tar';
 import { TOC_ENTRY_SIZE, TOC_FLAG_OF, TOC_NAME } from './toc';
@@ -36,34 +39,6 @@ export const WRITER_BLOB_FEATURES =
 
 /** A chunk index value for "no data: reads as zeros". */
 export const HOLE = -1;
-
-/** Compresses one chunk with zstd. */
-export interface ChunkCompressor {
-  /**
-   * Takes ownership of data (a worker may receive it without a copy) and
-   * resolves with the compressed bytes and the original, for when zstd
-   * does not shrink it.
-   */
-  compress(data: Buffer): Promise<{ z: Buffer; data: Buffer }>;
-  /** In-thread compressors: compress now; data is only borrowed. */
-  compressSync?(data: Buffer): Buffer;
-  close(): Promise<void>;
-}
-
-/** zstd in the calling thread. */
-export class InlineCompressor implements ChunkCompressor {
-  private readonly cctx = new zstd.Compressor();
-  constructor(level = 3) {
-    this.cctx.setParameters({ compressionLevel: level });
-  }
-  compressSync(data: Buffer): Buffer {
-    return this.cctx.compress(data);
-  }
-  async compress(data: Buffer): Promise<{ z: Buffer; data: Buffer }> {
-    return { z: this.cctx.compress(data), data };
-  }
-  async close(): Promise<void> {}
-}
 
 /** One entry of the chunk info array, as written (chunk info v2). */
 export interface WrittenChunk {
@@ -124,10 +99,10 @@ class OutFile {
     this.used += data.length;
   }
 
+  /** Callers await every write, so the buffer is free again when this returns: it is reused (fewer GCs). */
   async flush(): Promise<void> {
     if (this.used === 0) return;
     const b = this.buf.subarray(0, this.used);
-    this.buf = Buffer.allocUnsafe(OUT_BUFFER); // the old one may still be in flight
     this.used = 0;
     await this.writeAll(b);
   }
@@ -204,12 +179,16 @@ export function encodeTocEntry(e: TocEntryOut): Buffer {
 
 interface Pending {
   index: number;
-  out: Promise<{ z: Buffer; data: Buffer }>;
+  data: Buffer;
+  z: Buffer;
+  /** the frame's size, 0 if zstd does not shrink the chunk */
+  zSize: Promise<number>;
 }
 
 export interface BlobWriterOptions {
   chunkSize: number;
-  compressor: ChunkCompressor;
+  /** zstd level */
+  level?: number;
   /** how many chunks may be compressing at once (memory: this × chunk size × 2) */
   inflight?: number;
   /** name for errors */
@@ -221,6 +200,8 @@ export class BlobWriter {
   private readonly digests: Buffer[] = [];
   private readonly seen = new Map<string, number>();
   private readonly pending: Pending[] = [];
+  /** chunk-sized buffers whose write has settled, for the next chunks */
+  private readonly spare: Buffer[] = [];
   private nextUOffset = 0;
   private finished = false;
   readonly stats = { chunks: 0, dedupHits: 0, holes: 0, rawChunks: 0, dataBytes: 0 };
@@ -236,7 +217,7 @@ export class BlobWriter {
     if (!Number.isInteger(cs) || cs < PAGE || cs > 16 << 20 || (cs & (cs - 1)) !== 0) {
       throw new RangeError(`chunk size ${cs} is not a power of two between 4 KiB and 16 MiB`);
     }
-    return new BlobWriter(path, await OutFile.create(path), { inflight: 4, name: path, ...opts });
+    return new BlobWriter(path, await OutFile.create(path), { inflight: 4, name: path, ...opts, level: opts.level ?? 3 });
   }
 
   get chunkCount(): number {
@@ -271,37 +252,34 @@ export class BlobWriter {
     this.digests.push(digest);
     this.seen.set(key, index);
     this.stats.chunks++;
-    const c = this.opts.compressor;
-    if (c.compressSync) {
-      // nothing can be pending with an in-thread compressor: write now, no copy
-      await this.writeChunk(index, c.compressSync(data), data);
-      return index;
-    }
-    // the caller reuses its buffer: hand the compressor a copy it can own (and transfer)
-    const copy = Buffer.allocUnsafeSlow(data.length);
+    // the caller reuses its buffer: compress a copy, into a frame no larger than the chunk
+    const copy = this.buffer().subarray(0, data.length);
     data.copy(copy);
-    this.pending.push({ index, out: c.compress(copy) });
+    const z = this.buffer().subarray(0, data.length);
+    this.pending.push({ index, data: copy, z, zSize: compressChunk(copy, z, this.opts.level) });
     while (this.pending.length >= this.opts.inflight) await this.writeOldest();
     return index;
+  }
+
+  private buffer(): Buffer {
+    return this.spare.pop() ?? Buffer.allocUnsafeSlow(this.opts.chunkSize);
   }
 
   /** Writes the oldest compressed chunk, keeping chunk order = file order = CI order. */
   private async writeOldest(): Promise<void> {
     const p = this.pending.shift()!;
-    const { z, data } = await p.out;
-    await this.writeChunk(p.index, z, data);
-  }
-
-  private async writeChunk(index: number, z: Buffer, data: Buffer): Promise<void> {
-    const c = this.chunks[index];
-    const raw = z.length >= data.length;
-    const bytes = raw ? data : z;
+    const zSize = await p.zSize;
+    const c = this.chunks[p.index];
+    const raw = zSize === 0 || zSize >= p.data.length;
+    const bytes = raw ? p.data : p.z.subarray(0, zSize);
     c.cOffset = this.out.position;
     c.cSize = bytes.length;
     c.compressed = !raw;
     if (raw) this.stats.rawChunks++;
     if (c.cOffset + c.cSize > MAX_COMPRESSED) throw new RangeError(`${this.opts.name}: compressed size exceeds 2^40 bytes`);
     await this.out.write(bytes);
+    // out.write has copied it or written it by now: both buffers are free (whole again: they were cut to the chunk)
+    this.spare.push(Buffer.from(p.data.buffer), Buffer.from(p.z.buffer));
   }
 
   /** Writes the metadata sections and closes the file. Returns null (and deletes the file) if no chunk was written. */
@@ -324,7 +302,7 @@ export class BlobWriter {
   async abort(): Promise<void> {
     this.finished = true;
     // let in-flight compressions settle so no promise rejects unobserved
-    await Promise.allSettled(this.pending.map((p) => p.out));
+    await Promise.allSettled(this.pending.map((p) => p.zSize));
     this.pending.length = 0;
     await this.out.abort();
     await fs.rm(this.path, { force: true });

@@ -4,7 +4,7 @@
 // manifest are written and everything is published to DST in one step.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { BlobResult, BlobWriter, ChunkCompressor, HOLE, InlineCompressor } from '../blob/writer';
+import { BlobResult, BlobWriter, HOLE } from '../blob/writer';
 import { encodeChunkIndex, encodeHoleIndex, writeRafsBootstrap } from '../rafs/writer';
 import type { WriterNode } from '../erofs/writer';
 import { LayerStats, applyLayer } from './layer';
@@ -19,18 +19,19 @@ import {
 } from './manifest';
 import { emptyRoot, mergeLayer } from './merge';
 import { Descriptor, ImageDest, ImageError, ImageSource, LayoutDest, LayoutSource, parseLayoutRef, parsePlatform } from './oci';
-import { CompressorPool } from './pool';
 import { Registries, RegistryDest, RegistryOptions, RegistrySource, parseDockerRef } from './docker';
 import { LayerBlob, LayerTree, Node } from './tree';
 
 export const DEFAULT_CHUNK_SIZE = 1 << 20;
+/** Enough chunks in flight to keep the threadpool's 4 threads busy while the main thread reads ahead; memory: 2 × this × chunk size. */
+export const DEFAULT_JOBS = 16;
 
 export interface ConvertOptions extends RegistryOptions {
   chunkSize?: number;
   /** zstd level for chunks */
   level?: number;
-  /** compression threads (0: compress on the main thread) */
-  workers?: number;
+  /** chunks compressing at once on the threadpool */
+  jobs?: number;
   /** os/arch[/variant] to pick from an index */
   platform?: string;
   /** staging directory root for registry destinations */
@@ -130,11 +131,10 @@ async function convertWith(source: ImageSource, dest: ImageDest, opts: ConvertOp
   if (image.config.rootfs.diff_ids.length !== layers.length) {
     warn(`${source.name}: config lists ${image.config.rootfs.diff_ids.length} diff_ids for ${layers.length} layers; not checking them`);
   }
-  // in-thread by default: per-chunk postMessage costs about what the worker saves (see bench/convert)
-  const workers = opts.workers ?? 0;
+  const jobs = opts.jobs ?? DEFAULT_JOBS;
+  if (!Number.isInteger(jobs) || jobs < 1) throw new RangeError(`jobs must be a positive integer, not ${jobs}`);
   const stage = await dest.stage();
   const blobDir = path.join(stage, 'blobs', 'sha256');
-  const compressor: ChunkCompressor = workers > 0 ? new CompressorPool(workers, opts.level ?? 3) : new InlineCompressor(opts.level ?? 3);
   try {
     const merged = emptyRoot();
     const reports: LayerReport[] = [];
@@ -144,7 +144,7 @@ async function convertWith(source: ImageSource, dest: ImageDest, opts: ConvertOp
       const lt0 = process.hrtime.bigint();
       opts.onLayerStart?.(i, layers.length, d);
       const layerBlob: LayerBlob = { index: -1, uOffsets: [] };
-      const writer = await BlobWriter.create(path.join(blobDir, `.partial-${i}`), { chunkSize, compressor, inflight: workers > 0 ? 16 : 1 });
+      const writer = await BlobWriter.create(path.join(blobDir, `.partial-${i}`), { chunkSize, level: opts.level, inflight: jobs });
       const tree = new LayerTree(merged);
       let stats: LayerStats;
       let blob: BlobResult | null;
@@ -214,8 +214,6 @@ async function convertWith(source: ImageSource, dest: ImageDest, opts: ConvertOp
   } catch (e) {
     await dest.abort();
     throw e;
-  } finally {
-    await compressor.close();
   }
 }
 

@@ -3,10 +3,12 @@
 // so a READ's chunks decode on every core and the loop keeps serving the
 // kernel. blake3 is the BLAKE3 team's C implementation (SIMD chosen by
 // cpuid), sha256 is OpenSSL's (the copy Node links), zstd and lz4 are the
-// system's libzstd and liblz4. Gzip chunks stay in JS (zlib).
+// system's libzstd and liblz4. Gzip chunks stay in JS (zlib). The converter's
+// zstd compression runs here too, for the same reason: every core.
 #include <lz4.h>
 #include <openssl/evp.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include <cstring>
 #include <string>
@@ -155,6 +157,64 @@ static Napi::Value DecodeChunk(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// compressChunk(src, dst, level) -> Promise<number>: zstd (one frame, content
+// size recorded, no checksum: the chunk's digest covers it) of src into dst
+// on the libuv threadpool. Resolves with the frame's size, or 0 when it does
+// not fit in dst: a dst of src's size thus answers "does zstd shrink it?"
+// without a bound-sized buffer. Both are referenced until it settles.
+class CompressWorker : public Napi::AsyncWorker {
+ public:
+  CompressWorker(Napi::Env env, Napi::Uint8Array src, Napi::Uint8Array dst, int level)
+      : Napi::AsyncWorker(env, "lazysnap.compressChunk"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        src_ref_(Napi::Persistent(static_cast<Napi::Object>(src))),
+        dst_ref_(Napi::Persistent(static_cast<Napi::Object>(dst))),
+        src_(src.Data()),
+        src_len_(src.ByteLength()),
+        dst_(dst.Data()),
+        dst_len_(dst.ByteLength()),
+        level_(level) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    // one context per thread, reused, as for decoding
+    thread_local ZSTD_CCtx* cctx = ZSTD_createCCtx();
+    if (cctx == nullptr) return SetError("zstd: out of memory");
+    ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    size_t r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level_);
+    if (!ZSTD_isError(r)) r = ZSTD_compress2(cctx, dst_, dst_len_, src_, src_len_);
+    if (ZSTD_isError(r)) {
+      if (ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall) r = 0;
+      else return SetError(std::string("zstd: ") + ZSTD_getErrorName(r));
+    }
+    out_len_ = r;
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), static_cast<double>(out_len_))); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference src_ref_, dst_ref_;
+  const uint8_t* src_;
+  size_t src_len_;
+  uint8_t* dst_;
+  size_t dst_len_;
+  int level_;
+  size_t out_len_ = 0;
+};
+
+static Napi::Value CompressChunk(const Napi::CallbackInfo& info) {
+  Napi::Uint8Array src = ArgBytes(info, 0, "src");
+  Napi::Uint8Array dst = ArgBytes(info, 1, "dst");
+  int level = static_cast<int>(ArgInt(info, 2, "level", ZSTD_minCLevel(), ZSTD_maxCLevel()));
+  auto* w = new CompressWorker(info.Env(), src, dst, level);  // deletes itself when done
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 // blake3(data) -> 32-byte Buffer
 static Napi::Value Blake3Digest(const Napi::CallbackInfo& info) {
   Napi::Uint8Array data = ArgBytes(info, 0, "data");
@@ -165,6 +225,7 @@ static Napi::Value Blake3Digest(const Napi::CallbackInfo& info) {
 
 void InitChunk(Napi::Env env, Napi::Object exports) {
   exports.Set("decodeChunk", Napi::Function::New(env, DecodeChunk, "decodeChunk"));
+  exports.Set("compressChunk", Napi::Function::New(env, CompressChunk, "compressChunk"));
   exports.Set("blake3", Napi::Function::New(env, Blake3Digest, "blake3"));
 }
 

@@ -102,11 +102,11 @@ test('convert: manifest, config, bootstrap layer and blobs as nydus-snapshotter 
   });
 });
 
-test('convert: deterministic (twice, and inline vs worker compression), any layer compression, Docker media types', async () => {
+test('convert: deterministic (twice, and one or many chunks compressing at once), any layer compression, Docker media types', async () => {
   await withDir('det', async (dir) => {
     await layoutFromTars(path.join(dir, 'src'), IMAGE, 'gzip');
-    await convert(`oci:${dir}/src:latest`, `oci:${dir}/a:t`, { workers: 0, warn: () => {} });
-    await convert(`oci:${dir}/src:latest`, `oci:${dir}/b:t`, { workers: 2, warn: () => {} });
+    await convert(`oci:${dir}/src:latest`, `oci:${dir}/a:t`, { jobs: 1, warn: () => {} });
+    await convert(`oci:${dir}/src:latest`, `oci:${dir}/b:t`, { jobs: 16, warn: () => {} });
     const a = listAll(path.join(dir, 'a')).map((p) => path.relative(path.join(dir, 'a'), p));
     assert.deepEqual(a, listAll(path.join(dir, 'b')).map((p) => path.relative(path.join(dir, 'b'), p)));
     for (const p of a) {

@@ -28,7 +28,7 @@ export async function convertLayers(dir: string, layers: TarSpec[][], warnings: 
   fs.rmSync(src, { recursive: true, force: true });
   fs.rmSync(dst, { recursive: true, force: true });
   await layoutFromTars(src, layers);
-  await convert(`oci:${src}:latest`, `oci:${dst}:nydus`, { workers: 0, warn: (m) => warnings.push(m) });
+  await convert(`oci:${src}:latest`, `oci:${dst}:nydus`, { jobs: 1, warn: (m) => warnings.push(m) });
   const n = await readNydusLayout(dst, 'nydus');
   const img = new Bootstrap(n.bootstrap).erofs;
   const tree = new Map<string, Seen>();
