@@ -105,7 +105,7 @@ export async function convertCommand(src: string, dst: string, o: ConvertCliOpti
     multi?.stop();
   }
   if (o.json) {
-    process.stdout.write(JSON.stringify({ manifest: r.manifest, blobs: r.blobs, bootstrap: r.bootstrap, bootstrapSize: r.bootstrapSize, seconds: r.seconds }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ manifest: r.manifest, blobs: r.blobs, bootstrap: r.bootstrap, bootstrapSize: r.bootstrapSize, inputBytes: r.inputBytes, uncompressedBytes: r.uncompressedBytes, seconds: r.seconds }, null, 2) + '\n');
   } else {
     process.stdout.write(
       `converted ${r.source} → ${r.dest}\n` +

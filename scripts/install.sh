@@ -9,7 +9,7 @@ log() { echo "install: $*" >&2; }
 
 # Debian packages, always from bookworm: installing from trixie with a plain
 # apt-get install upgrades libc (see docs/NOTES.md).
-PKGS=(containerd runc docker-registry umoci busybox-static apache2-utils erofs-utils debootstrap g++ make python3 ca-certificates openssl curl libzstd-dev liblz4-dev)
+PKGS=(containerd runc docker-registry umoci busybox-static apache2-utils erofs-utils debootstrap g++ make python3 ca-certificates openssl curl libzstd-dev liblz4-dev autoconf automake libtool)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
