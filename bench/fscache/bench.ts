@@ -20,7 +20,7 @@ import { AdminClient } from '../../cmd/admin-client';
 
 const MB = 2 ** 20;
 const IMAGE_MB = Number(process.env.BENCH_IMAGE_MB ?? 512);
-const KILLS = Number(process.env.BENCH_KILLS ?? 30);
+const KILLS = Number(process.env.BENCH_KILLS ?? 100);
 const HANGS = Number(process.env.BENCH_HANGS ?? 10);
 const WORK = `/var/tmp/lazysnap-bench-fscache-${IMAGE_MB}m`;
 const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
@@ -182,8 +182,11 @@ async function main() {
     }
 
     // Failover: cold reads in a child process, pass after pass on fresh mounts,
-    // while the worker is killed every 300 ms until KILLS kills.
+    // while the worker is killed every 300 ms until KILLS kills. Each kill
+    // notes whether a loaded standby waited: without one the successor is a
+    // cold worker start (seconds in UML), which no handover can hide.
     const kills: number[] = [];
+    const standbyAtKill: string[] = [];
     const calls: [number, number][] = [];
     const t0 = Date.now();
     for (let pass = 0; kills.length < KILLS; pass++) {
@@ -198,8 +201,10 @@ async function main() {
       while (running && kills.length < KILLS) {
         await new Promise((res) => setTimeout(res, 300));
         if (!running) break;
-        const pid = (await status()).worker.pid;
+        const w = (await quickStatus()).worker;
+        const pid = w.pid;
         if (!Number.isInteger(pid) || pid <= 1) throw new Error(`status gave no worker pid to kill (${pid})`);
+        standbyAtKill.push(String(w.standby ?? 'none'));
         kills.push(performance.timeOrigin + performance.now());
         process.kill(pid, 'SIGKILL');
       }
@@ -264,7 +269,11 @@ async function main() {
       console.log(line('lazysnap from registry', reg));
       console.log(`ratio lazysnap from the registry (nydus, zstd, blake3) / C daemon from a local file: MB/s ${(reg.mbps / c.mbps).toFixed(2)}  (goal >= 0.6)`);
     }
-    console.log(`failover: kills=${kills.length} in ${((Date.now() - t0) / 1000).toFixed(1)} s; stall per failover p50=${pct(stalls, 50).toFixed(0)} ms p99=${pct(stalls, 99).toFixed(0)} ms`);
+    const spread = (xs: number[]) => (xs.length ? `p50=${pct(xs, 50).toFixed(0)} ms p99=${pct(xs, 99).toFixed(0)} ms max=${Math.max(...xs).toFixed(0)} ms` : 'none');
+    const loaded = stalls.filter((_, i) => standbyAtKill[i] === 'loaded');
+    const cold = stalls.filter((_, i) => standbyAtKill[i] !== 'loaded');
+    console.log(`failover: kills=${kills.length} in ${((Date.now() - t0) / 1000).toFixed(1)} s; stall per failover ${spread(stalls)}`);
+    console.log(`failover with a loaded standby: kills=${loaded.length} ${spread(loaded)}; without (successor starting cold): kills=${cold.length} ${spread(cold)}`);
     console.log(`hangs: stops=${stopsTotal} healed=${w1.hangsHealed - hangsBefore} (bound ${w1.hangTimeoutMs} ms); stall per healed hang p50=${pct(hangStalls, 50).toFixed(0)} ms max=${Math.max(0, ...hangStalls).toFixed(0)} ms`);
     console.log(`healthy worker under the throughput run: worst silence ${healthy.worstSilenceMs} ms, worst event-loop stall ${healthy.worstLoopStallMs} ms; over the whole bench: ${w1.worstSilenceMs} ms, ${w1.worstLoopStallMs} ms`);
   } catch (e) {
