@@ -4,23 +4,20 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
-import { ConfigError, DEFAULT_CONFIG_TOML, SYSTEM_CONFIG, configFile, loadConfig } from '../config/config';
-import { FormatError } from '../image/errors';
-import { inspect } from './inspect';
-import { DEFAULT_HOSTS_DIR } from '../image/convert/docker';
-import { ImageArgError, openImageArg, type ImageArgOptions } from './image-arg';
-import { convertCommand, ConvertCliOptions } from './convert';
-import { DEFAULT_JOBS } from '../image/convert';
-import { optimizeCommand, OptimizeCliOptions } from './optimize';
-import { pullCommand, PullCliOptions } from './pull';
-import { PullError } from '../pull/pull';
-import { RegistryError } from '../registry/errors';
-import { AdminClient, AdminError } from './admin-client';
+import { DEFAULT_CONFIG_TOML, SYSTEM_CONFIG, configFile, loadConfig } from '../config/config';
+import { DEFAULT_HOSTS_DIR } from '../registry/hosts';
+import { DEFAULT_JOBS } from '../image/convert/defaults';
 import { VERSION } from './version';
-import { runDoctor } from '../doctor/doctor';
-import { formatFindings } from '../doctor/finding';
+import type { ImageArgOptions } from './image-arg';
+import type { ConvertCliOptions } from './convert';
+import type { OptimizeCliOptions } from './optimize';
+import type { PullCliOptions } from './pull';
+import type { AdminClient } from './admin-client';
 import type { BlobStatus } from '../admin/service';
 import type { Inventory } from '../admin/inventory';
+
+// Each command loads its own modules when it runs (import() below): loading every command's (gRPC, the registry
+// client, the converter) cost 0.2 s of each start, `lazysnap status` included, which tests run once per kill.
 
 const program = new Command('lazysnap')
   .description('lazysnap command-line tool')
@@ -57,6 +54,7 @@ imageOptions(program
   .option('--verify', 'read, decompress and check the digest of every chunk of every blob (local, or Range GETs from the registry)')
   .option('--json', 'print JSON')
   .action(async (image: string, opts: ImageArgOptions & { verify?: boolean; json?: boolean }) => {
+    const { inspect } = await import('./inspect');
     process.exitCode = await inspect(image, opts);
   });
 
@@ -65,6 +63,7 @@ const ADDRESS_HELP = `lazysnapd socket (default: "address" of --config, or of ${
 const CONFIG_HELP = `lazysnapd's config file, for its socket (default ${SYSTEM_CONFIG} if it exists)`;
 
 const withClient = async <T>(o: { address?: string; config?: string }, fn: (c: AdminClient) => Promise<T>): Promise<T> => {
+  const { AdminClient } = await import('./admin-client');
   const c = new AdminClient(o.address ?? loadConfig(configFile(o.config, fs.existsSync)).address);
   try {
     return await fn(c);
@@ -81,6 +80,7 @@ imageOptions(program
   .option('--address <socket>', ADDRESS_HELP)
   .option('--config <file>', CONFIG_HELP)
   .action(async (image: string, dir: string, o: ImageArgOptions & { domain?: string; fsid?: string; address?: string; config?: string }) => {
+    const { openImageArg } = await import('./image-arg');
     const img = await openImageArg(image, o);
     await img.close();
     // lazysnapd keeps its own copy of the bootstrap; one from a layout or a registry goes through a temporary file
@@ -162,7 +162,7 @@ program
       return void process.stdout.write(`stored ${stored.length} recorded start${stored.length === 1 ? '' : 's'}${stored.map((t) => ` ${t.imageRef || t.key.slice(0, 16)}`).join(',')}\n`);
     }
     const traces = await withClient(o, (c) => c.traces(image ?? '', o.forget));
-    if (image && traces.length === 0) throw new AdminError(`no recorded start of ${image} (a start is recorded, with [learn] record = true, when a container starts on a lazy image that has none)`);
+    if (image && traces.length === 0) throw new (await import('./admin-client')).AdminError(`no recorded start of ${image} (a start is recorded, with [learn] record = true, when a container starts on a lazy image that has none)`);
     if (o.forget) return void process.stdout.write(`forgot ${traces.length} recorded start${traces.length === 1 ? '' : 's'}\n`);
     if (o.json) return void process.stdout.write(JSON.stringify(traces, null, 2) + '\n');
     for (const t of traces) {
@@ -199,6 +199,8 @@ program
   .option('--json', 'print JSON')
   .action(async (o: { config?: string; containerdConfig: string; probes: boolean; json?: boolean }) => {
     const cfg = loadConfig(configFile(o.config, fs.existsSync));
+    const { runDoctor } = await import('../doctor/doctor');
+    const { formatFindings } = await import('../doctor/finding');
     const findings = await runDoctor(cfg, { containerdConfig: o.containerdConfig, probes: o.probes });
     if (o.json) process.stdout.write(JSON.stringify(findings, null, 2) + '\n');
     else process.stdout.write(`lazysnap ${VERSION} on Linux ${os.release()}\n${formatFindings(findings)}`);
@@ -227,6 +229,7 @@ convertOptions(program
   .description('convert an OCI image (oci:DIR[:TAG], a layout path, or docker://HOST/REPO:TAG) into a nydus RAFS v6 image at DST'))
   .option('--prefetch-trace <file>', 'files to fetch first, one path per line (lazysnap trace IMAGE --paths): the bootstrap\'s prefetch table, honoured at every node\'s first start')
   .action(async (src: string, dst: string, opts: ConvertCliOptions) => {
+    const { convertCommand } = await import('./convert');
     process.exitCode = await convertCommand(src, dst, opts);
   });
 
@@ -238,6 +241,7 @@ convertOptions(program
   .option('--timeout <seconds>', 'stop the workload after this long (a server never exits)', '10')
   .option('--trace-out <file>', 'also keep the recorded files, one path per line (the input of convert --prefetch-trace)')
   .action(async (src: string, dst: string, cmd: string[], opts: OptimizeCliOptions) => {
+    const { optimizeCommand } = await import('./optimize');
     process.exitCode = await optimizeCommand(src, dst, cmd, opts);
   });
 
@@ -253,16 +257,27 @@ program
   .option('--platform <os/arch>', 'platform to pick from an image index', 'linux/amd64')
   .option('--json', 'print the result as JSON')
   .action(async (ref: string, opts: PullCliOptions) => {
+    const { pullCommand } = await import('./pull');
     process.exitCode = await pullCommand(ref, opts);
   });
 
-function fail(err: unknown): never {
+async function fail(err: unknown): Promise<never> {
   const e = err as Error & { code?: string | number };
   if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') process.exit(0);
   if (typeof e.code === 'string' && e.code.startsWith('commander.')) process.exit(1); // commander has printed it
   // a gRPC status from containerd or lazysnapd: its message says it
   const grpcStatus = typeof (e as { code?: unknown }).code === 'number' && 'details' in e;
-  const known = grpcStatus || e instanceof ConfigError || e instanceof FormatError || e instanceof PullError || e instanceof RegistryError || (typeof e.code === 'string' && /^E[A-Z]+$/.test(e.code)) || e instanceof AdminError || e instanceof ImageArgError;
+  // the input's or the system's fault gets one line; a bug, its stack. The error classes come from the modules that
+  // threw them, loaded already (import() returns those), or loaded now, on the way out.
+  const known =
+    grpcStatus ||
+    (typeof e.code === 'string' && /^E[A-Z]+$/.test(e.code)) ||
+    e instanceof (await import('../config/config')).ConfigError ||
+    e instanceof (await import('../image/errors')).FormatError ||
+    e instanceof (await import('../registry/errors')).RegistryError ||
+    e instanceof (await import('./admin-client')).AdminError ||
+    e instanceof (await import('./image-arg')).ImageArgError ||
+    e instanceof (await import('../pull/pull')).PullError;
   process.stderr.write(`lazysnap: ${known ? e.message : (e.stack ?? e.message)}\n`);
   process.exit(1);
 }

@@ -55,6 +55,9 @@ export interface HostSpec {
   mirror: boolean;
 }
 
+/** containerd's usual config_path, where the CLI looks for hosts.toml by default */
+export const DEFAULT_HOSTS_DIR = '/etc/containerd/certs.d';
+
 export interface HostsOptions {
   /** containerd's config_path (e.g. /etc/containerd/certs.d); unset → only the default host */
   configPath?: string;

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { RegistryClient, RegistryClientOptions, Repository } from '../../registry/client';
 import { CredentialSource, chainCredentials, dockerConfigCredentials, staticCredentials } from '../../registry/docker-config';
 import { AuthError } from '../../registry/errors';
+import { DEFAULT_HOSTS_DIR } from '../../registry/hosts';
 import { DEFAULT_PLATFORM, ImageRef, parseImageRef } from '../../registry/manifest';
 import { Pusher, PushOutcome, fileUpload } from '../../registry/push';
 import { streamBlob } from '../../registry/stream';
@@ -25,8 +26,6 @@ import {
   parseConfig,
   parseDigest,
 } from './oci';
-
-export const DEFAULT_HOSTS_DIR = '/etc/containerd/certs.d';
 
 export interface RegistryOptions {
   /** "user:pass" for the registries SRC and DST name (their mirrors get none); over docker's config.json */

@@ -22,9 +22,9 @@ import { Descriptor, ImageDest, ImageError, ImageSource, LayoutDest, LayoutSourc
 import { Registries, RegistryDest, RegistryOptions, RegistrySource, parseDockerRef } from './docker';
 import { LayerBlob, LayerTree, Node } from './tree';
 
-export const DEFAULT_CHUNK_SIZE = 1 << 20;
-/** Enough chunks in flight to keep the threadpool's 4 threads busy while the main thread reads ahead; memory: 2 × this × chunk size. */
-export const DEFAULT_JOBS = 16;
+import { DEFAULT_CHUNK_SIZE, DEFAULT_JOBS } from './defaults';
+
+export { DEFAULT_CHUNK_SIZE, DEFAULT_JOBS };
 
 export interface ConvertOptions extends RegistryOptions {
   chunkSize?: number;
