@@ -11,6 +11,7 @@ import pino from 'pino';
 import { allowedMountpoint, isBeneath } from '../../admin/mount-policy';
 import { adminHandlers } from '../../admin/service';
 import { erofsOptions, type Mounter, type MountSpec } from '../../mounts/mounter';
+import { MS } from '../../native';
 import type { FscacheImages } from '../../snapshotter/storage/images';
 
 test('isBeneath: strictly below a listed directory, by path components', () => {
@@ -22,10 +23,11 @@ test('isBeneath: strictly below a listed directory, by path components', () => {
   assert.ok(!isBeneath('/etc', []));
 });
 
-test('erofsOptions: nosuid,nodev when asked', () => {
-  assert.equal(erofsOptions({ fsid: 'f1', domain: '', nosuid: true }), 'ro,nosuid,nodev,fsid=f1');
-  assert.equal(erofsOptions({ fsid: 'f1', domain: 'd', nosuid: true }), 'ro,nosuid,nodev,domain_id=d,fsid=f1');
-  assert.equal(erofsOptions({ fsid: 'f1', domain: 'd' }), 'ro,domain_id=d,fsid=f1', "containers' lower layers, under the 0700 root");
+test('erofsOptions: read-only, nosuid,nodev when asked; fsid and domain_id as mount(2) data', () => {
+  assert.deepEqual(erofsOptions({ fsid: 'f1', domain: '', nosuid: true }), { flags: MS.RDONLY | MS.NOSUID | MS.NODEV, data: 'fsid=f1', shown: 'ro,nosuid,nodev,fsid=f1' });
+  assert.deepEqual(erofsOptions({ fsid: 'f1', domain: 'd', nosuid: true }), { flags: MS.RDONLY | MS.NOSUID | MS.NODEV, data: 'domain_id=d,fsid=f1', shown: 'ro,nosuid,nodev,domain_id=d,fsid=f1' });
+  // containers' lower layers, under the 0700 root
+  assert.deepEqual(erofsOptions({ fsid: 'f1', domain: 'd' }), { flags: MS.RDONLY, data: 'domain_id=d,fsid=f1', shown: 'ro,domain_id=d,fsid=f1' });
 });
 
 function fixture() {
