@@ -87,9 +87,6 @@ const START_TIMEOUT_MS = 30_000;
 /** A standby's nice value; the serving worker's is 0. */
 const STANDBY_NICE = 10;
 const CAN_RENICE = process.getuid?.() === 0;
-/** coreutils' nice: a standby is started through it (it execs, so the pid is the worker's) */
-const NICE = '/usr/bin/nice';
-const HAS_NICE = fs.existsSync(NICE);
 
 /** the heartbeat period: several per hang timeout, so one late beat is never a hang */
 export function heartbeatMsFor(hangTimeoutMs: number): number {
@@ -126,8 +123,8 @@ export class FscacheSupervisor {
   }
 
   start(): void {
-    this.activate(this.spawnWorker(false));
-    if (this.o.standby !== false) this.standby = this.spawnWorker(true);
+    this.activate(this.spawnWorker());
+    if (this.o.standby !== false) this.standby = this.spawnWorker();
     // Judged in the check phase, after the poll phase has read the heartbeats already on the socket.
     this.watchdog = setInterval(() => {
       const firedAt = Date.now();
@@ -188,11 +185,6 @@ export class FscacheSupervisor {
     return this.active?.proc.pid;
   }
 
-  /** the standby's pid, loaded or starting */
-  get standbyPid(): number | undefined {
-    return this.standby?.proc.pid;
-  }
-
   /** Resolves once the active worker serves (after its `restore`). */
   async whenReady(): Promise<void> {
     while (!this.stopping) {
@@ -204,13 +196,9 @@ export class FscacheSupervisor {
     }
   }
 
-  private spawnWorker(standby: boolean): Worker {
+  private spawnWorker(): Worker {
     const [mine, theirs] = socketpair('stream');
-    // A standby starts at nice 10, every thread of it (threads inherit their creator's nice): its Node start
-    // comes right after a failover, and at nice 0 it took half of a one-CPU guest from the worker serving the
-    // readers that had waited through the failover. Renicing after the start would miss the threads made by then.
-    const niced = standby && CAN_RENICE && HAS_NICE;
-    const proc = spawn(niced ? NICE : process.execPath, niced ? ['-n', String(STANDBY_NICE), process.execPath, this.workerJs] : [this.workerJs], {
+    const proc = spawn(process.execPath, [this.workerJs], {
       stdio: ['ignore', 'inherit', 'inherit', theirs],
       env: { ...process.env, [SETTINGS_ENV]: encodeSettings(this.o.worker) },
     });
@@ -331,14 +319,14 @@ export class FscacheSupervisor {
     this.standby = undefined;
     const delay = this.failedStarts > 3 ? this.backoff() : 0;
     this.schedule(() => {
-      this.activate(next && next.proc.exitCode === null && next.proc.signalCode === null ? next : this.spawnWorker(false));
+      this.activate(next && next.proc.exitCode === null && next.proc.signalCode === null ? next : this.spawnWorker());
       this.refillStandby();
     }, delay);
   }
 
   private refillStandby(): void {
     if (this.stopping || this.standby || this.o.standby === false) return;
-    this.standby = this.spawnWorker(true);
+    this.standby = this.spawnWorker();
   }
 
   private backoff(): number {

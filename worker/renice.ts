@@ -1,5 +1,5 @@
-// A standby worker starts and waits at nice 10, so that its start and its
-// warm-up yield to the serving worker; as lazysnapd activates it, it goes back to 0 at once. Both are lazysnapd's
+// A loaded standby worker waits at nice 10, so that its warm-up yields to the
+// serving worker; as lazysnapd activates it, it goes back to 0 at once. Both are lazysnapd's
 // doing (supervisor/supervisor.ts): a worker that lowered its own priority
 // could be handed over while still at nice 10, and then wait at nice 10 for
 // the CPU behind the next standby's start (kernel/lazy-pull saw "no
@@ -27,24 +27,4 @@ export function reniceThreads(pid: number, nice: number): number {
     }
   }
   return n;
-}
-
-/** The nice value of every thread of `pid` (for status and tests); [] if it is gone. */
-export function threadNices(pid: number): number[] {
-  let tids: string[];
-  try {
-    tids = fs.readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return [];
-  }
-  const out: number[] = [];
-  for (const tid of tids) {
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      out.push(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])); // field 19, nice
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return out;
 }

@@ -5,7 +5,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { reniceThreads, threadNices as niceOf } from '../../worker/renice';
+import fs from 'node:fs';
+import { reniceThreads } from '../../worker/renice';
+
+const niceOf = (pid: number) => fs.readdirSync(`/proc/${pid}/task`).map((t) => {
+  const s = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+  return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[16]);
+});
 
 test('every thread of a process that started its pool at nice 10 goes back to 0', { skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
   // like a standby: nice 10, then the pool starts; then its main thread alone goes back to 0
