@@ -22,6 +22,7 @@ import { buildDebootstrapImage } from '../../test/support/oci-layout';
 import { BIG_IMAGE_CACHE, cachedBigImage } from '../../test/support/debian-big';
 import { run, runOk } from '../../test/support/proc';
 import { makeTempDir, removeTempDir } from '../../test/support/tmp';
+import { median } from '../stats';
 
 const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
 const ROOT = path.resolve(__dirname, '../../..');
@@ -42,7 +43,6 @@ async function measure(script: string): Promise<Measure> {
   return { wallS, peakMiB: Number(m[1]) / 1024 };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 interface Image {

@@ -28,6 +28,7 @@ import type { RangeReader } from '../../content/remote/source';
 import { alignUp } from '../../content/content';
 import { BufferPool } from '../../worker/buffer-pool';
 import { writeCache } from '../../worker/device';
+import { median } from '../stats';
 
 const MiB = 1 << 20;
 const REPS = Number(process.env.BENCH_REPS ?? 2);
@@ -162,8 +163,6 @@ async function startShaperProcess(upstream: string): Promise<{ port: number; chi
   });
   return { port, child };
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main(): Promise<void> {
   const dir = await makeTempDir('bench-fetch');
