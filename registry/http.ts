@@ -2,7 +2,7 @@
 // skip_verify needs its own connections), connect/headers/body timeouts, and
 // body readers that insist on the exact length promised.
 import { Readable } from 'node:stream';
-import { Agent, Dispatcher, request } from 'undici';
+import type { Agent as UndiciAgent, Dispatcher } from 'undici';
 import { AbortedError, BodyLengthError, RegistryErrorInfo, TransportError } from './errors';
 import type { TlsSettings } from './hosts';
 import { errorCode } from './retry';
@@ -18,6 +18,12 @@ export interface HttpTimeouts {
   keepAliveMs: number;
 }
 
+// undici's index loads all of undici (fetch, web streams, mocks, caches: 110 files); in the UML guest a worker's
+// start paid 1.0-1.2 s for it, against 0.33-0.43 s for the two modules used here. The version is pinned by
+// package-lock; unit/http's requests go through both.
+const Agent: typeof UndiciAgent = require('undici/lib/dispatcher/agent');
+const dispatchRequest: (this: Dispatcher, opts: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData> = require('undici/lib/api/api-request');
+
 export const DEFAULT_TIMEOUTS: HttpTimeouts = { connectMs: 10_000, headersMs: 30_000, bodyMs: 30_000, keepAliveMs: 60_000 };
 
 export type Headers = Record<string, string | string[] | undefined>;
@@ -29,7 +35,7 @@ export interface HttpResponse {
 }
 
 export class HttpPool {
-  private readonly agents = new Map<string, Agent>();
+  private readonly agents = new Map<string, UndiciAgent>();
   private closed = false;
 
   constructor(readonly timeouts: HttpTimeouts = DEFAULT_TIMEOUTS, private readonly connectionsPerOrigin = 16) {}
@@ -40,7 +46,7 @@ export class HttpPool {
    * connection for every request (measured: 6 Range GETs after one HEAD on
    * 6 connections), so each chunk fetch paid a TCP (and TLS) handshake.
    */
-  agent(tls: TlsSettings = {}, head = false): Agent {
+  agent(tls: TlsSettings = {}, head = false): UndiciAgent {
     if (this.closed) throw new Error('HTTP pool is closed');
     const key = JSON.stringify([tls.ca ?? null, !!tls.skipVerify, tls.cert ?? null, tls.key ?? null, head]);
     let a = this.agents.get(key);
@@ -125,8 +131,10 @@ export function dropBody(body: RequestBody | undefined): void {
 /** One request, no redirects followed, no retries. Network errors come back typed. */
 export async function send(agent: Dispatcher, url: string, opts: SendOptions, info: RegistryErrorInfo): Promise<HttpResponse> {
   try {
-    const r = await request(url, {
-      dispatcher: agent,
+    const u = new URL(url);
+    const r = await dispatchRequest.call(agent, {
+      origin: u.origin,
+      path: u.pathname + u.search,
       method: opts.method ?? 'GET',
       headers: opts.headers,
       body: opts.body,

@@ -4,9 +4,16 @@
 // them up across workers). READs are observed as they are answered; bytes
 // fetched and cache hits are the deltas of each blob's own counters
 // (BlobContent.progress), so content/ stays free of metrics.
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type * as Prom from 'prom-client';
 import type { BlobContent, ReadObserver } from '../content/content';
 import type { ClientStats } from '../registry/client';
+
+// prom-client's index also loads its default process metrics, and OpenTelemetry through them (88 files; 0.45-0.54 s
+// of a worker's start in the UML guest). A worker needs these four classes.
+const Counter: typeof Prom.Counter = require('prom-client/lib/counter');
+const Gauge: typeof Prom.Gauge = require('prom-client/lib/gauge');
+const Histogram: typeof Prom.Histogram = require('prom-client/lib/histogram');
+const Registry: typeof Prom.Registry = require('prom-client/lib/registry');
 
 /** Microseconds: a page-cache-speed answer is ~100 µs, a cold registry fetch 10-500 ms, the deadline 30 s. */
 const READ_BUCKETS_US = [100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1e6, 2.5e6, 5e6, 1e7, 3e7];
@@ -181,7 +188,7 @@ export class WorkerMetrics {
     const was = this.seen.get(content);
     this.seen.set(content, now);
     const image_ref = this.images.get(content) ?? '';
-    const add = (c: Counter<string>, k: keyof Seen) => {
+    const add = (c: Prom.Counter<string>, k: keyof Seen) => {
       const d = now[k] - (was?.[k] ?? 0);
       if (d > 0) c.inc({ image_ref }, d);
     };
