@@ -84,6 +84,12 @@ const CHECK_MS = 250;
 const OWN_STALL_MS = 250;
 /** a worker whose Node has not even loaded this long after activation is hung (a start takes 1-3 s on a busy 2-core host) */
 const START_TIMEOUT_MS = 30_000;
+/**
+ * After a failover, the next standby starts this late: started at once, its Node start took a one-CPU node from
+ * the successor's first READs (bench/fscache in the guest, a loaded standby at every kill, paired runs: stall p50
+ * 425-443 ms at once, 310-351 ms a second later).
+ */
+const STANDBY_REFILL_DELAY_MS = 1000;
 /** A standby's nice value; the serving worker's is 0. */
 const STANDBY_NICE = 10;
 const CAN_RENICE = process.getuid?.() === 0;
@@ -101,6 +107,7 @@ export class FscacheSupervisor {
   /** workers in a row that died before they were ready: a crash loop, not a kill */
   private failedStarts = 0;
   private timer: NodeJS.Timeout | undefined;
+  private refillTimer: NodeJS.Timeout | undefined;
   /** how many times a worker was (re)activated; for status and tests */
   activations = 0;
   /** hung serving workers killed and replaced */
@@ -320,7 +327,8 @@ export class FscacheSupervisor {
     const delay = this.failedStarts > 3 ? this.backoff() : 0;
     this.schedule(() => {
       this.activate(next && next.proc.exitCode === null && next.proc.signalCode === null ? next : this.spawnWorker());
-      this.refillStandby();
+      clearTimeout(this.refillTimer);
+      this.refillTimer = setTimeout(() => this.refillStandby(), STANDBY_REFILL_DELAY_MS);
     }, delay);
   }
 
@@ -427,6 +435,7 @@ export class FscacheSupervisor {
   async stop(opts: { keepActive?: boolean } = {}): Promise<void> {
     this.stopping = true;
     clearTimeout(this.timer);
+    clearTimeout(this.refillTimer);
     clearInterval(this.watchdog);
     const all = [opts.keepActive ? undefined : this.active, this.standby].filter((w): w is Worker => !!w);
     if (opts.keepActive && this.active) {
