@@ -5,6 +5,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { sendFds, socketpair } from '../native';
@@ -85,11 +86,13 @@ const OWN_STALL_MS = 250;
 /** a worker whose Node has not even loaded this long after activation is hung (a start takes 1-3 s on a busy 2-core host) */
 const START_TIMEOUT_MS = 30_000;
 /**
- * After a failover, the next standby starts this late: started at once, its Node start took a one-CPU node from
- * the successor's first READs (bench/fscache in the guest, a loaded standby at every kill, paired runs: stall p50
- * 425-443 ms at once, 310-351 ms a second later).
+ * After a failover, the next standby starts at once on a node of several CPUs, and a second later on a node of one:
+ * there its Node start took the CPU from the successor's first READs (bench/fscache in the one-CPU guest, paired
+ * runs: stall p50 425-443 ms at once, 310-351 ms a second later), while on the 2-core host starting it at once keeps
+ * a loaded standby for kills that come fast (fanotify failover test: worst stall 113-124 ms at once, 341-381 ms a
+ * second later).
  */
-const STANDBY_REFILL_DELAY_MS = 1000;
+const STANDBY_REFILL_DELAY_MS = os.availableParallelism() > 1 ? 0 : 1000;
 /** A standby's nice value; the serving worker's is 0. */
 const STANDBY_NICE = 10;
 const CAN_RENICE = process.getuid?.() === 0;
