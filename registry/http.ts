@@ -20,7 +20,7 @@ export interface HttpTimeouts {
 
 // undici's index loads all of undici (fetch, web streams, mocks, caches: 110 files); in the UML guest a worker's
 // start paid 1.0-1.2 s for it, against 0.33-0.43 s for the two modules used here. The version is pinned by
-// package-lock; unit/http's requests go through both.
+// package-lock; the requests of unit/registry-connections, -push and -tail go through both.
 const Agent: typeof UndiciAgent = require('undici/lib/dispatcher/agent');
 const dispatchRequest: (this: Dispatcher, opts: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData> = require('undici/lib/api/api-request');
 
