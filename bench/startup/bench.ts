@@ -156,7 +156,7 @@ const LEARN_WINDOW_MS = 40_000;
  * Records each image's start once (direct link, fresh lazysnapd and cache),
  * for the learned-prefetch contender: `lazysnap trace --json` of it, in a file.
  */
-async function recordTraces(dir: string, images: BenchImage[], host: string, fscacheDir: string): Promise<Map<BenchImage, string>> {
+async function recordTraces(dir: string, images: BenchImage[], host: string, fscacheDir: string | undefined): Promise<Map<BenchImage, string>> {
   const out = new Map<BenchImage, string>();
   for (const [i, image] of images.entries()) {
     const sub = join(dir, `r${i}`); // short: containerd's socket paths must stay under 104 bytes
@@ -217,8 +217,7 @@ async function main() {
   const shapedHost = `127.0.0.1:${(shaper.address() as { port: number }).port}`;
 
   const LEARNED = 'lazysnap (nydus, learned prefetch)';
-  // fscache only: the fanotify backend neither records nor replays
-  const traces = fscacheDir && wanted('lazysnap-learned') ? await recordTraces(join(dir, 'traces'), images, host, fscacheDir) : new Map<BenchImage, string>();
+  const traces = wanted('lazysnap-learned') ? await recordTraces(join(dir, 'traces'), images, host, fscacheDir) : new Map<BenchImage, string>();
   const contenders: Contender[] = [
     { key: 'overlayfs', label: 'overlayfs (OCI, full pull)', form: 'oci', start: async () => ({ snapshotter: 'overlayfs', stop: async () => {} }) },
     { key: 'stargz', label: 'stargz (eStargz)', form: 'estargz', start: (d) => peer(startStargz(d)) },
@@ -226,9 +225,9 @@ async function main() {
     { key: 'lazysnap-on-demand', label: 'lazysnap (nydus, on demand)', form: 'nydus', start: lazysnap('off', fscacheDir) },
     // the fanotify backend does not prefetch (fscache only): on the host this would repeat the row above
     ...(fscacheDir ? [{ key: 'lazysnap-on-pull', label: 'lazysnap (nydus, prefetch on pull)', form: 'nydus' as const, start: lazysnap('on-pull', fscacheDir) }] : []),
-    // the first start of an image on a node, as configured by default: recorded (its reads fetch only what they ask)
-    ...(fscacheDir ? [{ key: 'lazysnap-recording', label: 'lazysnap (nydus, first start, recording)', form: 'nydus' as const, start: lazysnap('off', fscacheDir, { record: true }) }] : []),
-    ...(fscacheDir ? [{ key: 'lazysnap-learned', label: LEARNED, form: 'nydus' as const, start: lazysnap('off', fscacheDir, { trace: (image) => traces.get(image)! }) }] : []),
+    // a first start recorded (`[learn] record = true`: its reads fetch only what they ask)
+    { key: 'lazysnap-recording', label: 'lazysnap (nydus, first start, recording)', form: 'nydus', start: lazysnap('off', fscacheDir, { record: true }) },
+    { key: 'lazysnap-learned', label: LEARNED, form: 'nydus', start: lazysnap('off', fscacheDir, { trace: (image) => traces.get(image)! }) },
   ];
   const chosen = contenders.filter((c) => wanted(c.key));
 
