@@ -134,7 +134,7 @@ export class FscacheSupervisor {
 
   start(): void {
     this.activate(this.spawnWorker());
-    if (this.o.standby !== false) this.standby = this.spawnWorker();
+    this.refillStandby();
     // Judged in the check phase, after the poll phase has read the heartbeats already on the socket.
     this.watchdog = setInterval(() => {
       const firedAt = Date.now();
