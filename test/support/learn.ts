@@ -34,6 +34,9 @@ export interface Served {
 
 /** How one start's reads were served, from lazysnapd's metrics before and after it. */
 export async function servedDuring(metricsSock: string, fn: () => Promise<number>): Promise<Served> {
+  // Before the baseline too: a worker that took over less than a report ago has not reported yet, and its first
+  // report would bring everything it served before (a test's kills just before this) into the difference.
+  await new Promise((r) => setTimeout(r, 2500));
   const m0 = await scrape(metricsSock);
   const ms = await fn();
   await new Promise((r) => setTimeout(r, 2500)); // workers report every second
