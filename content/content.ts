@@ -28,6 +28,14 @@ export interface BlobContent {
    * and rejects soon; fetches that others still wait for go on.
    */
   fill(off: number, len: number, sink: RangeSink, alloc: Allocator, signal?: AbortSignal, hints?: FillHints): Promise<void>;
+  /**
+   * Fetches and delivers the chunks of [off, off+len) that are neither
+   * present nor being fetched, for no reader in particular: readahead of a
+   * sequential stream (remote blobs only). Resolves with the chunks it
+   * delivered; rejects if one could not be had (nobody waits: the READ that
+   * needs it tries again).
+   */
+  fillAhead?(off: number, len: number, sink: RangeSink, alloc: Allocator, signal?: AbortSignal): Promise<number>;
   /** How much of the blob is already local (remote blobs only). */
   progress?(): BlobPresence;
   /**
@@ -105,6 +113,8 @@ export interface BlobPresence {
   chunksWantedJoined?: number;
   /** chunks a replay of a recorded start delivered */
   chunksReplayed?: number;
+  /** chunks fetched ahead of a sequential reader */
+  chunksAhead?: number;
 }
 
 /** How a READ (fscache) or pre-content event (fanotify) was answered. */

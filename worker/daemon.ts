@@ -8,6 +8,7 @@ import { Allocator, BlobContent, ContentResolver, RangeSink, ReadObserver, Unkno
 import { CacheObject, ObjectClosedError, ObjectTable } from './objects';
 import { Message, Opcode, OpenMsg, ReadMsg, CloseMsg, cmd, volumeName } from './protocol';
 import type { TraceRecorder } from './learn/trace-recorder';
+import { DEFAULT_READAHEAD, ReadaheadOptions, ReadaheadStreams } from './readahead';
 
 const ENOENT = 2;
 const EIO = 5;
@@ -45,6 +46,8 @@ export interface DaemonOptions {
   recorder?: Pick<TraceRecorder, 'access' | 'learning'>;
   /** learned prefetch: the uncompressed offsets of the chunks to fetch first when the kernel opens a blob, in order */
   replayPlan?: (volume: string, cookie: string) => number[];
+  /** windows fetched ahead of sequential readers (default DEFAULT_READAHEAD; max 0: none) */
+  readahead?: ReadaheadOptions;
 }
 
 export interface DaemonStats {
@@ -58,12 +61,16 @@ export interface DaemonStats {
   readRetries: number;
   bytesWritten: number;
   closes: number;
+  /** windows fetched ahead of a sequential reader, and those that failed (a READ then fetches its bytes) */
+  fillsAhead: number;
+  fillsAheadFailed: number;
 }
 
 export class FscacheDaemon {
   readonly objects = new ObjectTable();
   readonly stats: DaemonStats = {
     opens: 0, opensRefused: 0, reads: 0, readsFailed: 0, readsTimedOut: 0, readRetries: 0, bytesWritten: 0, closes: 0,
+    fillsAhead: 0, fillsAheadFailed: 0,
   };
   private inflight = 0;
   /** messages handled to the end, for the heartbeat */
@@ -254,6 +261,7 @@ export class FscacheDaemon {
     const deadline = new AbortController();
     const timer = ms ? setTimeout(() => deadline.abort(new DOMException(`READ deadline of ${ms} ms passed`, 'TimeoutError')), ms) : undefined;
     const fill = this.fillWithRetries(obj, m, deadline.signal);
+    this.readAhead(obj, m); // after the READ's own fill has taken its chunks
     // Raced, not only signalled: a fill that ignores the signal (or a write stuck in the kernel) cannot hold the reader.
     const ok = ms ? await Promise.race([fill, whenAborted(deadline.signal)]) : await fill;
     clearTimeout(timer);
@@ -272,6 +280,29 @@ export class FscacheDaemon {
     } catch (err) {
       this.log.warn({ err: (err as Error).message, msgId: m.msgId, objectId: m.objectId }, 'READ_COMPLETE failed (object closed?)');
     }
+  }
+
+  /**
+   * A READ that continues a sequential stream past its trigger: the next
+   * window is fetched in the background through the object's sink (its fd
+   * stays open until CLOSE, and writes after CLOSE are refused). Not for a
+   * start being recorded: bytes fetched ahead would reach the cache unrecorded.
+   */
+  private readAhead(obj: CacheObject, m: ReadMsg): void {
+    const ra = this.opts.readahead ?? DEFAULT_READAHEAD;
+    if (!obj.content.fillAhead || ra.max <= 0 || obj.closed) return;
+    if (this.opts.recorder?.learning(obj.volume, obj.cookie)) return;
+    obj.readahead ??= new ReadaheadStreams(obj.content.size, ra);
+    const win = obj.readahead.observe(m.off, Math.min(m.off + m.readLen, obj.content.size));
+    if (!win) return;
+    this.stats.fillsAhead++;
+    const ms = this.opts.readDeadlineMs;
+    obj.content.fillAhead(win.start, win.end - win.start, this.sinkOf(obj), this.io.alloc, ms ? AbortSignal.timeout(ms) : undefined)
+      .catch((err: Error) => {
+        this.stats.fillsAheadFailed++;
+        // nobody waits for it: a READ of these bytes fetches them again, and says so if that fails
+        if (!obj.closed) this.log.debug({ objectId: obj.objectId, blob: obj.content.name, ...win, err: err.message }, 'readahead failed');
+      });
   }
 
   /** Never rejects; stops (false) once signal aborts, without logging: read() reports that. */

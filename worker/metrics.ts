@@ -24,6 +24,7 @@ interface Seen {
   chunksWantedPresent: number;
   chunksWantedJoined: number;
   chunksReplayed: number;
+  chunksAhead: number;
   verifyFailures: number;
   badChunksMarked: number;
 }
@@ -70,6 +71,12 @@ export class WorkerMetrics {
   private readonly replayed = new Counter({
     name: 'lazysnap_replay_chunks_total',
     help: 'Chunks a replay of a recorded start (learned prefetch) fetched ahead of the reads',
+    labelNames: ['image_ref'],
+    registers: [this.registry],
+  });
+  private readonly ahead = new Counter({
+    name: 'lazysnap_readahead_chunks_total',
+    help: 'Chunks fetched ahead of a sequential reader (readahead), before it asked for them',
     labelNames: ['image_ref'],
     registers: [this.registry],
   });
@@ -182,6 +189,7 @@ export class WorkerMetrics {
       chunksWantedPresent: p?.chunksWantedPresent ?? 0,
       chunksWantedJoined: p?.chunksWantedJoined ?? 0,
       chunksReplayed: p?.chunksReplayed ?? 0,
+      chunksAhead: p?.chunksAhead ?? 0,
       verifyFailures: h?.verifyFailures ?? 0,
       badChunksMarked: h?.badChunksMarked ?? 0,
     };
@@ -197,6 +205,7 @@ export class WorkerMetrics {
     add(this.cacheHits, 'chunksWantedPresent');
     add(this.cacheJoined, 'chunksWantedJoined');
     add(this.replayed, 'chunksReplayed');
+    add(this.ahead, 'chunksAhead');
     add(this.verifyFailures, 'verifyFailures');
     add(this.badChunks, 'badChunksMarked');
   }

@@ -1,6 +1,7 @@
 // The objects the kernel has opened: object id → anon fd → blob. Everything
 // here can be rebuilt from OPEN messages, which is what makes failover work.
 import type { BlobContent } from '../content/content';
+import type { ReadaheadStreams } from './readahead';
 
 export interface CacheObject {
   objectId: number;
@@ -11,6 +12,8 @@ export interface CacheObject {
   content: BlobContent;
   reads: number;
   bytesWritten: number;
+  /** the sequential streams in its READs (readahead) */
+  readahead?: ReadaheadStreams;
   /** a background fetch of the whole blob, cancelled on CLOSE */
   prefetch?: { cancel(): void };
   /** prefetch was stopped (or not started) at the cache's bound: not started again for this object */

@@ -97,6 +97,9 @@ export interface ChunkFetcherStats {
   chunksWantedJoined: number;
   /** chunks a replay delivered */
   chunksReplayed: number;
+  /** readahead windows that had chunks to fetch, and the chunks they delivered */
+  fillsAhead: number;
+  chunksAhead: number;
   /** present chunks delivered again because a window asked for them */
   redelivered: number;
   /** chunks a fill left to a concurrent fill that was writing them */
@@ -139,7 +142,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
   readonly scheduler: FetchScheduler;
   readonly hostKey: string;
   readonly stats: ChunkFetcherStats = {
-    fills: 0, gets: 0, getBytes: 0, chunksFetched: 0, chunksDelivered: 0, joined: 0, chunksWanted: 0, chunksWantedPresent: 0, chunksWantedJoined: 0, chunksReplayed: 0, redelivered: 0, sharedDeliveries: 0,
+    fills: 0, gets: 0, getBytes: 0, chunksFetched: 0, chunksDelivered: 0, joined: 0, chunksWanted: 0, chunksWantedPresent: 0, chunksWantedJoined: 0, chunksReplayed: 0, fillsAhead: 0, chunksAhead: 0, redelivered: 0, sharedDeliveries: 0,
     verifyFailures: 0, badChunksMarked: 0, badChunksHealed: 0, badChunkHits: 0,
   };
   readonly opts: Required<Omit<ChunkFetcherOptions, 'scheduler' | 'hostKey' | 'presence' | 'log'>>;
@@ -239,6 +242,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       chunksWantedPresent: this.stats.chunksWantedPresent,
       chunksWantedJoined: this.stats.chunksWantedJoined,
       chunksReplayed: this.stats.chunksReplayed,
+      chunksAhead: this.stats.chunksAhead,
     };
   }
 
@@ -336,6 +340,27 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       else if (cooling.includes(c) || (lost.includes(c) && !retry.includes(c))) errors.push(this.coolingError(c));
     }
     if (errors.length) throw errors.find((e) => !(e instanceof BadChunkError)) ?? errors[0]; // a retry may cure the others
+  }
+
+  async fillAhead(off: number, len: number, sink: RangeSink, alloc: Allocator, signal?: AbortSignal): Promise<number> {
+    const w = fillWindow(off, len, this.size);
+    if (!w) return 0;
+    const now = this.bad.now();
+    // Synchronous up to acquire(), like fillAligned: fills starting later join these GETs.
+    const chunks = this.blob.chunksFor(w.start, w.end - w.start).filter((c) => !this.busy(c, now));
+    if (chunks.length === 0) return 0;
+    this.stats.fillsAhead++;
+    const waiter = new Waiter(signal, `${this.name} readahead [${w.start}, ${w.end})`);
+    try {
+      const got = this.acquire(chunks, Priority.Ahead, waiter);
+      // the chunks' own spans: the pages between two of them may belong to a chunk someone else is writing
+      const failed = await this.deliver(deliveryRanges(chunkSpan(chunks[0]), chunks, []), chunks, got, sink, alloc, Priority.Ahead, waiter);
+      this.stats.chunksAhead += chunks.length - failed.size;
+      for (const e of failed.values()) throw e;
+      return chunks.length;
+    } finally {
+      waiter.end();
+    }
   }
 
   /** The error for a READ that needs a chunk in its cool-down. */

@@ -11,6 +11,8 @@ export const Priority = {
   Prefetch: 0,
   /** chunk info, ToC, digests of a blob being opened */
   Metadata: 5,
+  /** readahead of a sequential reader: no READ waits for it yet */
+  Ahead: 7,
   OnDemand: 10,
 } as const;
 

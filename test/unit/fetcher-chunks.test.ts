@@ -399,3 +399,36 @@ test('replay after the cache file was replaced (resetPresence): chunks still in 
   assert.equal(reader.calls.length, gets, 'from memory');
   for (const i of [1, 2, 5]) assert.ok(sink.covers(b.chunks[i].uOffset, b.chunks[i].uSize));
 });
+
+test('fillAhead: fetches only chunks neither present nor under way, in merged GETs; a READ in its window joins its GET', T, async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(12).fill(256 * K), seed: 'ahead' });
+  const { reader, content, sink } = await setup(b, { amplify: 0, maxMerge: 4 * M });
+  reader.delayMs = 20;
+  await content.fill(0, PAGE, sink.sink, sink.alloc); // chunk 0 present
+  const fetched0 = reader.calls.length;
+  const joining = content.fill(b.chunks[3].uOffset, PAGE, sink.sink, sink.alloc); // chunk 3 under way
+  const ahead = content.fillAhead(0, b.chunks[8].uOffset, sink.sink, sink.alloc);
+  const read = content.fill(b.chunks[5].uOffset, PAGE, sink.sink, sink.alloc); // a READ inside the window
+  assert.equal(await ahead, 6, 'chunks 1, 2, 4, 5, 6, 7: not 0 (present) nor 3 (another fill is fetching it)');
+  await Promise.all([joining, read]);
+  assert.deepEqual(chunksOf(b, reader.calls.slice(fetched0)).sort((x, y) => x - y), [1, 2, 3, 4, 5, 6, 7], 'every chunk fetched once');
+  assert.equal(reader.calls.length - fetched0, 3, 'GETs: chunk 3, then [1, 2] and [4, 7] merged');
+  assert.ok(sink.covers(0, b.chunks[8].uOffset), 'the window is written, byte-exact');
+  assert.equal(content.stats.chunksAhead, 6);
+  assert.equal(content.progress().chunksAhead, 6);
+  assert.equal(await content.fillAhead(0, b.chunks[8].uOffset, sink.sink, sink.alloc), 0, 'nothing left to fetch: no GET');
+  assert.equal(reader.calls.length - fetched0, 3);
+});
+
+test('fillAhead: a chunk that cannot be verified rejects it, having written the others and nothing wrong', T, async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(6).fill(256 * K), seed: 'ahead-bad' });
+  const { reader, content, sink } = await setup(b, { amplify: 0, verifyAttempts: 1 });
+  const bad = b.chunks[2];
+  reader.tamper = (off, len, data) => {
+    if (off <= bad.cOffset && bad.cOffset < off + len) data[bad.cOffset - off] ^= 0xff;
+    return data;
+  };
+  await assert.rejects(content.fillAhead(0, b.entry.uncompressedSize, sink.sink, sink.alloc), /verification/);
+  for (const c of b.chunks) if (c !== bad) assert.ok(sink.covers(c.uOffset, c.uSize), `chunk ${c.index} written`);
+  assert.equal(content.stats.chunksAhead, 5);
+});

@@ -368,3 +368,52 @@ test('prefetch and the cache bound: a blob whose missing bytes exceed the budget
   await d.handle(open(4, 3, 'v', 'big', 9));
   assert.equal(events.filter((e) => e === 'prefetch big').length, 1, 'a new object of the blob prefetches once room is back');
 });
+
+test('readahead: a sequential stream of READs fetches windows ahead through the object\'s sink, doubling; random READs and a recorded start do not; after CLOSE its writes are refused', async () => {
+  const M = 1 << 20;
+  const aheads: Array<[string, number, number]> = [];
+  const gates: Array<() => void> = [];
+  const blob = (name: string): BlobContent => ({
+    name,
+    size: 256 * M,
+    fill: async (off, len, sink, alloc) => sink(off - (off % 4096), alloc(4096)),
+    fillAhead: async (off, len, sink, alloc) => {
+      aheads.push([name, off, len]);
+      await new Promise<void>((r) => gates.push(r));
+      await sink(off, alloc(4096));
+      return 1;
+    },
+  });
+  const contents: Record<string, BlobContent> = { seq: blob('seq'), rnd: blob('rnd'), rec: blob('rec') };
+  const dev = new FakeDevice();
+  const d = new FscacheDaemon(dev, { resolve: async (_v, cookie) => contents[cookie] }, log, {
+    readAttempts: 1, retryDelayMs: 1,
+    readahead: { initial: 2 * M, max: 8 * M, streams: 4, gap: 2 * M },
+    recorder: { access: () => {}, learning: (_v, cookie) => cookie === 'rec' },
+  });
+  await d.handle(open(1, 1, 'v', 'seq', 7));
+  await d.handle(open(2, 2, 'v', 'rnd', 8));
+  await d.handle(open(3, 3, 'v', 'rec', 9));
+  let msg = 10;
+  // the kernel's READs of a streaming reader: each where the bytes filled so far end
+  for (const off of [0, 1, 3, 7, 15]) await d.handle(read(msg++, 1, off * M, 128 * 1024));
+  for (const off of [100, 7, 50, 200, 3]) await d.handle(read(msg++, 2, off * M, 128 * 1024));
+  for (const off of [0, 1, 3, 7, 15]) await d.handle(read(msg++, 3, off * M, 128 * 1024));
+  const K128 = 128 * 1024;
+  assert.deepEqual(aheads, [
+    ['seq', M + K128, 2 * M],
+    ['seq', 3 * M + K128, 4 * M],
+    ['seq', 7 * M + K128, 8 * M],
+    ['seq', 15 * M + K128, 8 * M],
+  ], 'windows double up to the bound; none for random READs or a start being recorded');
+  assert.equal(d.stats.fillsAhead, 4);
+  assert.equal(dev.completed.length, 15, 'every READ completed without waiting for its readahead');
+  gates.shift()!();
+  await new Promise((r) => setImmediate(r));
+  assert.ok(dev.files.get(7)!.length >= M + K128 + 4096, 'a window is written through the object\'s fd');
+  d.handle(close(msg++, 1));
+  for (const g of gates) g();
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(d.stats.fillsAheadFailed, 3, 'windows ending after CLOSE: their writes refused, counted, nothing thrown');
+  assert.deepEqual(dev.closed, [7], 'the fd closed once, after CLOSE');
+});

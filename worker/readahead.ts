@@ -1,0 +1,79 @@
+// Sequential readers in a blob's READs, and how far ahead of each to fetch.
+// The kernel asks only for what is missing, so a reader streaming a big file
+// sends READs that each start where the bytes filled so far end. Answering
+// each one alone costs a round trip and a GET per window; this finds such
+// streams and names a window to fetch ahead of the reader, doubling while it
+// keeps coming (as the kernel's own readahead does for a file), so the
+// reader finds its next bytes in flight or written. Pure: no I/O here.
+
+export interface ReadaheadOptions {
+  /** the first window ahead of a stream (bytes) */
+  initial: number;
+  /** the largest window (0: no readahead) */
+  max: number;
+  /** streams followed at once per blob; the least recently used one is forgotten */
+  streams: number;
+  /**
+   * A READ that starts up to this far past a stream's end still continues
+   * it: a fill writes more than its READ asked for (a remote blob widens it
+   * by up to 1 MiB, to whole chunks), and the kernel's next READ starts
+   * where those bytes end.
+   */
+  gap: number;
+}
+
+export const DEFAULT_READAHEAD: ReadaheadOptions = { initial: 2 << 20, max: 16 << 20, streams: 4, gap: 4 << 20 };
+
+interface Stream {
+  /** READs starting in [lo, next + gap] belong to this stream */
+  lo: number;
+  /** a READ starting at or past here asks for the next window */
+  trigger: number;
+  /** where the bytes read or fetched ahead so far end */
+  next: number;
+  /** the last window's size (0: none yet) */
+  size: number;
+  used: number;
+}
+
+export interface Window {
+  start: number;
+  end: number;
+}
+
+export class ReadaheadStreams {
+  private readonly streams: Stream[] = [];
+  private tick = 0;
+
+  constructor(private readonly size: number, private readonly o: ReadaheadOptions = DEFAULT_READAHEAD) {}
+
+  /**
+   * A READ of [start, end): the window to fetch ahead now, or null. A READ
+   * that starts nowhere near a known stream begins one (nothing ahead yet: a
+   * single read is not a stream). One that continues a stream past its
+   * trigger gets the next window, which starts where the stream's bytes end.
+   */
+  observe(start: number, end: number): Window | null {
+    if (this.o.max <= 0 || end <= start) return null;
+    this.tick++;
+    const s = this.streams.find((x) => start >= x.lo && start <= x.next + this.o.gap);
+    if (!s) {
+      if (this.streams.length >= Math.max(1, this.o.streams)) {
+        let old = 0;
+        for (let i = 1; i < this.streams.length; i++) if (this.streams[i].used < this.streams[old].used) old = i;
+        this.streams.splice(old, 1);
+      }
+      this.streams.push({ lo: start, trigger: end, next: end, size: 0, used: this.tick });
+      return null;
+    }
+    s.used = this.tick;
+    if (end > s.next) s.next = end;
+    if (start < s.trigger || s.next >= this.size) return null;
+    const size = s.size ? Math.min(2 * s.size, this.o.max) : Math.min(this.o.initial, this.o.max);
+    const win = { start: s.next, end: Math.min(s.next + size, this.size) };
+    s.trigger = win.start;
+    s.next = win.end;
+    s.size = size;
+    return win;
+  }
+}
