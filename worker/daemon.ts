@@ -8,7 +8,7 @@ import { Allocator, BlobContent, ContentResolver, RangeSink, ReadObserver, Unkno
 import { CacheObject, ObjectClosedError, ObjectTable } from './objects';
 import { Message, Opcode, OpenMsg, ReadMsg, CloseMsg, cmd, volumeName } from './protocol';
 import type { TraceRecorder } from './learn/trace-recorder';
-import { DEFAULT_READAHEAD, ReadaheadOptions, ReadaheadStreams } from './readahead';
+import { DEFAULT_READAHEAD, LOCAL_AHEAD_PART, ReadaheadOptions, ReadaheadStreams, windowParts } from '../content/readahead';
 
 const ENOENT = 2;
 const EIO = 5;
@@ -284,25 +284,32 @@ export class FscacheDaemon {
 
   /**
    * A READ that continues a sequential stream past its trigger: the next
-   * window is fetched in the background through the object's sink (its fd
-   * stays open until CLOSE, and writes after CLOSE are refused). Not for a
-   * start being recorded: bytes fetched ahead would reach the cache unrecorded.
+   * window is filled in the background through the object's sink (its fd
+   * stays open until CLOSE, and writes after CLOSE are refused). A remote
+   * blob fetches the window's chunks nobody has yet (fillAhead); a local one
+   * is filled in parts. Not for a start being recorded: bytes fetched ahead
+   * would reach the cache unrecorded.
    */
   private readAhead(obj: CacheObject, m: ReadMsg): void {
     const ra = this.opts.readahead ?? DEFAULT_READAHEAD;
-    if (!obj.content.fillAhead || ra.max <= 0 || obj.closed) return;
+    if (ra.max <= 0 || obj.closed) return;
     if (this.opts.recorder?.learning(obj.volume, obj.cookie)) return;
     obj.readahead ??= new ReadaheadStreams(obj.content.size, ra);
     const win = obj.readahead.observe(m.off, Math.min(m.off + m.readLen, obj.content.size));
     if (!win) return;
-    this.stats.fillsAhead++;
     const ms = this.opts.readDeadlineMs;
-    obj.content.fillAhead(win.start, win.end - win.start, this.sinkOf(obj), this.io.alloc, ms ? AbortSignal.timeout(ms) : undefined)
-      .catch((err: Error) => {
-        this.stats.fillsAheadFailed++;
-        // nobody waits for it: a READ of these bytes fetches them again, and says so if that fails
-        if (!obj.closed) this.log.debug({ objectId: obj.objectId, blob: obj.content.name, ...win, err: err.message }, 'readahead failed');
-      });
+    const c = obj.content;
+    for (const part of c.fillAhead ? [win] : windowParts(win, LOCAL_AHEAD_PART)) {
+      this.stats.fillsAhead++;
+      const signal = ms ? AbortSignal.timeout(ms) : undefined;
+      const len = part.end - part.start;
+      (c.fillAhead ? c.fillAhead(part.start, len, this.sinkOf(obj), this.io.alloc, signal) : c.fill(part.start, len, this.sinkOf(obj), this.io.alloc, signal))
+        .catch((err: Error) => {
+          this.stats.fillsAheadFailed++;
+          // nobody waits for it: a READ of these bytes fetches them again, and says so if that fails
+          if (!obj.closed) this.log.debug({ objectId: obj.objectId, blob: c.name, ...part, err: err.message }, 'readahead failed');
+        });
+    }
   }
 
   /** Never rejects; stops (false) once signal aborts, without logging: read() reports that. */

@@ -1,7 +1,7 @@
 // The objects the kernel has opened: object id → anon fd → blob. Everything
 // here can be rebuilt from OPEN messages, which is what makes failover work.
 import type { BlobContent } from '../content/content';
-import type { ReadaheadStreams } from './readahead';
+import type { ReadaheadStreams } from '../content/readahead';
 
 export interface CacheObject {
   objectId: number;

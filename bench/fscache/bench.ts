@@ -283,7 +283,8 @@ async function main() {
     if (c && l) {
       console.log(line('C daemon (baseline)', c));
       console.log(line('lazysnap worker', l));
-      console.log(`ratio lazysnap/C: MB/s ${(l.mbps / c.mbps).toFixed(2)}  READ/s ${(l.rps / c.rps).toFixed(2)}  (goal >= 0.95)`);
+      // READ/s are not compared: lazysnap fills ahead of a sequential reader, so the kernel sends it far fewer READs
+      console.log(`ratio lazysnap/C: MB/s ${(l.mbps / c.mbps).toFixed(2)}  (goal >= 0.95; READs: lazysnap ${l.reads}, C ${c.reads})`);
     }
     if (c && reg) {
       console.log(line('lazysnap from registry', reg));

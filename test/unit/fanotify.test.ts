@@ -325,6 +325,41 @@ test('a sequential reader is filled ahead in the background; its next reads find
   assert.equal(d.stats.fills, 2, 'no fill for bytes filled ahead');
 });
 
+test('a remote blob is filled ahead by fillAhead, one call per window, doubling; an image whose start is being recorded is not', async () => {
+  const M = 1 << 20;
+  for (const learning of [false, true]) {
+    const calls: Array<[number, number]> = [];
+    const size = 64 * M;
+    const src = crypto.randomBytes(size);
+    const content = async (): Promise<BlobContent> => ({
+      name: 'remote',
+      size,
+      fill: async (off, len, sink, alloc) => {
+        const s = off - (off % 4096);
+        const e = Math.min(Math.ceil((off + len) / 4096) * 4096, size);
+        const b = alloc(e - s);
+        src.copy(b, 0, s, e);
+        await sink(s, b);
+      },
+      fillAhead: async (off, len) => {
+        calls.push([off, len]);
+        return 0; // writes nothing: the reader's own events fill its bytes
+      },
+    });
+    const rec = { access: () => {}, learning: () => learning };
+    const { g, d } = setup(size, content, { recorder: rec, readahead: { initial: 4 * M, max: 8 * M, streams: 4, gap: 4 * M } });
+    for (const [i, off] of [0, 1, 5, 13].entries()) {
+      g.event(80 + i, '/blobs/vol/b1', off * M, M);
+      d.drain();
+      await settle(d);
+    }
+    assert.deepEqual(g.responses.map((r) => r[1]), ['allow', 'allow', 'allow', 'allow']);
+    assert.deepEqual(calls, learning ? [] : [[2 * M, 4 * M], [6 * M, 8 * M], [14 * M, 8 * M]],
+      learning ? 'nothing ahead of a start being recorded' : 'windows after each fill, 4 then 8 MiB');
+    assert.equal(d.stats.fillsAhead, learning ? 0 : 3);
+  }
+});
+
 /** A local file as content that replays: each offset's page filled in order, once `gate` opens; `replayed` says which. */
 function replayingFlat(source: () => string, replayed: number[] = [], gate: Promise<void> = Promise.resolve()): () => Promise<BlobContent> {
   return async () => {

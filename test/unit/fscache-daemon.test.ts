@@ -417,3 +417,31 @@ test('readahead: a sequential stream of READs fetches windows ahead through the 
   assert.equal(d.stats.fillsAheadFailed, 3, 'windows ending after CLOSE: their writes refused, counted, nothing thrown');
   assert.deepEqual(dev.closed, [7], 'the fd closed once, after CLOSE');
 });
+
+test('readahead of a local blob (no fillAhead): the window is filled in 4 MiB parts, each a fill of its own', async () => {
+  const M = 1 << 20;
+  const fills: Array<[number, number]> = [];
+  const local: BlobContent = {
+    name: 'local',
+    size: 256 * M,
+    fill: async (off, len, sink, alloc) => {
+      fills.push([off, len]);
+      await sink(off - (off % 4096), alloc(4096));
+    },
+  };
+  const dev = new FakeDevice();
+  const d = new FscacheDaemon(dev, { resolve: async () => local }, log, {
+    readAttempts: 1, retryDelayMs: 1, readahead: { initial: 4 * M, max: 16 * M, streams: 4, gap: 4 * M },
+  });
+  await d.handle(open(1, 1, 'v', 'local', 7));
+  await d.handle(read(2, 1, 0, M));
+  await d.handle(read(3, 1, M, M));
+  await d.handle(read(4, 1, 2 * M, M));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(fills, [
+    [0, M],
+    [M, M], [2 * M, 4 * M], // the READ, then its window [2, 6) MiB
+    [2 * M, M], [6 * M, 4 * M], [10 * M, 4 * M], // the READ, then [6, 14) MiB in two parts
+  ]);
+  assert.equal(d.stats.fillsAhead, 3);
+});

@@ -1,7 +1,7 @@
-// Sequential streams in READs and the windows fetched ahead of them (worker/readahead.ts).
+// Sequential streams in READs and the windows fetched ahead of them (content/readahead.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ReadaheadStreams } from '../../worker/readahead';
+import { ReadaheadStreams, windowParts } from '../../content/readahead';
 
 const M = 1 << 20;
 const K = 1024;
@@ -65,4 +65,11 @@ test('max 0 turns readahead off', () => {
   const r = new ReadaheadStreams(100 * M, { ...opts, max: 0 });
   r.observe(0, M);
   assert.equal(r.observe(M, 2 * M), null);
+});
+
+test('windowParts: cut in order, the last part short', () => {
+  assert.deepEqual(windowParts({ start: M, end: 10 * M + 5 }, 4 * M), [
+    { start: M, end: 5 * M }, { start: 5 * M, end: 9 * M }, { start: 9 * M, end: 10 * M + 5 },
+  ]);
+  assert.deepEqual(windowParts({ start: 0, end: 0 }, 4 * M), []);
 });

@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { Allocator, BlobContent, ContentResolver, RangeSink, ReadObserver, ReadResult, UnknownBlobError, clipToSize, fillRetryable } from '../../content/content';
 import type { TraceRecorder } from '../learn/trace-recorder';
+import { DEFAULT_READAHEAD, LOCAL_AHEAD_PART, ReadaheadOptions, ReadaheadStreams, Window, windowParts } from '../../content/readahead';
 import { FAN, FanEvent, parseEvent } from './events';
 import { EventJournal, JournalEntry } from './journal';
 
@@ -19,7 +20,6 @@ const EIO = 5;
  * chunk in turn (bench/fanotify). Within this distance of the previous fill
  * a read counts as sequential.
  */
-const AHEAD = 4 << 20;
 
 /** A lazily filled blob file under the blob dir, and its size (lazysnapd's open-blobs). */
 export interface BlobFile {
@@ -68,6 +68,8 @@ export interface FanotifyDaemonOptions {
   replayPlan?: (volume: string, cookie: string) => number[];
   /** this process's pid: its own reads (retriggers) raise events too (tests give another) */
   pid?: number;
+  /** windows filled ahead of sequential readers (default DEFAULT_READAHEAD; max 0: none) */
+  readahead?: ReadaheadOptions;
 }
 
 /** Where an event's answer came from. */
@@ -113,8 +115,8 @@ interface Blob {
   resolved?: BlobContent;
   /** fills under way (on demand and ahead): an event for their bytes waits for them instead of filling twice */
   inflight: { start: number; end: number; done: Promise<unknown> }[];
-  /** where the last on-demand fill started (-1: none yet) */
-  lastFill: number;
+  /** the sequential streams in its events (readahead) */
+  streams?: ReadaheadStreams;
   /**
    * A replay waiting for an fd to write through: only an event's fd writes
    * without raising events, so the worker reads one byte at `at` itself and
@@ -316,10 +318,9 @@ export class FanotifyDaemon {
     const ok = await this.tracked(blob, start, end, this.fill(blob, content, ev.fd, start, end - start, size, false, left));
     if (!ok) return { deny: EIO };
     this.stats.fills++;
-    const sequential = blob.lastFill >= 0 && start > blob.lastFill && start - blob.lastFill <= AHEAD;
-    blob.lastFill = start;
     this.unmarkIfComplete(blob, ev.fd, file);
-    if (sequential) this.fillAhead(blob, content, ev.fd, file, end, size, hold);
+    const ahead = this.aheadOf(blob, start, end);
+    if (ahead) this.fillAhead(blob, content, ev.fd, file, ahead, size, hold);
     return 'allow';
   }
 
@@ -338,14 +339,38 @@ export class FanotifyDaemon {
     }
   }
 
-  /** Fills [from, from + AHEAD) in the background through `fd` (kept open by `hold`), unless present or under way. */
-  private fillAhead(blob: Blob, content: BlobContent, fd: number, file: string, from: number, size: number, hold: Promise<unknown>[]): void {
-    const to = Math.min(from + AHEAD, size);
-    if (from >= to || blob.complete || this.io.holeAt(fd, from) >= to) return;
-    if (blob.inflight.some((f) => f.start < to && from < f.end)) return;
-    this.stats.fillsAhead++;
-    const done = this.tracked(blob, from, to, this.fill(blob, content, fd, from, to - from, size, true));
-    hold.push(done.then((ok) => ok && this.unmarkIfComplete(blob, fd, file)));
+  /**
+   * The window to fill ahead of a reader whose filled range [start, end)
+   * continues a sequential stream, or null. None for a start being recorded:
+   * bytes filled ahead raise no events, so they would go unrecorded.
+   */
+  private aheadOf(blob: Blob, start: number, end: number): Window | null {
+    const ra = this.opts.readahead ?? DEFAULT_READAHEAD;
+    if (ra.max <= 0 || blob.complete || this.opts.recorder?.learning(blob.volume, blob.cookie)) return null;
+    blob.streams ??= new ReadaheadStreams(blob.size, ra);
+    return blob.streams.observe(start, end);
+  }
+
+  /**
+   * Fills a window in the background through `fd` (kept open by `hold`).
+   * Parts present or under way are left alone; events for bytes in a part
+   * wait for it. A remote blob fetches the window's chunks nobody has yet in
+   * one go (fillAhead: in bench/fanotify 138-164 MB/s from the registry,
+   * against 105-131 in 4 MiB parts); a local one is filled in parts.
+   */
+  private fillAhead(blob: Blob, content: BlobContent, fd: number, file: string, win: Window, size: number, hold: Promise<unknown>[]): void {
+    const ms = this.opts.readDeadlineMs;
+    const clipped = { start: win.start, end: Math.min(win.end, size) };
+    for (const { start: from, end: to } of content.fillAhead ? [clipped] : windowParts(clipped, LOCAL_AHEAD_PART)) {
+      if (this.io.holeAt(fd, from) >= to || blob.inflight.some((f) => f.start < to && from < f.end)) continue;
+      this.stats.fillsAhead++;
+      const filling = content.fillAhead
+        ? content.fillAhead(from, to - from, this.sinkOf(blob, fd, size), this.io.alloc, ms ? AbortSignal.timeout(ms) : undefined)
+          .then(() => true, () => false) // no reader waits on it: a read of these bytes fills them, and says so if that fails
+        : this.fill(blob, content, fd, from, to - from, size, true);
+      const done = this.tracked(blob, from, to, filling);
+      hold.push(done.then((ok) => ok && this.unmarkIfComplete(blob, fd, file)));
+    }
   }
 
   /** Registers a fill of [start, end) as under way until it settles. */
@@ -361,7 +386,7 @@ export class FanotifyDaemon {
     let b = this.blobs.get(rel);
     if (!b) {
       const nb: Blob = {
-        rel, volume, cookie, size, content: this.resolver.resolve(volume, cookie), reads: 0, bytesWritten: 0, complete: false, inflight: [], lastFill: -1,
+        rel, volume, cookie, size, content: this.resolver.resolve(volume, cookie), reads: 0, bytesWritten: 0, complete: false, inflight: [],
       };
       nb.content.then((c) => (nb.resolved = c), () => undefined);
       this.blobs.set(rel, (b = nb));

@@ -22,7 +22,7 @@ export interface ReadaheadOptions {
   gap: number;
 }
 
-export const DEFAULT_READAHEAD: ReadaheadOptions = { initial: 2 << 20, max: 16 << 20, streams: 4, gap: 4 << 20 };
+export const DEFAULT_READAHEAD: ReadaheadOptions = { initial: 4 << 20, max: 16 << 20, streams: 4, gap: 4 << 20 };
 
 interface Stream {
   /** READs starting in [lo, next + gap] belong to this stream */
@@ -76,4 +76,19 @@ export class ReadaheadStreams {
     s.size = size;
     return win;
   }
+}
+
+/**
+ * A window from a blob without fillAhead (a local file) is filled in parts
+ * of this size, each a fill of its own, so a read of bytes in the window
+ * waits for the part under it rather than the whole window (bench/fanotify:
+ * 206-211 MB/s cold against 149-164 in one part).
+ */
+export const LOCAL_AHEAD_PART = 4 << 20;
+
+/** win cut into parts of at most `part` bytes, in order. */
+export function windowParts(win: Window, part: number): Window[] {
+  const out: Window[] = [];
+  for (let s = win.start; s < win.end; s += part) out.push({ start: s, end: Math.min(s + part, win.end) });
+  return out;
 }
