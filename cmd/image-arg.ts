@@ -2,6 +2,7 @@
 // bootstrap file (its blobs beside it, or in --blobs), a converted image in
 // an OCI layout (oci:DIR[:TAG], or the layout's path), or one in a registry
 // (docker://HOST/REPO[:TAG|@DIGEST]: its blobs are read there).
+import fs from 'node:fs';
 import path from 'node:path';
 import type { BlobSource } from '../image/blob/source';
 import { blobsIn } from '../image/inspect/inspect';
@@ -9,7 +10,7 @@ import type { BlobEntry } from '../image/rafs/bootstrap';
 import { isLayoutRef, openNydusLayout, readNydusBootstrap } from '../image/convert/nydus-layout';
 import { Registries, RegistrySource, parseDockerRef } from '../image/convert/docker';
 import { RegistryBlobSource } from '../content/remote/source';
-import { readFailure, readRegularFile } from '../config/read-file';
+import { FileRefused, readFailure, readRegularFile } from '../config/read-file';
 import { MAX_BOOTSTRAP_BYTES } from '../mounts/mounter';
 
 /** IMAGE names nothing that can be opened: one line. */
@@ -22,6 +23,11 @@ export interface ImageArgOptions {
   user?: string;
   plainHttp?: boolean;
   hostsDir: string;
+  /**
+   * A bootstrap file is only named, not read (mount: lazysnapd copies and
+   * checks it; an EROFS image given as one can be hundreds of MiB).
+   */
+  pathOnly?: boolean;
 }
 
 export interface OpenedImage {
@@ -64,7 +70,11 @@ export async function openImageArg(image: string, o: ImageArgOptions): Promise<O
   }
   let buf: Buffer;
   try {
-    buf = readRegularFile(image, MAX_BOOTSTRAP_BYTES);
+    if (o.pathOnly) {
+      const st = fs.statSync(image);
+      if (!st.isFile()) throw new FileRefused('is not a regular file');
+      buf = Buffer.alloc(0);
+    } else buf = readRegularFile(image, MAX_BOOTSTRAP_BYTES);
   } catch (e) {
     const missing = (e as NodeJS.ErrnoException).code === 'ENOENT';
     throw new ImageArgError(missing

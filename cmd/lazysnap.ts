@@ -81,7 +81,7 @@ imageOptions(program
   .option('--config <file>', CONFIG_HELP)
   .action(async (image: string, dir: string, o: ImageArgOptions & { domain?: string; fsid?: string; address?: string; config?: string }) => {
     const { openImageArg } = await import('./image-arg');
-    const img = await openImageArg(image, o);
+    const img = await openImageArg(image, { ...o, pathOnly: true });
     await img.close();
     // lazysnapd keeps its own copy of the bootstrap; one from a layout or a registry goes through a temporary file
     const tmp = img.bootstrapFile ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-mount-'));

@@ -14,7 +14,7 @@ import type { BlobFile } from '../worker/control';
 import { BlobDownloader, downloadBlobFiles, fileBackedMount, prepareBlobFiles } from './blob-files';
 import { FscacheImage, FscacheImages } from '../snapshotter/storage/images';
 import { excerpt } from '../log/excerpt';
-import { readFailure, readRegularFile } from '../config/read-file';
+import { copyRegularFile, readFailure } from '../config/read-file';
 import { MS, mountFs } from '../native';
 
 const exec = promisify(execFile);
@@ -49,6 +49,8 @@ export function erofsOptions(o: { fsid: string; domain: string; nosuid?: boolean
 }
 
 const NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
+/** a bootstrap being copied into imagesDir ('+' is not in NAME_RE: no fsid's dir starts so) */
+const INCOMING = '+incoming-';
 
 export class Mounter {
   /** fsid -> device tags; a mounted image's bootstrap is a private copy that never changes */
@@ -80,6 +82,21 @@ export class Mounter {
     private readonly fileBacked?: { blobDir: string; groupFd?: number; download?: BlobDownloader },
   ) {}
 
+  private swept = false;
+
+  /** Removes copies a kill interrupted (once: only this lazysnapd copies here, under the instance lock). */
+  private sweepIncoming(): void {
+    if (this.swept) return;
+    this.swept = true;
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.imagesDir);
+    } catch {
+      return; // not made yet
+    }
+    for (const n of names) if (n.startsWith(INCOMING)) fs.rmSync(path.join(this.imagesDir, n), { force: true });
+  }
+
   /** how this mounter's images are served */
   get backend(): 'fscache' | 'fanotify' | 'download' {
     if (!this.fileBacked) return 'fscache';
@@ -92,27 +109,36 @@ export class Mounter {
     if (!fs.existsSync(source)) throw new MountError(`bootstrap ${excerpt(source)} does not exist`);
     if (!fs.statSync(mountpoint, { throwIfNoEntry: false })?.isDirectory()) throw new MountError(`mountpoint ${excerpt(mountpoint)} is not a directory`);
     if (this.images().byMountpoint(mountpoint)) throw new MountError(`${excerpt(mountpoint)} already has a lazysnap mount`);
-    let buf: Buffer;
+    // The bootstrap is copied, so the mount never depends on a file the user may change; hashed as it is copied (it
+    // names the fsid), in bounded memory. A copy a kill interrupted is an .incoming file, swept at the next mount.
+    this.sweepIncoming();
+    fs.mkdirSync(this.imagesDir, { recursive: true, mode: 0o700 });
+    const incoming = path.join(this.imagesDir, `${INCOMING}${crypto.randomBytes(8).toString('hex')}`);
+    let bootstrap: string;
+    let fsid: string;
+    let domain: string;
     try {
-      buf = readRegularFile(source, MAX_BOOTSTRAP_BYTES);
-    } catch (e) {
-      throw new MountError(`bootstrap ${excerpt(source)}: ${readFailure(e)}`);
+      let copied: { sha256: string; head: Buffer };
+      try {
+        copied = copyRegularFile(source, incoming, MAX_BOOTSTRAP_BYTES, 64 << 10);
+      } catch (e) {
+        throw new MountError(`bootstrap ${excerpt(source)}: ${readFailure(e)}`);
+      }
+      // refuse what the kernel would refuse, with a better message (the superblock is in the first block, <= 64 KiB)
+      new ErofsImage(copied.head, `bootstrap ${excerpt(source)}`);
+      fsid = spec.fsid || `lazysnap-${crypto.createHash('sha256').update(`${mountpoint}\0${copied.sha256}`).digest('hex').slice(0, 24)}`;
+      domain = spec.domain ?? '';
+      for (const [what, v] of [['fsid', fsid], ['domain', domain]] as const) {
+        if (v && !NAME_RE.test(v)) throw new MountError(`${what} "${excerpt(v)}" must be 1-64 characters of [A-Za-z0-9._-]`);
+      }
+      if (this.images().get(fsid)) throw new MountError(`fsid ${fsid} is already in use`);
+      const dir = path.join(this.imagesDir, fsid);
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      bootstrap = path.join(dir, 'image.boot');
+      fs.renameSync(incoming, bootstrap);
+    } finally {
+      fs.rmSync(incoming, { force: true });
     }
-    new ErofsImage(buf, `bootstrap ${excerpt(source)}`); // refuse what the kernel would refuse, with a better message
-    const digest = crypto.createHash('sha256').update(buf).digest('hex');
-    const fsid = spec.fsid || `lazysnap-${crypto.createHash('sha256').update(`${mountpoint}\0${digest}`).digest('hex').slice(0, 24)}`;
-    const domain = spec.domain ?? '';
-    for (const [what, v] of [['fsid', fsid], ['domain', domain]] as const) {
-      if (v && !NAME_RE.test(v)) throw new MountError(`${what} "${excerpt(v)}" must be 1-64 characters of [A-Za-z0-9._-]`);
-    }
-    if (this.images().get(fsid)) throw new MountError(`fsid ${fsid} is already in use`);
-
-    // The bootstrap is copied, so the mount never depends on a file the user may change.
-    const dir = path.join(this.imagesDir, fsid);
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const bootstrap = path.join(dir, 'image.boot');
-    fs.writeFileSync(`${bootstrap}.tmp`, buf);
-    fs.renameSync(`${bootstrap}.tmp`, bootstrap);
     const blobsDir = spec.imageRef && !spec.blobsDir ? '' : path.resolve(spec.blobsDir ?? path.dirname(source));
     this.images().add({ fsid, domain, bootstrap, blobsDir, imageRef: spec.imageRef, snapshotId: spec.snapshotId });
     const volume = domain || fsid;
@@ -135,7 +161,7 @@ export class Mounter {
       }
     } catch (err) {
       this.images().remove(fsid);
-      fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(path.dirname(bootstrap), { recursive: true, force: true });
       if (this.fileBacked && this.images().inVolume(volume).length === 0) this.dropVolume(volume);
       const e = err as { stderr?: string; message: string; code?: string };
       if (!opts) throw new MountError(`cannot ${this.backend === 'download' ? 'download' : 'prepare'} the blob files of ${excerpt(source)}: ${e.message}`);

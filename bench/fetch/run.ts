@@ -4,7 +4,7 @@
 // registry, measured in one run: once directly against docker-registry on
 // 127.0.0.1, once through a shaping proxy (bench/fetch/shaper.ts: +20 ms RTT,
 // 200 Mbit/s). Also a READ-driven pass: sequential 128 KiB fills with 8 in
-// flight, as kernel readahead would issue them. And the same work with no
+// flight, as kernel readahead would issue them, with the worker's readahead. And the same work with no
 // network: every chunk decoded, verified and written (the floor), and the
 // chunk fetcher reading the blob from memory.
 //
@@ -29,6 +29,7 @@ import { alignUp } from '../../content/content';
 import { BufferPool } from '../../worker/buffer-pool';
 import { writeCache } from '../../worker/device';
 import { median } from '../stats';
+import { ReadaheadStreams } from '../../content/readahead';
 
 const MiB = 1 << 20;
 const REPS = Number(process.env.BENCH_REPS ?? 2);
@@ -132,16 +133,23 @@ async function fetcherReads(host: string, entry: BlobEntry, file: string): Promi
     written.fill(1, off / 4096, (off + data.length) / 4096);
   };
   const step = 128 * 1024;
+  // and, like the worker (worker/daemon.ts), windows filled ahead of the stream
+  const streams = new ReadaheadStreams(content.size);
+  const ahead: Promise<unknown>[] = [];
   let next = 0;
   const worker = async () => {
     while (next < content.size) {
       const off = next;
       next += step;
       if (written.subarray(off / 4096, Math.ceil(Math.min(off + step, content.size) / 4096)).every((x) => x === 1)) continue;
-      await content.fill(off, step, sink, cf.alloc);
+      const fill = content.fill(off, step, sink, cf.alloc);
+      const win = streams.observe(off, Math.min(off + step, content.size));
+      if (win) ahead.push(content.fillAhead(win.start, win.end - win.start, sink, cf.alloc));
+      await fill;
     }
   };
   await Promise.all(Array.from({ length: 8 }, worker));
+  await Promise.all(ahead);
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
   await cf.fh.close();
   await client.close();
@@ -223,7 +231,7 @@ async function main(): Promise<void> {
         `${t.name}:\n` +
         `  curl (whole blob, 1 GET):             ${c.toFixed(2)} s  ${mbs(c)} MB/s   [${curlS.map((x) => x.toFixed(2)).join(', ')}]\n` +
         `  chunk fetcher prefetch (${gets} GETs):  ${f.toFixed(2)} s  ${mbs(f)} MB/s   [${fetchS.map((x) => x.toFixed(2)).join(', ')}]\n` +
-        `  chunk fetcher READs (128 KiB, 8 in flight): ${reads.toFixed(2)} s  ${mbs(reads)} MB/s\n` +
+        `  chunk fetcher READs (128 KiB, 8 in flight, readahead): ${reads.toFixed(2)} s  ${mbs(reads)} MB/s\n` +
         `  (prefetch: ${bad} chunk verification failures, ${retries} HTTP retries over ${REPS} runs)\n` +
         `  ratio chunk fetcher / curl (time): ${(f / c).toFixed(2)}   READ-driven / curl: ${(reads / c).toFixed(2)}` +
         `   chunk fetcher / decode+write floor: ${(f / floor).toFixed(2)}\n`,

@@ -10,7 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { allowedMountpoint, isBeneath } from '../../admin/mount-policy';
 import { adminHandlers } from '../../admin/service';
-import { erofsOptions, type Mounter, type MountSpec } from '../../mounts/mounter';
+import { erofsOptions, Mounter, MountError, type MountSpec } from '../../mounts/mounter';
 import { MS } from '../../native';
 import type { FscacheImages } from '../../snapshotter/storage/images';
 
@@ -85,5 +85,27 @@ test('the Mount handler checks the place first and always asks for nosuid,nodev'
     assert.equal(specs.length, 1, 'refused places never reach the mounter');
   } finally {
     f.done();
+  }
+});
+
+test('a bootstrap is copied in bounded memory before anything else: one the kernel would refuse leaves no copy; a copy a kill left is swept at the next mount', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-mounter-'));
+  try {
+    const imagesDir = path.join(dir, 'images');
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    fs.mkdirSync(imagesDir);
+    fs.writeFileSync(path.join(imagesDir, '+incoming-0123'), 'left by a kill');
+    const images = { byMountpoint: () => undefined, get: () => undefined } as unknown as FscacheImages;
+    const m = new Mounter(() => images, imagesDir, pino({ level: 'silent' }));
+    const bad = path.join(dir, 'not-erofs');
+    fs.writeFileSync(bad, Buffer.alloc(8192, 7));
+    await assert.rejects(m.mount({ bootstrap: bad, mountpoint: mnt }), /superblock\.magic/);
+    assert.deepEqual(fs.readdirSync(imagesDir), [], 'the leftover swept, the refused copy removed');
+    await assert.rejects(m.mount({ bootstrap: '/dev/zero', mountpoint: mnt }),
+      (e: unknown) => e instanceof MountError && /^bootstrap \/dev\/zero: is a character device, not a regular file$/.test((e as Error).message));
+    assert.deepEqual(fs.readdirSync(imagesDir), []);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -3,6 +3,7 @@
 // regexes (RE2, in a worker), bounded file reads, flags, and the root's mode.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,7 +16,7 @@ import { Info, Kind, MAX_KEY_BYTES, MAX_LABELS_BYTES } from '../../snapshotter/s
 import { LIST_BATCH, LIST_BATCH_BYTES, ListBatcher, toWire, wireInfoBytes } from '../../snapshotter/service';
 import { filterView, matches, MAX_REGEX_PROGRAM, parseFilters, usesRegex } from '../../snapshotter/filters';
 import { FilterCancelled, FilterPool } from '../../snapshotter/filter-pool';
-import { FileRefused, readRegularFile } from '../../config/read-file';
+import { FileRefused, copyRegularFile, readRegularFile } from '../../config/read-file';
 import { applyFlags, ConfigError, loadConfig, parseConfig } from '../../config/config';
 import { setModes } from '../../snapshotter/snapshotter';
 import { snapshotsService } from '../../proto/load';
@@ -145,6 +146,30 @@ test('the filter pool matches as the event loop would, and a cancelled job ends 
     assert.deepEqual(await pool.match(['name~=^c1$'], costly.slice(0, 3), new AbortController().signal), [false, true, false]);
   } finally {
     pool.close();
+  }
+});
+
+test('copyRegularFile: a copy of 3 MiB with its sha256 and head, in bounded memory; what readRegularFile refuses is refused, and /proc past the bound too', () => {
+  const dir = tmp();
+  try {
+    const src = path.join(dir, 'src');
+    const data = crypto.randomBytes(3 * (1 << 20) + 123);
+    fs.writeFileSync(src, data);
+    const r = copyRegularFile(src, path.join(dir, 'dst'), 4 << 20, 64 << 10);
+    assert.ok(fs.readFileSync(path.join(dir, 'dst')).equals(data));
+    assert.equal(r.sha256, crypto.createHash('sha256').update(data).digest('hex'));
+    assert.ok(r.head.equals(data.subarray(0, 64 << 10)));
+    assert.equal((fs.statSync(path.join(dir, 'dst')).mode & 0o777), 0o600);
+    assert.throws(() => copyRegularFile(src, path.join(dir, 'dst'), 4 << 20, 16), { code: 'EEXIST' }, 'never over an existing file');
+    const small = path.join(dir, 'small');
+    fs.writeFileSync(small, 'abc');
+    assert.equal(copyRegularFile(small, path.join(dir, 'd2'), 10, 64 << 10).head.toString(), 'abc');
+    assert.throws(() => copyRegularFile(src, path.join(dir, 'd3'), 1 << 20, 16), /more than 1048576/);
+    assert.throws(() => copyRegularFile('/dev/zero', path.join(dir, 'd4'), 1 << 20, 16), /is a character device/);
+    assert.throws(() => copyRegularFile('/proc/self/maps', path.join(dir, 'd5'), 10, 16), /more than 10 bytes/);
+    assert.throws(() => copyRegularFile(path.join(dir, 'none'), path.join(dir, 'd6'), 10, 16), { code: 'ENOENT' });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
