@@ -14,12 +14,6 @@ import { FAN, FanEvent, parseEvent } from './events';
 import { EventJournal, JournalEntry } from './journal';
 
 const EIO = 5;
-/**
- * A sequential reader's next bytes are filled this far ahead of its last
- * fill, in the background: a cold sequential read otherwise waits for every
- * chunk in turn (bench/fanotify). Within this distance of the previous fill
- * a read counts as sequential.
- */
 
 /** A lazily filled blob file under the blob dir, and its size (lazysnapd's open-blobs). */
 export interface BlobFile {
