@@ -15,6 +15,20 @@ function kind(st: fs.Stats): string {
   return 'a special file';
 }
 
+/** An fd on file, once fstat says it is a regular file of at most maxBytes (closed if not). */
+function openRegularFile(file: string, maxBytes: number): { fd: number; st: fs.Stats } {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new FileRefused(`is ${kind(st)}, not a regular file`);
+    if (st.size > maxBytes) throw new FileRefused(`is ${st.size} bytes, more than ${maxBytes}`);
+    return { fd, st };
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+}
+
 /**
  * The contents of a regular file of at most maxBytes. Opened non-blocking
  * (opening a FIFO then returns at once) and checked with fstat on the open
@@ -22,11 +36,8 @@ function kind(st: fs.Stats): string {
  * Errors from open(2) pass through with their code; the others are FileRefused.
  */
 export function readRegularFile(file: string, maxBytes: number): Buffer {
-  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
+  const { fd, st } = openRegularFile(file, maxBytes);
   try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw new FileRefused(`is ${kind(st)}, not a regular file`);
-    if (st.size > maxBytes) throw new FileRefused(`is ${st.size} bytes, more than ${maxBytes}`);
     const chunks: Buffer[] = [];
     let total = 0;
     for (;;) {
@@ -52,11 +63,8 @@ export function readRegularFile(file: string, maxBytes: number): Buffer {
  * Returns the sha256 of the bytes and the first headBytes of them.
  */
 export function copyRegularFile(file: string, dst: string, maxBytes: number, headBytes: number): { sha256: string; head: Buffer } {
-  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
+  const { fd } = openRegularFile(file, maxBytes);
   try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw new FileRefused(`is ${kind(st)}, not a regular file`);
-    if (st.size > maxBytes) throw new FileRefused(`is ${st.size} bytes, more than ${maxBytes}`);
     const out = fs.openSync(dst, 'wx', 0o600);
     try {
       const hash = crypto.createHash('sha256');

@@ -92,3 +92,13 @@ export function windowParts(win: Window, part: number): Window[] {
   for (let s = win.start; s < win.end; s += part) out.push({ start: s, end: Math.min(s + part, win.end) });
   return out;
 }
+
+/**
+ * The fills a window is made of, for both workers: one for a remote blob
+ * (fillAhead fetches what nobody has yet; in bench/fanotify 138-164 MB/s from
+ * the registry against 105-131 in 4 MiB parts), LOCAL_AHEAD_PART-sized ones
+ * for a local blob.
+ */
+export function aheadParts(win: Window, remote: boolean): Window[] {
+  return remote ? (win.end > win.start ? [win] : []) : windowParts(win, LOCAL_AHEAD_PART);
+}

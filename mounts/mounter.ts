@@ -110,7 +110,7 @@ export class Mounter {
     if (!fs.statSync(mountpoint, { throwIfNoEntry: false })?.isDirectory()) throw new MountError(`mountpoint ${excerpt(mountpoint)} is not a directory`);
     if (this.images().byMountpoint(mountpoint)) throw new MountError(`${excerpt(mountpoint)} already has a lazysnap mount`);
     // The bootstrap is copied, so the mount never depends on a file the user may change; hashed as it is copied (it
-    // names the fsid), in bounded memory. A copy a kill interrupted is an .incoming file, swept at the next mount.
+    // names the fsid), in bounded memory. A copy a kill interrupted is an INCOMING file, swept at the next mount.
     this.sweepIncoming();
     fs.mkdirSync(this.imagesDir, { recursive: true, mode: 0o700 });
     const incoming = path.join(this.imagesDir, `${INCOMING}${crypto.randomBytes(8).toString('hex')}`);

@@ -8,7 +8,7 @@ import { Allocator, BlobContent, ContentResolver, RangeSink, ReadObserver, Unkno
 import { CacheObject, ObjectClosedError, ObjectTable } from './objects';
 import { Message, Opcode, OpenMsg, ReadMsg, CloseMsg, cmd, volumeName } from './protocol';
 import type { TraceRecorder } from './learn/trace-recorder';
-import { DEFAULT_READAHEAD, LOCAL_AHEAD_PART, ReadaheadOptions, ReadaheadStreams, windowParts } from '../content/readahead';
+import { DEFAULT_READAHEAD, ReadaheadOptions, ReadaheadStreams, aheadParts } from '../content/readahead';
 
 const ENOENT = 2;
 const EIO = 5;
@@ -299,7 +299,7 @@ export class FscacheDaemon {
     if (!win) return;
     const ms = this.opts.readDeadlineMs;
     const c = obj.content;
-    for (const part of c.fillAhead ? [win] : windowParts(win, LOCAL_AHEAD_PART)) {
+    for (const part of aheadParts(win, !!c.fillAhead)) {
       this.stats.fillsAhead++;
       const signal = ms ? AbortSignal.timeout(ms) : undefined;
       const len = part.end - part.start;

@@ -1,7 +1,7 @@
 // Sequential streams in READs and the windows fetched ahead of them (content/readahead.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ReadaheadStreams, windowParts } from '../../content/readahead';
+import { ReadaheadStreams, aheadParts, windowParts } from '../../content/readahead';
 
 const M = 1 << 20;
 const K = 1024;
@@ -72,4 +72,11 @@ test('windowParts: cut in order, the last part short', () => {
     { start: M, end: 5 * M }, { start: 5 * M, end: 9 * M }, { start: 9 * M, end: 10 * M + 5 },
   ]);
   assert.deepEqual(windowParts({ start: 0, end: 0 }, 4 * M), []);
+});
+
+test('aheadParts: a remote blob\'s window is one fill, a local one\'s 4 MiB parts', () => {
+  const win = { start: M, end: 10 * M };
+  assert.deepEqual(aheadParts(win, true), [win]);
+  assert.deepEqual(aheadParts(win, false), [{ start: M, end: 5 * M }, { start: 5 * M, end: 9 * M }, { start: 9 * M, end: 10 * M }]);
+  assert.deepEqual(aheadParts({ start: M, end: M }, true), []);
 });

@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { Allocator, BlobContent, ContentResolver, RangeSink, ReadObserver, ReadResult, UnknownBlobError, clipToSize, fillRetryable } from '../../content/content';
 import type { TraceRecorder } from '../learn/trace-recorder';
-import { DEFAULT_READAHEAD, LOCAL_AHEAD_PART, ReadaheadOptions, ReadaheadStreams, Window, windowParts } from '../../content/readahead';
+import { DEFAULT_READAHEAD, ReadaheadOptions, ReadaheadStreams, Window, aheadParts } from '../../content/readahead';
 import { FAN, FanEvent, parseEvent } from './events';
 import { EventJournal, JournalEntry } from './journal';
 
@@ -346,16 +346,14 @@ export class FanotifyDaemon {
   }
 
   /**
-   * Fills a window in the background through `fd` (kept open by `hold`).
-   * Parts present or under way are left alone; events for bytes in a part
-   * wait for it. A remote blob fetches the window's chunks nobody has yet in
-   * one go (fillAhead: in bench/fanotify 138-164 MB/s from the registry,
-   * against 105-131 in 4 MiB parts); a local one is filled in parts.
+   * Fills a window in the background through `fd` (kept open by `hold`), in
+   * the parts aheadParts names. Parts present or under way are left alone;
+   * events for bytes in a part wait for it.
    */
   private fillAhead(blob: Blob, content: BlobContent, fd: number, file: string, win: Window, size: number, hold: Promise<unknown>[]): void {
     const ms = this.opts.readDeadlineMs;
     const clipped = { start: win.start, end: Math.min(win.end, size) };
-    for (const { start: from, end: to } of content.fillAhead ? [clipped] : windowParts(clipped, LOCAL_AHEAD_PART)) {
+    for (const { start: from, end: to } of aheadParts(clipped, !!content.fillAhead)) {
       if (this.io.holeAt(fd, from) >= to || blob.inflight.some((f) => f.start < to && from < f.end)) continue;
       this.stats.fillsAhead++;
       const filling = content.fillAhead
