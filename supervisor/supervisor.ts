@@ -13,6 +13,7 @@ import { reniceThreads } from '../worker/renice';
 import { BlobFile, ControlReply, HANDOVER_BYTE, Heartbeat, WorkerEvent, WorkerStatus, onJsonLines, sendJson } from '../worker/control';
 import { SETTINGS_ENV, WorkerSettings, encodeSettings } from '../worker/settings';
 import { judgeWorker } from './liveness';
+import { workerTunables } from './malloc-tunables';
 
 export interface SupervisorOptions {
   devFd: number;
@@ -210,7 +211,7 @@ export class FscacheSupervisor {
     const [mine, theirs] = socketpair('stream');
     const proc = spawn(process.execPath, [this.workerJs], {
       stdio: ['ignore', 'inherit', 'inherit', theirs],
-      env: { ...process.env, [SETTINGS_ENV]: encodeSettings(this.o.worker) },
+      env: { ...process.env, [SETTINGS_ENV]: encodeSettings(this.o.worker), GLIBC_TUNABLES: workerTunables(process.env.GLIBC_TUNABLES) },
     });
     fs.closeSync(theirs);
     const control = new net.Socket({ fd: mine, readable: true, writable: true });

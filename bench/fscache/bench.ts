@@ -87,7 +87,11 @@ async function baseline(img: string, cacheRoot: string, dir: string): Promise<{ 
   execFileSync('gcc', ['-O2', '-o', bin, path.join(HERE_SRC, 'cdaemon.c')]);
   const cache = path.join(cacheRoot, 'bench-c');
   fs.mkdirSync(cache, { recursive: true });
-  const d = spawn(bin, [cache, 'bench-c', img], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // The same storage lazysnap reads from: lazysnapd serves its copy of the image on the guest's tmpfs, and a
+  // pread from the host's disk (hostfs) costs a UML round trip to the host that one from guest RAM does not.
+  const local = path.join(dir, 'c-image.erofs');
+  fs.copyFileSync(img, local);
+  const d = spawn(bin, [cache, 'bench-c', local], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   d.stdout.on('data', (x) => (out += x));
   await new Promise<void>((r) => d.stdout.once('data', () => r()));
@@ -99,8 +103,51 @@ async function baseline(img: string, cacheRoot: string, dir: string): Promise<{ 
   d.kill('SIGTERM');
   await new Promise((res) => d.once('exit', res));
   fs.rmSync(cache, { recursive: true, force: true }); // give the guest's RAM back
+  fs.rmSync(local, { force: true });
   const reads = Number(/reads=(\d+)/.exec(out)?.[1] ?? NaN);
   return { mbps: r.bytes / MB / r.seconds, rps: reads / r.seconds, reads };
+}
+
+/** Every layer of repo:tag downloaded whole by curl, one after another: what the registry serves in this guest. */
+async function curlLayers(url: string, repo: string, tag: string): Promise<{ mbps: number; bytes: number }> {
+  const accept = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json';
+  const res = await fetch(`${url}/v2/${repo}/manifests/${tag}`, { headers: { accept } });
+  if (!res.ok) throw new Error(`manifest of ${repo}:${tag}: HTTP ${res.status}`);
+  const layers = ((await res.json()) as { layers?: { digest: string }[] }).layers ?? [];
+  if (!layers.length) throw new Error(`manifest of ${repo}:${tag} names no layers`);
+  let seconds = 0;
+  let bytes = 0;
+  for (const l of layers) {
+    const out = (await runOk('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{time_total} %{size_download}', `${url}/v2/${repo}/blobs/${l.digest}`],
+      { timeoutMs: 600_000 })).stdout.trim().split(' ');
+    seconds += Number(out[0]);
+    bytes += Number(out[1]);
+  }
+  return { mbps: bytes / MB / seconds, bytes };
+}
+
+/** Per pid (its threads included; zeros once gone): CPU seconds (user+system), minor page faults and read/write
+ * syscalls; and the CPU seconds of the whole machine but idle and iowait. In UML a page fault or a syscall is a
+ * round trip to the host, so their counts say where a guest process's time goes. */
+function cpuSeconds(pids: number[]): { procs: { cpu: number; faults: number; rw: number }[]; busy: number } {
+  const TICK = 100; // USER_HZ
+  const procs = pids.map((pid) => {
+    try {
+      // the fields after the ")" that ends comm: state is [0], so minflt (field 10) is [7], utime and stime [11], [12]
+      const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      let io = ''; // without CONFIG_TASK_IO_ACCOUNTING: no counts
+      try {
+        io = fs.readFileSync(`/proc/${pid}/io`, 'utf8');
+      } catch { /* counted as 0 */ }
+      const n = (k: string) => Number(new RegExp(`^${k}: (\\d+)`, 'm').exec(io)?.[1] ?? 0);
+      return { cpu: (Number(f[11]) + Number(f[12])) / TICK, faults: Number(f[7]), rw: n('syscr') + n('syscw') };
+    } catch {
+      return { cpu: 0, faults: 0, rw: 0 };
+    }
+  });
+  const c = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const busy = c.reduce((a, b) => a + b, 0) - c[3] - c[4];
+  return { procs, busy: busy / TICK };
 }
 
 function pct(xs: number[], p: number): number {
@@ -147,6 +194,8 @@ async function main() {
     let l: { mbps: number; rps: number; reads: number } | undefined;
     let healthy: Record<string, any> | undefined;
     let reg: { mbps: number; rps: number; reads: number } | undefined;
+    let regCurl: { mbps: number; bytes: number } | undefined;
+    let regCpu = '';
     if (c) {
       const mnt = path.join(dir, 'mnt-l');
       fs.mkdirSync(mnt);
@@ -162,9 +211,10 @@ async function main() {
         process.stderr.write('registry row: the OCI original\n');
         const original = await ociOriginal();
         const { startRegistry } = await import('../../test/support/registry');
-        // its storage on the host's disk (hostfs), not in the guest's RAM beside the cache
-        fs.rmSync(path.join(WORK, 'registry'), { recursive: true, force: true });
-        const registry = await startRegistry({ dir: path.join(WORK, 'registry') });
+        // Its storage in the guest's RAM, as the C daemon's image is: a registry serving a hot blob from its page
+        // cache. On the host's disk (hostfs) every read is a UML round trip to the host, and curl got 70 MB/s.
+        fs.rmSync(path.join(WORK, 'registry'), { recursive: true, force: true }); // where it was kept before
+        const registry = await startRegistry({ dir: path.join(dir, 'registry') });
         try {
           // converted straight into the registry, as an operator would: the converter streams its upload
           process.stderr.write('registry row: converting into the registry\n');
@@ -176,14 +226,23 @@ async function main() {
           await cli('mount', `docker://${registry.host}/bench/fscache:1`, rmnt);
           process.stderr.write('registry row: reading it\n');
           const w0 = (await status()).worker.stats;
+          const who = { registry: registry.daemon.proc.pid!, worker: (await quickStatus()).worker.pid as number,
+            lazysnapd: d.daemon.proc.pid!, reader: process.pid };
+          const cpu0 = cpuSeconds(Object.values(who));
           const rr = readAll(rmnt);
+          const cpu1 = cpuSeconds(Object.values(who));
           const w1 = (await status()).worker.stats;
+          regCpu = Object.keys(who).map((k, i) => `${k} ${(cpu1.procs[i].cpu - cpu0.procs[i].cpu).toFixed(1)} s ` +
+            `(${cpu1.procs[i].faults - cpu0.procs[i].faults} faults, ${cpu1.procs[i].rw - cpu0.procs[i].rw} read/write calls)`).join(', ') +
+            `; all ${(cpu1.busy - cpu0.busy).toFixed(1)} of ${rr.seconds.toFixed(1)} s`;
           await cli('umount', rmnt);
           if (rr.bytes !== r.bytes) throw new Error(`read ${rr.bytes} bytes from the registry image, ${r.bytes} from the local one`);
           const n = w1.reads - w0.reads;
           reg = { mbps: rr.bytes / MB / rr.seconds, rps: n / rr.seconds, reads: n };
+          regCurl = await curlLayers(registry.url, 'bench/fscache', '1');
         } finally {
           await registry.stop();
+          fs.rmSync(registry.dir, { recursive: true, force: true }); // give the guest's RAM back
         }
       }
     }
@@ -289,6 +348,11 @@ async function main() {
     if (c && reg) {
       console.log(line('lazysnap from registry', reg));
       console.log(`ratio lazysnap from the registry (nydus, zstd, blake3) / C daemon from a local file: MB/s ${(reg.mbps / c.mbps).toFixed(2)}  (goal >= 0.6)`);
+      console.log(`during that read, CPU (user+system): ${regCpu}`);
+      if (regCurl) {
+        console.log(`curl, the image's blobs whole from the same registry: ${regCurl.mbps.toFixed(1)} MB/s (${(regCurl.bytes / MB).toFixed(0)} MiB); ` +
+          `curl / C daemon ${(regCurl.mbps / c.mbps).toFixed(2)}, lazysnap from the registry / curl ${(reg.mbps / regCurl.mbps).toFixed(2)}`);
+      }
     }
     const spread = (xs: number[]) => (xs.length ? `p50=${pct(xs, 50).toFixed(0)} ms p99=${pct(xs, 99).toFixed(0)} ms max=${Math.max(...xs).toFixed(0)} ms` : 'none');
     if (kills.length) {

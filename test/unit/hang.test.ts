@@ -12,6 +12,7 @@ import Database from 'better-sqlite3';
 import pino from 'pino';
 import { judgeWorker, type LivenessBounds, type WorkerLiveness } from '../../supervisor/liveness';
 import { FscacheSupervisor, heartbeatMsFor } from '../../supervisor/supervisor';
+import { workerTunables } from '../../supervisor/malloc-tunables';
 import { ConfigError, parseConfig } from '../../config/config';
 import { decodeSettings, encodeSettings, type WorkerSettings } from '../../worker/settings';
 import type { Heartbeat } from '../../worker/control';
@@ -127,6 +128,11 @@ test('a stopped or spinning serving worker is killed within the bound and replac
     assert.ok(sup.health().silentMs! < BOUND / 2, `silent ${sup.health().silentMs} ms`);
     assert.equal(sup.health().standby, 'loaded', 'a loaded standby waits');
     assert.equal(typeof sup.health().handled, 'number', 'the serving worker reports what it handled');
+    // Started with the malloc settings of supervisor/malloc-tunables.ts. glibc splits the variable in place as
+    // it reads it (a NUL for each ':'), so /proc shows each setting as an entry of its own.
+    const env = fs.readFileSync(`/proc/${sup.workerPid}/environ`, 'utf8').split('\0');
+    const [first, ...rest] = workerTunables(process.env.GLIBC_TUNABLES).split(':');
+    for (const t of [`GLIBC_TUNABLES=${first}`, ...rest]) assert.ok(env.includes(t), `${t} in ${env.join(' ')}`);
 
     const signals: NodeJS.Signals[] = ['SIGSTOP', 'SIGSTOP', 'SIGSTOP', 'SIGSTOP', 'SIGUSR2', 'SIGUSR2'];
     for (const [i, sig] of signals.entries()) {
