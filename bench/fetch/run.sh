@@ -5,4 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 npx tsc -p tsconfig.json
+# the fetcher runs in this process: give it the malloc settings a worker starts with
+GLIBC_TUNABLES=$(node -e "process.stdout.write(require('./dist/supervisor/malloc-tunables').workerTunables(process.env.GLIBC_TUNABLES))")
+export GLIBC_TUNABLES
 exec node dist/bench/fetch/run.js
