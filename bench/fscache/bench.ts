@@ -126,23 +126,18 @@ async function curlLayers(url: string, repo: string, tag: string): Promise<{ mbp
   return { mbps: bytes / MB / seconds, bytes };
 }
 
-/** Per pid (its threads included; zeros once gone): CPU seconds (user+system), minor page faults and read/write
- * syscalls; and the CPU seconds of the whole machine but idle and iowait. In UML a page fault or a syscall is a
- * round trip to the host, so their counts say where a guest process's time goes. */
-function cpuSeconds(pids: number[]): { procs: { cpu: number; faults: number; rw: number }[]; busy: number } {
+/** Per pid (its threads included; zeros once gone): CPU seconds (user+system) and minor page faults; and the CPU
+ * seconds of the whole machine but idle and iowait. In UML a page fault is a round trip to the host, so the count
+ * says where a guest process's time goes. (The test kernel has no CONFIG_TASK_IO_ACCOUNTING: no syscall counts.) */
+function cpuSeconds(pids: number[]): { procs: { cpu: number; faults: number }[]; busy: number } {
   const TICK = 100; // USER_HZ
   const procs = pids.map((pid) => {
     try {
       // the fields after the ")" that ends comm: state is [0], so minflt (field 10) is [7], utime and stime [11], [12]
       const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      let io = ''; // without CONFIG_TASK_IO_ACCOUNTING: no counts
-      try {
-        io = fs.readFileSync(`/proc/${pid}/io`, 'utf8');
-      } catch { /* counted as 0 */ }
-      const n = (k: string) => Number(new RegExp(`^${k}: (\\d+)`, 'm').exec(io)?.[1] ?? 0);
-      return { cpu: (Number(f[11]) + Number(f[12])) / TICK, faults: Number(f[7]), rw: n('syscr') + n('syscw') };
+      return { cpu: (Number(f[11]) + Number(f[12])) / TICK, faults: Number(f[7]) };
     } catch {
-      return { cpu: 0, faults: 0, rw: 0 };
+      return { cpu: 0, faults: 0 };
     }
   });
   const c = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
@@ -233,7 +228,7 @@ async function main() {
           const cpu1 = cpuSeconds(Object.values(who));
           const w1 = (await status()).worker.stats;
           regCpu = Object.keys(who).map((k, i) => `${k} ${(cpu1.procs[i].cpu - cpu0.procs[i].cpu).toFixed(1)} s ` +
-            `(${cpu1.procs[i].faults - cpu0.procs[i].faults} faults, ${cpu1.procs[i].rw - cpu0.procs[i].rw} read/write calls)`).join(', ') +
+            `(${cpu1.procs[i].faults - cpu0.procs[i].faults} faults)`).join(', ') +
             `; all ${(cpu1.busy - cpu0.busy).toFixed(1)} of ${rr.seconds.toFixed(1)} s`;
           await cli('umount', rmnt);
           if (rr.bytes !== r.bytes) throw new Error(`read ${rr.bytes} bytes from the registry image, ${r.bytes} from the local one`);
