@@ -73,7 +73,7 @@ interface Binding {
   pidfdGetfd(pid: number, fd: number): number;
   FD_KEEPER_COMM: string;
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
-  decodeChunk(compressor: number, src: Uint8Array, dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string>;
+  decodeChunk(compressor: number, src: Uint8Array | readonly Uint8Array[], dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string>;
   compressChunk(src: Uint8Array, dst: Uint8Array, level: number): Promise<number>;
   blake3(data: Uint8Array): Buffer;
   MS_RDONLY: number;
@@ -350,10 +350,11 @@ export function blake3(data: Uint8Array): Buffer {
 /**
  * Decompresses one chunk (compressor: 0 none, 1 lz4_block, 3 zstd; gzip is
  * not handled here) into `dst`, which it must fill exactly, and checks its
- * digest (0 blake3, 1 sha256) against `want`. Resolves with "" for a good
- * chunk, else with why not. Runs on the libuv threadpool; dst must not be
- * touched until it settles.
+ * digest (0 blake3, 1 sha256) against `want`. `src` is the compressed bytes,
+ * or their pieces in order (a response body as received: not joined first).
+ * Resolves with "" for a good chunk, else with why not. Runs on the libuv
+ * threadpool; dst must not be touched until it settles.
  */
-export function decodeChunk(compressor: number, src: Uint8Array, dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string> {
+export function decodeChunk(compressor: number, src: Uint8Array | readonly Uint8Array[], dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string> {
   return native.decodeChunk(compressor, src, dst, digestAlgo, want);
 }

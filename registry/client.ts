@@ -39,6 +39,7 @@ import {
   headerValue,
   readExact,
   readLimited,
+  readParts,
   readSlice,
   send,
 } from './http';
@@ -565,7 +566,7 @@ export class Repository {
           // not retried: the caller's way around a server that gets suffix ranges wrong is a HEAD
           throw new ProtocolError(`asked for ${range}, got Content-Range "${cr}"`, { ...info, status: 206 });
         }
-        return { size, off: from, data: await this.rangeBody(res, to - from + 1, info, opts.signal) };
+        return { size, off: from, data: Buffer.concat(await this.rangeBody(res, to - from + 1, info, opts.signal)) };
       },
       whole: async (res, info) => {
         const size = Number(headerValue(res.headers, 'content-length'));
@@ -589,6 +590,11 @@ export class Repository {
    * The bytes are not verified here: chunk digests do that.
    */
   async readBlob(digest: string, off: number, len: number, opts: { signal?: AbortSignal; blobSize?: number } = {}): Promise<Buffer> {
+    return Buffer.concat(await this.readBlobParts(digest, off, len, opts), len);
+  }
+
+  /** readBlob's bytes as the socket delivered them, in order, not joined: the chunk fetcher decodes from them. */
+  async readBlobParts(digest: string, off: number, len: number, opts: { signal?: AbortSignal; blobSize?: number } = {}): Promise<Buffer[]> {
     if (!Number.isSafeInteger(off) || !Number.isSafeInteger(len) || off < 0 || len <= 0) {
       throw new RangeError(`bad range [${off}, +${len}) of ${digest}`);
     }
@@ -623,7 +629,7 @@ export class Repository {
         }
         const data = await readSlice(res, off, len, info, opts.signal);
         this.client.stats.bytes += off + len;
-        return data;
+        return [data];
       },
     });
   }
@@ -663,14 +669,14 @@ export class Repository {
   }
 
   /** A 206's body of `len` bytes; a Content-Length that says otherwise is a truncation. */
-  private async rangeBody(res: HttpResponse, len: number, info: RegistryErrorInfo, signal?: AbortSignal): Promise<Buffer> {
+  private async rangeBody(res: HttpResponse, len: number, info: RegistryErrorInfo, signal?: AbortSignal): Promise<Buffer[]> {
     const cl = headerValue(res.headers, 'content-length');
     if (cl !== undefined && Number(cl) !== len) {
       discard(res);
       throw new BodyLengthError(`Content-Length ${cl} for a ${len}-byte range (truncated)`, { ...info, status: 206 });
     }
-    const data = await readExact(res, len, info, signal);
+    const parts = await readParts(res, len, info, signal);
     this.client.stats.bytes += len;
-    return data;
+    return parts;
   }
 }

@@ -147,9 +147,13 @@ export async function send(agent: Dispatcher, url: string, opts: SendOptions, in
   }
 }
 
-/** Reads a body that must be exactly len bytes, into one buffer (no copies per chunk beyond one). */
-export async function readExact(res: HttpResponse, len: number, info: RegistryErrorInfo, signal?: AbortSignal): Promise<Buffer> {
-  const out = Buffer.allocUnsafe(len);
+/**
+ * Reads a body that must be exactly len bytes, as the buffers the socket
+ * delivered (views the parser made of each read, kept, not copied): chunk
+ * data decodes from them directly.
+ */
+export async function readParts(res: HttpResponse, len: number, info: RegistryErrorInfo, signal?: AbortSignal): Promise<Buffer[]> {
+  const parts: Buffer[] = [];
   let got = 0;
   try {
     for await (const chunk of res.body as AsyncIterable<Buffer>) {
@@ -157,14 +161,19 @@ export async function readExact(res: HttpResponse, len: number, info: RegistryEr
         res.body.destroy();
         throw new BodyLengthError(`body longer than the ${len} bytes asked for`, info);
       }
-      chunk.copy(out, got);
+      parts.push(chunk);
       got += chunk.length;
     }
   } catch (e) {
     throw transportError(e, info, signal);
   }
   if (got !== len) throw new BodyLengthError(`body truncated: got ${got} of ${len} bytes`, info);
-  return out;
+  return parts;
+}
+
+/** Reads a body that must be exactly len bytes, into one buffer. */
+export async function readExact(res: HttpResponse, len: number, info: RegistryErrorInfo, signal?: AbortSignal): Promise<Buffer> {
+  return Buffer.concat(await readParts(res, len, info, signal), len);
 }
 
 /**

@@ -20,7 +20,7 @@ import { FetchScheduler } from '../../content/remote/scheduler';
 import { buildSyntheticBlob, uploadBlob } from '../../test/support/testblob';
 import { startRegistry } from '../../test/support/registry';
 import { runOk } from '../../test/support/proc';
-import { memorySource } from '../../test/support/fixtures';
+import { asParts, memorySource } from '../../test/support/fixtures';
 import { makeTempDir, removeTempDir } from '../../test/support/tmp';
 import type { BlobEntry } from '../../image/rafs/bootstrap';
 import { DataBlob } from '../../image/blob/datablob';
@@ -67,8 +67,8 @@ async function cacheFile(p: string) {
 
 /** An in-memory blob as a RangeReader: the fetcher's pipeline with no network under it. */
 function memoryReader(data: Buffer): RangeReader {
-  const src = memorySource(data); // each read a copy, as reading a response body makes one
-  return { name: src.name, size: src.size, readRange: (off, len) => src.read(off, len) };
+  const src = memorySource(data); // each read a copy, in a socket's pieces, as a response body comes
+  return { name: src.name, size: src.size, readRange: async (off, len) => asParts(await src.read(off, len)) };
 }
 
 /** The work without the fetcher: every chunk decoded and verified on the threadpool (2 per core in flight) and pwritten. */

@@ -43,6 +43,7 @@ import { AbortedError, AuthError, RegistryError } from '../../registry/errors';
 import { FetchScheduler, Priority } from './scheduler';
 import { BlobTail, RangeReader, RegistryBlobSource, rangeReaderOf } from './source';
 import { SharedFetch, Waiter } from './waiters';
+import { sliceParts } from './parts';
 import { BadChunkError, BadChunks } from './bad-chunks';
 
 export interface ChunkFetcherOptions {
@@ -119,12 +120,14 @@ interface Job {
   started: boolean;
   /** aborted once every fill and prefetch run that joined it stopped waiting */
   shared: SharedFetch;
-  promise: Promise<Buffer>;
+  /** the GET's body as received (parts.ts) */
+  promise: Promise<Buffer[]>;
 }
 
 interface Piece {
   job: Job;
-  promise: Promise<Buffer>;
+  /** the chunk's compressed bytes: views of the GET's body parts */
+  promise: Promise<Buffer[]>;
   settled: boolean;
   size: number;
 }
@@ -132,7 +135,7 @@ interface Piece {
 /** A chunk's compressed bytes as one waiter sees them: they reject with AbortedError when it gives up. */
 interface Fetching {
   piece: Piece;
-  bytes: Promise<Buffer>;
+  bytes: Promise<Buffer[]>;
 }
 
 export class RemoteBlobContent implements BlobContent, PrefetchTarget {
@@ -462,7 +465,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       const at = c.cOffset - run.cStart;
       const piece: Piece = {
         job,
-        promise: job.promise.then((b) => b.subarray(at, at + c.cSize)),
+        promise: job.promise.then((b) => sliceParts(b, at, c.cSize)),
         settled: false,
         size: c.cSize,
       };
@@ -601,7 +604,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
    * refetches it, up to verifyAttempts (one attempt for a chunk back from
    * its cool-down), then marks it bad. A chunk that verifies is healed.
    */
-  private async decodeInto(c: ChunkInfo, first: Buffer, firstPiece: Piece, dst: Buffer, priority: number,
+  private async decodeInto(c: ChunkInfo, first: Buffer[], firstPiece: Piece, dst: Buffer, priority: number,
     waiter: Waiter): Promise<void> {
     let compressed = first;
     let piece = firstPiece;

@@ -16,8 +16,8 @@ export interface BlobTail {
 export interface RangeReader {
   readonly name: string;
   readonly size: number;
-  /** exactly len bytes at off, or an error */
-  readRange(off: number, len: number, signal?: AbortSignal): Promise<Buffer>;
+  /** exactly len bytes at off, in pieces (a response body as received: not joined), or an error */
+  readRange(off: number, len: number, signal?: AbortSignal): Promise<Buffer[]>;
 }
 
 export class RegistryBlobSource implements BlobSource, RangeReader {
@@ -48,16 +48,16 @@ export class RegistryBlobSource implements BlobSource, RangeReader {
     return this.repo.registry;
   }
 
-  read(off: number, len: number): Promise<Buffer> {
-    return this.readRange(off, len);
+  async read(off: number, len: number): Promise<Buffer> {
+    return Buffer.concat(await this.readRange(off, len), len);
   }
 
-  async readRange(off: number, len: number, signal?: AbortSignal): Promise<Buffer> {
+  async readRange(off: number, len: number, signal?: AbortSignal): Promise<Buffer[]> {
     if (off < 0 || len < 0 || off + len > this.size) {
       throw new FormatError(this.name, `read [${off}, ${off + len}) beyond the blob's ${this.size} bytes`);
     }
-    if (len === 0) return Buffer.alloc(0);
-    return this.repo.readBlob(this.digest, off, len, { signal, blobSize: this.size });
+    if (len === 0) return [];
+    return this.repo.readBlobParts(this.digest, off, len, { signal, blobSize: this.size });
   }
 
   async close(): Promise<void> {
@@ -69,5 +69,5 @@ export class RegistryBlobSource implements BlobSource, RangeReader {
 export function rangeReaderOf(src: BlobSource): RangeReader {
   const r = src as Partial<RangeReader>;
   if (typeof r.readRange === 'function') return src as unknown as RangeReader;
-  return { name: src.name, size: src.size, readRange: (off, len) => src.read(off, len) };
+  return { name: src.name, size: src.size, readRange: async (off, len) => [await src.read(off, len)] };
 }

@@ -88,19 +88,21 @@ export class DataBlob {
   /**
    * Decompresses and verifies one chunk from its compressed bytes, on the
    * libuv threadpool: a READ's chunks decode on every core while the event
-   * loop goes on serving. dst is not to be touched until it settles.
+   * loop goes on serving. `compressed` may come in pieces (a response body's
+   * buffers). dst is not to be touched until it settles.
    */
-  async decodeChunk(c: ChunkInfo, compressed: Buffer, dst?: Buffer): Promise<Buffer> {
+  async decodeChunk(c: ChunkInfo, compressed: Buffer | readonly Buffer[], dst?: Buffer): Promise<Buffer> {
     const { what, out, want, compressor } = this.decodeSetup(c, compressed, dst);
-    if (compressor === Compressor.Gzip) return this.decodeInJs(c, compressed, out, what, want);
+    if (compressor === Compressor.Gzip) return this.decodeInJs(c, Array.isArray(compressed) ? Buffer.concat(compressed) : compressed as Buffer, out, what, want);
     const why = await decodeChunkNative(compressor, compressed, out, this.entry.digester, want);
     if (why) throw new FormatError(what, why);
     return out;
   }
 
-  private decodeSetup(c: ChunkInfo, compressed: Buffer, dst?: Buffer) {
+  private decodeSetup(c: ChunkInfo, compressed: Buffer | readonly Buffer[], dst?: Buffer) {
     const what = `${this.name} chunk ${c.index}`;
-    if (compressed.length !== c.cSize) throw new FormatError(what, `got ${compressed.length} compressed bytes, want ${c.cSize}`);
+    const got = Array.isArray(compressed) ? compressed.reduce((n: number, b: Buffer) => n + b.length, 0) : (compressed as Buffer).length;
+    if (got !== c.cSize) throw new FormatError(what, `got ${got} compressed bytes, want ${c.cSize}`);
     // Unverifiable data is never handed out.
     if (!this.digests) throw new FormatError(what, 'no chunk digests: none in the blob ToC, none in the bootstrap chunk table');
     const out = dst ? dst.subarray(0, c.uSize) : Buffer.allocUnsafe(c.uSize);

@@ -5,6 +5,11 @@
 // cpuid), sha256 is OpenSSL's (the copy Node links), zstd and lz4 are the
 // system's libzstd and liblz4. Gzip chunks stay in JS (zlib). The converter's
 // zstd compression runs here too, for the same reason: every core.
+//
+// A chunk's compressed bytes may come as a list of pieces: the response
+// body's buffers as the socket delivered them, so a Range GET is never
+// copied into one buffer first. zstd decodes across them straight into dst.
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_d_stableOutBuffer: decode into dst, not through a window buffer
 #include <lz4.h>
 #include <openssl/evp.h>
 #include <zstd.h>
@@ -12,6 +17,7 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "../deps/blake3/blake3.h"
 #include "native.h"
@@ -45,29 +51,85 @@ static std::string Hex(const uint8_t* p, size_t n) {
   return s;
 }
 
-// Decodes src into dst (exactly dst_len bytes) and checks the digest. Returns
-// "" when the chunk is good, else why not: the caller turns it into a
-// FormatError naming the chunk. Runs on a threadpool thread: no N-API here.
-static std::string Decode(int compressor, const uint8_t* src, size_t src_len, uint8_t* dst, size_t dst_len,
+// A piece of a chunk's compressed bytes.
+struct Span {
+  const uint8_t* p;
+  size_t n;
+};
+
+// zstd across pieces: the decoder reads each in place (a block that straddles
+// two is gathered in its own small buffer) and writes straight into dst.
+static std::string ZstdSpans(ZSTD_DCtx* dctx, const std::vector<Span>& src, uint8_t* dst, size_t dst_len, size_t* n) {
+  ZSTD_DCtx_reset(dctx, ZSTD_reset_session_only);  // a failed chunk may have left a frame half read
+  size_t r = ZSTD_DCtx_setParameter(dctx, ZSTD_d_stableOutBuffer, 1);
+  if (ZSTD_isError(r)) return std::string("zstd: ") + ZSTD_getErrorName(r);
+  ZSTD_outBuffer out = {dst, dst_len, 0};
+  size_t left = 1;  // 0 once a frame has ended and no other has begun
+  for (const Span& s : src) {
+    ZSTD_inBuffer in = {s.p, s.n, 0};
+    while (in.pos < in.size) {
+      size_t in_pos = in.pos, out_pos = out.pos;
+      left = ZSTD_decompressStream(dctx, &out, &in);
+      if (ZSTD_isError(left)) return std::string("Zstd data does not decompress: ") + ZSTD_getErrorName(left);
+      // no progress: dst is full and input remains
+      if (in.pos == in_pos && out.pos == out_pos) return "data decompresses to more than " + std::to_string(dst_len) + " bytes";
+    }
+  }
+  // input ends inside a frame: flush what the decoder holds, then it must be complete
+  while (left != 0) {
+    ZSTD_inBuffer none = {nullptr, 0, 0};
+    size_t out_pos = out.pos;
+    left = ZSTD_decompressStream(dctx, &out, &none);
+    if (ZSTD_isError(left)) return std::string("Zstd data does not decompress: ") + ZSTD_getErrorName(left);
+    if (left != 0 && out.pos == out_pos) return "Zstd data does not decompress: the frame is truncated";
+  }
+  *n = out.pos;
+  return "";
+}
+
+// Decodes src (its pieces in order, src_len bytes in all) into dst (exactly
+// dst_len bytes) and checks the digest. Returns "" when the chunk is good,
+// else why not: the caller turns it into a FormatError naming the chunk. Runs
+// on a threadpool thread: no N-API here.
+static std::string Decode(int compressor, const std::vector<Span>& src, size_t src_len, uint8_t* dst, size_t dst_len,
                           int algo, const uint8_t* want) {
   size_t n = 0;
   switch (compressor) {
     case kNone:
       if (src_len != dst_len) return "stored chunk is " + std::to_string(src_len) + " bytes, want " + std::to_string(dst_len);
-      memcpy(dst, src, src_len);
-      n = src_len;
+      for (const Span& s : src) {
+        memcpy(dst + n, s.p, s.n);
+        n += s.n;
+      }
       break;
     case kZstd: {
       // one context per thread, reused: a context costs about 100 KiB to set up
       thread_local ZSTD_DCtx* dctx = ZSTD_createDCtx();
       if (dctx == nullptr) return "zstd: out of memory";
-      n = ZSTD_decompressDCtx(dctx, dst, dst_len, src, src_len);
+      if (src.size() > 1) {
+        std::string why = ZstdSpans(dctx, src, dst, dst_len, &n);
+        if (!why.empty()) return why;
+        break;
+      }
+      n = ZSTD_decompressDCtx(dctx, dst, dst_len, src.empty() ? nullptr : src[0].p, src_len);
       if (ZSTD_isError(n)) return std::string("Zstd data does not decompress: ") + ZSTD_getErrorName(n);
       break;
     }
     case kLz4Block: {
       if (src_len > INT32_MAX || dst_len > INT32_MAX) return "lz4 block too large";
-      int r = LZ4_decompress_safe(reinterpret_cast<const char*>(src), reinterpret_cast<char*>(dst),
+      // an lz4 block decodes from one buffer: pieces are gathered first (nydus's own blobs are zstd by default)
+      const uint8_t* in = src.empty() ? nullptr : src[0].p;
+      thread_local std::vector<uint8_t> gathered;
+      if (src.size() > 1) {
+        gathered.resize(src_len);
+        size_t at = 0;
+        for (const Span& s : src) {
+          memcpy(gathered.data() + at, s.p, s.n);
+          at += s.n;
+        }
+        in = gathered.data();
+      }
+      int r = LZ4_decompress_safe(reinterpret_cast<const char*>(in), reinterpret_cast<char*>(dst),
                                   static_cast<int>(src_len), static_cast<int>(dst_len));
       if (r < 0) return "Lz4Block data does not decompress";
       n = static_cast<size_t>(r);
@@ -91,14 +153,44 @@ static std::string Decode(int compressor, const uint8_t* src, size_t src_len, ui
 
 struct DecodeArgs {
   int compressor;
-  Napi::Uint8Array src, dst, want;
+  // src as given (a Uint8Array) or a private copy of the list, so the caller cannot change what is referenced
+  Napi::Object src_holder;
+  std::vector<Span> src;
+  size_t src_len = 0;
+  Napi::Uint8Array dst, want;
   int algo;
 };
+
+// src: a Uint8Array, or an array of them (the pieces in order).
+static void ArgSpans(const Napi::CallbackInfo& info, size_t i, DecodeArgs* a) {
+  Napi::Value v = info[i];
+  auto add = [a](Napi::Uint8Array b) {
+    a->src.push_back({b.Data(), b.ByteLength()});
+    a->src_len += b.ByteLength();
+  };
+  if (!v.IsArray()) {
+    Napi::Uint8Array b = ArgBytes(info, i, "src");
+    add(b);
+    a->src_holder = b;
+    return;
+  }
+  Napi::Array list = v.As<Napi::Array>();
+  Napi::Array own = Napi::Array::New(info.Env(), list.Length());
+  for (uint32_t k = 0; k < list.Length(); k++) {
+    Napi::Value e = list.Get(k);
+    if (!e.IsTypedArray() || e.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      throw Napi::TypeError::New(info.Env(), "The \"src\" argument must be a Buffer or an array of Buffers");
+    }
+    add(e.As<Napi::Uint8Array>());
+    own.Set(k, e);
+  }
+  a->src_holder = own;
+}
 
 static DecodeArgs ArgsDecode(const Napi::CallbackInfo& info) {
   DecodeArgs a;
   a.compressor = static_cast<int>(ArgInt(info, 0, "compressor", 0, 255));
-  a.src = ArgBytes(info, 1, "src");
+  ArgSpans(info, 1, &a);
   a.dst = ArgBytes(info, 2, "dst");
   a.algo = static_cast<int>(ArgInt(info, 3, "digestAlgo", kBlake3, kSha256));
   a.want = ArgBytes(info, 4, "want");
@@ -110,20 +202,20 @@ static DecodeArgs ArgsDecode(const Napi::CallbackInfo& info) {
 }
 
 // decodeChunk(compressor, src, dst, digestAlgo, want) -> Promise<"" or why not>, on the libuv threadpool. The
-// three buffers are kept alive (referenced) until it settles; the caller
+// buffers are kept alive (referenced) until it settles; the caller
 // must not touch dst meanwhile.
 class DecodeWorker : public Napi::AsyncWorker {
  public:
   DecodeWorker(Napi::Env env, DecodeArgs a)
       : Napi::AsyncWorker(env, "lazysnap.decodeChunk"),
         deferred_(Napi::Promise::Deferred::New(env)),
-        src_ref_(Napi::Persistent(static_cast<Napi::Object>(a.src))),
+        src_ref_(Napi::Persistent(a.src_holder)),
         dst_ref_(Napi::Persistent(static_cast<Napi::Object>(a.dst))),
         want_ref_(Napi::Persistent(static_cast<Napi::Object>(a.want))),
         compressor_(a.compressor),
         algo_(a.algo),
-        src_(a.src.Data()),
-        src_len_(a.src.ByteLength()),
+        src_(std::move(a.src)),
+        src_len_(a.src_len),
         dst_(a.dst.Data()),
         dst_len_(a.dst.ByteLength()),
         want_(a.want.Data()) {}
@@ -142,7 +234,7 @@ class DecodeWorker : public Napi::AsyncWorker {
   Napi::ObjectReference src_ref_, dst_ref_, want_ref_;
   // raw views taken on the JS thread: napi values are not valid on the pool
   int compressor_, algo_;
-  const uint8_t* src_;
+  std::vector<Span> src_;
   size_t src_len_;
   uint8_t* dst_;
   size_t dst_len_;

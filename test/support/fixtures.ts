@@ -21,6 +21,22 @@ export function nydusFixtures() {
 }
 
 /** A BlobSource over a buffer. */
+/**
+ * A buffer cut into pieces as a socket delivers a response body (reads of up
+ * to 64 KiB, here of uneven sizes so that chunk and piece boundaries fall
+ * anywhere): what RangeReader.readRange resolves with.
+ */
+export function asParts(buf: Buffer): Buffer[] {
+  const parts: Buffer[] = [];
+  const sizes = [65536, 16384, 1, 40000, 4096, 65535, 333];
+  for (let at = 0, k = 0; at < buf.length; k++) {
+    const n = Math.min(sizes[k % sizes.length], buf.length - at);
+    parts.push(buf.subarray(at, at + n));
+    at += n;
+  }
+  return parts;
+}
+
 export function memorySource(buf: Buffer, name = 'memory') {
   return {
     name,

@@ -20,7 +20,7 @@ import { IntegrityError } from '../../registry/errors';
 import { FscacheDaemon, DeviceIO } from '../../worker/daemon';
 import { encodeMessage, parseMessage, Opcode } from '../../worker/protocol';
 import { buildSyntheticBlob, SyntheticBlob } from '../support/testblob';
-import { memorySource } from '../support/fixtures';
+import { asParts, memorySource } from '../support/fixtures';
 import { blobsOf } from '../../admin/service';
 
 const T = { timeout: 60_000 };
@@ -42,13 +42,13 @@ class Reader implements RangeReader {
   get size() {
     return this.b.data.length;
   }
-  async readRange(off: number, len: number): Promise<Buffer> {
+  async readRange(off: number, len: number): Promise<Buffer[]> {
     this.calls.push([off, len]);
     await sleep(1);
     const out = Buffer.from(this.b.data.subarray(off, off + len));
     const at = this.bad.cOffset + Math.floor(this.bad.cSize / 2);
     if (this.corrupt && at >= off && at < off + len) out[at - off] ^= 0x10;
-    return out;
+    return asParts(out);
   }
   /** GETs whose range covered any byte of chunk c */
   getsOf(c: ChunkInfo): number {

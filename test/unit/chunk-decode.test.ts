@@ -1,14 +1,16 @@
 // The addon's chunk decoding (native/src/chunk.cc): blake3 against the BLAKE3
 // project's published test vectors (input byte i is i % 251), and
-// decodeChunk on zstd, lz4_block and stored chunks: good
-// chunks fill dst exactly, every corruption comes back as a reason, never as
-// a good result, and bad arguments throw.
+// decodeChunk on zstd, lz4_block and stored chunks, whole or in pieces (a
+// response body as the socket delivered it): good chunks fill dst exactly,
+// every corruption comes back as a reason, never as a good result, and bad
+// arguments throw.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { blake3, decodeChunk } from '../../native';
 import { compress } from '../../image/codec/decompress';
 import { Compressor, DigestAlgo } from '../../image/rafs/bootstrap';
+import { asParts } from '../support/fixtures';
 
 const pattern = (len: number) => Buffer.from(Array.from({ length: len }, (_, i) => i % 251));
 
@@ -63,19 +65,56 @@ for (const [name, comp, z] of cases) {
   }
 }
 
+/** One buffer cut in several ways: socket-sized pieces, tiny ones, a cut after the first byte, empty pieces among them. */
+function cuts(z: Buffer): Array<[string, Buffer[]]> {
+  const tiny: Buffer[] = [];
+  for (let at = 0; at < z.length; at += 997) tiny.push(z.subarray(at, at + 997));
+  return [
+    ['socket reads', asParts(z)],
+    ['997-byte pieces', tiny],
+    ['1 + rest, empty pieces between', [Buffer.alloc(0), z.subarray(0, 1), Buffer.alloc(0), z.subarray(1), Buffer.alloc(0)]],
+  ];
+}
+
+for (const [name, comp, z] of cases) {
+  const want = blake3(data);
+  test(`${name} in pieces: good, corrupt, wrong size, truncated, too long`, async () => {
+    for (const [how, parts] of cuts(z)) {
+      const dst = Buffer.alloc(data.length);
+      assert.equal(await decodeChunk(comp, parts, dst, DigestAlgo.Blake3, want), '', how);
+      assert.ok(dst.equals(data), how);
+
+      const bent = Buffer.from(z);
+      bent[bent.length >> 1] ^= 0x55;
+      assert.notEqual(await decodeChunk(comp, cuts(bent).find(([h]) => h === how)![1], Buffer.alloc(data.length), DigestAlgo.Blake3, want), '', how);
+      assert.notEqual(await decodeChunk(comp, parts, Buffer.alloc(data.length + 1), DigestAlgo.Blake3, want), '', `${how}: dst too long`);
+      assert.notEqual(await decodeChunk(comp, parts, Buffer.alloc(data.length - 1), DigestAlgo.Blake3, want), '', `${how}: dst too short`);
+      const short = cuts(z.subarray(0, z.length - 3)).find(([h]) => h === how)![1];
+      assert.notEqual(await decodeChunk(comp, short, Buffer.alloc(data.length), DigestAlgo.Blake3, want), '', `${how}: truncated`);
+      assert.notEqual(await decodeChunk(comp, [...parts, Buffer.from('xyz')], Buffer.alloc(data.length), DigestAlgo.Blake3, want), '', `${how}: bytes after the chunk`);
+      // and after each failure, the thread's decoder still decodes a good chunk right
+      const again = Buffer.alloc(data.length);
+      assert.equal(await decodeChunk(comp, parts, again, DigestAlgo.Blake3, want), '', `${how}: after failures`);
+      assert.ok(again.equals(data), how);
+    }
+  });
+}
+
 test('decodeChunk checks its arguments', () => {
   const d = Buffer.alloc(10);
   assert.throws(() => decodeChunk(Compressor.Gzip, d, d, 0, Buffer.alloc(32)), RangeError);
   assert.throws(() => decodeChunk(Compressor.Zstd, d, d, 0, Buffer.alloc(31)), RangeError);
   assert.throws(() => decodeChunk(Compressor.Zstd, d, d, 2, Buffer.alloc(32)), RangeError);
   assert.throws(() => decodeChunk(Compressor.Zstd, 'x' as unknown as Buffer, d, 0, Buffer.alloc(32)), TypeError);
+  assert.throws(() => decodeChunk(Compressor.Zstd, [d, 'x' as unknown as Buffer], d, 0, Buffer.alloc(32)), TypeError);
 });
 
 test('many decodes in flight at once all come back right', async () => {
   const z = compress(Compressor.Zstd, data);
   const want = blake3(data);
   const outs = Array.from({ length: 64 }, () => Buffer.alloc(data.length));
-  const why = await Promise.all(outs.map((o) => decodeChunk(Compressor.Zstd, z, o, DigestAlgo.Blake3, want)));
+  // whole and in pieces, interleaved on the pool's threads
+  const why = await Promise.all(outs.map((o, i) => decodeChunk(Compressor.Zstd, i % 2 ? asParts(z) : z, o, DigestAlgo.Blake3, want)));
   assert.deepEqual(new Set(why), new Set(['']));
   for (const o of outs) assert.ok(o.equals(data));
 });

@@ -12,7 +12,7 @@ import type { RangeReader } from '../../content/remote/source';
 import { buildSyntheticBlob, SyntheticBlob } from '../support/testblob';
 import { DataBlob } from '../../image/blob/datablob';
 import { Compressor, DigestAlgo } from '../../image/rafs/bootstrap';
-import { memorySource } from '../support/fixtures';
+import { asParts, memorySource } from '../support/fixtures';
 import { IntegrityError } from '../../registry/errors';
 
 /** every test and hook is bounded: a hang fails instead of blocking the run */
@@ -36,7 +36,7 @@ class TestReader implements RangeReader {
   get size() {
     return this.data.length;
   }
-  async readRange(off: number, len: number): Promise<Buffer> {
+  async readRange(off: number, len: number): Promise<Buffer[]> {
     const call = this.calls.length;
     this.calls.push([off, len]);
     this.inflight++;
@@ -44,7 +44,7 @@ class TestReader implements RangeReader {
     try {
       if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
       const out = Buffer.from(this.data.subarray(off, off + len));
-      return this.tamper?.(off, len, out, call) ?? out;
+      return asParts(this.tamper?.(off, len, out, call) ?? out);
     } finally {
       this.inflight--;
     }

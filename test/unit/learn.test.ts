@@ -260,7 +260,7 @@ test('blob metadata kept on disk: a second open reads nothing from the source; a
   const mem = memorySource(fx.blob());
   let reads = 0;
   const counting = { name: mem.name, size: mem.size, close: () => mem.close(),
-    read: (o: number, l: number) => { reads++; return mem.read(o, l); }, readRange: (o: number, l: number) => { reads++; return mem.read(o, l); } };
+    read: (o: number, l: number) => { reads++; return mem.read(o, l); }, readRange: async (o: number, l: number) => { reads++; return [await mem.read(o, l)]; } };
   const first = new MetaSource(counting);
   const a = await DataBlob.open(entry, first);
   assert.ok(reads >= 2, 'ToC and chunk infos read from the source');

@@ -17,7 +17,7 @@ import { AbortedError } from '../../registry/errors';
 import { FscacheDaemon, DeviceIO } from '../../worker/daemon';
 import { encodeMessage, parseMessage, Opcode } from '../../worker/protocol';
 import { buildSyntheticBlob, SyntheticBlob } from '../support/testblob';
-import { memorySource } from '../support/fixtures';
+import { asParts, memorySource } from '../support/fixtures';
 
 const T = { timeout: 30_000 };
 const PAGE = 4096;
@@ -42,7 +42,7 @@ class Reader implements RangeReader {
   get size() {
     return this.data.length;
   }
-  readRange(off: number, len: number, signal?: AbortSignal): Promise<Buffer> {
+  readRange(off: number, len: number, signal?: AbortSignal): Promise<Buffer[]> {
     const call: Call = { off, len, at: performance.now() };
     this.calls.push(call);
     return new Promise((resolve, reject) => {
@@ -58,7 +58,7 @@ class Reader implements RangeReader {
         signal?.removeEventListener('abort', onAbort);
         const out = Buffer.from(this.data.subarray(off, off + len));
         if (this.corrupt) out[Math.floor(len / 2)] ^= 1;
-        resolve(out);
+        resolve(asParts(out));
       }, this.delayMs);
     });
   }
