@@ -57,6 +57,14 @@ struct Span {
   size_t n;
 };
 
+// The pieces one after another into out (which holds them all).
+static void CopySpans(const std::vector<Span>& src, uint8_t* out) {
+  for (const Span& s : src) {
+    memcpy(out, s.p, s.n);
+    out += s.n;
+  }
+}
+
 // zstd across pieces: the decoder reads each in place (a block that straddles
 // two is gathered in its own small buffer) and writes straight into dst.
 static std::string ZstdSpans(ZSTD_DCtx* dctx, const std::vector<Span>& src, uint8_t* dst, size_t dst_len, size_t* n) {
@@ -97,10 +105,8 @@ static std::string Decode(int compressor, const std::vector<Span>& src, size_t s
   switch (compressor) {
     case kNone:
       if (src_len != dst_len) return "stored chunk is " + std::to_string(src_len) + " bytes, want " + std::to_string(dst_len);
-      for (const Span& s : src) {
-        memcpy(dst + n, s.p, s.n);
-        n += s.n;
-      }
+      CopySpans(src, dst);
+      n = src_len;
       break;
     case kZstd: {
       // one context per thread, reused: a context costs about 100 KiB to set up
@@ -122,11 +128,7 @@ static std::string Decode(int compressor, const std::vector<Span>& src, size_t s
       thread_local std::vector<uint8_t> gathered;
       if (src.size() > 1) {
         gathered.resize(src_len);
-        size_t at = 0;
-        for (const Span& s : src) {
-          memcpy(gathered.data() + at, s.p, s.n);
-          at += s.n;
-        }
+        CopySpans(src, gathered.data());
         in = gathered.data();
       }
       int r = LZ4_decompress_safe(reinterpret_cast<const char*>(in), reinterpret_cast<char*>(dst),
@@ -178,7 +180,7 @@ static void ArgSpans(const Napi::CallbackInfo& info, size_t i, DecodeArgs* a) {
   Napi::Array own = Napi::Array::New(info.Env(), list.Length());
   for (uint32_t k = 0; k < list.Length(); k++) {
     Napi::Value e = list.Get(k);
-    if (!e.IsTypedArray() || e.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    if (!IsBytes(e)) {
       throw Napi::TypeError::New(info.Env(), "The \"src\" argument must be a Buffer or an array of Buffers");
     }
     add(e.As<Napi::Uint8Array>());

@@ -52,9 +52,13 @@ int ArgFd(const Napi::CallbackInfo& info, size_t i, const char* name) {
   return static_cast<int>(ArgInt(info, i, name, 0, INT32_MAX));
 }
 
+bool IsBytes(const Napi::Value& v) {
+  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array;
+}
+
 Napi::Uint8Array ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* name) {
   Napi::Value v = info[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+  if (!IsBytes(v)) {
     throw Napi::TypeError::New(info.Env(),
                                std::string("The \"") + name + "\" argument must be a Buffer or Uint8Array");
   }

@@ -16,6 +16,8 @@ Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall);
 // Argument helpers; they throw TypeError/RangeError on bad input.
 int ArgFd(const Napi::CallbackInfo& info, size_t i, const char* name);
 int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t min, int64_t max);
+// Whether v is a Uint8Array (a Buffer is one).
+bool IsBytes(const Napi::Value& v);
 // A Uint8Array (Buffer) argument: pointer and length.
 Napi::Uint8Array ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* name);
 
