@@ -24,10 +24,3 @@ export function sliceParts(parts: readonly Buffer[], off: number, len: number): 
   }
   return out;
 }
-
-/** The total length of `parts`. */
-export function partsLength(parts: readonly Buffer[]): number {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  return n;
-}

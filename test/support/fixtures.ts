@@ -20,7 +20,6 @@ export function nydusFixtures() {
   };
 }
 
-/** A BlobSource over a buffer. */
 /**
  * A buffer cut into pieces as a socket delivers a response body (reads of up
  * to 64 KiB, here of uneven sizes so that chunk and piece boundaries fall
@@ -37,6 +36,7 @@ export function asParts(buf: Buffer): Buffer[] {
   return parts;
 }
 
+/** A BlobSource over a buffer. */
 export function memorySource(buf: Buffer, name = 'memory') {
   return {
     name,

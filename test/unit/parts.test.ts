@@ -4,19 +4,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { partsLength, sliceParts } from '../../content/remote/parts';
+import { sliceParts } from '../../content/remote/parts';
 import { asParts } from '../support/fixtures';
 
 test('every slice of a body in pieces equals the slice of the joined body', () => {
   const body = crypto.randomBytes(300_000);
   const parts = asParts(body);
-  assert.equal(partsLength(parts), body.length);
+  assert.ok(Buffer.concat(parts).equals(body));
   const edges = [0, 1, 65535, 65536, 65537, 81920, 81921, 121921, body.length - 1, body.length];
   for (const off of edges) {
     for (const end of edges) {
       if (end < off) continue;
       const got = sliceParts(parts, off, end - off);
-      assert.equal(partsLength(got), end - off, `[${off}, ${end})`);
       assert.ok(Buffer.concat(got).equals(body.subarray(off, end)), `[${off}, ${end})`);
       assert.ok(got.every((p) => p.length > 0), 'no empty views');
       assert.ok(got.every((p) => p.buffer === body.buffer), 'views of the body, not copies');
@@ -26,7 +25,7 @@ test('every slice of a body in pieces equals the slice of the joined body', () =
 
 test('a slice beyond the bytes given is short, as subarray is; a bad one throws', () => {
   const parts = asParts(Buffer.alloc(1000));
-  assert.equal(partsLength(sliceParts(parts, 900, 101)), 100);
+  assert.equal(Buffer.concat(sliceParts(parts, 900, 101)).length, 100);
   assert.deepEqual(sliceParts(parts, 1000, 5), []);
   assert.throws(() => sliceParts(parts, -1, 10), RangeError);
   assert.throws(() => sliceParts(parts, 0, 1.5), RangeError);
