@@ -19,7 +19,6 @@ import { RemoteBlobContent } from '../../content/remote/chunk-fetcher';
 import { FetchScheduler } from '../../content/remote/scheduler';
 import { buildSyntheticBlob, uploadBlob } from '../../test/support/testblob';
 import { startRegistry } from '../../test/support/registry';
-import { runOk } from '../../test/support/proc';
 import { asParts, memorySource } from '../../test/support/fixtures';
 import { makeTempDir, removeTempDir } from '../../test/support/tmp';
 import type { BlobEntry } from '../../image/rafs/bootstrap';
@@ -29,6 +28,7 @@ import { alignUp } from '../../content/content';
 import { BufferPool } from '../../worker/buffer-pool';
 import { writeCache } from '../../worker/device';
 import { median } from '../stats';
+import { curlDownload } from '../curl';
 import { ReadaheadStreams } from '../../content/readahead';
 
 const MiB = 1 << 20;
@@ -38,12 +38,6 @@ const TARGET_MIB = Number(process.env.BENCH_MIB ?? 256);
 interface Target {
   name: string;
   host: string;
-}
-
-async function curl(url: string): Promise<number> {
-  const r = await runOk('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{time_total} %{size_download}', url], { timeoutMs: 600_000 });
-  const [t] = r.stdout.trim().split(' ').map(Number);
-  return t;
 }
 
 /**
@@ -215,7 +209,7 @@ async function main(): Promise<void> {
       let bad = 0;
       let retries = 0;
       for (let i = 0; i < REPS; i++) {
-        curlS.push(await curl(url));
+        curlS.push((await curlDownload(url)).seconds);
         const r = await fetcherPrefetch(t.host, entry, file, i === 0 && t === targets[0] ? uncompressed : undefined);
         fetchS.push(r.s);
         gets = r.gets;

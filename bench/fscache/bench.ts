@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startLazysnapd } from '../../test/support/lazysnapd';
 import { runOk } from '../../test/support/proc';
+import { curlDownload } from '../curl';
 import { GUEST_MOUNT_DIRS, guestDir, mkfsErofs, requireFscacheKernel } from '../../test/support/guest';
 import { AdminClient } from '../../cmd/admin-client';
 
@@ -118,10 +119,9 @@ async function curlLayers(url: string, repo: string, tag: string): Promise<{ mbp
   let seconds = 0;
   let bytes = 0;
   for (const l of layers) {
-    const out = (await runOk('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{time_total} %{size_download}', `${url}/v2/${repo}/blobs/${l.digest}`],
-      { timeoutMs: 600_000 })).stdout.trim().split(' ');
-    seconds += Number(out[0]);
-    bytes += Number(out[1]);
+    const got = await curlDownload(`${url}/v2/${repo}/blobs/${l.digest}`);
+    seconds += got.seconds;
+    bytes += got.bytes;
   }
   return { mbps: bytes / MB / seconds, bytes };
 }
