@@ -41,6 +41,7 @@ import {
   readLimited,
   readParts,
   readSlice,
+  type OnPart,
   send,
 } from './http';
 import { Capability, RegistryHost, TlsSettings, isLoopbackHost, resolveHosts } from './hosts';
@@ -593,8 +594,13 @@ export class Repository {
     return Buffer.concat(await this.readBlobParts(digest, off, len, opts), len);
   }
 
-  /** readBlob's bytes as the socket delivered them, in order, not joined: the chunk fetcher decodes from them. */
-  async readBlobParts(digest: string, off: number, len: number, opts: { signal?: AbortSignal; blobSize?: number } = {}): Promise<Buffer[]> {
+  /**
+   * readBlob's bytes as the socket delivered them, in order, not joined: the
+   * chunk fetcher decodes from them. `onPart` sees each as it arrives (a 206's
+   * body; a 200's slice comes whole at the end), so a chunk can be decoded
+   * before the rest of the range is in.
+   */
+  async readBlobParts(digest: string, off: number, len: number, opts: { signal?: AbortSignal; blobSize?: number; onPart?: OnPart } = {}): Promise<Buffer[]> {
     if (!Number.isSafeInteger(off) || !Number.isSafeInteger(len) || off < 0 || len <= 0) {
       throw new RangeError(`bad range [${off}, +${len}) of ${digest}`);
     }
@@ -614,7 +620,7 @@ export class Repository {
           discard(res);
           throw new ProtocolError(`Content-Range says the blob is ${m[3]} bytes, expected ${opts.blobSize}`, { ...info, status: 206 });
         }
-        return this.rangeBody(res, len, info, opts.signal);
+        return this.rangeBody(res, len, info, opts.signal, opts.onPart);
       },
       whole: async (res, info) => {
         const cl = Number(headerValue(res.headers, 'content-length'));
@@ -669,13 +675,13 @@ export class Repository {
   }
 
   /** A 206's body of `len` bytes; a Content-Length that says otherwise is a truncation. */
-  private async rangeBody(res: HttpResponse, len: number, info: RegistryErrorInfo, signal?: AbortSignal): Promise<Buffer[]> {
+  private async rangeBody(res: HttpResponse, len: number, info: RegistryErrorInfo, signal?: AbortSignal, onPart?: OnPart): Promise<Buffer[]> {
     const cl = headerValue(res.headers, 'content-length');
     if (cl !== undefined && Number(cl) !== len) {
       discard(res);
       throw new BodyLengthError(`Content-Length ${cl} for a ${len}-byte range (truncated)`, { ...info, status: 206 });
     }
-    const parts = await readParts(res, len, info, signal);
+    const parts = await readParts(res, len, info, signal, onPart);
     this.client.stats.bytes += len;
     return parts;
   }

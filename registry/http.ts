@@ -148,11 +148,18 @@ export async function send(agent: Dispatcher, url: string, opts: SendOptions, in
 }
 
 /**
+ * Sees a body's buffers as they arrive: `at` is where the part starts in the
+ * body. Parts of one response come in order; a retried request starts again
+ * at 0.
+ */
+export type OnPart = (part: Buffer, at: number) => void;
+
+/**
  * Reads a body that must be exactly len bytes, as the buffers the socket
  * delivered (views the parser made of each read, kept, not copied): chunk
- * data decodes from them directly.
+ * data decodes from them directly. `onPart` sees each one as it arrives.
  */
-export async function readParts(res: HttpResponse, len: number, info: RegistryErrorInfo, signal?: AbortSignal): Promise<Buffer[]> {
+export async function readParts(res: HttpResponse, len: number, info: RegistryErrorInfo, signal?: AbortSignal, onPart?: OnPart): Promise<Buffer[]> {
   const parts: Buffer[] = [];
   let got = 0;
   try {
@@ -162,6 +169,7 @@ export async function readParts(res: HttpResponse, len: number, info: RegistryEr
         throw new BodyLengthError(`body longer than the ${len} bytes asked for`, info);
       }
       parts.push(chunk);
+      onPart?.(chunk, got);
       got += chunk.length;
     }
   } catch (e) {

@@ -3,10 +3,12 @@
 // `amplify` bytes with the chunks that follow it, missing chunks are merged
 // into Range GETs of at most `maxMerge` compressed bytes run concurrently
 // through the per-host scheduler, and each chunk is decompressed straight
-// into the caller's aligned buffer and digest-checked. A chunk that fails
-// its digest (or arrives short) is refetched; after `verifyAttempts` it is
-// marked bad for a cool-down (bad-chunks.ts) and the fill rejects: wrong
-// bytes are never written.
+// into the caller's aligned buffer and digest-checked as soon as its own
+// bytes have arrived, while the rest of its GET is still on the wire
+// (arriving.ts): a READ that joins a GET waits only for its chunks. A chunk
+// that fails its digest (or arrives short) is refetched; after
+// `verifyAttempts` it is marked bad for a cool-down (bad-chunks.ts) and the
+// fill rejects: wrong bytes are never written.
 //
 // A bad chunk fails only its own bytes: every other chunk of the window (and
 // of the piece it shares with the bad one) is written first, the bad chunk's
@@ -43,7 +45,7 @@ import { AbortedError, AuthError, RegistryError } from '../../registry/errors';
 import { FetchScheduler, Priority } from './scheduler';
 import { BlobTail, RangeReader, RegistryBlobSource, rangeReaderOf } from './source';
 import { SharedFetch, Waiter } from './waiters';
-import { sliceParts } from './parts';
+import { ArrivingRange } from './arriving';
 import { BadChunkError, BadChunks } from './bad-chunks';
 
 export interface ChunkFetcherOptions {
@@ -51,7 +53,11 @@ export interface ChunkFetcherOptions {
   amplify?: number;
   /** most compressed bytes in one Range GET (default 4 MiB) */
   maxMerge?: number;
-  /** largest buffer handed to a sink in one call (default 4 MiB; a bigger chunk gets its own) */
+  /**
+   * Largest buffer handed to a sink in one call (default 1 MiB; a bigger chunk
+   * gets its own). A READ that joins another's fetch waits for the write of
+   * the piece its chunk is in, so pieces stay about a chunk.
+   */
   maxPiece?: number;
   /** fetch-and-verify attempts per chunk (default 3) */
   verifyAttempts?: number;
@@ -126,7 +132,7 @@ interface Job {
 
 interface Piece {
   job: Job;
-  /** the chunk's compressed bytes: views of the GET's body parts */
+  /** the chunk's compressed bytes, views of the GET's body parts: resolves when they have arrived */
   promise: Promise<Buffer[]>;
   settled: boolean;
   size: number;
@@ -171,7 +177,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     this.opts = {
       amplify: opts.amplify ?? 1 << 20,
       maxMerge: opts.maxMerge ?? 4 << 20,
-      maxPiece: opts.maxPiece ?? 4 << 20,
+      maxPiece: opts.maxPiece ?? 1 << 20,
       verifyAttempts: Math.max(1, opts.verifyAttempts ?? 3),
       badChunkCooldownMs: Math.max(0, opts.badChunkCooldownMs ?? 60_000),
       cacheBytes: opts.cacheBytes ?? 32 << 20,
@@ -450,22 +456,29 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     const job: Job = { id, run, priority, started: false, shared, promise: undefined! };
     // Abandoned: later fills must start their own GET rather than join a dying one.
     shared.signal.addEventListener('abort', () => this.forget(job), { once: true });
+    const len = run.cEnd - run.cStart;
+    // each chunk is had as soon as its bytes are in (arriving.ts)
+    const body = new ArrivingRange(len);
     job.promise = this.scheduler.run(this.hostKey, async () => {
       job.started = true;
       if (shared.aborted) throw new AbortedError(`${this.name} GET [${run.cStart}, ${run.cEnd}) nobody waits for`);
-      const len = run.cEnd - run.cStart;
       this.stats.gets++;
-      const buf = await this.reader.readRange(run.cStart, len, shared.signal);
+      const buf = await this.reader.readRange(run.cStart, len, shared.signal, (b, at) => body.part(b, at));
       this.stats.getBytes += len;
       this.stats.chunksFetched += run.chunks.length;
       return buf;
     }, { priority, id });
-    job.promise.then(() => shared.settle(), () => shared.settle());
+    job.promise.then((b) => {
+      body.settle(b);
+      shared.settle();
+    }, (e) => {
+      body.fail(e);
+      shared.settle();
+    });
     for (const c of run.chunks) {
-      const at = c.cOffset - run.cStart;
       const piece: Piece = {
         job,
-        promise: job.promise.then((b) => sliceParts(b, at, c.cSize)),
+        promise: body.want(c.cOffset - run.cStart, c.cSize),
         settled: false,
         size: c.cSize,
       };
@@ -486,9 +499,12 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     return job;
   }
 
-  /** Drops an abandoned job's pieces (still unsettled: it had not finished). */
+  /** Drops an abandoned job's pieces that had not arrived (those that had are whole, and cached). */
   private forget(job: Job): void {
-    for (const c of job.run.chunks) if (this.pieces.get(c.index)?.job === job) this.pieces.delete(c.index);
+    for (const c of job.run.chunks) {
+      const p = this.pieces.get(c.index);
+      if (p?.job === job && !p.settled) this.pieces.delete(c.index);
+    }
   }
 
   /** Moves a cached piece to the young end of the LRU. */
@@ -546,22 +562,23 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
         for (const c of inside) {
           if (chunkSpan(c).end > piece.end) throw new Error(`internal: chunk ${c.index} crosses piece [${piece.start}, ${piece.end})`);
         }
-        // fetch first (all pieces' GETs are already scheduled), then allocate and decode
-        const compressed = await Promise.allSettled(inside.map((c) => got.get(c.index)!.bytes));
-        const buf = alloc(piece.end - piece.start);
+        // Each chunk decodes (on the threadpool) as soon as its own bytes are in, while the rest of its GET arrives.
+        // The buffer is taken when the first one is in: a piece whose GET is still queued holds none.
+        let taken: Buffer | undefined;
+        const bufOf = () => (taken ??= alloc(piece.end - piece.start));
         const bad = new Map<ChunkInfo, Error>();
-        // the piece's chunks decode side by side on the threadpool
-        const decoded = await Promise.allSettled(inside.map(async (c, k) => {
+        const decoded = await Promise.allSettled(inside.map(async (c) => {
+          const f = got.get(c.index)!;
+          const bytes = await f.bytes;
           const at = c.uOffset - piece.start;
-          const r = compressed[k];
-          if (r.status === 'rejected') throw r.reason;
-          await this.decodeInto(c, r.value, got.get(c.index)!.piece, buf.subarray(at, at + c.uSize), priority, waiter);
+          await this.decodeInto(c, bytes, f.piece, bufOf().subarray(at, at + c.uSize), priority, waiter);
         }));
         decoded.forEach((d, k) => {
           if (d.status === 'fulfilled') return;
           if (d.reason instanceof AbortedError) throw d.reason; // the waiter gave up: this piece writes nothing
           bad.set(inside[k], d.reason as Error);
         });
+        const buf = bufOf();
         if (bad.size === 0) await sink(piece.start, buf);
         else {
           // the good chunks (and the zeros between chunks) around the bad ones' pages, each in a buffer of its own

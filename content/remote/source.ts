@@ -5,6 +5,7 @@
 import type { BlobSource } from '../../image/blob/source';
 import { FormatError } from '../../image/errors';
 import type { Repository } from '../../registry/client';
+import type { OnPart } from '../../registry/http';
 
 /** The last bytes of a blob, from `off` to its end. */
 export interface BlobTail {
@@ -16,8 +17,12 @@ export interface BlobTail {
 export interface RangeReader {
   readonly name: string;
   readonly size: number;
-  /** exactly len bytes at off, in pieces (a response body as received: not joined), or an error */
-  readRange(off: number, len: number, signal?: AbortSignal): Promise<Buffer[]>;
+  /**
+   * Exactly len bytes at off, in pieces (a response body as received: not
+   * joined), or an error. `onPart`, if the reader can, sees each piece as it
+   * arrives (OnPart: a retry starts again at 0).
+   */
+  readRange(off: number, len: number, signal?: AbortSignal, onPart?: OnPart): Promise<Buffer[]>;
 }
 
 export class RegistryBlobSource implements BlobSource, RangeReader {
@@ -52,12 +57,12 @@ export class RegistryBlobSource implements BlobSource, RangeReader {
     return Buffer.concat(await this.readRange(off, len), len);
   }
 
-  async readRange(off: number, len: number, signal?: AbortSignal): Promise<Buffer[]> {
+  async readRange(off: number, len: number, signal?: AbortSignal, onPart?: OnPart): Promise<Buffer[]> {
     if (off < 0 || len < 0 || off + len > this.size) {
       throw new FormatError(this.name, `read [${off}, ${off + len}) beyond the blob's ${this.size} bytes`);
     }
     if (len === 0) return [];
-    return this.repo.readBlobParts(this.digest, off, len, { signal, blobSize: this.size });
+    return this.repo.readBlobParts(this.digest, off, len, { signal, blobSize: this.size, onPart });
   }
 
   async close(): Promise<void> {
