@@ -1,6 +1,7 @@
 // BlobContent for a nydus data blob in a registry (formats.md §2.6): a
 // kernel READ's window is mapped to chunks (binary search), widened to
-// `amplify` bytes with the chunks that follow it, missing chunks are merged
+// `amplify` bytes with the chunks that follow it (written after the READ has
+// returned: it waits only for its own window), missing chunks are merged
 // into Range GETs of at most `maxMerge` compressed bytes run concurrently
 // through the per-host scheduler, and each chunk is decompressed straight
 // into the caller's aligned buffer and digest-checked as soon as its own
@@ -104,6 +105,8 @@ export interface ChunkFetcherStats {
   chunksWantedJoined: number;
   /** chunks a replay delivered */
   chunksReplayed: number;
+  /** chunks written after their READ had returned: the chunks it was widened by */
+  chunksWidened: number;
   /** readahead windows that had chunks to fetch, and the chunks they delivered */
   fillsAhead: number;
   chunksAhead: number;
@@ -151,7 +154,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
   readonly scheduler: FetchScheduler;
   readonly hostKey: string;
   readonly stats: ChunkFetcherStats = {
-    fills: 0, gets: 0, getBytes: 0, chunksFetched: 0, chunksDelivered: 0, joined: 0, chunksWanted: 0, chunksWantedPresent: 0, chunksWantedJoined: 0, chunksReplayed: 0, fillsAhead: 0, chunksAhead: 0, redelivered: 0, sharedDeliveries: 0,
+    fills: 0, gets: 0, getBytes: 0, chunksFetched: 0, chunksDelivered: 0, joined: 0, chunksWanted: 0, chunksWantedPresent: 0, chunksWantedJoined: 0, chunksReplayed: 0, chunksWidened: 0, fillsAhead: 0, chunksAhead: 0, redelivered: 0, sharedDeliveries: 0,
     verifyFailures: 0, badChunksMarked: 0, badChunksHealed: 0, badChunkHits: 0,
   };
   readonly opts: Required<Omit<ChunkFetcherOptions, 'scheduler' | 'hostKey' | 'presence' | 'log'>>;
@@ -160,6 +163,8 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
   private readonly pieces = new Map<number, Piece>();
   /** chunks being written by some fill: resolves true once written, false if that failed */
   private readonly delivering = new Map<number, Promise<boolean>>();
+  /** widened chunks being written after their READ returned (deliverWidened) */
+  private readonly widening = new Set<Promise<void>>();
   private cachedBytes = 0;
   private bytesPresent = 0;
   private readonly totalBytes: number;
@@ -320,15 +325,16 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       maxExtraBytes: this.opts.maxMerge,
       skip: (c) => this.busy(c, now),
     });
-    const deliver = [...needed, ...extra];
-    const got = this.acquire(deliver, Priority.OnDemand, waiter);
+    // one acquire, so the widened chunks ride the same GETs as the window's
+    const got = this.acquire([...needed, ...extra], Priority.OnDemand, waiter);
+    if (extra.length) this.deliverWidened(extra, sink, alloc);
     if (others.length) {
       this.acquire(others, Priority.OnDemand, waiter); // joins their fetch: promotes a queued prefetch GET, keeps it alive
       this.stats.sharedDeliveries += others.length;
     }
     const waits = others.map((c) => this.delivering.get(c.index)!);
-    const ranges = deliveryRanges(w, deliver, [...keep, ...others, ...cooling]);
-    const own = this.deliver(ranges, deliver, got, sink, alloc, Priority.OnDemand, waiter);
+    const ranges = deliveryRanges(w, needed, [...keep, ...others, ...cooling]);
+    const own = this.deliver(ranges, needed, got, sink, alloc, Priority.OnDemand, waiter);
     const [mine, theirs] = await Promise.allSettled([own, waiter.wait(Promise.all(waits))]);
     if (mine.status === 'rejected') throw mine.reason;
     if (theirs.status === 'rejected') throw theirs.reason; // gave up waiting for the other writer
@@ -370,6 +376,40 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     } finally {
       waiter.end();
     }
+  }
+
+  /**
+   * A READ's widened chunks, written after it has returned: it waits only for
+   * its own window, and these follow in its GETs, kept alive by a waiter of
+   * their own. Like readahead, a failure costs the READ nothing. Synchronous
+   * up to deliver's first await, so later fills see these writes under way.
+   */
+  private deliverWidened(extra: ChunkInfo[], sink: RangeSink, alloc: Allocator): void {
+    const waiter = new Waiter(undefined, `${this.name} widened [${extra[0].uOffset}, ${chunkSpan(extra[extra.length - 1]).end})`);
+    const got = new Map<number, Fetching>();
+    const jobs = new Set<Job>();
+    for (const c of extra) {
+      const piece = this.pieces.get(c.index)!; // acquired just now
+      got.set(c.index, { piece, bytes: piece.promise });
+      jobs.add(piece.job);
+    }
+    for (const job of jobs) job.shared.join(waiter);
+    const done = this.deliver(deliveryRanges(chunkSpan(extra[0]), extra, []), extra, got, sink, alloc, Priority.OnDemand, waiter)
+      .then((failed) => {
+        this.stats.chunksWidened += extra.length - failed.size;
+      }, (err) => {
+        this.log?.debug({ blob: this.name, err: (err as Error).message }, 'widened chunks not written');
+      })
+      .finally(() => {
+        waiter.end();
+        this.widening.delete(done);
+      });
+    this.widening.add(done);
+  }
+
+  /** Resolves once no chunk is being written (a READ's widened chunks, readahead, prefetch runs). */
+  async writesSettled(): Promise<void> {
+    while (this.delivering.size || this.widening.size) await Promise.all([...this.delivering.values(), ...this.widening]);
   }
 
   /** The error for a READ that needs a chunk in its cool-down. */

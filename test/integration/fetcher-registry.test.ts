@@ -288,13 +288,14 @@ test('remote DataBlob: the nydus fixture blob through RegistryBlobSource equals 
   const want = Buffer.alloc(36864);
   await local.fill(0, 36864, async (o, b) => void b.copy(want, o), (n) => Buffer.alloc(n));
   await localSrc.close();
+  // one cache file, as the worker has per blob: a fill may leave chunks another fill is writing to that one
+  const file = Buffer.alloc(36864);
   for (const [off, len] of [[0, 4096], [20480, 4096], [0, 36864]]) {
-    const written: Array<[number, number]> = [];
     await remote.fill(off, len, async (o, b) => {
       assert.ok(b.equals(want.subarray(o, o + b.length)), `bytes at ${o}`);
-      written.push([o, b.length]);
+      b.copy(file, o);
     }, (n) => Buffer.alloc(n));
-    assert.ok(written.some(([o, n]) => o <= off && o + n >= off + len), `${off}+${len} covered`);
+    assert.ok(file.subarray(off, off + len).equals(want.subarray(off, off + len)), `${off}+${len} covered`);
   }
   // HEAD gave the size; ranged reads of the ToC and chunk info worked
   const src = await RegistryBlobSource.open(repo, d);

@@ -1,7 +1,7 @@
 // A Range GET's chunks had as their bytes arrive (content/remote/arriving.ts):
 // ArrivingRange alone, readBlobParts' onPart against a server that cuts its
-// first body short, and a READ that joins a GET under way, answered before
-// that GET ends.
+// first body short, a READ that joins a GET under way, answered before that
+// GET ends, and a READ answered before the chunks it was widened by.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -188,6 +188,38 @@ test('a READ that joins a GET under way is answered once its chunk is in, before
   assert.ok(file.subarray(0, b.entry.uncompressedSize).equals(b.uncompressed));
   assert.equal(reader.calls.length, 1);
   assert.equal(content.progress().chunksPresent, 8);
+});
+
+test('a READ widened over the chunks after it returns once its own chunk is written; they follow in the same GET', T, async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(8).fill(256 * K), seed: 'widened' });
+  const reader = new PacedReader(b.data);
+  const blob = await DataBlob.open(b.entry, memorySource(b.data, 'blob'));
+  const content = new RemoteBlobContent(blob, reader, { hostKey: 'paced', amplify: M });
+  const written = new Set<number>();
+  const sink = async (off: number, data: Buffer) => {
+    assert.ok(data.equals(b.uncompressed.subarray(off, off + data.length)), `wrong bytes at ${off}`);
+    for (const c of b.chunks) if (c.uOffset >= off && c.uOffset < off + data.length) written.add(c.index);
+  };
+  let answered = false;
+  const read = content.fill(0, PAGE, sink, (n) => Buffer.alloc(n)).then(() => (answered = true));
+  await turn();
+  assert.equal(reader.calls.length, 1);
+  assert.equal(reader.calls[0].len, b.chunks[3].cOffset + b.chunks[3].cSize, 'widened to 1 MiB: chunks 0-3 in one GET');
+  reader.feed(0, b.chunks[0].cSize + 10);
+  const t0 = Date.now();
+  while (!answered && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(answered, 'the READ waited for the chunks it was widened by');
+  assert.deepEqual([...written], [0]);
+  reader.feed(0, reader.calls[0].len);
+  reader.calls[0].finish();
+  await read;
+  await content.writesSettled();
+  assert.deepEqual([...written].sort(), [0, 1, 2, 3]);
+  assert.equal(content.stats.chunksWidened, 3);
+  assert.equal(reader.calls.length, 1);
+  // a READ of a widened chunk now finds it present: no GET
+  await content.fill(b.chunks[2].uOffset, PAGE, sink, (n) => Buffer.alloc(n));
+  assert.equal(reader.calls.length, 1);
 });
 
 test('readBlobParts: onPart sees the body as it arrives; a body cut short is retried from 0, and the chunks come out right', T, async () => {

@@ -139,6 +139,7 @@ test('a 4 KiB read is widened to 1 MiB of following chunks in one GET; present c
   await content.fill(0, PAGE, sink.sink, sink.alloc);
   assert.equal(reader.calls.length, 1);
   assert.deepEqual(chunksOf(b, reader.calls), [...Array(16).keys()]);
+  await content.writesSettled(); // the READ returned once its own chunk was written; the widened ones follow
   assert.equal(content.progress().chunksPresent, 16);
   assert.ok(sink.covers(0, M));
   // the next read starts inside what was delivered: it needs chunk 16 on, widened from its window start
