@@ -327,7 +327,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     });
     // one acquire, so the widened chunks ride the same GETs as the window's
     const got = this.acquire([...needed, ...extra], Priority.OnDemand, waiter);
-    if (extra.length) this.deliverWidened(extra, sink, alloc);
+    if (extra.length) this.deliverWidened(extra, sink, alloc, waiter.signal);
     if (others.length) {
       this.acquire(others, Priority.OnDemand, waiter); // joins their fetch: promotes a queued prefetch GET, keeps it alive
       this.stats.sharedDeliveries += others.length;
@@ -381,11 +381,13 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
   /**
    * A READ's widened chunks, written after it has returned: it waits only for
    * its own window, and these follow in its GETs, kept alive by a waiter of
-   * their own. Like readahead, a failure costs the READ nothing. Synchronous
-   * up to deliver's first await, so later fills see these writes under way.
+   * their own. Like readahead, a failure costs the READ nothing. The READ's
+   * signal stops them too: a READ past its deadline must leave a stalled GET
+   * to be aborted, so that the next READ starts a fresh one. Synchronous up
+   * to deliver's first await, so later fills see these writes under way.
    */
-  private deliverWidened(extra: ChunkInfo[], sink: RangeSink, alloc: Allocator): void {
-    const waiter = new Waiter(undefined, `${this.name} widened [${extra[0].uOffset}, ${chunkSpan(extra[extra.length - 1]).end})`);
+  private deliverWidened(extra: ChunkInfo[], sink: RangeSink, alloc: Allocator, signal: AbortSignal | undefined): void {
+    const waiter = new Waiter(signal, `${this.name} widened [${extra[0].uOffset}, ${chunkSpan(extra[extra.length - 1]).end})`);
     const got = new Map<number, Fetching>();
     const jobs = new Set<Job>();
     for (const c of extra) {

@@ -19,7 +19,7 @@ export class Waiter {
     this.end();
   };
 
-  constructor(private readonly signal: AbortSignal | undefined, private readonly what: string) {
+  constructor(readonly signal: AbortSignal | undefined, private readonly what: string) {
     this.stopped = new Promise<never>((_, reject) => (this.stop = reject));
     this.stopped.catch(() => undefined);
     if (signal?.aborted) this.onAbort();

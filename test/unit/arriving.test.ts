@@ -117,6 +117,7 @@ test('parts that are not the next bytes, or run past the range, are left to sett
 interface PacedCall {
   off: number;
   len: number;
+  signal?: AbortSignal;
   onPart?: OnPart;
   sent: number;
   parts: Buffer[];
@@ -130,10 +131,11 @@ class PacedReader implements RangeReader {
   get size() {
     return this.data.length;
   }
-  readRange(off: number, len: number, _signal?: AbortSignal, onPart?: OnPart): Promise<Buffer[]> {
-    return new Promise((resolve) => {
+  readRange(off: number, len: number, signal?: AbortSignal, onPart?: OnPart): Promise<Buffer[]> {
+    return new Promise((resolve, reject) => {
       const parts: Buffer[] = [];
-      this.calls.push({ off, len, onPart, sent: 0, parts, finish: () => resolve(parts) });
+      this.calls.push({ off, len, signal, onPart, sent: 0, parts, finish: () => resolve(parts) });
+      signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
     });
   }
   /** Sends the call's body up to `upTo` bytes in, in uneven pieces, as a socket would. */
@@ -220,6 +222,29 @@ test('a READ widened over the chunks after it returns once its own chunk is writ
   // a READ of a widened chunk now finds it present: no GET
   await content.fill(b.chunks[2].uOffset, PAGE, sink, (n) => Buffer.alloc(n));
   assert.equal(reader.calls.length, 1);
+});
+
+test('a READ past its deadline takes its widened chunks with it: the stalled GET is aborted, and the next READ gets a fresh one', T, async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: new Array(4).fill(256 * K), seed: 'widened-stall' });
+  const reader = new PacedReader(b.data);
+  const blob = await DataBlob.open(b.entry, memorySource(b.data, 'blob'));
+  const content = new RemoteBlobContent(blob, reader, { hostKey: 'paced', amplify: M });
+  const sink = async () => undefined;
+  const deadline = new AbortController(); // AbortSignal.timeout's timer would not keep the test's loop alive
+  setTimeout(() => deadline.abort(), 100);
+  await assert.rejects(content.fill(0, PAGE, sink, (n) => Buffer.alloc(n), deadline.signal), /abort/i);
+  await turn();
+  assert.equal(reader.calls.length, 1);
+  assert.ok(reader.calls[0].signal?.aborted, 'the stalled GET (with the widened chunks in it) is still waited for');
+  // the next READ starts its own GET rather than join the dead one
+  const again = content.fill(0, PAGE, sink, (n) => Buffer.alloc(n));
+  await turn();
+  assert.equal(reader.calls.length, 2);
+  reader.feed(1, reader.calls[1].len);
+  reader.calls[1].finish();
+  await again;
+  await content.writesSettled();
+  assert.equal(content.progress().chunksPresent, 4);
 });
 
 test('readBlobParts: onPart sees the body as it arrives; a body cut short is retried from 0, and the chunks come out right', T, async () => {
