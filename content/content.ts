@@ -26,6 +26,10 @@ export interface BlobContent {
    * Rejects, having written nothing wrong, if any byte cannot be had and verified.
    * Once `signal` aborts (the READ's deadline) it stops retrying and waiting
    * and rejects soon; fetches that others still wait for go on.
+   * It may go on writing through sink after it resolves (a remote blob: the
+   * chunks it widened the range by), and hands that work to
+   * `hints.background`, before its first await: a caller whose sink writes
+   * through an fd it closes must wait for it first, or refuse those writes.
    */
   fill(off: number, len: number, sink: RangeSink, alloc: Allocator, signal?: AbortSignal, hints?: FillHints): Promise<void>;
   /**
@@ -63,6 +67,8 @@ export interface BlobContent {
 export interface FillHints {
   /** fetch only the chunks the range needs, not the neighbours a remote blob would widen it by (a start being recorded) */
   exact?: boolean;
+  /** receives the writes through sink that go on after fill resolves (never rejects) */
+  background?(work: Promise<void>): void;
 }
 
 /** A chunk that kept failing verification: its bytes are not served (EIO) until `until`, then the next READ that needs it tries once more. */

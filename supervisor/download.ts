@@ -33,7 +33,10 @@ export function startDownload(cfg: Config, images: () => FscacheImages, log: Log
     const content = await resolver.resolve(volume, tag);
     try {
       const t0 = Date.now();
-      await content.fill(0, size, clipToSize(size, async (off, data) => void (await pwriteAll(fd, data, off))), (n) => allocAligned(n));
+      const after: Promise<void>[] = []; // writes a fill may leave going on: the caller closes fd once this returns
+      await content.fill(0, size, clipToSize(size, async (off, data) => void (await pwriteAll(fd, data, off))), (n) => allocAligned(n), undefined,
+        { background: (work) => after.push(work) });
+      await Promise.all(after);
       log.info({ blob: tag, bytes: size, ms: Date.now() - t0 }, 'blob downloaded whole');
     } finally {
       resolver.release(content);

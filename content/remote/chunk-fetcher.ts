@@ -289,14 +289,15 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     waiter.check();
     const ended = this.scheduler.beginDemand(); // prefetch holds back meanwhile
     try {
-      await this.fillAligned(w, sink, alloc, waiter, hints?.exact ? 0 : this.opts.amplify);
+      await this.fillAligned(w, sink, alloc, waiter, hints?.exact ? 0 : this.opts.amplify, hints?.background);
     } finally {
       waiter.end(); // GETs it joined but no longer awaits may be abandoned now
       ended();
     }
   }
 
-  private async fillAligned(w: { start: number; end: number }, sink: RangeSink, alloc: Allocator, waiter: Waiter, amplify: number): Promise<void> {
+  private async fillAligned(w: { start: number; end: number }, sink: RangeSink, alloc: Allocator, waiter: Waiter, amplify: number,
+    background?: (work: Promise<void>) => void): Promise<void> {
     this.stats.fills++;
     // Everything up to acquire() is synchronous, so concurrent fills see each other's fetches.
     const required = this.blob.chunksFor(w.start, w.end - w.start);
@@ -327,7 +328,10 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
     });
     // one acquire, so the widened chunks ride the same GETs as the window's
     const got = this.acquire([...needed, ...extra], Priority.OnDemand, waiter);
-    if (extra.length) this.deliverWidened(extra, sink, alloc, waiter.signal);
+    if (extra.length) {
+      const widened = this.deliverWidened(extra, sink, alloc, waiter.signal);
+      background?.(widened);
+    }
     if (others.length) {
       this.acquire(others, Priority.OnDemand, waiter); // joins their fetch: promotes a queued prefetch GET, keeps it alive
       this.stats.sharedDeliveries += others.length;
@@ -385,8 +389,10 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
    * signal stops them too: a READ past its deadline must leave a stalled GET
    * to be aborted, so that the next READ starts a fresh one. Synchronous up
    * to deliver's first await, so later fills see these writes under way.
+   * Returns that work (it never rejects): the fill's caller holds its sink
+   * open for it (FillHints.background).
    */
-  private deliverWidened(extra: ChunkInfo[], sink: RangeSink, alloc: Allocator, signal: AbortSignal | undefined): void {
+  private deliverWidened(extra: ChunkInfo[], sink: RangeSink, alloc: Allocator, signal: AbortSignal | undefined): Promise<void> {
     const waiter = new Waiter(signal, `${this.name} widened [${extra[0].uOffset}, ${chunkSpan(extra[extra.length - 1]).end})`);
     const got = new Map<number, Fetching>();
     const jobs = new Set<Job>();
@@ -407,6 +413,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
         this.widening.delete(done);
       });
     this.widening.add(done);
+    return done;
   }
 
   /** Resolves once no chunk is being written (a READ's widened chunks, readahead, prefetch runs). */

@@ -87,6 +87,8 @@ class FakeGroup implements FanotifyIO {
   queue: Buffer[] = [];
   responses: [number, string][] = [];
   closed: number[] = [];
+  /** fds written through after they were closed (the number may be another file's by then) */
+  writtenAfterClose: number[] = [];
   unmarked: string[] = [];
   retriggered: string[] = [];
   files = new Map<string, { data: Buffer; filled: Set<number> }>();
@@ -124,6 +126,7 @@ class FakeGroup implements FanotifyIO {
     return this.files.get(this.fdPath.get(fd)!)!.data.length;
   }
   async pwrite(fd: number, buf: Buffer, off: number) {
+    if (this.closed.includes(fd)) this.writtenAfterClose.push(fd);
     const f = this.files.get(this.fdPath.get(fd)!)!;
     assert.ok(off + buf.length <= f.data.length, 'never written past the blob file');
     buf.copy(f.data, off);
@@ -358,6 +361,42 @@ test('a remote blob is filled ahead by fillAhead, one call per window, doubling;
       learning ? 'nothing ahead of a start being recorded' : 'windows after each fill, 4 then 8 MiB');
     assert.equal(d.stats.fillsAhead, learning ? 0 : 3);
   }
+});
+
+test('writes a fill goes on with after it returns (a remote blob\'s widened chunks) keep the event\'s fd open until they end', async () => {
+  const size = 64 * 4096;
+  const src = crypto.randomBytes(size);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const content = async (): Promise<BlobContent> => ({
+    name: 'widening',
+    size,
+    fill: async (off, len, sink, alloc, _signal, hints) => {
+      const s = off - (off % 4096);
+      const e = Math.min(Math.ceil((off + len) / 4096) * 4096, size);
+      // the chunks after the window, written once the gate opens, after this fill has resolved
+      hints?.background?.((async () => {
+        await gate;
+        const b = alloc(8 * 4096);
+        src.copy(b, 0, e, e + b.length);
+        await sink(e, b);
+      })());
+      const b = alloc(e - s);
+      src.copy(b, 0, s, e);
+      await sink(s, b);
+    },
+  });
+  const { g, d } = setup(size, content);
+  g.event(40, '/blobs/vol/b1', 0, 4096);
+  d.drain();
+  await settle(d);
+  assert.deepEqual(g.responses, [[40, 'allow']], 'the reader goes on without the widened chunks');
+  assert.deepEqual(g.closed, [], 'the fd stays open for the writes still to come');
+  release();
+  for (let i = 0; i < 40 && g.closed.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(g.closed, [40]);
+  assert.deepEqual(g.writtenAfterClose, [], 'nothing written through a closed fd');
+  assert.ok(g.files.get('/blobs/vol/b1')!.data.subarray(0, 9 * 4096).equals(src.subarray(0, 9 * 4096)));
 });
 
 /** A local file as content that replays: each offset's page filled in order, once `gate` opens; `replayed` says which. */

@@ -309,7 +309,7 @@ export class FanotifyDaemon {
       }
     }
     const left = deadlineAt === undefined ? undefined : Math.max(1, deadlineAt - Date.now());
-    const ok = await this.tracked(blob, start, end, this.fill(blob, content, ev.fd, start, end - start, size, false, left));
+    const ok = await this.tracked(blob, start, end, this.fill(blob, content, ev.fd, start, end - start, size, hold, false, left));
     if (!ok) return { deny: EIO };
     this.stats.fills++;
     this.unmarkIfComplete(blob, ev.fd, file);
@@ -359,7 +359,7 @@ export class FanotifyDaemon {
       const filling = content.fillAhead
         ? content.fillAhead(from, to - from, this.sinkOf(blob, fd, size), this.io.alloc, ms ? AbortSignal.timeout(ms) : undefined)
           .then(() => true, () => false) // no reader waits on it: a read of these bytes fills them, and says so if that fails
-        : this.fill(blob, content, fd, from, to - from, size, true);
+        : this.fill(blob, content, fd, from, to - from, size, hold, true);
       const done = this.tracked(blob, from, to, filling);
       hold.push(done.then((ok) => ok && this.unmarkIfComplete(blob, fd, file)));
     }
@@ -505,15 +505,19 @@ export class FanotifyDaemon {
     if (end > o.event.range.offset) this.opts.recorder.access(named.volume, named.cookie, o.event.range.offset, end - o.event.range.offset);
   }
 
-  /** Never rejects; false when the range could not be filled within the deadline and attempts. */
-  private async fill(blob: Blob, content: BlobContent, fd: number, off: number, len: number, size: number, ahead = false,
-    ms = this.opts.readDeadlineMs): Promise<boolean> {
+  /**
+   * Never rejects; false when the range could not be filled within the
+   * deadline and attempts. Writes that go on after a fill (the chunks a remote
+   * blob widened it by) join `hold`, which keeps `fd` open until they end.
+   */
+  private async fill(blob: Blob, content: BlobContent, fd: number, off: number, len: number, size: number, hold: Promise<unknown>[],
+    ahead = false, ms = this.opts.readDeadlineMs): Promise<boolean> {
     const deadline = new AbortController();
     const timer = ms ? setTimeout(() => deadline.abort(new DOMException(`deadline of ${ms} ms passed`, 'TimeoutError')), ms) : undefined;
     try {
       for (let attempt = 1; ; attempt++) {
         try {
-          await content.fill(off, len, this.sinkOf(blob, fd, size), this.io.alloc, deadline.signal);
+          await content.fill(off, len, this.sinkOf(blob, fd, size), this.io.alloc, deadline.signal, { background: (work) => hold.push(work) });
           return true;
         } catch (err) {
           const last = attempt >= this.opts.readAttempts || deadline.signal.aborted || !fillRetryable(err);
