@@ -163,8 +163,6 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
   private readonly pieces = new Map<number, Piece>();
   /** chunks being written by some fill: resolves true once written, false if that failed */
   private readonly delivering = new Map<number, Promise<boolean>>();
-  /** widened chunks being written after their READ returned (deliverWidened) */
-  private readonly widening = new Set<Promise<void>>();
   private cachedBytes = 0;
   private bytesPresent = 0;
   private readonly totalBytes: number;
@@ -402,23 +400,13 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       jobs.add(piece.job);
     }
     for (const job of jobs) job.shared.join(waiter);
-    const done = this.deliver(deliveryRanges(chunkSpan(extra[0]), extra, []), extra, got, sink, alloc, Priority.OnDemand, waiter)
+    return this.deliver(deliveryRanges(chunkSpan(extra[0]), extra, []), extra, got, sink, alloc, Priority.OnDemand, waiter)
       .then((failed) => {
         this.stats.chunksWidened += extra.length - failed.size;
       }, (err) => {
         this.log?.debug({ blob: this.name, err: (err as Error).message }, 'widened chunks not written');
       })
-      .finally(() => {
-        waiter.end();
-        this.widening.delete(done);
-      });
-    this.widening.add(done);
-    return done;
-  }
-
-  /** Resolves once no chunk is being written (a READ's widened chunks, readahead, prefetch runs). */
-  async writesSettled(): Promise<void> {
-    while (this.delivering.size || this.widening.size) await Promise.all([...this.delivering.values(), ...this.widening]);
+      .finally(() => waiter.end());
   }
 
   /** The error for a READ that needs a chunk in its cool-down. */

@@ -239,13 +239,14 @@ test('a READ past its deadline takes its widened chunks with it: the stalled GET
   assert.equal(reader.calls.length, 1);
   assert.ok(reader.calls[0].signal?.aborted, 'the stalled GET (with the widened chunks in it) is still waited for');
   // the next READ starts its own GET rather than join the dead one
-  const again = content.fill(0, PAGE, sink, (n) => Buffer.alloc(n));
+  const widened: Promise<void>[] = [];
+  const again = content.fill(0, PAGE, sink, (n) => Buffer.alloc(n), undefined, { background: (w) => widened.push(w) });
   await turn();
   assert.equal(reader.calls.length, 2);
   reader.feed(1, reader.calls[1].len);
   reader.calls[1].finish();
   await again;
-  await content.writesSettled();
+  await Promise.all(widened);
   assert.equal(content.progress().chunksPresent, 4);
 });
 

@@ -184,8 +184,10 @@ test('a window that only widens over the bad chunk succeeds; the bad chunk is ma
   const { b, bad, reader, content, cache } = await setup({ amplify: 1 << 20 });
   const before = b.chunks[BAD - 1];
   const tail = alignUp(before.uOffset + before.uSize) - PAGE;
-  await content.fill(tail, PAGE, cache.sink, cache.alloc); // the neighbour's last page: widened over chunks 3..
-  await content.writesSettled(); // widened chunks are written after the READ returns
+  const widened: Promise<void>[] = [];
+  // the neighbour's last page: widened over chunks 3.., which are written after the READ returns
+  await content.fill(tail, PAGE, cache.sink, cache.alloc, undefined, { background: (w) => widened.push(w) });
+  await Promise.all(widened);
   assert.ok(cache.has(before.uOffset, tail + PAGE));
   assert.ok(cache.has(span(b.chunks[BAD + 1]).start, span(b.chunks[BAD + 1]).end), 'the chunk after it, widened to, is written too');
   assert.equal(cache.any(span(bad).start, span(bad).end), false);

@@ -136,10 +136,11 @@ for (const [name, compressor, digester] of [
 test('a 4 KiB read is widened to 1 MiB of following chunks in one GET; present chunks are not refetched by widening', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: new Array(40).fill(64 * K), seed: 'widen' });
   const { reader, content, sink } = await setup(b);
-  await content.fill(0, PAGE, sink.sink, sink.alloc);
+  const widened: Promise<void>[] = [];
+  await content.fill(0, PAGE, sink.sink, sink.alloc, undefined, { background: (w) => widened.push(w) });
   assert.equal(reader.calls.length, 1);
   assert.deepEqual(chunksOf(b, reader.calls), [...Array(16).keys()]);
-  await content.writesSettled(); // the READ returned once its own chunk was written; the widened ones follow
+  await Promise.all(widened); // the READ returned once its own chunk was written; the widened ones follow
   assert.equal(content.progress().chunksPresent, 16);
   assert.ok(sink.covers(0, M));
   // the next read starts inside what was delivered: it needs chunk 16 on, widened from its window start
