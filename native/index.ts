@@ -71,6 +71,7 @@ interface Binding {
   mapShared(fd: number, length: number): Uint8Array;
   keepFdTable(): number;
   pidfdGetfd(pid: number, fd: number): number;
+  pidfdOpen(pid: number): number;
   FD_KEEPER_COMM: string;
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
   decodeChunk(compressor: number, src: Uint8Array | readonly Uint8Array[], dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string>;
@@ -317,6 +318,11 @@ export function keepFdTable(): number {
 /** A close-on-exec copy of fd `fd` of process `pid` (pidfd_open + pidfd_getfd; root, Linux >= 5.6). */
 export function pidfdGetfd(pid: number, fd: number): number {
   return native.pidfdGetfd(pid, fd);
+}
+
+/** A pidfd of process `pid` (close-on-exec; Linux >= 5.3): poll says readable once it has exited. */
+export function pidfdOpen(pid: number): number {
+  return native.pidfdOpen(pid);
 }
 
 /** The comm of every fd keeper. */

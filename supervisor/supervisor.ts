@@ -1,16 +1,18 @@
 // lazysnapd's side of fscache: it opens /dev/cachefiles once and holds the fd
 // for its whole life, so a dying worker never unbinds the cache. Workers are
 // child processes; one serves, one waits fully loaded as a standby, so a
-// failover costs a handover (SCM_RIGHTS) and a `restore`, not a Node start.
+// failover costs a `restore`, not a Node start. The loaded standby is armed
+// (the device and a pidfd of the serving worker): it takes over at that
+// worker's death by itself, and lazysnapd follows when it sees the exit.
 import { ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { sendFds, socketpair } from '../native';
+import { pidfdOpen, sendFds, socketpair } from '../native';
 import { reniceThreads } from '../worker/renice';
-import { BlobFile, ControlReply, HANDOVER_BYTE, Heartbeat, WorkerEvent, WorkerStatus, onJsonLines, sendJson } from '../worker/control';
+import { ARM_BYTE, BlobFile, ControlReply, HANDOVER_BYTE, Heartbeat, WorkerEvent, WorkerStatus, onJsonLines, sendJson } from '../worker/control';
 import { SETTINGS_ENV, WorkerSettings, encodeSettings } from '../worker/settings';
 import { judgeWorker } from './liveness';
 import { workerTunables } from './malloc-tunables';
@@ -66,9 +68,17 @@ interface Worker {
   proc: ChildProcess;
   control: net.Socket;
   ctrlFd: number;
+  /** readable once it has exited (-1: none); what its standby is armed with */
+  pidfd: number;
+  /** a standby given the device and the serving worker's pidfd: it takes over by itself, and is never handed the device */
+  armed: boolean;
   startedAt: number;
   activatedAt?: number;
   ready: Promise<void>;
+  /** when it said it serves: an armed standby may before lazysnapd has seen its predecessor's exit */
+  readyAt?: number;
+  /** an armed standby that took over: when it saw its predecessor's exit */
+  exitSeenAt?: number;
   /** its code loaded: a later death is a kill or a crash, not a failed start */
   loaded: boolean;
   loadedAt?: number;
@@ -214,12 +224,21 @@ export class FscacheSupervisor {
       env: { ...process.env, [SETTINGS_ENV]: encodeSettings(this.o.worker), GLIBC_TUNABLES: workerTunables(process.env.GLIBC_TUNABLES) },
     });
     fs.closeSync(theirs);
+    // now, before this loop can reap the child: the pidfd cannot name a later process with its pid
+    let pidfd = -1;
+    try {
+      if (proc.pid) pidfd = pidfdOpen(proc.pid);
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message }, 'no pidfd for the fscache worker; its standby will wait to be handed the device');
+    }
     const control = new net.Socket({ fd: mine, readable: true, writable: true });
     let resolveReady!: () => void;
     const w: Worker = {
       proc,
       control,
       ctrlFd: mine,
+      pidfd,
+      armed: false,
       startedAt: Date.now(),
       loaded: false,
       ready: new Promise((r) => (resolveReady = r)),
@@ -238,14 +257,12 @@ export class FscacheSupervisor {
           if (CAN_RENICE && w !== this.active && proc.pid) reniceThreads(proc.pid, STANDBY_NICE);
           w.loadedAt = Date.now();
           this.failedStarts = 0;
+          if (w === this.standby) this.arm(w);
         } else if ('event' in msg && msg.event === 'ready') {
+          w.readyAt = Date.now();
+          if (Number.isSafeInteger(msg.exitSeenAt)) w.exitSeenAt = msg.exitSeenAt;
           resolveReady();
-          if (w === this.active && this.prefetchBudget !== undefined) sendJson(w.control, { id: this.nextId++, op: 'prefetch-budget', bytes: this.prefetchBudget });
-          if (w === this.active && this.lastEndAt !== undefined) {
-            this.events?.failedOver(Date.now() - this.lastEndAt);
-            this.lastEndAt = undefined;
-            this.reopenBlobs(w);
-          }
+          if (w === this.active) this.serving(w);
         }
         else if ('id' in msg) {
           w.pending.get(msg.id)?.(msg);
@@ -296,17 +313,50 @@ export class FscacheSupervisor {
     w.activatedAt = Date.now();
     this.activations++;
     if (CAN_RENICE && w.proc.pid) reniceThreads(w.proc.pid, 0);
+    if (!w.armed) {
+      try {
+        // Handed over on the raw fd before libuv reads from it: the worker is blocked in recvmsg.
+        sendFds(w.ctrlFd, HANDOVER_BYTE, [this.o.devFd]);
+      } catch (err) {
+        this.o.log.error({ err: (err as Error).message, pid: w.proc.pid }, 'handover to the fscache worker failed');
+        w.proc.kill('SIGKILL');
+      }
+    }
+    if (w.readyAt !== undefined) this.serving(w); // an armed standby that took over before this loop saw the exit
+  }
+
+  /**
+   * Arms a loaded standby: the device and a pidfd of the serving worker, so it
+   * takes over the moment that worker exits (its fds are closed by then, so two
+   * workers never read the device). On the raw fd, as a handover: the standby
+   * reads nothing else before it serves.
+   */
+  private arm(w: Worker): void {
+    const a = this.active;
+    if (w.armed || !a || a.pidfd < 0 || a.proc.exitCode !== null || a.proc.signalCode !== null) return;
     try {
-      // Handed over on the raw fd before libuv reads from it: the worker is blocked in recvmsg.
-      sendFds(w.ctrlFd, HANDOVER_BYTE, [this.o.devFd]);
+      sendFds(w.ctrlFd, ARM_BYTE, [this.o.devFd, a.pidfd]);
+      w.armed = true;
     } catch (err) {
-      this.o.log.error({ err: (err as Error).message, pid: w.proc.pid }, 'handover to the fscache worker failed');
-      w.proc.kill('SIGKILL');
+      this.o.log.warn({ err: (err as Error).message, pid: w.proc.pid }, 'cannot arm the standby fscache worker; it will be handed the device');
+    }
+  }
+
+  /** The active worker serves: it is told what a serving worker needs, and a failover's stall is counted. */
+  private serving(w: Worker): void {
+    if (this.prefetchBudget !== undefined) sendJson(w.control, { id: this.nextId++, op: 'prefetch-budget', bytes: this.prefetchBudget });
+    if (this.lastEndAt !== undefined) {
+      // from the end as first seen: by lazysnapd, or by an armed standby, which may see it sooner
+      this.events?.failedOver(Math.max(0, w.readyAt! - Math.min(this.lastEndAt, w.exitSeenAt ?? Infinity)));
+      this.lastEndAt = undefined;
+      this.reopenBlobs(w);
     }
   }
 
   private onExit(w: Worker, code: number | null, signal: NodeJS.Signals | null): void {
     w.control.destroy();
+    if (w.pidfd >= 0) fs.closeSync(w.pidfd);
+    w.pidfd = -1;
     const serving = !this.stopping && w === this.active;
     this.events?.exited(w.proc.pid ?? 0, !serving ? (w === this.standby ? 'standby' : 'retired') : w.hung ? 'hung' : signal ? 'killed' : 'crashed');
     for (const cb of w.pending.values()) cb({ id: -1, error: 'worker exited' });
@@ -328,7 +378,8 @@ export class FscacheSupervisor {
     this.o.log.warn({ pid: w.proc.pid, code, signal, livedMs: lived, ...(w.hung ? { hung: w.hung } : {}) }, 'fscache worker exited; failing over');
     const next = this.standby;
     this.standby = undefined;
-    const delay = this.failedStarts > 3 ? this.backoff() : 0;
+    // an armed standby serves already (or is about to): no backoff holds it
+    const delay = this.failedStarts > 3 && !next?.armed ? this.backoff() : 0;
     this.schedule(() => {
       this.activate(next && next.proc.exitCode === null && next.proc.signalCode === null ? next : this.spawnWorker());
       clearTimeout(this.refillTimer);

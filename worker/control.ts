@@ -1,6 +1,7 @@
 // The control channel between lazysnapd and its fscache worker: a unix
-// stream socket. First a one-byte message carries the /dev/cachefiles fd
-// (SCM_RIGHTS); then newline-delimited JSON in both directions.
+// stream socket. First a one-byte message carries the device fd (SCM_RIGHTS:
+// a handover, or a standby's arming, worker/handover.ts); then
+// newline-delimited JSON in both directions.
 import net from 'node:net';
 import readline from 'node:readline';
 import type { BlobContent, BlobPresence, ChunkHealth } from '../content/content';
@@ -9,9 +10,16 @@ import type { FanotifyStats } from './fanotify/daemon';
 import type { MetricObjectWithValues, MetricValue } from 'prom-client';
 import type { BlobFile } from './fanotify/daemon';
 
+/** lazysnapd → worker, with the device fd: serve it now. */
 export const HANDOVER_BYTE = Buffer.from('F');
+/**
+ * lazysnapd → loaded standby, with the device fd and a pidfd of the serving
+ * worker: serve the device once that worker has exited, unless lazysnapd is
+ * gone by then. No handover follows.
+ */
+export const ARM_BYTE = Buffer.from('A');
 
-export type WorkerEvent = { event: 'loaded'; pid: number } | { event: 'ready'; pid: number } | Heartbeat | MetricsReport;
+export type WorkerEvent = { event: 'loaded'; pid: number } | { event: 'ready'; pid: number; exitSeenAt?: number } | Heartbeat | MetricsReport;
 
 /** The serving worker's metric values (cumulative since it started), every WorkerSettings.metricsMs. */
 export interface MetricsReport {

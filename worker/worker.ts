@@ -1,16 +1,17 @@
 // The fscache worker: a process of its own, so that a crash or upgrade of the
 // request-serving code never drops the /dev/cachefiles fd (lazysnapd keeps
-// it). It receives the fd on its control socket, writes `restore` (the kernel
+// it). It receives the fd on its control socket (a standby may have it
+// already and take over at the serving worker's death: handover.ts), writes
+// `restore` (the kernel
 // then re-sends what the previous worker left unanswered, and re-OPENs
 // objects on demand), and serves. Its only state is rebuilt from OPENs and
 // the metadata database.
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Logger } from 'pino';
-import { FdPoller, recvFds, type RecvResult } from '../native';
 import { CachefilesDevice } from './device';
 import { FscacheDaemon } from './daemon';
-import { BlobFile, ControlRequest, HANDOVER_BYTE, Heartbeat, MetricsReport, WorkerStatus, contentStatus, onJsonLines, sendJson } from './control';
+import { BlobFile, ControlRequest, Heartbeat, MetricsReport, WorkerStatus, contentStatus, onJsonLines, sendJson } from './control';
 import { WorkerMetrics } from './metrics';
 import type { ReadObserver } from '../content/content';
 import type { RemoteBlobContent } from '../content/remote';
@@ -22,6 +23,7 @@ import { remoteOpener, type RemoteOpener } from './remote-opener';
 import type { WorkerSettings } from './settings';
 import { reniceThreads } from './renice';
 import { serveTakeover } from './takeover';
+import { awaitDevice } from './handover';
 import { TraceRecorder } from './learn/trace-recorder';
 import { warmFetchPath } from './warm-up';
 
@@ -47,18 +49,17 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   if (o.settings.backend === 'fscache') {
     warmStandby(resolver, o.log).catch((err) => o.log.warn({ err: (err as Error).message }, 'standby: cannot open the mounted images\' blobs ahead'));
   }
-  const got = await handover(o.controlFd);
-  if (got.data.length === 0) {
+  const dev = await awaitDevice(o.controlFd);
+  if (!dev) {
     o.log.info('lazysnapd closed the control socket before a handover; exiting');
     process.exit(0);
   }
-  if (!got.data.subarray(0, 1).equals(HANDOVER_BYTE) || got.fds.length !== 1) {
-    throw new Error(`bad handover message (${got.data.length} bytes, ${got.fds.length} fds)`);
-  }
-  const devFd = got.fds[0];
-  // lazysnapd set this standby's threads to nice 10 once it loaded and back to 0 as it handed over; threads started
-  // in between may have missed that (see worker/renice.ts)
+  const devFd = dev.fd;
+  // lazysnapd set this standby's threads to nice 10 once it loaded and sets them back to 0 as it activates it; threads
+  // started in between may have missed that (see worker/renice.ts), and an armed standby takes over before lazysnapd
+  // has even seen the exit
   if (process.getuid?.() === 0) reniceThreads(process.pid, 0);
+  if (dev.armed) o.log.info({ pid: process.pid }, 'the serving worker exited; this standby takes over');
   if (o.settings.backend === 'fanotify') {
     // A fanotify response names its event by fd number, and a successor holds its orphans' numbers before its first
     // read: a number held then by a passing fd of the warm-up would be freed later, and a new event could take it.
@@ -117,7 +118,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   // warming up, its standby time starved by a spinning worker, stretched a failover's stall by 3 s on one CPU).
   stopWarmUpOnFirstRequest(serving.requests, warmedUp, warmUpStop);
   if (o.settings.takeoverPath) serveTakeover(o.settings.takeoverPath, devFd, o.log);
-  sendJson(control, { event: 'ready', pid: process.pid });
+  sendJson(control, { event: 'ready', pid: process.pid, ...(dev.exitSeenAt ? { exitSeenAt: dev.exitSeenAt } : {}) });
   const heartbeat = startHeartbeat(control, serving, o.settings.heartbeatMs);
   const reporting = startMetricsReports(control, metrics, remote, serving, o.settings.metricsMs, o.log);
   o.log.info({ pid: process.pid, backend: o.settings.backend }, 'worker serving');
@@ -128,30 +129,6 @@ function stopWarmUpOnFirstRequest(requests: RequestProgress, warmedUp: Promise<b
     if (requests.handled > 0 || requests.pending > 0) stop.abort();
   }, 10);
   void warmedUp.finally(() => clearInterval(timer));
-}
-
-/** Waits, without blocking the loop, for lazysnapd's handover message (or the socket's end: no data). */
-function handover(controlFd: number): Promise<RecvResult> {
-  return new Promise((resolve, reject) => {
-    const poller = new FdPoller(controlFd, (err) => {
-      if (err) {
-        poller.close();
-        return reject(new Error(`control socket: ${err.syscall}: errno ${err.errno}`));
-      }
-      let got: RecvResult;
-      try {
-        got = recvFds(controlFd, 16, 4, { dontWait: true });
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return; // woken for nothing
-        poller.close();
-        return reject(e);
-      }
-      // closed before the socket gets its own libuv handle (one poll handle per fd)
-      poller.close();
-      resolve(got);
-    });
-    poller.start();
-  });
 }
 
 /** Opens every mounted image's bootstrap and blobs into the resolver's cache (best effort, one at a time). */

@@ -77,8 +77,19 @@ static Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), fd);
 }
 
+// pidfdOpen(pid): a pidfd (close-on-exec), readable once the process has
+// exited. lazysnapd opens one for each worker it starts, before its loop can
+// reap the child, so the fd names that process and no later one with its pid.
+static Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
+  auto pid = static_cast<pid_t>(ArgInt(info, 0, "pid", 1, 0x7fffffff));
+  int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) throw ErrnoError(info.Env(), errno, "pidfd_open");
+  return Napi::Number::New(info.Env(), fd);
+}
+
 void InitFdKeeper(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd, "pidfdGetfd"));
+  exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen, "pidfdOpen"));
   exports.Set("keepFdTable", Napi::Function::New(env, KeepFdTable, "keepFdTable"));
   exports.Set("FD_KEEPER_COMM", Napi::String::New(env, kKeeperComm));
 }

@@ -5,18 +5,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import Database from 'better-sqlite3';
-import pino from 'pino';
 import { judgeWorker, type LivenessBounds, type WorkerLiveness } from '../../supervisor/liveness';
 import { FscacheSupervisor, heartbeatMsFor } from '../../supervisor/supervisor';
 import { workerTunables } from '../../supervisor/malloc-tunables';
 import { ConfigError, parseConfig } from '../../config/config';
 import { decodeSettings, encodeSettings, type WorkerSettings } from '../../worker/settings';
 import type { Heartbeat } from '../../worker/control';
-import { socketpair } from '../../native';
+import { withSupervised } from '../support/supervised';
 
 const B: LivenessBounds = { hangTimeoutMs: 4000, startTimeoutMs: 30_000, readDeadlineMs: 30_000 };
 const hb = (o: Partial<Heartbeat> = {}): Heartbeat => ({
@@ -68,38 +64,7 @@ test('config: fscache.hang_timeout_ms has a default of seconds and a range', () 
 // ---- the supervisor with real workers ----
 
 const BOUND = 1000;
-
-async function withSupervisor(fn: (sup: FscacheSupervisor, logs: Record<string, unknown>[]) => Promise<void>) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-hang-'));
-  const dbPath = path.join(dir, 'metadata.db');
-  new Database(dbPath).close();
-  // The worker writes `restore` into it and polls it; nothing else arrives.
-  const [dev, peer] = socketpair('stream');
-  const logs: Record<string, unknown>[] = [];
-  const log = pino({ level: 'warn' }, { write: (s: string) => void logs.push(JSON.parse(s)) });
-  const worker: WorkerSettings = {
-    backend: 'fscache', blobDir: '', journalDir: '', dbPath, takeoverPath: '', logLevel: 'warn', prefetch: false, learn: { dir: '', replay: false }, blobMetaDir: '', readDeadlineMs: 30_000, heartbeatMs: heartbeatMsFor(BOUND), metricsMs: 0,
-    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '' },
-  };
-  const prev = process.env.LAZYSNAP_TEST_HOOKS;
-  process.env.LAZYSNAP_TEST_HOOKS = '1'; // SIGUSR2 spins the worker's loop
-  const sup = new FscacheSupervisor({
-    devFd: dev, log, worker, hangTimeoutMs: BOUND,
-    workerJs: path.resolve(__dirname, '../../cmd/lazysnap-fscache-worker.js'),
-  });
-  try {
-    sup.start();
-    await sup.whenReady();
-    await fn(sup, logs);
-  } finally {
-    await sup.stop();
-    process.env.LAZYSNAP_TEST_HOOKS = prev;
-    if (prev === undefined) delete process.env.LAZYSNAP_TEST_HOOKS;
-    fs.closeSync(dev);
-    fs.closeSync(peer);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
+const withSupervisor = (fn: (sup: FscacheSupervisor, logs: Record<string, unknown>[]) => Promise<void>) => withSupervised(BOUND, fn);
 
 /** Hangs the serving worker with signal; resolves with ms until another worker serves. */
 async function hangAndWait(sup: FscacheSupervisor, signal: NodeJS.Signals): Promise<number> {
