@@ -349,12 +349,14 @@ async function main() {
           `curl / C daemon ${(regCurl.mbps / c.mbps).toFixed(2)}, lazysnap from the registry / curl ${(reg.mbps / regCurl.mbps).toFixed(2)}`);
       }
     }
-    const spread = (xs: number[]) => (xs.length ? `p50=${pct(xs, 50).toFixed(0)} ms p99=${pct(xs, 99).toFixed(0)} ms max=${Math.max(...xs).toFixed(0)} ms` : 'none');
+    const spread = (xs: number[]) => (xs.length ? `p50=${pct(xs, 50).toFixed(0)} ms p90=${pct(xs, 90).toFixed(0)} ms p99=${pct(xs, 99).toFixed(0)} ms max=${Math.max(...xs).toFixed(0)} ms` : 'none');
+    const worst = (xs: number[]) => [...xs].sort((a, b) => b - a).slice(0, 5).map((x) => x.toFixed(0)).join(', ');
     if (kills.length) {
       const loaded = stalls.filter((_, i) => standbyAtKill[i] === 'loaded');
       const cold = stalls.filter((_, i) => standbyAtKill[i] !== 'loaded');
       console.log(`failover: kills=${kills.length} in ${failoverSeconds.toFixed(1)} s; stall per failover ${spread(stalls)}`);
       console.log(`failover with a loaded standby: kills=${loaded.length} ${spread(loaded)}; without (successor starting cold): kills=${cold.length} ${spread(cold)}`);
+      console.log(`failover: worst five stalls ${worst(stalls)} ms; over 150 ms: ${stalls.filter((x) => x > 150).length}, over 300 ms: ${stalls.filter((x) => x > 300).length}`);
       console.log(`a loaded standby waited again after a kill: ${spread(standbyReadyMs)}`);
     }
     if (stopsTotal) {
