@@ -10,9 +10,7 @@ import { ARM_BYTE, HANDOVER_BYTE } from './control';
 
 export interface Device {
   fd: number;
-  /** taken at the serving worker's death (armed), rather than handed over by lazysnapd */
-  armed: boolean;
-  /** armed: when this standby saw that death (Date.now()) */
+  /** set when armed: when this standby saw the serving worker's death and took the device (Date.now()) */
   exitSeenAt?: number;
 }
 
@@ -29,6 +27,16 @@ export function handoverStep(got: RecvResult, armed: boolean): HandoverStep {
   if (got.data.length === 1 && tag.equals(HANDOVER_BYTE) && got.fds.length === 1) return { kind: 'handover', fd: got.fds[0] };
   if (got.data.length === 1 && tag.equals(ARM_BYTE) && got.fds.length === 2 && !armed) return { kind: 'arm', fd: got.fds[0], pidfd: got.fds[1] };
   return { kind: 'bad', why: `bad handover message (${got.data.length} bytes, ${got.fds.length} fds${armed ? ', already armed' : ''})` };
+}
+
+/** One message from the control socket, or undefined when none is waiting. */
+function recvNow(controlFd: number): RecvResult | undefined {
+  try {
+    return recvFds(controlFd, 16, 4, { dontWait: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return undefined;
+    throw e;
+  }
 }
 
 function closeQuietly(fd: number): void {
@@ -67,19 +75,19 @@ export function awaitDevice(controlFd: number): Promise<Device | null> {
     const take = (got: RecvResult): boolean => {
       const step = handoverStep(got, armed !== undefined);
       if (step.kind === 'gone') finish(null);
-      else if (step.kind === 'handover') finish({ fd: step.fd, armed: false });
+      else if (step.kind === 'handover') finish({ fd: step.fd });
       else if (step.kind === 'arm') {
         const poller = new FdPoller(step.pidfd, (err) => {
           if (err) return finish(null, new Error(`serving worker's pidfd: ${err.syscall}: errno ${err.errno}`));
           // The serving worker has exited, so every fd it held is closed. Anything lazysnapd sent meanwhile first.
           let more: RecvResult | undefined;
           try {
-            more = recvFds(controlFd, 16, 4, { dontWait: true });
+            more = recvNow(controlFd);
           } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') return finish(null, e as Error);
+            return finish(null, e as Error);
           }
           if (more && take(more)) return;
-          finish({ fd: step.fd, armed: true, exitSeenAt: Date.now() });
+          finish({ fd: step.fd, exitSeenAt: Date.now() });
         });
         armed = { fd: step.fd, pidfd: step.pidfd, poller };
         poller.start();
@@ -92,14 +100,13 @@ export function awaitDevice(controlFd: number): Promise<Device | null> {
     };
     const control = new FdPoller(controlFd, (err) => {
       if (err) return finish(null, new Error(`control socket: ${err.syscall}: errno ${err.errno}`));
-      let got: RecvResult;
+      let got: RecvResult | undefined;
       try {
-        got = recvFds(controlFd, 16, 4, { dontWait: true });
+        got = recvNow(controlFd);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return; // woken for nothing
         return finish(null, e as Error);
       }
-      take(got);
+      if (got) take(got); // else woken for nothing
     });
     control.start();
   });

@@ -2,10 +2,9 @@
 // request-serving code never drops the /dev/cachefiles fd (lazysnapd keeps
 // it). It receives the fd on its control socket (a standby may have it
 // already and take over at the serving worker's death: handover.ts), writes
-// `restore` (the kernel
-// then re-sends what the previous worker left unanswered, and re-OPENs
-// objects on demand), and serves. Its only state is rebuilt from OPENs and
-// the metadata database.
+// `restore` (the kernel then re-sends what the previous worker left
+// unanswered, and re-OPENs objects on demand), and serves. Its only state
+// is rebuilt from OPENs and the metadata database.
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Logger } from 'pino';
@@ -59,7 +58,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   // started in between may have missed that (see worker/renice.ts), and an armed standby takes over before lazysnapd
   // has even seen the exit
   if (process.getuid?.() === 0) reniceThreads(process.pid, 0);
-  if (dev.armed) o.log.info({ pid: process.pid }, 'the serving worker exited; this standby takes over');
+  if (dev.exitSeenAt !== undefined) o.log.info({ pid: process.pid }, 'the serving worker exited; this standby takes over');
   if (o.settings.backend === 'fanotify') {
     // A fanotify response names its event by fd number, and a successor holds its orphans' numbers before its first
     // read: a number held then by a passing fd of the warm-up would be freed later, and a new event could take it.
@@ -118,7 +117,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   // warming up, its standby time starved by a spinning worker, stretched a failover's stall by 3 s on one CPU).
   stopWarmUpOnFirstRequest(serving.requests, warmedUp, warmUpStop);
   if (o.settings.takeoverPath) serveTakeover(o.settings.takeoverPath, devFd, o.log);
-  sendJson(control, { event: 'ready', pid: process.pid, ...(dev.exitSeenAt ? { exitSeenAt: dev.exitSeenAt } : {}) });
+  sendJson(control, { event: 'ready', pid: process.pid, ...(dev.exitSeenAt !== undefined ? { exitSeenAt: dev.exitSeenAt } : {}) });
   const heartbeat = startHeartbeat(control, serving, o.settings.heartbeatMs);
   const reporting = startMetricsReports(control, metrics, remote, serving, o.settings.metricsMs, o.log);
   o.log.info({ pid: process.pid, backend: o.settings.backend }, 'worker serving');
