@@ -17,6 +17,14 @@ export interface Supervised {
   peer: number;
 }
 
+/** What a test's worker is started with: the fscache backend, a metadata database at dbPath, nothing remote. */
+export function testWorkerSettings(dbPath: string, heartbeatMs: number): WorkerSettings {
+  return {
+    backend: 'fscache', blobDir: '', journalDir: '', dbPath, takeoverPath: '', logLevel: 'warn', prefetch: false, learn: { dir: '', replay: false }, blobMetaDir: '', readDeadlineMs: 30_000, heartbeatMs, metricsMs: 0,
+    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '' },
+  };
+}
+
 /** Runs fn with a started supervisor (hang bound `hangTimeoutMs`) whose first worker serves; stops it after. */
 export async function withSupervised(hangTimeoutMs: number, fn: (sup: FscacheSupervisor, logs: Record<string, unknown>[], s: Supervised) => Promise<void>) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-hang-'));
@@ -25,10 +33,7 @@ export async function withSupervised(hangTimeoutMs: number, fn: (sup: FscacheSup
   const [dev, peer] = socketpair('stream');
   const logs: Record<string, unknown>[] = [];
   const log = pino({ level: 'warn' }, { write: (s: string) => void logs.push(JSON.parse(s)) });
-  const worker: WorkerSettings = {
-    backend: 'fscache', blobDir: '', journalDir: '', dbPath, takeoverPath: '', logLevel: 'warn', prefetch: false, learn: { dir: '', replay: false }, blobMetaDir: '', readDeadlineMs: 30_000, heartbeatMs: heartbeatMsFor(hangTimeoutMs), metricsMs: 0,
-    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '' },
-  };
+  const worker = testWorkerSettings(dbPath, heartbeatMsFor(hangTimeoutMs));
   const prev = process.env.LAZYSNAP_TEST_HOOKS;
   process.env.LAZYSNAP_TEST_HOOKS = '1'; // SIGUSR2 spins the worker's loop
   const sup = new FscacheSupervisor({

@@ -12,9 +12,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { handoverStep } from '../../worker/handover';
 import { ARM_BYTE, HANDOVER_BYTE } from '../../worker/control';
-import { SETTINGS_ENV, encodeSettings, type WorkerSettings } from '../../worker/settings';
+import { SETTINGS_ENV, encodeSettings } from '../../worker/settings';
 import { pidfdOpen, recvFds, sendFds, socketpair } from '../../native';
-import { withSupervised } from '../support/supervised';
+import { testWorkerSettings, withSupervised } from '../support/supervised';
 import { waitFor } from '../support/wait';
 
 const msg = (data: string, fds: number[] = []) => ({ data: Buffer.from(data), fds, truncated: false });
@@ -46,15 +46,24 @@ function readNow(fd: number): string {
   }
 }
 
+/** Waits for `text` on fd with this process's loop blocked (it stands for lazysnapd, which then can do nothing); what arrived. */
+function readBlocked(fd: number, text: string, timeoutMs: number): string {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const t0 = Date.now();
+  let got = '';
+  while (!got.includes(text) && Date.now() - t0 < timeoutMs) {
+    got += readNow(fd);
+    Atomics.wait(pause, 0, 0, 5);
+  }
+  return got;
+}
+
 /** A worker process started as lazysnapd starts one (control socket on fd 3), loaded and waiting for its device. */
 async function startWorker(t: { after: (fn: () => void) => void }) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lazysnap-standby-'));
   const dbPath = path.join(dir, 'metadata.db');
   new Database(dbPath).close();
-  const settings: WorkerSettings = {
-    backend: 'fscache', blobDir: '', journalDir: '', dbPath, takeoverPath: '', logLevel: 'warn', prefetch: false, learn: { dir: '', replay: false }, blobMetaDir: '', readDeadlineMs: 30_000, heartbeatMs: 250, metricsMs: 0,
-    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '' },
-  };
+  const settings = testWorkerSettings(dbPath, 250);
   const [ctl, theirs] = socketpair('stream');
   const worker = spawn(process.execPath, [path.resolve(__dirname, '../../cmd/lazysnap-fscache-worker.js')], {
     stdio: ['ignore', 'inherit', 'inherit', theirs],
@@ -120,14 +129,7 @@ test('the supervisor arms its standby: a serving worker killed while lazysnapd\'
     readNow(peer); // the first worker's restore
     process.kill(first, 'SIGKILL');
     // From here this process (lazysnapd) is blocked: it cannot see the exit, let alone hand the device over.
-    const t0 = Date.now();
-    let wrote = '';
-    const pause = new Int32Array(new SharedArrayBuffer(4));
-    while (!wrote.includes('restore') && Date.now() - t0 < 15_000) {
-      wrote += readNow(peer);
-      Atomics.wait(pause, 0, 0, 5);
-    }
-    assert.match(wrote, /restore/, 'the standby took the device over by itself');
+    assert.match(readBlocked(peer, 'restore', 15_000), /restore/, 'the standby took the device over by itself');
     // lazysnapd then follows: the standby it had is the serving worker, handed nothing
     await waitFor(() => sup.workerPid !== first && sup.workerPid, { what: 'lazysnapd to see the failover' });
     assert.ok(workers.includes(sup.workerPid!), `the serving worker ${sup.workerPid} is the standby that was waiting (${workers})`);
@@ -141,13 +143,7 @@ test('the supervisor arms its standby: a serving worker killed while lazysnapd\'
     readNow(peer);
     const second = sup.workerPid!;
     process.kill(second, 'SIGKILL');
-    const t1 = Date.now();
-    wrote = '';
-    while (!wrote.includes('restore') && Date.now() - t1 < 15_000) {
-      wrote += readNow(peer);
-      Atomics.wait(pause, 0, 0, 5);
-    }
-    assert.match(wrote, /restore/, 'the second standby took over by itself too');
+    assert.match(readBlocked(peer, 'restore', 15_000), /restore/, 'the second standby took over by itself too');
     await waitFor(() => sup.workerPid !== second && sup.workerPid, { what: 'lazysnapd to see the second failover' });
   });
 });
