@@ -62,6 +62,8 @@ export interface WorkerHealth {
   worstOwnStallMs: number;
   /** the next failover's worker: loaded and waiting, still starting, or none (standby off, or being replaced) */
   standby: 'loaded' | 'starting' | 'none';
+  /** the last failover: from the serving worker's end to its successor's `restore`, ms (null: none yet) */
+  lastFailoverStallMs: number | null;
 }
 
 interface Worker {
@@ -131,6 +133,7 @@ export class FscacheSupervisor {
   private worstOwnStallMs = 0;
   /** when the last serving worker ended, until its successor serves */
   private lastEndAt: number | undefined;
+  private lastFailoverStallMs: number | null = null;
   private watchdog: NodeJS.Timeout | undefined;
   private lastTickAt = 0;
   private checksSkipped = 0;
@@ -199,6 +202,7 @@ export class FscacheSupervisor {
       worstLoopStallMs: this.worstLoopStallMs,
       worstOwnStallMs: this.worstOwnStallMs,
       standby: !this.standby ? 'none' : this.standby.loaded ? 'loaded' : 'starting',
+      lastFailoverStallMs: this.lastFailoverStallMs,
     };
   }
 
@@ -347,7 +351,8 @@ export class FscacheSupervisor {
     if (this.prefetchBudget !== undefined) sendJson(w.control, { id: this.nextId++, op: 'prefetch-budget', bytes: this.prefetchBudget });
     if (this.lastEndAt !== undefined) {
       // from the end as first seen: by lazysnapd, or by an armed standby, which may see it sooner
-      this.events?.failedOver(Math.max(0, w.readyAt! - Math.min(this.lastEndAt, w.exitSeenAt ?? Infinity)));
+      this.lastFailoverStallMs = Math.max(0, w.readyAt! - Math.min(this.lastEndAt, w.exitSeenAt ?? Infinity));
+      this.events?.failedOver(this.lastFailoverStallMs);
       this.lastEndAt = undefined;
       this.reopenBlobs(w);
     }

@@ -250,6 +250,9 @@ async function main() {
     const kills: number[] = [];
     const standbyAtKill: string[] = [];
     const standbyReadyMs: number[] = [];
+    /** per kill, lazysnapd's own measure: from the worker's end to its successor's `restore` */
+    const handoverMs: (number | null)[] = [];
+    let activationsAtKill = 0;
     const calls: [number, number][] = [];
     const t0 = Date.now();
     for (let pass = 0; PARTS.has('failover') && kills.length < KILLS; pass++) {
@@ -267,6 +270,8 @@ async function main() {
         await new Promise((res) => setTimeout(res, kills.length ? 1200 : 300));
         const last = kills.at(-1) ?? 0;
         let w = (await quickStatus()).worker;
+        // the last kill's, once its successor serves (a cold successor may not yet)
+        if (handoverMs.length < kills.length) handoverMs.push(w.activations > activationsAtKill ? w.lastFailoverStallMs : null);
         while (running && w.standby !== 'loaded' && Date.now() - last < STANDBY_WAIT_MS) {
           await new Promise((res) => setTimeout(res, 250));
           w = (await quickStatus()).worker;
@@ -276,6 +281,7 @@ async function main() {
         const pid = w.pid;
         if (!Number.isInteger(pid) || pid <= 1) throw new Error(`status gave no worker pid to kill (${pid})`);
         standbyAtKill.push(String(w.standby ?? 'none'));
+        activationsAtKill = w.activations;
         kills.push(performance.timeOrigin + performance.now());
         process.kill(pid, 'SIGKILL');
       }
@@ -283,10 +289,18 @@ async function main() {
       calls.push(...(JSON.parse(json) as [number, number][]));
       await cli('umount', mnt2);
     }
+    if (handoverMs.length < kills.length) {
+      const w = (await quickStatus()).worker;
+      handoverMs.push(w.activations > activationsAtKill ? w.lastFailoverStallMs : null);
+    }
     const failoverSeconds = (Date.now() - t0) / 1000;
     // Stall per failover: the longest read() in flight when, or starting within 1 s after, the worker died.
-    const stallAfter = (k: number, cs: [number, number][]) => Math.max(0, ...cs.filter(([s, e]) => e >= k && s <= k + 1000).map(([s, e]) => e - Math.max(s, k)));
-    const stalls = kills.map((k) => stallAfter(k, calls));
+    const worstRead = (k: number, cs: [number, number][]) => cs.filter(([s, e]) => e >= k && s <= k + 1000)
+      .map(([s, e]) => ({ ms: e - Math.max(s, k), beganAfterKillMs: Math.max(0, s - k) }))
+      .reduce((a, b) => (b.ms > a.ms ? b : a), { ms: 0, beganAfterKillMs: 0 });
+    const stallAfter = (k: number, cs: [number, number][]) => worstRead(k, cs).ms;
+    const worstReads = kills.map((k) => worstRead(k, calls));
+    const stalls = worstReads.map((r) => r.ms);
 
     // Healed hangs: during cold passes the serving worker is stopped (SIGSTOP) once it has served READs of the pass;
     // lazysnapd notices the silence, kills it and fails over, and the next worker is stopped again once it serves.
@@ -357,6 +371,12 @@ async function main() {
       console.log(`failover: kills=${kills.length} in ${failoverSeconds.toFixed(1)} s; stall per failover ${spread(stalls)}`);
       console.log(`failover with a loaded standby: kills=${loaded.length} ${spread(loaded)}; without (successor starting cold): kills=${cold.length} ${spread(cold)}`);
       console.log(`failover: worst five stalls ${worst(stalls)} ms; over 150 ms: ${stalls.filter((x) => x > 150).length}, over 300 ms: ${stalls.filter((x) => x > 300).length}`);
+      // Where a stall falls: in the read the kill interrupted, or in a later one; and how much of it lazysnapd
+      // counts as the handover (end to the successor's restore), the rest being the kernel's and the reads'.
+      const order = kills.map((_, i) => i).sort((a, b) => stalls[b] - stalls[a]).slice(0, 5);
+      console.log('failover: the worst five, where they fell: ' + order.map((i) => `${stalls[i].toFixed(0)} ms (read began ` +
+        `+${worstReads[i].beganAfterKillMs.toFixed(0)} ms after the kill; handover ${handoverMs[i] ?? '?'} ms)`).join('; '));
+      console.log(`failover: lazysnapd's handover (end to restore) ${spread(handoverMs.filter((x): x is number => x !== null))}`);
       console.log(`a loaded standby waited again after a kill: ${spread(standbyReadyMs)}`);
     }
     if (stopsTotal) {

@@ -127,6 +127,7 @@ test('the supervisor arms its standby: a serving worker killed while lazysnapd\'
     const workers = childWorkers();
     assert.equal(workers.length, 2, `the serving worker and its standby: ${workers}`);
     readNow(peer); // the first worker's restore
+    assert.equal(sup.health().lastFailoverStallMs, null, 'no failover yet');
     process.kill(first, 'SIGKILL');
     // From here this process (lazysnapd) is blocked: it cannot see the exit, let alone hand the device over.
     assert.match(readBlocked(peer, 'restore', 15_000), /restore/, 'the standby took the device over by itself');
@@ -135,6 +136,8 @@ test('the supervisor arms its standby: a serving worker killed while lazysnapd\'
     assert.ok(workers.includes(sup.workerPid!), `the serving worker ${sup.workerPid} is the standby that was waiting (${workers})`);
     await sup.whenReady();
     assert.equal(sup.activations, 2);
+    const stall = sup.health().lastFailoverStallMs;
+    assert.ok(typeof stall === 'number' && stall >= 0 && stall < 15_000, `status tells the failover's stall: ${stall}`);
     assert.ok(logs.some((l) => l.msg === 'fscache worker exited; failing over'));
     assert.ok(!logs.some((l) => /handover to the fscache worker failed|cannot arm/.test(String(l.msg))), JSON.stringify(logs));
     // and the next standby is armed against the new serving worker in turn
