@@ -2,7 +2,8 @@
 // (cdaemon.c) serving the same 512 MiB EROFS image from a local file, cold.
 // Runs inside the UML test kernel: npm run bench:fscache
 // Prints READ requests/s and MB/s for both, their ratio, the reader's
-// stall per failover (p50, p99) when the worker is killed mid-read, and per
+// stall per failover (p50, p99; the same measure over the second before each
+// kill as the control) when the worker is killed mid-read, and per
 // healed hang (p50, max) when it is stopped mid-read (SIGSTOP). The cold-READ
 // row from a registry: the same files as a nydus image (lazysnap convert, 1
 // MiB zstd chunks, blake3) in docker-registry on the guest's 127.0.0.1,
@@ -301,6 +302,12 @@ async function main() {
     const stallAfter = (k: number, cs: [number, number][]) => worstRead(k, cs).ms;
     const worstReads = kills.map((k) => worstRead(k, calls));
     const stalls = worstReads.map((r) => r.ms);
+    // The control: the same measure over the second before each kill (ending 100 ms before it), where the reader was
+    // reading: what one CPU's reader meets without a failover (holes at the front of the windows being filled ahead,
+    // the standby's start, the bench's status calls).
+    const quiet = kills.map((k) => k - 1100)
+      .filter((q) => calls.some(([s, e]) => s <= q + 50 && e >= q) && !kills.some((k) => k > q - 1200 && k <= q + 1000))
+      .map((q) => stallAfter(q, calls));
 
     // Healed hangs: during cold passes the serving worker is stopped (SIGSTOP) once it has served READs of the pass;
     // lazysnapd notices the silence, kills it and fails over, and the next worker is stopped again once it serves.
@@ -377,6 +384,8 @@ async function main() {
       console.log('failover: the worst five, where they fell: ' + order.map((i) => `${stalls[i].toFixed(0)} ms (read began ` +
         `+${worstReads[i].beganAfterKillMs.toFixed(0)} ms after the kill; handover ${handoverMs[i] ?? '?'} ms)`).join('; '));
       console.log(`failover: lazysnapd's handover (end to restore) ${spread(handoverMs.filter((x): x is number => x !== null))}`);
+      console.log(`the same measure over the second before each kill (no failover in it): n=${quiet.length} ${spread(quiet)}; ` +
+        `over 150 ms: ${quiet.filter((x) => x > 150).length}, over 300 ms: ${quiet.filter((x) => x > 300).length}`);
       console.log(`a loaded standby waited again after a kill: ${spread(standbyReadyMs)}`);
     }
     if (stopsTotal) {
