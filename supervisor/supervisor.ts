@@ -62,7 +62,7 @@ export interface WorkerHealth {
   worstOwnStallMs: number;
   /** the next failover's worker: loaded and waiting, still starting, or none (standby off, or being replaced) */
   standby: 'loaded' | 'starting' | 'none';
-  /** the last failover: from the serving worker's end to its successor's `restore`, ms (null: none yet) */
+  /** the last failover: from the serving worker's end to its successor's `ready` (sent after its `restore`), ms (null: none yet) */
   lastFailoverStallMs: number | null;
 }
 

@@ -251,7 +251,7 @@ async function main() {
     const kills: number[] = [];
     const standbyAtKill: string[] = [];
     const standbyReadyMs: number[] = [];
-    /** per kill, lazysnapd's own measure: from the worker's end to its successor's `restore` */
+    /** per kill, lazysnapd's own measure: from the worker's end to its successor's `ready` (sent after its `restore`) */
     const handoverMs: (number | null)[] = [];
     let activationsAtKill = 0;
     const calls: [number, number][] = [];
@@ -379,11 +379,11 @@ async function main() {
       console.log(`failover with a loaded standby: kills=${loaded.length} ${spread(loaded)}; without (successor starting cold): kills=${cold.length} ${spread(cold)}`);
       console.log(`failover: worst five stalls ${worst(stalls)} ms; over 150 ms: ${stalls.filter((x) => x > 150).length}, over 300 ms: ${stalls.filter((x) => x > 300).length}`);
       // Where a stall falls: in the read the kill interrupted, or in a later one; and how much of it lazysnapd
-      // counts as the handover (end to the successor's restore), the rest being the kernel's and the reads'.
+      // counts as the handover (end to the successor's ready, sent after its restore), the rest being the kernel's and the reads'.
       const order = kills.map((_, i) => i).sort((a, b) => stalls[b] - stalls[a]).slice(0, 5);
       console.log('failover: the worst five, where they fell: ' + order.map((i) => `${stalls[i].toFixed(0)} ms (read began ` +
         `+${worstReads[i].beganAfterKillMs.toFixed(0)} ms after the kill; handover ${handoverMs[i] ?? '?'} ms)`).join('; '));
-      console.log(`failover: lazysnapd's handover (end to restore) ${spread(handoverMs.filter((x): x is number => x !== null))}`);
+      console.log(`failover: lazysnapd's handover (end to the successor's ready) ${spread(handoverMs.filter((x): x is number => x !== null))}`);
       console.log(`the same measure over the second before each kill (no failover in it): n=${quiet.length} ${spread(quiet)}; ` +
         `over 150 ms: ${quiet.filter((x) => x > 150).length}, over 300 ms: ${quiet.filter((x) => x > 300).length}`);
       console.log(`a loaded standby waited again after a kill: ${spread(standbyReadyMs)}`);
