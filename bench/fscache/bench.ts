@@ -254,6 +254,10 @@ async function main() {
     /** per kill, lazysnapd's own measure: from the worker's end to its successor's `ready` (sent after its `restore`) */
     const handoverMs: (number | null)[] = [];
     let activationsAtKill = 0;
+    /** the last kill's, from a status once its successor serves (a cold successor may not yet) */
+    const noteHandover = (w: Record<string, any>) => {
+      if (handoverMs.length < kills.length) handoverMs.push(w.activations > activationsAtKill ? w.lastFailoverStallMs : null);
+    };
     const calls: [number, number][] = [];
     const t0 = Date.now();
     for (let pass = 0; PARTS.has('failover') && kills.length < KILLS; pass++) {
@@ -271,8 +275,7 @@ async function main() {
         await new Promise((res) => setTimeout(res, kills.length ? 1200 : 300));
         const last = kills.at(-1) ?? 0;
         let w = (await quickStatus()).worker;
-        // the last kill's, once its successor serves (a cold successor may not yet)
-        if (handoverMs.length < kills.length) handoverMs.push(w.activations > activationsAtKill ? w.lastFailoverStallMs : null);
+        noteHandover(w);
         while (running && w.standby !== 'loaded' && Date.now() - last < STANDBY_WAIT_MS) {
           await new Promise((res) => setTimeout(res, 250));
           w = (await quickStatus()).worker;
@@ -290,10 +293,7 @@ async function main() {
       calls.push(...(JSON.parse(json) as [number, number][]));
       await cli('umount', mnt2);
     }
-    if (handoverMs.length < kills.length) {
-      const w = (await quickStatus()).worker;
-      handoverMs.push(w.activations > activationsAtKill ? w.lastFailoverStallMs : null);
-    }
+    if (handoverMs.length < kills.length) noteHandover((await quickStatus()).worker);
     const failoverSeconds = (Date.now() - t0) / 1000;
     // Stall per failover: the longest read() in flight when, or starting within 1 s after, the worker died.
     const worstRead = (k: number, cs: [number, number][]) => cs.filter(([s, e]) => e >= k && s <= k + 1000)
