@@ -9,6 +9,9 @@
 //               and mounted with `lazysnap mount docker://…`: filled by
 //               Range GETs through the chunk fetcher;
 //   warm:       the same mount read again (complete blobs lose their marks).
+//   failover:   cold-local passes on fresh mounts while the serving worker
+//               is SIGKILLed, BENCH_KILLS times (default 100; 0 leaves it
+//               out): the stall per kill and its control (bench/failover.ts).
 // Page caches are dropped before each cold read. Prints MB/s, events per
 // MiB, and the ratios warm / native warm (goal >= 0.95: a complete blob has
 // lost its mark, so nothing is left in the way) and cold-local / native cold.
@@ -19,11 +22,14 @@ import { startLazysnapd } from '../../test/support/lazysnapd';
 import { runOk } from '../../test/support/proc';
 import { nydusFromDir } from '../../test/support/nydus-from-dir';
 import { readNydusLayout, rebuildBlobs, mountErofsFile } from '../../test/support/oci-layout';
+import { AdminClient } from '../../cmd/admin-client';
+import { failoverReport, killDuringReads } from '../failover';
 
 const MB = 2 ** 20;
 const IMAGE_MB = Number(process.env.BENCH_IMAGE_MB ?? 512);
 const WORK = `/var/tmp/lazysnap-bench-fanotify-${IMAGE_MB}m`;
 const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
+const KILLS = Number(process.env.BENCH_KILLS ?? 100);
 
 async function image(): Promise<{ ref: string; boot: string; raw: string[] }> {
   const layout = path.join(WORK, 'img', 'nydus');
@@ -120,6 +126,28 @@ async function main() {
       } finally {
         await registry.stop();
       }
+      // failover: the same cold read from the local blob, pass after pass, while the serving worker is killed
+      const admin = new AdminClient(d.address);
+      let failover: string[] = [];
+      try {
+        if (KILLS > 0) {
+          failover = failoverReport(await killDuringReads({
+            kills: KILLS,
+            standbyWaitMs: 20_000,
+            status: () => admin.status() as Promise<{ worker: Record<string, any> }>,
+            mount: async (pass) => {
+              const m = path.join(dir, `failover-${pass}`);
+              fs.mkdirSync(m);
+              await cli('mount', img.ref, m, '--fsid', `bench-f${pass}`);
+              dropCaches();
+              return m;
+            },
+            umount: async (m) => void await cli('umount', m),
+          }));
+        }
+      } finally {
+        admin.close();
+      }
       const mib = cold.bytes / MB;
       const out = [
         `fanotify bench: ${new Date().toISOString().slice(0, 10)}, ${mib.toFixed(0)} MiB image, kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}`,
@@ -128,6 +156,7 @@ async function main() {
         `cold-registry (fanotify, Range GETs from docker-registry on 127.0.0.1): ${reg.mbps.toFixed(0)} MB/s, ${rs.events} events, ${rs.fills} fills`,
         `warm (the same mount again): ${warm.mbps.toFixed(0)} MB/s`,
         `ratios: warm/native-warm ${(warm.mbps / nativeWarm.mbps).toFixed(2)} (goal >= 0.95), cold-local/native-cold ${(cold.mbps / native.mbps).toFixed(2)}, cold-registry/native-cold ${(reg.mbps / native.mbps).toFixed(2)}`,
+        ...failover,
       ];
       process.stdout.write(out.join('\n') + '\n');
       if (cold.bytes !== native.bytes || warm.bytes !== native.bytes || reg.bytes !== native.bytes) throw new Error(`read ${cold.bytes}/${warm.bytes} bytes, native ${native.bytes}`);

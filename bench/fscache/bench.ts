@@ -5,12 +5,13 @@
 // stall per failover (p50, p99; the same measure over the second before each
 // kill as the control) when the worker is killed mid-read, and per
 // healed hang (p50, max) when it is stopped mid-read (SIGSTOP). The cold-READ
-// row from a registry: the same files as a nydus image (lazysnap convert, 1
+// rows from a registry: the same files as a nydus image (lazysnap convert, 1
 // MiB zstd chunks, blake3) in docker-registry on the guest's 127.0.0.1,
-// mounted with `lazysnap mount docker://…`, read the same way: Range GETs,
-// decompression and verification against the C daemon's local file
-// (BENCH_REGISTRY=0 leaves it out). BENCH_PARTS picks parts (default
-// throughput,failover,hangs).
+// mounted as `lazysnap mount docker://…` does and read the same way: Range
+// GETs, decompression and verification against the C daemon's local file,
+// once with prefetch off and once "on-pull", each timed from the mount's
+// start (BENCH_REGISTRY=0 leaves them out, BENCH_REGISTRY_PREFETCH=off keeps
+// one). BENCH_PARTS picks parts (default throughput,failover,hangs).
 import { spawn, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -20,6 +21,9 @@ import { runOk } from '../../test/support/proc';
 import { curlDownload } from '../curl';
 import { GUEST_MOUNT_DIRS, guestDir, mkfsErofs, requireFscacheKernel } from '../../test/support/guest';
 import { AdminClient } from '../../cmd/admin-client';
+import { DEFAULT_HOSTS_DIR } from '../../registry/hosts';
+import { failoverReport, killDuringReads, readInChild, worstRead } from '../failover';
+import { percentile } from '../stats';
 
 const MB = 2 ** 20;
 const IMAGE_MB = Number(process.env.BENCH_IMAGE_MB ?? 512);
@@ -31,6 +35,8 @@ const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
 const HERE_SRC = path.resolve(__dirname, '../../../bench/fscache');
 const REGISTRY = process.env.BENCH_REGISTRY !== '0';
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'throughput,failover,hangs').split(','));
+/** the registry rows' prefetch settings, in order */
+const REGISTRY_PREFETCH = (process.env.BENCH_REGISTRY_PREFETCH ?? 'off,on-pull').split(',') as ('off' | 'on-pull')[];
 
 /** The image's files as an OCI layout with one uncompressed layer (cached beside the image); its ref. */
 async function ociOriginal(): Promise<string> {
@@ -146,9 +152,101 @@ function cpuSeconds(pids: number[]): { procs: { cpu: number; faults: number }[];
   return { procs, busy: busy / TICK };
 }
 
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : 0;
+interface RegistryRow {
+  prefetch: 'off' | 'on-pull';
+  /** over the mount and the read */
+  mbps: number;
+  rps: number;
+  reads: number;
+  mountSeconds: number;
+  readSeconds: number;
+  cpu: string;
+}
+
+/**
+ * The image's files converted into docker-registry on the guest's 127.0.0.1, then read cold twice, each by a
+ * lazysnapd of its own: with prefetch off (READs alone fetch) and with the default "on-pull" (the mount starts
+ * fetching the blobs whole). Each clock starts as the mount does: an on-pull prefetch fetches from the mount on.
+ */
+async function registryRows(fscacheDir: string, dir: string): Promise<{ rows: RegistryRow[]; curl: { mbps: number; bytes: number } }> {
+  process.stderr.write('registry rows: the OCI original\n');
+  const original = await ociOriginal();
+  const { startRegistry } = await import('../../test/support/registry');
+  // Its storage in the guest's RAM, as the C daemon's image is: a registry serving a hot blob from its page
+  // cache. On the host's disk (hostfs) every read is a UML round trip to the host, and curl got 70 MB/s.
+  fs.rmSync(path.join(WORK, 'registry'), { recursive: true, force: true }); // where it was kept before
+  const registry = await startRegistry({ dir: path.join(dir, 'registry') });
+  try {
+    // converted straight into the registry, as an operator would: the converter streams its upload
+    process.stderr.write('registry rows: converting into the registry\n');
+    const ref = `docker://${registry.host}/bench/fscache:1`;
+    await runOk(process.execPath, [CLI, 'convert', original, ref], { timeoutMs: 900_000 });
+    const rows: RegistryRow[] = [];
+    for (const prefetch of REGISTRY_PREFETCH) {
+      const name = `bench-r-${prefetch}`;
+      const cache = path.join(fscacheDir, name);
+      const root = path.join(dir, `root-${name}`);
+      const rd = await startLazysnapd({
+        root,
+        logPath: path.join(WORK, `lazysnapd-${name}.log`),
+        address: path.join(dir, `${name}.sock`),
+        config: `root = "${root}"\n[log]\nlevel = "warn"\n[fscache]\nenabled = true\ncache_dir = "${cache}"\n` +
+          `prefetch = "${prefetch}"\n${GUEST_MOUNT_DIRS}`,
+      });
+      try {
+        const admin = new AdminClient(rd.address);
+        try {
+          const mnt = path.join(dir, `mnt-${name}`);
+          fs.mkdirSync(mnt);
+          process.stderr.write(`registry rows: prefetch ${prefetch}: mounting and reading\n`);
+          const worker = ((await admin.status()) as { worker: { pid: number } }).worker.pid;
+          const who = { registry: registry.daemon.proc.pid!, worker, lazysnapd: rd.daemon.proc.pid!, reader: process.pid };
+          const reads0 = ((await admin.status()) as { worker: { stats: { reads: number } } }).worker.stats.reads;
+          const cpu0 = cpuSeconds(Object.values(who));
+          const t0 = performance.now();
+          await mountFromRegistry(admin, ref, mnt);
+          const mountSeconds = (performance.now() - t0) / 1000;
+          const r = readAll(mnt);
+          const seconds = (performance.now() - t0) / 1000;
+          const cpu1 = cpuSeconds(Object.values(who));
+          const reads = ((await admin.status()) as { worker: { stats: { reads: number } } }).worker.stats.reads - reads0;
+          await admin.umount(mnt);
+          if (r.bytes !== IMAGE_MB * MB) throw new Error(`read ${r.bytes} bytes from the registry image (prefetch ${prefetch}), not ${IMAGE_MB} MiB`);
+          const cpu = Object.keys(who).map((k, i) => `${k} ${(cpu1.procs[i].cpu - cpu0.procs[i].cpu).toFixed(1)} s ` +
+            `(${cpu1.procs[i].faults - cpu0.procs[i].faults} faults)`).join(', ') +
+            `; all ${(cpu1.busy - cpu0.busy).toFixed(1)} of ${seconds.toFixed(1)} s`;
+          rows.push({ prefetch, mbps: r.bytes / MB / seconds, rps: reads / seconds, reads, mountSeconds, readSeconds: r.seconds, cpu });
+        } finally {
+          admin.close();
+        }
+      } finally {
+        await rd.stop();
+        fs.rmSync(cache, { recursive: true, force: true }); // give the guest's RAM back
+        fs.rmSync(root, { recursive: true, force: true });
+      }
+    }
+    return { rows, curl: await curlLayers(registry.url, 'bench/fscache', '1') };
+  } finally {
+    await registry.stop();
+    fs.rmSync(registry.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * What `lazysnap mount docker://…` does, in this process: a CLI start in the guest takes seconds, which no
+ * container start through containerd pays.
+ */
+async function mountFromRegistry(admin: AdminClient, ref: string, mnt: string): Promise<void> {
+  const { openImageArg } = await import('../../cmd/image-arg');
+  const img = await openImageArg(ref, { hostsDir: DEFAULT_HOSTS_DIR, pathOnly: true });
+  await img.close();
+  const bootstrap = `${mnt}.boot`;
+  fs.writeFileSync(bootstrap, img.bootstrap);
+  try {
+    await admin.mount({ bootstrap, mountpoint: mnt, blobs_dir: '', domain: '', fsid: '', image_ref: img.imageRef ?? '' });
+  } finally {
+    fs.rmSync(bootstrap, { force: true });
+  }
 }
 
 async function main() {
@@ -156,6 +254,7 @@ async function main() {
   const img = await image();
   const dir = guestDir('bench');
   const c = PARTS.has('throughput') ? await baseline(img, fscacheDir, dir) : undefined;
+  const reg = c && REGISTRY ? await registryRows(fscacheDir, dir) : undefined;
 
   const root = path.join(dir, 'root');
   const d = await startLazysnapd({
@@ -189,9 +288,6 @@ async function main() {
   try {
     let l: { mbps: number; rps: number; reads: number } | undefined;
     let healthy: Record<string, any> | undefined;
-    let reg: { mbps: number; rps: number; reads: number } | undefined;
-    let regCurl: { mbps: number; bytes: number } | undefined;
-    let regCpu = '';
     if (c) {
       const mnt = path.join(dir, 'mnt-l');
       fs.mkdirSync(mnt);
@@ -202,112 +298,21 @@ async function main() {
       await cli('umount', mnt);
       l = { mbps: r.bytes / MB / r.seconds, rps: reads / r.seconds, reads };
       healthy = (await quickStatus()).worker;
-
-      if (REGISTRY) {
-        process.stderr.write('registry row: the OCI original\n');
-        const original = await ociOriginal();
-        const { startRegistry } = await import('../../test/support/registry');
-        // Its storage in the guest's RAM, as the C daemon's image is: a registry serving a hot blob from its page
-        // cache. On the host's disk (hostfs) every read is a UML round trip to the host, and curl got 70 MB/s.
-        fs.rmSync(path.join(WORK, 'registry'), { recursive: true, force: true }); // where it was kept before
-        const registry = await startRegistry({ dir: path.join(dir, 'registry') });
-        try {
-          // converted straight into the registry, as an operator would: the converter streams its upload
-          process.stderr.write('registry row: converting into the registry\n');
-          await runOk(process.execPath, [CLI, 'convert', original, `docker://${registry.host}/bench/fscache:1`],
-            { timeoutMs: 900_000 });
-          const rmnt = path.join(dir, 'mnt-r');
-          fs.mkdirSync(rmnt);
-          process.stderr.write('registry row: mounting it\n');
-          await cli('mount', `docker://${registry.host}/bench/fscache:1`, rmnt);
-          process.stderr.write('registry row: reading it\n');
-          const w0 = (await status()).worker.stats;
-          const who = { registry: registry.daemon.proc.pid!, worker: (await quickStatus()).worker.pid as number,
-            lazysnapd: d.daemon.proc.pid!, reader: process.pid };
-          const cpu0 = cpuSeconds(Object.values(who));
-          const rr = readAll(rmnt);
-          const cpu1 = cpuSeconds(Object.values(who));
-          const w1 = (await status()).worker.stats;
-          regCpu = Object.keys(who).map((k, i) => `${k} ${(cpu1.procs[i].cpu - cpu0.procs[i].cpu).toFixed(1)} s ` +
-            `(${cpu1.procs[i].faults - cpu0.procs[i].faults} faults)`).join(', ') +
-            `; all ${(cpu1.busy - cpu0.busy).toFixed(1)} of ${rr.seconds.toFixed(1)} s`;
-          await cli('umount', rmnt);
-          if (rr.bytes !== r.bytes) throw new Error(`read ${rr.bytes} bytes from the registry image, ${r.bytes} from the local one`);
-          const n = w1.reads - w0.reads;
-          reg = { mbps: rr.bytes / MB / rr.seconds, rps: n / rr.seconds, reads: n };
-          regCurl = await curlLayers(registry.url, 'bench/fscache', '1');
-        } finally {
-          await registry.stop();
-          fs.rmSync(registry.dir, { recursive: true, force: true }); // give the guest's RAM back
-        }
-      }
     }
 
-    // Failover: cold reads in a child process, pass after pass on fresh mounts, while the serving worker is
-    // killed until KILLS kills: 1.2 s after the last kill at the soonest, and once a loaded standby waits (the
-    // successor lazysnapd keeps for the next failover), or STANDBY_WAIT_MS after the last kill without one. Each
-    // kill notes which: without a loaded standby the successor is a cold worker start (seconds in UML), which no
-    // handover can hide; those are printed apart, with how long a standby took to be ready after a kill.
-    const kills: number[] = [];
-    const standbyAtKill: string[] = [];
-    const standbyReadyMs: number[] = [];
-    /** per kill, lazysnapd's own measure: from the worker's end to its successor's `ready` (sent after its `restore`) */
-    const handoverMs: (number | null)[] = [];
-    let activationsAtKill = 0;
-    /** the last kill's, from a status once its successor serves (a cold successor may not yet) */
-    const noteHandover = (w: Record<string, any>) => {
-      if (handoverMs.length < kills.length) handoverMs.push(w.activations > activationsAtKill ? w.lastFailoverStallMs : null);
-    };
-    const calls: [number, number][] = [];
-    const t0 = Date.now();
-    for (let pass = 0; PARTS.has('failover') && kills.length < KILLS; pass++) {
-      const mnt2 = path.join(dir, `mnt-f${pass}`);
-      fs.mkdirSync(mnt2);
-      await cli('mount', img, mnt2, '--fsid', `bench-f${pass}`);
-      const reader = spawn(process.execPath, ['-e', `(${readAllSource})(${JSON.stringify(mnt2)})`], { stdio: ['ignore', 'pipe', 'inherit'] });
-      let json = '';
-      reader.stdout.on('data', (x) => (json += x));
-      let running = true;
-      const exited = new Promise((res) => reader.once('exit', res)).then(() => (running = false));
-      while (running && kills.length < KILLS) {
-        // Asked only once a kill's window (1 s, below) is over: a status call goes through lazysnapd and the serving
-        // worker, and on one CPU it would land in the stall it measures.
-        await new Promise((res) => setTimeout(res, kills.length ? 1200 : 300));
-        const last = kills.at(-1) ?? 0;
-        let w = (await quickStatus()).worker;
-        noteHandover(w);
-        while (running && w.standby !== 'loaded' && Date.now() - last < STANDBY_WAIT_MS) {
-          await new Promise((res) => setTimeout(res, 250));
-          w = (await quickStatus()).worker;
-        }
-        if (!running) break;
-        if (w.standby === 'loaded' && last) standbyReadyMs.push(Date.now() - last);
-        const pid = w.pid;
-        if (!Number.isInteger(pid) || pid <= 1) throw new Error(`status gave no worker pid to kill (${pid})`);
-        standbyAtKill.push(String(w.standby ?? 'none'));
-        activationsAtKill = w.activations;
-        kills.push(performance.timeOrigin + performance.now());
-        process.kill(pid, 'SIGKILL');
-      }
-      await exited;
-      calls.push(...(JSON.parse(json) as [number, number][]));
-      await cli('umount', mnt2);
-    }
-    if (handoverMs.length < kills.length) noteHandover((await quickStatus()).worker);
-    const failoverSeconds = (Date.now() - t0) / 1000;
-    // Stall per failover: the longest read() in flight when, or starting within 1 s after, the worker died.
-    const worstRead = (k: number, cs: [number, number][]) => cs.filter(([s, e]) => e >= k && s <= k + 1000)
-      .map(([s, e]) => ({ ms: e - Math.max(s, k), beganAfterKillMs: Math.max(0, s - k) }))
-      .reduce((a, b) => (b.ms > a.ms ? b : a), { ms: 0, beganAfterKillMs: 0 });
-    const stallAfter = (k: number, cs: [number, number][]) => worstRead(k, cs).ms;
-    const worstReads = kills.map((k) => worstRead(k, calls));
-    const stalls = worstReads.map((r) => r.ms);
-    // The control: the same measure over the second before each kill (ending 100 ms before it), where the reader was
-    // reading: what one CPU's reader meets without a failover (holes at the front of the windows being filled ahead,
-    // the standby's start, the bench's status calls).
-    const quiet = kills.map((k) => k - 1100)
-      .filter((q) => calls.some(([s, e]) => s <= q + 50 && e >= q) && !kills.some((k) => k > q - 1200 && k <= q + 1000))
-      .map((q) => stallAfter(q, calls));
+    // Failover: cold reads while the serving worker is killed, KILLS times (bench/failover.ts).
+    const run = PARTS.has('failover') ? await killDuringReads({
+      kills: KILLS,
+      standbyWaitMs: STANDBY_WAIT_MS,
+      status: quickStatus,
+      mount: async (pass) => {
+        const mnt = path.join(dir, `mnt-f${pass}`);
+        fs.mkdirSync(mnt);
+        await cli('mount', img, mnt, '--fsid', `bench-f${pass}`);
+        return mnt;
+      },
+      umount: async (mnt) => void await cli('umount', mnt),
+    }) : undefined;
 
     // Healed hangs: during cold passes the serving worker is stopped (SIGSTOP) once it has served READs of the pass;
     // lazysnapd notices the silence, kills it and fails over, and the next worker is stopped again once it serves.
@@ -321,11 +326,9 @@ async function main() {
       fs.mkdirSync(mnt3);
       await cli('mount', img, mnt3, '--fsid', `bench-h${pass}`);
       const w0 = (await quickStatus()).worker;
-      const reader = spawn(process.execPath, ['-e', `(${readAllSource})(${JSON.stringify(mnt3)})`], { stdio: ['ignore', 'pipe', 'inherit'] });
-      let json = '';
-      reader.stdout.on('data', (x) => (json += x));
+      const reader = readInChild(mnt3);
       let running = true;
-      const exited = new Promise((res) => reader.once('exit', res)).then(() => (running = false));
+      void reader.then(() => (running = false), () => (running = false));
       const stops: number[] = [];
       let basePid = w0.pid as number;
       let baseReads = w0.stats.reads as number;
@@ -345,10 +348,9 @@ async function main() {
         process.kill(w.pid, 'SIGSTOP');
         stopped = w.pid;
       }
-      await exited;
-      const passCalls = JSON.parse(json) as [number, number][];
+      const passCalls = await reader;
       stopsTotal += stops.length;
-      for (const k of stops) if (passCalls.some(([, e]) => e >= k)) hangStalls.push(stallAfter(k, passCalls));
+      for (const k of stops) if (passCalls.some(([, e]) => e >= k)) hangStalls.push(worstRead(k, passCalls).ms);
       await cli('umount', mnt3);
     }
     const w1 = (await quickStatus()).worker;
@@ -362,34 +364,20 @@ async function main() {
       console.log(`ratio lazysnap/C: MB/s ${(l.mbps / c.mbps).toFixed(2)}  (goal >= 0.95; READs: lazysnap ${l.reads}, C ${c.reads})`);
     }
     if (c && reg) {
-      console.log(line('lazysnap from registry', reg));
-      console.log(`ratio lazysnap from the registry (nydus, zstd, blake3) / C daemon from a local file: MB/s ${(reg.mbps / c.mbps).toFixed(2)}  (goal >= 0.6)`);
-      console.log(`during that read, CPU (user+system): ${regCpu}`);
-      if (regCurl) {
-        console.log(`curl, the image's blobs whole from the same registry: ${regCurl.mbps.toFixed(1)} MB/s (${(regCurl.bytes / MB).toFixed(0)} MiB); ` +
-          `curl / C daemon ${(regCurl.mbps / c.mbps).toFixed(2)}, lazysnap from the registry / curl ${(reg.mbps / regCurl.mbps).toFixed(2)}`);
+      console.log(`from the guest's registry (nydus, 1 MiB zstd chunks, blake3), cold: the clock starts as the mount does ` +
+        `(manifest, bootstrap, mount) and stops at the last byte read; the C daemon's clock is its read alone`);
+      for (const x of reg.rows) {
+        console.log(`${line(`registry, prefetch ${x.prefetch}`, x)}  (mount ${x.mountSeconds.toFixed(2)} s, read ${x.readSeconds.toFixed(1)} s)`);
+        console.log(`  ratio to the C daemon from a local file: MB/s ${(x.mbps / c.mbps).toFixed(2)}` +
+          `${x.prefetch === 'off' ? '  (goal >= 0.6)' : ''}; to curl ${(x.mbps / reg.curl.mbps).toFixed(2)}`);
+        console.log(`  CPU (user+system) from the mount's start: ${x.cpu}`);
       }
+      console.log(`curl, the image's blobs whole from the same registry: ${reg.curl.mbps.toFixed(1)} MB/s (${(reg.curl.bytes / MB).toFixed(0)} MiB); ` +
+        `curl / C daemon ${(reg.curl.mbps / c.mbps).toFixed(2)}`);
     }
-    const spread = (xs: number[]) => (xs.length ? `p50=${pct(xs, 50).toFixed(0)} ms p90=${pct(xs, 90).toFixed(0)} ms p99=${pct(xs, 99).toFixed(0)} ms max=${Math.max(...xs).toFixed(0)} ms` : 'none');
-    const worst = (xs: number[]) => [...xs].sort((a, b) => b - a).slice(0, 5).map((x) => x.toFixed(0)).join(', ');
-    if (kills.length) {
-      const loaded = stalls.filter((_, i) => standbyAtKill[i] === 'loaded');
-      const cold = stalls.filter((_, i) => standbyAtKill[i] !== 'loaded');
-      console.log(`failover: kills=${kills.length} in ${failoverSeconds.toFixed(1)} s; stall per failover ${spread(stalls)}`);
-      console.log(`failover with a loaded standby: kills=${loaded.length} ${spread(loaded)}; without (successor starting cold): kills=${cold.length} ${spread(cold)}`);
-      console.log(`failover: worst five stalls ${worst(stalls)} ms; over 150 ms: ${stalls.filter((x) => x > 150).length}, over 300 ms: ${stalls.filter((x) => x > 300).length}`);
-      // Where a stall falls: in the read the kill interrupted, or in a later one; and how much of it lazysnapd
-      // counts as the handover (end to the successor's ready, sent after its restore), the rest being the kernel's and the reads'.
-      const order = kills.map((_, i) => i).sort((a, b) => stalls[b] - stalls[a]).slice(0, 5);
-      console.log('failover: the worst five, where they fell: ' + order.map((i) => `${stalls[i].toFixed(0)} ms (read began ` +
-        `+${worstReads[i].beganAfterKillMs.toFixed(0)} ms after the kill; handover ${handoverMs[i] ?? '?'} ms)`).join('; '));
-      console.log(`failover: lazysnapd's handover (end to the successor's ready) ${spread(handoverMs.filter((x): x is number => x !== null))}`);
-      console.log(`the same measure over the second before each kill (no failover in it): n=${quiet.length} ${spread(quiet)}; ` +
-        `over 150 ms: ${quiet.filter((x) => x > 150).length}, over 300 ms: ${quiet.filter((x) => x > 300).length}`);
-      console.log(`a loaded standby waited again after a kill: ${spread(standbyReadyMs)}`);
-    }
+    if (run) console.log(failoverReport(run).join('\n'));
     if (stopsTotal) {
-      console.log(`hangs: stops=${stopsTotal} healed=${w1.hangsHealed - hangsBefore} (bound ${w1.hangTimeoutMs} ms); stall per healed hang p50=${pct(hangStalls, 50).toFixed(0)} ms max=${Math.max(0, ...hangStalls).toFixed(0)} ms`);
+      console.log(`hangs: stops=${stopsTotal} healed=${w1.hangsHealed - hangsBefore} (bound ${w1.hangTimeoutMs} ms); stall per healed hang p50=${percentile(hangStalls, 50).toFixed(0)} ms max=${Math.max(0, ...hangStalls).toFixed(0)} ms`);
     }
     if (healthy) {
       console.log(`healthy worker under the throughput run: worst silence ${healthy.worstSilenceMs} ms, worst event-loop stall ${healthy.worstLoopStallMs} ms; over the whole bench: ${w1.worstSilenceMs} ms, ${w1.worstLoopStallMs} ms`);
@@ -401,19 +389,6 @@ async function main() {
     await d.stop();
   }
 }
-
-// The reader, as source for `node -e`: prints [start, end] of each read() (epoch ms).
-const readAllSource = `function (mnt) {
-  const fs = require('fs'), path = require('path');
-  const buf = Buffer.alloc(1 << 20); const calls = [];
-  const now = () => performance.timeOrigin + performance.now();
-  for (const name of fs.readdirSync(mnt).sort()) {
-    const fd = fs.openSync(path.join(mnt, name), 'r');
-    for (;;) { const s = now(); const n = fs.readSync(fd, buf, 0, buf.length, null); calls.push([s, now()]); if (n === 0) break; }
-    fs.closeSync(fd);
-  }
-  process.stdout.write(JSON.stringify(calls));
-}`;
 
 main().catch((e) => {
   console.error(e);
