@@ -70,6 +70,13 @@ export interface ChunkFetcherOptions {
   badChunkCooldownMs?: number;
   /** compressed bytes of recently fetched chunks kept in memory (default 32 MiB) */
   cacheBytes?: number;
+  /**
+   * Those are let go once no chunk of the blob has been fetched or asked for
+   * in this long (default 10 s; 0 = kept): a worker keeps the contents of
+   * blobs it served for their next OPEN, and 32 MiB held for each of them
+   * grew a worker by that much per image read.
+   */
+  cacheIdleMs?: number;
   /** skip present chunks even inside the requested window (nydus's behaviour; default false) */
   trustPresence?: boolean;
   /**
@@ -164,6 +171,9 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
   /** chunks being written by some fill: resolves true once written, false if that failed */
   private readonly delivering = new Map<number, Promise<boolean>>();
   private cachedBytes = 0;
+  /** when a piece was last cached or asked for, and the timer that lets the cache go once that is cacheIdleMs ago */
+  private lastPieceUse = 0;
+  private idleTimer: NodeJS.Timeout | undefined;
   private bytesPresent = 0;
   private readonly totalBytes: number;
   private readonly log?: Logger;
@@ -184,6 +194,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
       verifyAttempts: Math.max(1, opts.verifyAttempts ?? 3),
       badChunkCooldownMs: Math.max(0, opts.badChunkCooldownMs ?? 60_000),
       cacheBytes: opts.cacheBytes ?? 32 << 20,
+      cacheIdleMs: opts.cacheIdleMs ?? 10_000,
       trustPresence: opts.trustPresence ?? false,
       shareDeliveries: opts.shareDeliveries ?? true,
     };
@@ -525,6 +536,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
           if (this.pieces.get(c.index) === piece) {
             this.cachedBytes += piece.size;
             this.evict();
+            this.usedCache();
           }
         },
         () => {
@@ -548,6 +560,28 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
   private touch(index: number, p: Piece): void {
     this.pieces.delete(index);
     this.pieces.set(index, p);
+    this.usedCache();
+  }
+
+  /** The cache was used now: it is let go cacheIdleMs after its last use. */
+  private usedCache(): void {
+    if (this.opts.cacheIdleMs <= 0) return;
+    this.lastPieceUse = Date.now();
+    if (!this.idleTimer) this.armIdle(this.opts.cacheIdleMs);
+  }
+
+  private armIdle(ms: number): void {
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      const idle = Date.now() - this.lastPieceUse;
+      if (idle < this.opts.cacheIdleMs) return this.armIdle(this.opts.cacheIdleMs - idle);
+      for (const [i, p] of this.pieces) {
+        if (!p.settled) continue; // in flight: its GET's waiters hold it
+        this.pieces.delete(i);
+        this.cachedBytes -= p.size;
+      }
+    }, ms);
+    this.idleTimer.unref(); // a content nobody uses any more is collected once it fires
   }
 
   /** Drops the oldest settled pieces beyond cacheBytes (in-flight ones stay). */

@@ -210,6 +210,27 @@ test('a corrupted or short chunk is refetched; persistent corruption fails the f
   assert.ok(bad.sink.covers(0, PAGE));
 });
 
+test('cache: an idle blob lets its cached chunks go (cacheIdleMs), and a use keeps them', T, async () => {
+  const b = await buildSyntheticBlob({ chunkSizes: [M, M], seed: 'idle' });
+  const x = await setup(b, { amplify: 0, cacheIdleMs: 150 });
+  await x.content.fill(0, PAGE, x.sink.sink, x.sink.alloc);
+  await new Promise((r) => setTimeout(r, 90));
+  await x.content.fill(0, PAGE, x.sink.sink, x.sink.alloc); // a use within the idle time: from the cache, and it counts
+  await new Promise((r) => setTimeout(r, 90));
+  await x.content.fill(0, PAGE, x.sink.sink, x.sink.alloc); // 180 ms after the fetch, 90 after the last use
+  assert.equal(x.reader.calls.length, 1, 'kept while in use');
+  await new Promise((r) => setTimeout(r, 400));
+  await x.content.fill(0, PAGE, x.sink.sink, x.sink.alloc);
+  assert.equal(x.reader.calls.length, 2, 'let go once idle: fetched again');
+  assert.ok(x.sink.file.subarray(0, PAGE).equals(b.uncompressed.subarray(0, PAGE)));
+
+  const kept = await setup(b, { amplify: 0, cacheIdleMs: 0 });
+  await kept.content.fill(0, PAGE, kept.sink.sink, kept.sink.alloc);
+  await new Promise((r) => setTimeout(r, 300));
+  await kept.content.fill(0, PAGE, kept.sink.sink, kept.sink.alloc);
+  assert.equal(kept.reader.calls.length, 1, 'cacheIdleMs 0 keeps them');
+});
+
 test('presence: a present chunk in the window is re-delivered (from the cache, or refetched without one); trustPresence skips it', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: [M, M], seed: 'presence' });
   const cached = await setup(b, { amplify: 0 });
