@@ -1,6 +1,8 @@
 // Aligned write buffers kept by size after their pwrite, so a worker in
-// steady state (and the fetch benchmark, which writes the same way) does not
-// allocate, page-fault and garbage-collect a fresh buffer for every piece.
+// steady state (either backend's edge, worker/device.ts and
+// worker/fanotify/group.ts, and the fetch benchmark, which writes the same
+// way) does not allocate, page-fault and garbage-collect a fresh buffer for
+// every piece. Here, not in worker/, so that both edges share it.
 import { allocAligned } from '../native';
 
 /** Free aligned buffers by size, so steady-state READs allocate nothing. */

@@ -4,7 +4,7 @@
 // supervisor/cachefiles.ts.
 import fs from 'node:fs';
 import { dataExtents, FdPoller, ioctlReadComplete, pwriteAll, pwriteAllSync } from '../native';
-import { BufferPool } from './buffer-pool';
+import { BufferPool } from '../content/buffer-pool';
 import type { DeviceIO } from './daemon';
 import { MSG_MAX_SIZE, Message, ProtocolError, parseMessage } from './protocol';
 

@@ -25,7 +25,7 @@ import type { BlobEntry } from '../../image/rafs/bootstrap';
 import { DataBlob } from '../../image/blob/datablob';
 import type { RangeReader } from '../../content/remote/source';
 import { alignUp } from '../../content/content';
-import { BufferPool } from '../../worker/buffer-pool';
+import { BufferPool } from '../../content/buffer-pool';
 import { writeCache } from '../../worker/device';
 import { median } from '../stats';
 import { curlDownload } from '../curl';

@@ -32,6 +32,7 @@ export interface FanotifyIO {
   pathOf(fd: number): string;
   /** the blob file's size */
   sizeOf(fd: number): number;
+  /** Writes buf at off; buf is the IO's afterwards (it may be reused). */
   pwrite(fd: number, buf: Buffer, off: number): Promise<void>;
   /** lseek(fd, off, SEEK_HOLE): where the data starting at off ends */
   holeAt(fd: number, off: number): number;

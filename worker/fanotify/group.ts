@@ -3,13 +3,15 @@
 // that decides is in daemon.ts.
 import fs from 'node:fs';
 import path from 'node:path';
-import { FdPoller, allocAligned, dataExtents, fanotifyMark, mapShared, pwriteAll, seekHole } from '../../native';
+import { FdPoller, dataExtents, fanotifyMark, mapShared, pwriteAll, seekHole } from '../../native';
+import { BufferPool } from '../../content/buffer-pool';
 import { FAN, response } from './events';
 import type { FanotifyIO } from './daemon';
 import { EventJournal, JOURNAL_LEN, JournalEntry, readJournal } from './journal';
 import { findKeepers, keptFile, killQuietly, pidAlive } from './keeper';
 
 export function groupIO(groupFd: number): FanotifyIO {
+  const pool = new BufferPool(64 << 20);
   return {
     readEvent(area) {
       try {
@@ -24,7 +26,10 @@ export function groupIO(groupFd: number): FanotifyIO {
     },
     pathOf: (fd) => fs.readlinkSync(`/proc/self/fd/${fd}`),
     sizeOf: (fd) => fs.fstatSync(fd).size,
-    pwrite: async (fd, buf, off) => void (await pwriteAll(fd, buf, off)),
+    pwrite: async (fd, buf, off) => {
+      await pwriteAll(fd, buf, off);
+      pool.give(buf);
+    },
     holeAt: (fd, off) => seekHole(fd, off),
     close: (fd) => fs.closeSync(fd),
     unmark: (file) => fanotifyMark(groupFd, FAN.MARK_REMOVE, FAN.PRE_ACCESS, file),
@@ -54,7 +59,7 @@ export function groupIO(groupFd: number): FanotifyIO {
         fs.closeSync(fd);
       }
     },
-    alloc: (size) => allocAligned(size),
+    alloc: (size) => pool.take(size),
   };
 }
 
