@@ -8,7 +8,8 @@
 //   cold-registry: the same image pushed to docker-registry on 127.0.0.1
 //               and mounted with `lazysnap mount docker://…`: filled by
 //               Range GETs through the chunk fetcher;
-//   warm:       the same mount read again (complete blobs lose their marks).
+//   warm:       the same mount read again (complete blobs lose their marks);
+//               each warm figure is the median of 7 reads.
 //   failover:   cold-local passes on fresh mounts while the serving worker
 //               is SIGKILLed, BENCH_KILLS times (default 100; 0 leaves it
 //               out): the stall per kill and its control (bench/failover.ts).
@@ -24,12 +25,14 @@ import { nydusFromDir } from '../../test/support/nydus-from-dir';
 import { readNydusLayout, rebuildBlobs, mountErofsFile } from '../../test/support/oci-layout';
 import { AdminClient } from '../../cmd/admin-client';
 import { failoverReport, killDuringReads } from '../failover';
+import { median } from '../stats';
 
 const MB = 2 ** 20;
 const IMAGE_MB = Number(process.env.BENCH_IMAGE_MB ?? 512);
 const WORK = `/var/tmp/lazysnap-bench-fanotify-${IMAGE_MB}m`;
 const CLI = path.resolve(__dirname, '../../cmd/lazysnap.js');
 const KILLS = Number(process.env.BENCH_KILLS ?? 100);
+const WARM_READS = 7;
 
 async function image(): Promise<{ ref: string; boot: string; raw: string[] }> {
   const layout = path.join(WORK, 'img', 'nydus');
@@ -71,6 +74,15 @@ function readAll(mnt: string): { mbps: number; bytes: number } {
   return { mbps: bytes / MB / ((performance.now() - t0) / 1000), bytes };
 }
 
+/**
+ * A warm read, timed as the median of WARM_READS: from the page cache one read of the image takes 25-45 ms here,
+ * and single reads of the same mount swung by 25%.
+ */
+function warmRead(mnt: string): { mbps: number; bytes: number } {
+  const runs = Array.from({ length: WARM_READS }, () => readAll(mnt));
+  return { mbps: median(runs.map((r) => r.mbps)), bytes: runs[0].bytes };
+}
+
 async function main() {
   const img = await image();
   const dir = fs.mkdtempSync(path.join(WORK, 'run-'));
@@ -81,7 +93,7 @@ async function main() {
     await mountErofsFile(img.boot, nmnt, img.raw);
     dropCaches();
     const native = readAll(nmnt);
-    const nativeWarm = readAll(nmnt);
+    const nativeWarm = warmRead(nmnt);
     await runOk('umount', [nmnt]);
 
     const root = path.join(dir, 'root');
@@ -100,7 +112,7 @@ async function main() {
       try {
         cold = readAll(mnt);
         s = JSON.parse(await cli('status', '--json')).worker.stats;
-        warm = readAll(mnt);
+        warm = warmRead(mnt);
       } finally {
         await cli('umount', mnt);
       }
@@ -154,7 +166,7 @@ async function main() {
         `native (complete blobs, file-backed EROFS, no marks): cold ${native.mbps.toFixed(0)} MB/s, warm ${nativeWarm.mbps.toFixed(0)} MB/s`,
         `cold-local (fanotify, filled from the local nydus blob): ${cold.mbps.toFixed(0)} MB/s, ${s.events} events (${(s.events / mib).toFixed(1)} per MiB), ${s.fills} fills on demand, ${s.fillsAhead} ahead, ${s.eventsDenied} denied`,
         `cold-registry (fanotify, Range GETs from docker-registry on 127.0.0.1): ${reg.mbps.toFixed(0)} MB/s, ${rs.events} events, ${rs.fills} fills`,
-        `warm (the same mount again): ${warm.mbps.toFixed(0)} MB/s`,
+        `warm (the same mount again; both warm figures the median of ${WARM_READS} reads): ${warm.mbps.toFixed(0)} MB/s`,
         `ratios: warm/native-warm ${(warm.mbps / nativeWarm.mbps).toFixed(2)} (goal >= 0.95), cold-local/native-cold ${(cold.mbps / native.mbps).toFixed(2)}, cold-registry/native-cold ${(reg.mbps / native.mbps).toFixed(2)}`,
         ...failover,
       ];
