@@ -51,20 +51,18 @@ export async function killDuringReads(opts: FailoverOptions): Promise<FailoverRu
   for (let pass = 0; run.kills.length < opts.kills; pass++) {
     const mnt = await opts.mount(pass);
     const reader = readInChild(mnt);
-    let running = true;
-    void reader.then(() => (running = false), () => (running = false));
-    while (running && run.kills.length < opts.kills) {
+    while (reader.running() && run.kills.length < opts.kills) {
       // Asked only once a kill's window (1 s) is over: a status call goes through lazysnapd and the serving
       // worker, and on one CPU it would land in the stall it measures.
       await new Promise((res) => setTimeout(res, run.kills.length ? 1200 : 300));
       const last = run.kills.at(-1) ?? 0;
       let w = (await opts.status()).worker;
       noteHandover(w);
-      while (running && w.standby !== 'loaded' && Date.now() - last < opts.standbyWaitMs) {
+      while (reader.running() && w.standby !== 'loaded' && Date.now() - last < opts.standbyWaitMs) {
         await new Promise((res) => setTimeout(res, 250));
         w = (await opts.status()).worker;
       }
-      if (!running) break;
+      if (!reader.running()) break;
       if (w.standby === 'loaded' && last) run.standbyReadyMs.push(Date.now() - last);
       const pid = w.pid;
       if (!Number.isInteger(pid) || pid <= 1) throw new Error(`status gave no worker pid to kill (${pid})`);
@@ -73,7 +71,7 @@ export async function killDuringReads(opts: FailoverOptions): Promise<FailoverRu
       run.kills.push(performance.timeOrigin + performance.now());
       process.kill(pid, 'SIGKILL');
     }
-    run.calls.push(...(await reader));
+    run.calls.push(...(await reader.calls));
     await opts.umount(mnt);
   }
   if (run.handoverMs.length < run.kills.length) noteHandover((await opts.status()).worker);
@@ -126,15 +124,28 @@ export function failoverReport(run: FailoverRun): string[] {
   ];
 }
 
-/** Reads every file under mnt in 1 MiB reads in a child process (a stalled read never blocks the killer); its calls. */
-export function readInChild(mnt: string): Promise<Call[]> {
-  return new Promise((resolve, reject) => {
+/**
+ * Reads every file under mnt in 1 MiB reads in a child process (a stalled read never blocks the killer): its calls
+ * once it is done, and whether it still runs.
+ */
+export function readInChild(mnt: string): { calls: Promise<Call[]>; running(): boolean } {
+  let running = true;
+  const calls = new Promise<Call[]>((resolve, reject) => {
     const p = spawn(process.execPath, ['-e', `(${READER})(${JSON.stringify(mnt)})`], { stdio: ['ignore', 'pipe', 'inherit'] });
     let json = '';
     p.stdout.on('data', (x) => (json += x));
-    p.on('error', reject);
-    p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(json) as Call[]) : reject(new Error(`reader of ${mnt} exited ${code}`))));
+    p.on('error', (e) => {
+      running = false;
+      reject(e);
+    });
+    p.on('exit', (code) => {
+      running = false;
+      if (code === 0) resolve(JSON.parse(json) as Call[]);
+      else reject(new Error(`reader of ${mnt} exited ${code}`));
+    });
   });
+  calls.catch(() => undefined); // seen where it is awaited, not as an unhandled rejection while the killer runs
+  return { calls, running: () => running };
 }
 
 // The reader, as source for `node -e`: prints [start, end] of each read() (epoch ms).

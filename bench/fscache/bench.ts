@@ -170,9 +170,10 @@ interface RegistryRow {
 }
 
 /**
- * The image's files converted into docker-registry on the guest's 127.0.0.1, then read cold twice, each by a
- * lazysnapd of its own: with prefetch off (READs alone fetch) and with the default "on-pull" (the mount starts
- * fetching the blobs whole). Each clock starts as the mount does: an on-pull prefetch fetches from the mount on.
+ * The image's files converted into docker-registry on the guest's 127.0.0.1, then read cold under each prefetch
+ * setting, each by a lazysnapd of its own: off (READs alone fetch) and the default "on-pull" (the mount starts
+ * fetching the blobs whole); REGISTRY_READS times each, on fresh mounts. Each clock starts as the mount does: an
+ * on-pull prefetch fetches from the mount on.
  */
 async function registryRows(fscacheDir: string, dir: string): Promise<{ rows: RegistryRow[]; curl: { mbps: number; bytes: number } }> {
   process.stderr.write('registry rows: the OCI original\n');
@@ -203,14 +204,13 @@ async function registryRows(fscacheDir: string, dir: string): Promise<{ rows: Re
         const admin = new AdminClient(rd.address);
         try {
           // a worker that has served nothing yet reports no stats
-          const readsNow = async () => ((await admin.status()) as { worker: { stats?: { reads: number } } }).worker.stats?.reads ?? 0;
+          const worker = async () => ((await admin.status()) as { worker: { pid: number; stats?: { reads: number } } }).worker;
           for (let nth = 1; nth <= REGISTRY_READS; nth++) {
             const mnt = path.join(dir, `mnt-${name}-${nth}`); // a fresh fsid: a new volume, new cache files, cold
             fs.mkdirSync(mnt);
             process.stderr.write(`registry rows: prefetch ${prefetch}: mounting and reading (${nth} of ${REGISTRY_READS})\n`);
-            const worker = ((await admin.status()) as { worker: { pid: number } }).worker.pid;
-            const who = { registry: registry.daemon.proc.pid!, worker, lazysnapd: rd.daemon.proc.pid!, reader: process.pid };
-            const reads0 = await readsNow();
+            const w0 = await worker();
+            const who = { registry: registry.daemon.proc.pid!, worker: w0.pid, lazysnapd: rd.daemon.proc.pid!, reader: process.pid };
             const cpu0 = cpuSeconds(Object.values(who));
             const t0 = performance.now();
             await mountFromRegistry(admin, ref, mnt);
@@ -218,7 +218,7 @@ async function registryRows(fscacheDir: string, dir: string): Promise<{ rows: Re
             const r = readAll(mnt);
             const seconds = (performance.now() - t0) / 1000;
             const cpu1 = cpuSeconds(Object.values(who));
-            const reads = (await readsNow()) - reads0;
+            const reads = ((await worker()).stats?.reads ?? 0) - (w0.stats?.reads ?? 0);
             await admin.umount(mnt);
             if (r.bytes !== IMAGE_MB * MB) throw new Error(`read ${r.bytes} bytes from the registry image (prefetch ${prefetch}), not ${IMAGE_MB} MiB`);
             const cpu = Object.keys(who).map((k, i) => `${k} ${(cpu1.procs[i].cpu - cpu0.procs[i].cpu).toFixed(1)} s ` +
@@ -337,13 +337,11 @@ async function main() {
       await cli('mount', img, mnt3, '--fsid', `bench-h${pass}`);
       const w0 = (await quickStatus()).worker;
       const reader = readInChild(mnt3);
-      let running = true;
-      void reader.then(() => (running = false), () => (running = false));
       const stops: number[] = [];
       let basePid = w0.pid as number;
       let baseReads = w0.stats.reads as number;
       let stopped = 0;
-      while (running && hangStalls.length + stops.length < HANGS) {
+      while (reader.running() && hangStalls.length + stops.length < HANGS) {
         await new Promise((res) => setTimeout(res, 20));
         const w = (await quickStatus()).worker;
         if (!w.pid || w.pid === stopped || w.hung || w.error) continue;
@@ -358,7 +356,7 @@ async function main() {
         process.kill(w.pid, 'SIGSTOP');
         stopped = w.pid;
       }
-      const passCalls = await reader;
+      const passCalls = await reader.calls;
       stopsTotal += stops.length;
       for (const k of stops) if (passCalls.some(([, e]) => e >= k)) hangStalls.push(worstRead(k, passCalls).ms);
       await cli('umount', mnt3);
