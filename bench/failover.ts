@@ -138,7 +138,8 @@ export function readInChild(mnt: string): { calls: Promise<Call[]>; running(): b
       running = false;
       reject(e);
     });
-    p.on('exit', (code) => {
+    // 'close', not 'exit': only then has all of its stdout been read
+    p.on('close', (code) => {
       running = false;
       if (code === 0) resolve(JSON.parse(json) as Call[]);
       else reject(new Error(`reader of ${mnt} exited ${code}`));
