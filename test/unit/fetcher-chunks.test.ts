@@ -212,21 +212,22 @@ test('a corrupted or short chunk is refetched; persistent corruption fails the f
 
 test('cache: an idle blob lets its cached chunks go (cacheIdleMs), and a use keeps them', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: [M, M], seed: 'idle' });
-  const x = await setup(b, { amplify: 0, cacheIdleMs: 150 });
+  // margins of hundreds of ms, so a loaded machine's late timers cannot flip the outcome
+  const x = await setup(b, { amplify: 0, cacheIdleMs: 1000 });
   await x.content.fill(0, PAGE, x.sink.sink, x.sink.alloc);
-  await new Promise((r) => setTimeout(r, 90));
+  await new Promise((r) => setTimeout(r, 600));
   await x.content.fill(0, PAGE, x.sink.sink, x.sink.alloc); // a use within the idle time: from the cache, and it counts
-  await new Promise((r) => setTimeout(r, 90));
-  await x.content.fill(0, PAGE, x.sink.sink, x.sink.alloc); // 180 ms after the fetch, 90 after the last use
+  await new Promise((r) => setTimeout(r, 600));
+  await x.content.fill(0, PAGE, x.sink.sink, x.sink.alloc); // 1200 ms after the fetch, 600 after the last use
   assert.equal(x.reader.calls.length, 1, 'kept while in use');
-  await new Promise((r) => setTimeout(r, 400));
+  await new Promise((r) => setTimeout(r, 2000));
   await x.content.fill(0, PAGE, x.sink.sink, x.sink.alloc);
   assert.equal(x.reader.calls.length, 2, 'let go once idle: fetched again');
   assert.ok(x.sink.file.subarray(0, PAGE).equals(b.uncompressed.subarray(0, PAGE)));
 
   const kept = await setup(b, { amplify: 0, cacheIdleMs: 0 });
   await kept.content.fill(0, PAGE, kept.sink.sink, kept.sink.alloc);
-  await new Promise((r) => setTimeout(r, 300));
+  await new Promise((r) => setTimeout(r, 1200));
   await kept.content.fill(0, PAGE, kept.sink.sink, kept.sink.alloc);
   assert.equal(kept.reader.calls.length, 1, 'cacheIdleMs 0 keeps them');
 });
