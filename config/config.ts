@@ -66,6 +66,11 @@ export interface Config {
     credential_provider_config: string;
     /** where its plugins are (--image-credential-provider-bin-dir) */
     credential_provider_bin_dir: string;
+    /**
+     * A chunk whose bytes keep failing verification gives EIO, without a
+     * GET, for this many ms; then the next READ of it tries it once more.
+     */
+    bad_chunk_cooldown_ms: number;
   };
   cri: {
     /**
@@ -151,6 +156,7 @@ docker_config = "/root/.docker/config.json"
 plain_http = false
 credential_provider_config = ""   # kubelet's --image-credential-provider-config, to read private images with its plugins
 credential_provider_bin_dir = ""  # kubelet's --image-credential-provider-bin-dir
+bad_chunk_cooldown_ms = 60000     # a chunk that keeps failing verification gives EIO this long, then is tried once more
 
 [cri]
 image_proxy_address = ""   # e.g. "/run/lazysnap/cri-image.sock" for kubelet's --image-service-endpoint: private images read lazily with their pull's credentials
@@ -182,7 +188,7 @@ const SHAPE: Shape = {
   address: 'string',
   log: { level: 'string' },
   fscache: { enabled: 'string|boolean', backend: 'string', device: 'string', cache_dir: 'string', tag: 'string', domain: 'string', standby_worker: 'boolean', prefetch: 'string', read_deadline_ms: 'number', hang_timeout_ms: 'number' },
-  registry: { config_path: 'string', docker_config: 'string', plain_http: 'boolean', credential_provider_config: 'string', credential_provider_bin_dir: 'string' },
+  registry: { config_path: 'string', docker_config: 'string', plain_http: 'boolean', credential_provider_config: 'string', credential_provider_bin_dir: 'string', bad_chunk_cooldown_ms: 'number' },
   cri: { image_proxy_address: 'string', containerd_address: 'string' },
   learn: { record: 'boolean', window_ms: 'number', replay: 'boolean' },
   cache: { max_size: 'string', low_water_percent: 'number' },
@@ -261,6 +267,10 @@ export function parseConfig(text: string): Config {
   const ht = cfg.fscache.hang_timeout_ms;
   if (!Number.isSafeInteger(ht) || ht < 1000 || ht > 600_000) {
     throw new ConfigError(`"fscache.hang_timeout_ms" must be an integer from 1000 to 600000, got ${JSON.stringify(ht)}`);
+  }
+  const bc = cfg.registry.bad_chunk_cooldown_ms;
+  if (!Number.isSafeInteger(bc) || bc < 1000 || bc > 86_400_000) {
+    throw new ConfigError(`"registry.bad_chunk_cooldown_ms" must be an integer from 1000 to 86400000, got ${JSON.stringify(bc)}`);
   }
   if (!/^[A-Za-z0-9._-]{1,32}$/.test(cfg.fscache.tag)) throw new ConfigError(`"fscache.tag" must be 1-32 characters of [A-Za-z0-9._-]`);
   if (cfg.fscache.domain && !/^[A-Za-z0-9._-]{1,64}$/.test(cfg.fscache.domain)) throw new ConfigError(`"fscache.domain" must be 1-64 characters of [A-Za-z0-9._-]`);

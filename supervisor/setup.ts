@@ -54,6 +54,7 @@ export function registrySettings(cfg: Config): WorkerSettings['registry'] {
   return {
     hostsDir: cfg.registry.config_path, dockerConfig: cfg.registry.docker_config, plainHttp: cfg.registry.plain_http, criCredentialsDir: criCredentialsDir(cfg),
     credentialProviderConfig: cfg.registry.credential_provider_config, credentialProviderBinDir: cfg.registry.credential_provider_bin_dir,
+    badChunkCooldownMs: cfg.registry.bad_chunk_cooldown_ms,
   };
 }
 

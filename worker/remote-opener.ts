@@ -36,6 +36,7 @@ export function remoteOpener(s: Pick<WorkerSettings, 'registry' | 'readDeadlineM
         log,
       },
       metaCache: s.blobMetaDir ? new BlobMetaCache(s.blobMetaDir) : undefined,
+      chunks: { badChunkCooldownMs: reg.badChunkCooldownMs },
       log,
     });
     const ref = parseImageRef(img.imageRef);

@@ -39,6 +39,8 @@ export interface WorkerSettings {
     /** kubelet's credential-provider config and plugin dir ('' = none) */
     credentialProviderConfig: string;
     credentialProviderBinDir: string;
+    /** config registry.bad_chunk_cooldown_ms */
+    badChunkCooldownMs: number;
   };
 }
 
@@ -79,8 +81,9 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
   want(Number.isSafeInteger(o.heartbeatMs) && (o.heartbeatMs as number) > 0, 'heartbeatMs must be a positive integer');
   want(Number.isSafeInteger(o.metricsMs) && (o.metricsMs as number) >= 0, 'metricsMs must be a non-negative integer');
   want(typeof r.hostsDir === 'string' && typeof r.dockerConfig === 'string' && typeof r.plainHttp === 'boolean' && typeof r.criCredentialsDir === 'string'
-    && typeof r.credentialProviderConfig === 'string' && typeof r.credentialProviderBinDir === 'string',
-    'registry must have hostsDir, dockerConfig, criCredentialsDir, credentialProviderConfig, credentialProviderBinDir (strings) and plainHttp (boolean)');
+    && typeof r.credentialProviderConfig === 'string' && typeof r.credentialProviderBinDir === 'string'
+    && Number.isSafeInteger(r.badChunkCooldownMs) && (r.badChunkCooldownMs as number) > 0,
+    'registry must have hostsDir, dockerConfig, criCredentialsDir, credentialProviderConfig, credentialProviderBinDir (strings), plainHttp (boolean) and badChunkCooldownMs (a positive integer)');
   return {
     backend: o.backend as WorkerSettings['backend'],
     blobDir: o.blobDir as string,
@@ -95,6 +98,7 @@ export function decodeSettings(text: string | undefined): WorkerSettings {
     heartbeatMs: o.heartbeatMs as number,
     metricsMs: o.metricsMs as number,
     registry: { hostsDir: r.hostsDir as string, dockerConfig: r.dockerConfig as string, plainHttp: r.plainHttp as boolean, criCredentialsDir: r.criCredentialsDir as string,
-      credentialProviderConfig: r.credentialProviderConfig as string, credentialProviderBinDir: r.credentialProviderBinDir as string },
+      credentialProviderConfig: r.credentialProviderConfig as string, credentialProviderBinDir: r.credentialProviderBinDir as string,
+      badChunkCooldownMs: r.badChunkCooldownMs as number },
   };
 }

@@ -36,6 +36,9 @@ const M = 1 << 20;
 const K = 1024;
 const PAGE = 4096;
 const alignUp = (n: number) => Math.ceil(n / PAGE) * PAGE;
+// registry.bad_chunk_cooldown_ms: longer than the first test takes from the chunk's marking to its last
+// check of "no GET while it cools down" (about 21 s in the guest, 3 s on the host), shorter than the default 60 s
+const COOL_MS = FANOTIFY ? 15_000 : 40_000;
 
 let dir = '';
 let registry: Registry | undefined;
@@ -109,7 +112,7 @@ before(async () => {
         ? `[fscache]\nenabled = true\nbackend = "fanotify"\nprefetch = "off"\n`
         // its GET counts are of a plain on-demand start, not of one being recorded (whose reads are not widened)
         : `[fscache]\nenabled = true\ncache_dir = "${join(fscacheDir, 'cache-badchunk')}"\ntag = "lazysnap-bad"\nprefetch = "off"\n[learn]\nrecord = false\n`) +
-      `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\n` +
+      `[registry]\nplain_http = true\nconfig_path = "${join(dir, 'containerd', 'certs.d')}"\nbad_chunk_cooldown_ms = ${COOL_MS}\n` +
       `[metrics]\naddress = "${join(dir, 'metrics.sock')}"\n`,
   });
   ctrd = await startGuestContainerd({
@@ -210,7 +213,8 @@ test('once the registry serves good bytes, the chunk heals after its cool-down a
   const [b] = await badChunks();
   assert.ok(b, 'still marked');
   const wait = b.until - Date.now() + 500;
-  t.diagnostic(`waiting ${wait} ms for the cool-down`);
+  t.diagnostic(`waiting ${wait} ms for the cool-down of ${COOL_MS} ms`);
+  assert.ok(wait <= COOL_MS + 500, `the configured cool-down (${COOL_MS} ms) holds, not the default: ${wait} ms left`);
   await new Promise((r) => setTimeout(r, Math.max(0, wait)));
   const before = blobGets();
   const out = await inContainer('healed', `${'/bin/busybox'} sha256sum /data/c.bin`);

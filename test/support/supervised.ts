@@ -21,7 +21,7 @@ export interface Supervised {
 export function testWorkerSettings(dbPath: string, heartbeatMs: number): WorkerSettings {
   return {
     backend: 'fscache', blobDir: '', journalDir: '', dbPath, takeoverPath: '', logLevel: 'warn', prefetch: false, learn: { dir: '', replay: false }, blobMetaDir: '', readDeadlineMs: 30_000, heartbeatMs, metricsMs: 0,
-    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '' },
+    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '', badChunkCooldownMs: 60_000 },
   };
 }
 

@@ -22,6 +22,8 @@ import { encodeMessage, parseMessage, Opcode } from '../../worker/protocol';
 import { buildSyntheticBlob, SyntheticBlob } from '../support/testblob';
 import { asParts, memorySource } from '../support/fixtures';
 import { blobsOf } from '../../admin/service';
+import { ConfigError, parseConfig } from '../../config/config';
+import { registrySettings } from '../../supervisor/setup';
 
 const T = { timeout: 60_000 };
 const PAGE = 4096;
@@ -302,4 +304,13 @@ test('status: a blob lists its bad chunks (from the worker\'s chunk health); non
   assert.ok(b.badChunks![0].until > Date.now() + 50_000, 'a 60 s cool-down by default');
   // through JSON, as the worker's status reply travels
   assert.deepEqual(JSON.parse(JSON.stringify(obj().chunks)).badChunks[0].index, BAD);
+});
+
+test('config: registry.bad_chunk_cooldown_ms defaults to 60 s, has a range, and reaches the workers\' settings', () => {
+  assert.equal(parseConfig('').registry.bad_chunk_cooldown_ms, 60_000);
+  const c = parseConfig('[registry]\nbad_chunk_cooldown_ms = 15000\n');
+  assert.equal(registrySettings(c).badChunkCooldownMs, 15_000);
+  for (const bad of ['0', '999', '"60s"', '1.5', '86400001']) {
+    assert.throws(() => parseConfig(`[registry]\nbad_chunk_cooldown_ms = ${bad}\n`), (e: Error) => e instanceof ConfigError && /registry\.bad_chunk_cooldown_ms/.test(e.message), bad);
+  }
 });

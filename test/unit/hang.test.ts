@@ -152,8 +152,9 @@ test('lazysnapd blocked itself is not a hung worker: heartbeats it has not read 
 test('settings carry the heartbeat period', () => {
   const s: WorkerSettings = {
     backend: 'fscache', blobDir: '', journalDir: '', dbPath: '/x.db', takeoverPath: '', logLevel: 'info', prefetch: true, learn: { dir: '', replay: false }, blobMetaDir: '', readDeadlineMs: 30_000, heartbeatMs: 250, metricsMs: 1000,
-    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '' },
+    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '', badChunkCooldownMs: 60_000 },
   };
   assert.deepEqual(decodeSettings(encodeSettings(s)), s);
   assert.throws(() => decodeSettings(encodeSettings({ ...s, heartbeatMs: 0 })), /heartbeatMs/);
+  assert.throws(() => decodeSettings(encodeSettings({ ...s, registry: { ...s.registry, badChunkCooldownMs: 0 } })), /badChunkCooldownMs/);
 });

@@ -208,7 +208,7 @@ test('[learn] config and the worker settings are checked', () => {
   const base = {
     backend: 'fscache', blobDir: '', journalDir: '', dbPath: '/x.db', takeoverPath: '', logLevel: 'info', prefetch: true,
     readDeadlineMs: 1000, heartbeatMs: 250, metricsMs: 0, blobMetaDir: '',
-    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '' },
+    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '', badChunkCooldownMs: 60_000 },
   };
   assert.throws(() => decodeSettings(JSON.stringify(base)), /learn must have/);
   assert.throws(() => decodeSettings(JSON.stringify({ ...base, learn: { dir: 'rel', replay: true } })), /learn must have/);
