@@ -276,10 +276,11 @@ test('a restarted worker knows what the cache holds (SEEK_DATA), and serves the 
 /** Reads /data/<file> in a container while `disturb` runs; the checksum must come out right. */
 async function readWhile(name: string, file: string, disturb: (stop: () => boolean) => Promise<number>) {
   let done = false;
-  // Paced, 1 MiB at a time with a pause: with readahead a 32 MiB file read whole was done before a `lazysnap status`
-  // in the guest could see its first READ (CI of 28e2233), and the test never disturbed it. Paced, it reads for 8 s or more.
+  // Paced, 2 MiB at a time with a pause: with readahead a 32 MiB file read whole was done before a `lazysnap status`
+  // in the guest could see its first READ (CI of 28e2233), and the test never disturbed it. Paced, it reads for 8 s or
+  // more (about 18 s in the guest; 1 MiB steps took 30 s there, for no more disturbance).
   const bb = '/bin/busybox';
-  const paced = `i=0; while [ $i -lt ${BIG_MB} ]; do ${bb} dd if=/data/${file} bs=1048576 skip=$i count=1 2>/dev/null; ${bb} sleep 0.25; i=$((i+1)); done | ${bb} sha256sum`;
+  const paced = `i=0; while [ $i -lt ${BIG_MB / 2} ]; do ${bb} dd if=/data/${file} bs=2097152 skip=$i count=1 2>/dev/null; ${bb} sleep 0.25; i=$((i+1)); done | ${bb} sha256sum`;
   const running = cri.runToCompletion(ref, ['/bin/sh', '-c', paced], { logRoot: join(dir, 'pod-logs'), name });
   const disturbed = disturb(() => done);
   const r = await running.finally(() => (done = true));
