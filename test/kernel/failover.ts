@@ -142,6 +142,7 @@ async function main() {
   let done = false;
   let passes = 0;
   let standbyWaits = 0;
+  let passesBegun = false;
   // Once the kills are in and one whole pass is done, the pass under way ends after its current file.
   const stop = path.join(dir, 'stop');
   const enough = () => kills >= MIN_KILLS && passes >= 1;
@@ -154,6 +155,8 @@ async function main() {
     let last = 0;
     while (!done) {
       await new Promise((r) => setTimeout(r, 200 + Math.random() * 300));
+      if (!passesBegun) continue; // no kill before the first pass reads
+      last ||= Date.now(); // the first kill too waits for a loaded standby
       let w: { pid?: number; standby?: string };
       try {
         w = await worker();
@@ -185,6 +188,7 @@ async function main() {
       const mnt = path.join(dir, `mnt-${passes}`);
       fs.mkdirSync(mnt);
       await cli('mount', image, mnt, '--fsid', `failover-${passes}`);
+      passesBegun = true;
       const r = await readPass(mnt, src, stop);
       await cli('umount', mnt);
       passes++;
