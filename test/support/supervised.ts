@@ -17,11 +17,16 @@ export interface Supervised {
   peer: number;
 }
 
+/** A worker's registry settings where nothing is fetched from a registry (hosts.toml, credentials: none). */
+export const NO_REGISTRY: WorkerSettings['registry'] = {
+  hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '', badChunkCooldownMs: 60_000,
+};
+
 /** What a test's worker is started with: the fscache backend, a metadata database at dbPath, nothing remote. */
 export function testWorkerSettings(dbPath: string, heartbeatMs: number): WorkerSettings {
   return {
     backend: 'fscache', blobDir: '', journalDir: '', dbPath, takeoverPath: '', logLevel: 'warn', prefetch: false, learn: { dir: '', replay: false }, blobMetaDir: '', readDeadlineMs: 30_000, heartbeatMs, metricsMs: 0,
-    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '', badChunkCooldownMs: 60_000 },
+    registry: NO_REGISTRY,
   };
 }
 

@@ -12,7 +12,7 @@ import { workerTunables } from '../../supervisor/malloc-tunables';
 import { ConfigError, parseConfig } from '../../config/config';
 import { decodeSettings, encodeSettings, type WorkerSettings } from '../../worker/settings';
 import type { Heartbeat } from '../../worker/control';
-import { withSupervised } from '../support/supervised';
+import { NO_REGISTRY, withSupervised } from '../support/supervised';
 
 const B: LivenessBounds = { hangTimeoutMs: 4000, startTimeoutMs: 30_000, readDeadlineMs: 30_000 };
 const hb = (o: Partial<Heartbeat> = {}): Heartbeat => ({
@@ -152,7 +152,7 @@ test('lazysnapd blocked itself is not a hung worker: heartbeats it has not read 
 test('settings carry the heartbeat period', () => {
   const s: WorkerSettings = {
     backend: 'fscache', blobDir: '', journalDir: '', dbPath: '/x.db', takeoverPath: '', logLevel: 'info', prefetch: true, learn: { dir: '', replay: false }, blobMetaDir: '', readDeadlineMs: 30_000, heartbeatMs: 250, metricsMs: 1000,
-    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '', badChunkCooldownMs: 60_000 },
+    registry: NO_REGISTRY,
   };
   assert.deepEqual(decodeSettings(encodeSettings(s)), s);
   assert.throws(() => decodeSettings(encodeSettings({ ...s, heartbeatMs: 0 })), /heartbeatMs/);

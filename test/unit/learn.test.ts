@@ -21,6 +21,7 @@ import { JournalError, encodeHeader, encodeRead, parseJournal } from '../../work
 import { MetadataResolver } from '../../worker/resolver';
 import { convert } from '../../image/convert';
 import { decodeSettings } from '../../worker/settings';
+import { NO_REGISTRY } from '../support/supervised';
 import { ConfigError, loadConfig } from '../../config/config';
 import { FIXTURE_BLOB_ID, memorySource, nydusFixtures } from '../support/fixtures';
 import { layoutFromTars, readNydusLayout } from '../support/oci-layout';
@@ -208,7 +209,7 @@ test('[learn] config and the worker settings are checked', () => {
   const base = {
     backend: 'fscache', blobDir: '', journalDir: '', dbPath: '/x.db', takeoverPath: '', logLevel: 'info', prefetch: true,
     readDeadlineMs: 1000, heartbeatMs: 250, metricsMs: 0, blobMetaDir: '',
-    registry: { hostsDir: '', dockerConfig: '', plainHttp: false, criCredentialsDir: '', credentialProviderConfig: '', credentialProviderBinDir: '', badChunkCooldownMs: 60_000 },
+    registry: NO_REGISTRY,
   };
   assert.throws(() => decodeSettings(JSON.stringify(base)), /learn must have/);
   assert.throws(() => decodeSettings(JSON.stringify({ ...base, learn: { dir: 'rel', replay: true } })), /learn must have/);
