@@ -12,6 +12,8 @@ export interface Device {
   fd: number;
   /** set when armed: when this standby saw the serving worker's death and took the device (Date.now()) */
   exitSeenAt?: number;
+  /** set when armed: the start of the requests lazysnapd sent once it saw that death first, for the control reader */
+  early?: Buffer;
 }
 
 /** What one message on the control socket means before the handover. Pure; the caller closes fds it does not keep. */
@@ -19,6 +21,8 @@ export type HandoverStep =
   | { kind: 'gone' } // lazysnapd closed the socket
   | { kind: 'handover'; fd: number }
   | { kind: 'arm'; fd: number; pidfd: number }
+  // an armed standby, made the serving worker by lazysnapd (which saw the exit first): its requests begin
+  | { kind: 'early'; data: Buffer }
   | { kind: 'bad'; why: string };
 
 export function handoverStep(got: RecvResult, armed: boolean): HandoverStep {
@@ -26,6 +30,9 @@ export function handoverStep(got: RecvResult, armed: boolean): HandoverStep {
   const tag = got.data.subarray(0, 1);
   if (got.data.length === 1 && tag.equals(HANDOVER_BYTE) && got.fds.length === 1) return { kind: 'handover', fd: got.fds[0] };
   if (got.data.length === 1 && tag.equals(ARM_BYTE) && got.fds.length === 2 && !armed) return { kind: 'arm', fd: got.fds[0], pidfd: got.fds[1] };
+  // lazysnapd sends JSON lines only to the worker it made active, and makes an armed standby active when it sees the
+  // serving worker's exit, which the standby may see later (a busy CPU): the device is this standby's
+  if (armed && got.fds.length === 0 && got.data[0] === 0x7b /* { */) return { kind: 'early', data: got.data };
   return { kind: 'bad', why: `bad handover message (${got.data.length} bytes, ${got.fds.length} fds${armed ? ', already armed' : ''})` };
 }
 
@@ -57,6 +64,7 @@ function closeQuietly(fd: number): void {
 export function awaitDevice(controlFd: number): Promise<Device | null> {
   return new Promise((resolve, reject) => {
     let armed: { fd: number; pidfd: number; poller: FdPoller } | undefined;
+    let early: Buffer | undefined;
     let done = false;
     const finish = (dev: Device | null, err?: Error) => {
       if (done) return;
@@ -76,18 +84,26 @@ export function awaitDevice(controlFd: number): Promise<Device | null> {
       const step = handoverStep(got, armed !== undefined);
       if (step.kind === 'gone') finish(null);
       else if (step.kind === 'handover') finish({ fd: step.fd });
-      else if (step.kind === 'arm') {
+      else if (step.kind === 'early') {
+        // The rest is the control reader's, after the takeover; the pidfd has fired or is about to.
+        early = step.data;
+        control.close();
+        return false;
+      } else if (step.kind === 'arm') {
         const poller = new FdPoller(step.pidfd, (err) => {
           if (err) return finish(null, new Error(`serving worker's pidfd: ${err.syscall}: errno ${err.errno}`));
-          // The serving worker has exited, so every fd it held is closed. Anything lazysnapd sent meanwhile first.
-          let more: RecvResult | undefined;
-          try {
-            more = recvNow(controlFd);
-          } catch (e) {
-            return finish(null, e as Error);
+          // The serving worker has exited, so every fd it held is closed. Anything lazysnapd sent meanwhile first
+          // (unless it has made this standby active already: then what follows is for the control reader).
+          if (!early) {
+            let more: RecvResult | undefined;
+            try {
+              more = recvNow(controlFd);
+            } catch (e) {
+              return finish(null, e as Error);
+            }
+            if (more && take(more)) return;
           }
-          if (more && take(more)) return;
-          finish({ fd: step.fd, exitSeenAt: Date.now() });
+          finish({ fd: step.fd, exitSeenAt: Date.now(), ...(early ? { early } : {}) });
         });
         armed = { fd: step.fd, pidfd: step.pidfd, poller };
         poller.start();

@@ -73,6 +73,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     : serveFscache(devFd, resolver, o.settings, o.log, metrics.read, recorder);
 
   const control = new net.Socket({ fd: o.controlFd, readable: true, writable: true });
+  // requests lazysnapd sent before this armed standby saw the exit (worker/handover.ts): read first
+  if (dev.early) control.unshift(dev.early);
   let retiring = false;
   onJsonLines(
     control,

@@ -26,6 +26,10 @@ test('handoverStep: a handover, an arming (once), the socket\'s end, and anythin
   assert.deepEqual(handoverStep(msg(HANDOVER_BYTE.toString(), [7]), true), { kind: 'handover', fd: 7 });
   assert.deepEqual(handoverStep(msg(ARM_BYTE.toString(), [7, 8]), false), { kind: 'arm', fd: 7, pidfd: 8 });
   assert.match((handoverStep(msg(ARM_BYTE.toString(), [7, 8]), true) as { why: string }).why, /already armed/);
+  // once armed, a request means lazysnapd made this standby the serving worker: kept for the control reader
+  assert.deepEqual(handoverStep(msg('{"id":3,"op":"sta'), true), { kind: 'early', data: Buffer.from('{"id":3,"op":"sta') });
+  assert.equal(handoverStep(msg('{"id":3}', [7]), true).kind, 'bad');
+  assert.equal(handoverStep(msg('x'), true).kind, 'bad');
   for (const bad of [msg(HANDOVER_BYTE.toString()), msg(HANDOVER_BYTE.toString(), [1, 2]), msg(ARM_BYTE.toString(), [7]), msg('FF', [7]), msg('{"op":"status"}\n')]) {
     assert.equal(handoverStep(bad, false).kind, 'bad', JSON.stringify(bad.data.toString()));
   }
@@ -118,6 +122,41 @@ test('an armed standby whose lazysnapd has gone exits instead, even when the ser
   process.kill(w.worker.pid!, 'SIGCONT');
   assert.equal(await w.exited, 0);
   assert.equal(readNow(w.devPeer), '', 'it never wrote to the device');
+});
+
+// lazysnapd makes an armed standby active when it sees the exit, and may send it requests (a status, a prefetch
+// budget) before the standby, on a busy CPU, has seen that exit itself: they are the serving worker's, not a bad
+// handover (a standby used to exit on them, and the next worker started cold).
+const STATUS = '{"id":7,"op":"status"}\n';
+
+test('an armed standby sent requests before it took over serves them once the serving worker has exited', { timeout: 60_000 }, async (t) => {
+  const w = await startWorker(t);
+  arm(w.state.ctl, w.dev, w.serving);
+  await sleep(300);
+  fs.writeSync(w.state.ctl, STATUS); // too early: the serving worker still lives
+  await sleep(500);
+  assert.equal(w.worker.exitCode, null, 'the standby does not exit on a request');
+  assert.equal(readNow(w.devPeer), '', 'nor touches the device while the serving worker lives');
+  w.serving.kill('SIGKILL');
+  let wrote = '';
+  await waitFor(() => (wrote += readNow(w.devPeer)).includes('restore'), { what: 'the standby to write restore', timeoutMs: 15_000 });
+  await waitFor(() => w.out().includes('"id":7,"result"'), { what: 'the answer to the status request', timeoutMs: 15_000 });
+  assert.equal(w.worker.exitCode, null, 'it keeps serving');
+});
+
+test('an armed standby that sees the exit and the first requests at once takes over and answers them', { timeout: 60_000 }, async (t) => {
+  const w = await startWorker(t);
+  arm(w.state.ctl, w.dev, w.serving);
+  await sleep(300);
+  process.kill(w.worker.pid!, 'SIGSTOP');
+  w.serving.kill('SIGKILL');
+  await new Promise((r) => w.serving.once('exit', r));
+  fs.writeSync(w.state.ctl, STATUS + '{"id":8,"op":"prefetch-budget","bytes":1048576}\n' + STATUS.replace('7', '9'));
+  process.kill(w.worker.pid!, 'SIGCONT');
+  let wrote = '';
+  await waitFor(() => (wrote += readNow(w.devPeer)).includes('restore'), { what: 'the standby to write restore', timeoutMs: 15_000 });
+  await waitFor(() => /"id":7,"result".*"id":9,"result"/s.test(w.out()), { what: 'the answers, in order', timeoutMs: 15_000 });
+  assert.equal(w.worker.exitCode, null, 'it keeps serving');
 });
 
 test('the supervisor arms its standby: a serving worker killed while lazysnapd\'s loop is blocked is replaced all the same', { timeout: 60_000 }, async () => {
