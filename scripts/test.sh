@@ -12,7 +12,7 @@ mkdir -p /var/tmp/lazysnap-kt-logs
 ( nice -n 19 bash kernel/build.sh >/var/tmp/lazysnap-kt-logs/kernel-build.log 2>&1 || true ) &
 # Leftovers of an earlier, interrupted run would confuse containerd's shims.
 for m in $(awk '$2 ~ /^\/tmp\/lazysnap-test-/ {print $2}' /proc/self/mounts | sort -r); do umount -l "$m" || true; done
-rm -rf /tmp/lazysnap-test-*
+rm -rf /tmp/lazysnap-test-* /var/tmp/lazysnap-converted-*
 # Workers of an interrupted run keep serving (by design they outlive lazysnapd) and hold fanotify groups.
 pkill -9 -f 'dist/cmd/lazysnap-fscache-worker.js' || true
 # Unit tests first (fast), then the slower ones; one file at a time, since

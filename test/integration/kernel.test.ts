@@ -1,12 +1,13 @@
 // Runs the kernel-path tests inside the UML test kernel (built from Debian's
 // linux-source-6.12 by kernel/build.sh, cached after the first build). These
 // are never skipped: a machine that cannot boot the kernel fails them.
-import { before, test } from 'node:test';
+import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { run } from '../support/proc';
 import { buildDebianPythonImage } from '../support/debian-python';
+import { CONVERTED_IMAGES_ENV, makeConvertedImages } from '../support/converted-images';
 import { failureReport } from '../support/tap-failures';
 
 const REPO = path.resolve(__dirname, '../../..');
@@ -15,16 +16,19 @@ const KERNEL_RUN = path.join(REPO, 'scripts', 'kernel-run.sh');
 async function inGuest(args: string[], timeoutMs: number, extraEnv: NodeJS.ProcessEnv = {}) {
   // The runner marks its children with NODE_TEST_CONTEXT; a `node --test` in
   // the guest that inherits it acts as a child and reports nothing.
-  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, LAZYSNAP_KERNEL: kernel };
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, LAZYSNAP_KERNEL: kernel, [CONVERTED_IMAGES_ENV]: convertedDir };
   delete env.NODE_TEST_CONTEXT;
   const r = await run('bash', [KERNEL_RUN, ...args], { timeoutMs, cwd: REPO, env });
   return { ...r, out: `${r.stdout}\n${r.stderr}` };
 }
 
 let kernel = '';
+/** the guest's nydus test images, converted here once for all guest runs (test/support/converted-images.ts) */
+let convertedDir = '';
 
 // The guest has no network: the debian+python image of the lazy pull-and-run
-// tests is built here, on the host, and read by the guest through hostfs.
+// tests is built here, on the host, and read by the guest through hostfs; so
+// are the nydus images those tests push, converted here once, not in each run.
 // The kernel is built here (or waited for: scripts/test.sh starts its build in
 // the background), so no guest's timeout counts a build.
 before(async () => {
@@ -32,7 +36,13 @@ before(async () => {
   assert.equal(k.code, 0, `kernel/build.sh failed:\n${k.stderr.slice(-4000)}`);
   kernel = k.stdout.trim().split('\n').pop()!;
   await buildDebianPythonImage();
+  convertedDir = fs.mkdtempSync('/var/tmp/lazysnap-converted-');
+  await makeConvertedImages(convertedDir);
 }, { timeout: 80 * 60_000 });
+
+after(() => {
+  if (convertedDir) fs.rmSync(convertedDir, { recursive: true, force: true });
+});
 
 // One guest at a time, and each alone on the machine: two at once (tried,
 // one per core) slowed each more than twice over, healthy workers were

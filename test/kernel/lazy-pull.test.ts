@@ -6,14 +6,14 @@
 // debian+python built on the host (test/support/debian-python.ts).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { requireBinaries } from '../support/bins';
 import type { CriClient } from '../support/cri';
 import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../support/guest-containerd';
 import { guestDir, requireFscacheKernel, sha256File } from '../support/guest';
-import { buildBusyboxImage, pushOciLayout } from '../support/images';
+import { pushOciLayout } from '../support/images';
+import { BIG_MB, convertedImages, preparedConvertedImages } from '../support/converted-images';
 import { startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
 import { scrape, total as sum } from '../support/metrics';
 import { run, runOk, tail } from '../support/proc';
@@ -44,48 +44,30 @@ let plainBlobs: string[] = [];
 let py: { expect: DebianPythonExpect; config: string; bootstrap: string; blobs: string[]; blobBytes: number } | undefined;
 const bigSha: Record<string, string> = {};
 let fscacheDir = '';
-const BIG_MB = 32;
 
 before(async () => {
   fscacheDir = requireFscacheKernel();
   requireBinaries(['containerd', 'ctr', 'shim', 'runc', 'registry', 'umoci', 'busybox']);
   dir = guestDir('lazy');
   registry = await startRegistry({ dir: join(dir, 'registry') });
-  const bb = await buildBusyboxImage(join(dir, 'busybox'));
-  const plain = join(dir, 'nydus-plain');
-  await runOk(process.execPath, [CLI, 'convert', `oci:${bb.layoutDir}:${bb.ref}`, `oci:${plain}:1`], { timeoutMs: 300_000 });
-  plainBlobs = (await readNydusLayout(plain, '1')).manifest.layers.slice(0, -1).map((l) => l.digest);
-  await pushOciLayout(plain, '1', registry.url, 'test/busybox-plain:1');
-  plainRef = `${registry.host}/test/busybox-plain:1`;
-  // a second layer with big incompressible files, so reads take a while and span many chunks;
-  // one per disturbing test, so each reads cold
-  const data = join(dir, 'data');
-  fs.mkdirSync(data);
-  for (const name of ['big1', 'big2']) {
-    fs.writeFileSync(join(data, name), crypto.randomBytes(BIG_MB << 20));
-    bigSha[name] = sha256File(join(data, name));
-  }
-  await runOk('umoci', ['insert', '--image', `${bb.layoutDir}:${bb.ref}`, data, '/data'], { timeoutMs: 300_000 });
-  const nydus = join(dir, 'nydus');
-  await runOk(process.execPath, [CLI, 'convert', `oci:${bb.layoutDir}:${bb.ref}`, `oci:${nydus}:1`], { timeoutMs: 300_000 });
-  const n = await readNydusLayout(nydus, '1');
-  blobDigests = n.manifest.layers.slice(0, -1).map((l) => l.digest);
-  await pushOciLayout(nydus, '1', registry.url, 'test/busybox-nydus:1');
-  ref = `${registry.host}/test/busybox-nydus:1`;
-  // a second conversion (other chunk size: other blobs and chain IDs) for the warm-on-pull test,
-  // so it shares no state with the image the cleanup test removed
-  const warm = join(dir, 'nydus-warm');
-  await runOk(process.execPath, [CLI, 'convert', '--chunk-size', '256KiB', `oci:${bb.layoutDir}:${bb.ref}`, `oci:${warm}:1`], { timeoutMs: 300_000 });
-  warmBlobs = (await readNydusLayout(warm, '1')).manifest.layers.length - 1;
-  await pushOciLayout(warm, '1', registry.url, 'test/busybox-nydus-warm:1');
-  warmRef = `${registry.host}/test/busybox-nydus-warm:1`;
-  // debian+python: built on the host (the guest has no network), converted here
-  const dp = cachedDebianPythonImage();
-  const pyNydus = join(dir, 'nydus-python');
   const t0 = Date.now();
-  await runOk(process.execPath, [CLI, 'convert', `oci:${dp.layoutDir}:${dp.ref}`, `oci:${pyNydus}:1`], { timeoutMs: 600_000 });
-  const convertMs = Date.now() - t0;
-  const pn = await readNydusLayout(pyNydus, '1');
+  const images = await convertedImages(join(dir, 'images'));
+  if (!preparedConvertedImages()) console.log(`# images converted in the guest in ${Date.now() - t0} ms`);
+  plainBlobs = (await readNydusLayout(images.plain, '1')).manifest.layers.slice(0, -1).map((l) => l.digest);
+  await pushOciLayout(images.plain, '1', registry.url, 'test/busybox-plain:1');
+  plainRef = `${registry.host}/test/busybox-plain:1`;
+  // busybox and two big random files: one per disturbing test, so each reads cold
+  Object.assign(bigSha, images.bigSha);
+  const n = await readNydusLayout(images.data, '1');
+  blobDigests = n.manifest.layers.slice(0, -1).map((l) => l.digest);
+  await pushOciLayout(images.data, '1', registry.url, 'test/busybox-nydus:1');
+  ref = `${registry.host}/test/busybox-nydus:1`;
+  // for the warm-on-pull test: blobs and chain IDs of its own, so it shares no state with the image the cleanup test removed
+  warmBlobs = (await readNydusLayout(images.warm, '1')).manifest.layers.length - 1;
+  await pushOciLayout(images.warm, '1', registry.url, 'test/busybox-nydus-warm:1');
+  warmRef = `${registry.host}/test/busybox-nydus-warm:1`;
+  const dp = cachedDebianPythonImage();
+  const pn = await readNydusLayout(images.python, '1');
   const pyBlobs = pn.manifest.layers.slice(0, -1);
   py = {
     expect: dp.expect,
@@ -94,10 +76,9 @@ before(async () => {
     blobs: pyBlobs.map((l) => l.digest),
     blobBytes: pyBlobs.reduce((n, l) => n + l.size, 0),
   };
-  await pushOciLayout(pyNydus, '1', registry.url, 'test/debian-python:1');
-  fs.rmSync(pyNydus, { recursive: true }); // the guest's /run is memory
+  await pushOciLayout(images.python, '1', registry.url, 'test/debian-python:1');
+  if (!preparedConvertedImages()) fs.rmSync(join(dir, 'images'), { recursive: true }); // the guest's /run is memory
   pyRef = `${registry.host}/test/debian-python:1`;
-  console.log(`# debian+python converted in ${convertMs} ms: ${pyBlobs.length} blobs, ${py.blobBytes} bytes`);
   const pause = await buildPauseImage(join(dir, 'pause'));
   await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');
 

@@ -19,6 +19,7 @@ import { startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
 import { run, runOk, tail } from '../support/proc';
 import { startRegistry, type Registry } from '../support/registry';
 import { unmountAll } from '../support/tmp';
+import { preparedConvertedImages } from '../support/converted-images';
 import { cachedDebianPythonImage } from '../support/debian-python';
 import type { Trace } from '../../snapshotter/storage/traces';
 import { runLearnStart, traceAfter, assertPythonStart, assertSameChunks, chunkKeys, servingWorker, workerPids, coverage, servedDuring, servedLine, tracesOf } from '../support/learn';
@@ -37,7 +38,6 @@ let ctrd: GuestContainerd | undefined;
 let cri: CriClient;
 let pyRef = '';
 let optRef = '';
-let pyNydus = '';
 let metricsSock = '';
 
 before(async () => {
@@ -46,8 +46,9 @@ before(async () => {
   dir = guestDir('learn');
   registry = await startRegistry({ dir: join(dir, 'registry') });
   const dp = cachedDebianPythonImage();
-  pyNydus = join(dir, 'nydus-python');
-  await runOk(process.execPath, [CLI, 'convert', `oci:${dp.layoutDir}:${dp.ref}`, `oci:${pyNydus}:1`], { timeoutMs: 600_000 });
+  // converted on the host for this run (test/support/converted-images.ts), or here
+  const pyNydus = preparedConvertedImages()?.python ?? join(dir, 'nydus-python');
+  if (!preparedConvertedImages()) await runOk(process.execPath, [CLI, 'convert', `oci:${dp.layoutDir}:${dp.ref}`, `oci:${pyNydus}:1`], { timeoutMs: 600_000 });
   await pushOciLayout(pyNydus, '1', registry.url, 'test/debian-python:1');
   pyRef = `${registry.host}/test/debian-python:1`;
   const pause = await buildPauseImage(join(dir, 'pause'));
