@@ -100,17 +100,18 @@ export function adminHandlers(d: AdminDeps): grpc.UntypedServiceImplementation {
       await needFscache().umount(mp);
       return {};
     }),
-    Status: unary(async (): Promise<w.StatusResponse> => {
+    Status: unary(async (r: w.StatusRequest): Promise<w.StatusResponse> => {
       const status: Record<string, unknown> = {
         pid: process.pid,
         ...d.about,
         fscache: d.supervisor ? 'enabled' : `disabled: ${d.fscacheDisabledReason ?? 'by config'}`,
         backend: d.mounter?.backend ?? null,
-        mounts: d.images().all(),
       };
+      if (d.supervisor) status.worker = { pid: d.supervisor.workerPid ?? null, activations: d.supervisor.activations, ...d.supervisor.health() };
+      if (r.brief) return { json: JSON.stringify(status) };
+      status.mounts = d.images().all();
       let objects: WorkerObject[] = [];
       if (d.supervisor) {
-        status.worker = { pid: d.supervisor.workerPid ?? null, activations: d.supervisor.activations, ...d.supervisor.health() };
         try {
           const w = await d.supervisor.status();
           objects = w.objects;

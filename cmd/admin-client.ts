@@ -30,8 +30,9 @@ export class AdminClient {
   umount(mountpoint: string): Promise<object> {
     return this.call('Umount', { mountpoint }, 180_000);
   }
-  async status(): Promise<Record<string, unknown>> {
-    const r = await this.call<StatusResponse>('Status', {}, 15_000);
+  /** brief: lazysnapd's own state only (see StatusRequest in admin.proto) */
+  async status(opts: { brief?: boolean } = {}): Promise<Record<string, unknown>> {
+    const r = await this.call<StatusResponse>('Status', { brief: opts.brief === true }, 15_000);
     return JSON.parse(r.json);
   }
   async traces(image: string, forget = false): Promise<Trace[]> {

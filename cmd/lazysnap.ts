@@ -110,14 +110,17 @@ program
   .command('status')
   .description('mounts, fscache objects and the worker')
   .option('--json', 'print JSON')
+  .option('--brief', 'lazysnapd and the worker\'s health only, without asking the worker or measuring the cache (for a probe)')
   .option('--address <socket>', ADDRESS_HELP)
   .option('--config <file>', CONFIG_HELP)
-  .action(async (o: { json?: boolean; address?: string; config?: string }) => {
-    const s = await withClient(o, (c) => c.status());
+  .action(async (o: { json?: boolean; brief?: boolean; address?: string; config?: string }) => {
+    const s = await withClient(o, (c) => c.status({ brief: o.brief }));
     if (o.json) return void process.stdout.write(JSON.stringify(s, null, 2) + '\n');
     const w = s.worker as { pid?: number; activations?: number; hangsHealed?: number; standby?: string; lastFailoverStallMs?: number | null; error?: string; objects?: unknown[]; stats?: Record<string, number> } | undefined;
     process.stdout.write(`lazysnapd ${s.version} pid ${s.pid}, root ${s.root}, config ${s.config}; lazy images: ${s.backend ? `served through ${s.backend}` : s.fscache}\n`);
-    if (w) process.stdout.write(`worker pid ${w.pid} (activations ${w.activations}, hangs healed ${w.hangsHealed ?? 0}, standby ${w.standby ?? 'none'}${w.lastFailoverStallMs != null ? `, last failover ${w.lastFailoverStallMs} ms` : ''}); objects ${w.objects?.length ?? 0}; ${JSON.stringify(w.stats ?? {})}\n`);
+    const health = w && `worker pid ${w.pid} (activations ${w.activations}, hangs healed ${w.hangsHealed ?? 0}, standby ${w.standby ?? 'none'}${w.lastFailoverStallMs != null ? `, last failover ${w.lastFailoverStallMs} ms` : ''})`;
+    if (o.brief) return void (health && process.stdout.write(`${health}\n`));
+    if (w) process.stdout.write(`${health}; objects ${w.objects?.length ?? 0}; ${JSON.stringify(w.stats ?? {})}\n`);
     if (w?.error) process.stdout.write(`worker: ${w.error}\n`);
     const c = s.cache as { dir: string; usage: number; maxBytes: number; evictions: number } | undefined;
     const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;

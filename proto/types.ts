@@ -81,6 +81,9 @@ export interface MountResponse {
 export interface UmountRequest {
   mountpoint: string;
 }
+export interface StatusRequest {
+  brief: boolean;
+}
 export interface StatusResponse {
   json: string;
 }

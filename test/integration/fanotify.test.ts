@@ -319,6 +319,12 @@ test('a fanotify worker stopped or spinning mid-read is replaced within the hang
       const done = new Promise<number | null>((resolve) => p.on('exit', resolve));
       await Promise.race([first, done]);
       process.kill(before.pid, sig);
+      if (sig === 'SIGSTOP') {
+        // a probe's status answers from lazysnapd alone while the worker is stopped (the whole one would wait on it)
+        const brief = JSON.parse(await hcli('status', '--brief', '--json'));
+        assert.equal(brief.worker.pid, before.pid);
+        assert.ok(!('error' in brief.worker) && !('images' in brief), JSON.stringify(brief));
+      }
       assert.equal(await done, 0, out);
       const r = JSON.parse(out.slice(out.indexOf('{')));
       assert.equal(r.readsFailed, 0, r.errors.join('; '));
