@@ -27,7 +27,7 @@ export interface FailoverOptions {
   kills: number;
   /** without a loaded standby, how long after a kill before the next one anyway */
   standbyWaitMs: number;
-  /** lazysnapd's status, in-process: a CLI start costs seconds in the guest, longer than a pass */
+  /** lazysnapd's brief status, in-process: a CLI start costs seconds in the guest, longer than a pass */
   status(): Promise<{ worker: Status }>;
   /** a fresh, cold mount of the image for pass n; its directory */
   mount(pass: number): Promise<string>;
@@ -52,8 +52,8 @@ export async function killDuringReads(opts: FailoverOptions): Promise<FailoverRu
     const mnt = await opts.mount(pass);
     const reader = readInChild(mnt);
     while (reader.running() && run.kills.length < opts.kills) {
-      // Asked only once a kill's window (1 s) is over: a status call goes through lazysnapd and the serving
-      // worker, and on one CPU it would land in the stall it measures.
+      // Asked only once a kill's window (1 s) is over: even a brief status (lazysnapd alone, not the serving
+      // worker) costs CPU, and on one CPU it would land in the stall it measures.
       await new Promise((res) => setTimeout(res, run.kills.length ? 1200 : 300));
       const last = run.kills.at(-1) ?? 0;
       let w = (await opts.status()).worker;

@@ -146,7 +146,7 @@ async function main() {
           failover = failoverReport(await killDuringReads({
             kills: KILLS,
             standbyWaitMs: 20_000,
-            status: () => admin.status() as Promise<{ worker: Record<string, any> }>,
+            status: () => admin.status({ brief: true }) as Promise<{ worker: Record<string, any> }>,
             mount: async (pass) => {
               const m = path.join(dir, `failover-${pass}`);
               fs.mkdirSync(m);
