@@ -13,7 +13,7 @@ import type { CriClient } from '../support/cri';
 import { buildPauseImage, startGuestContainerd, type GuestContainerd } from '../support/guest-containerd';
 import { guestDir, requireFscacheKernel, sha256File } from '../support/guest';
 import { pushOciLayout } from '../support/images';
-import { BIG_MB, convertedImages, preparedConvertedImages } from '../support/converted-images';
+import { BIG_MB, makeConvertedImages, preparedConvertedImages } from '../support/converted-images';
 import { startLazysnapd, type Lazysnapd } from '../support/lazysnapd';
 import { scrape, total as sum } from '../support/metrics';
 import { run, runOk, tail } from '../support/proc';
@@ -50,9 +50,10 @@ before(async () => {
   requireBinaries(['containerd', 'ctr', 'shim', 'runc', 'registry', 'umoci', 'busybox']);
   dir = guestDir('lazy');
   registry = await startRegistry({ dir: join(dir, 'registry') });
+  const prepared = preparedConvertedImages();
   const t0 = Date.now();
-  const images = await convertedImages(join(dir, 'images'));
-  if (!preparedConvertedImages()) console.log(`# images converted in the guest in ${Date.now() - t0} ms`);
+  const images = prepared ?? await makeConvertedImages(join(dir, 'images'));
+  if (!prepared) console.log(`# images converted in the guest in ${Date.now() - t0} ms`);
   plainBlobs = (await readNydusLayout(images.plain, '1')).manifest.layers.slice(0, -1).map((l) => l.digest);
   await pushOciLayout(images.plain, '1', registry.url, 'test/busybox-plain:1');
   plainRef = `${registry.host}/test/busybox-plain:1`;
@@ -77,7 +78,7 @@ before(async () => {
     blobBytes: pyBlobs.reduce((n, l) => n + l.size, 0),
   };
   await pushOciLayout(images.python, '1', registry.url, 'test/debian-python:1');
-  if (!preparedConvertedImages()) fs.rmSync(join(dir, 'images'), { recursive: true }); // the guest's /run is memory
+  if (!prepared) fs.rmSync(join(dir, 'images'), { recursive: true }); // the guest's /run is memory
   pyRef = `${registry.host}/test/debian-python:1`;
   const pause = await buildPauseImage(join(dir, 'pause'));
   await pushOciLayout(pause.layoutDir, pause.ref, registry.url, 'test/pause:1');

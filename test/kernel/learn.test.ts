@@ -47,8 +47,9 @@ before(async () => {
   registry = await startRegistry({ dir: join(dir, 'registry') });
   const dp = cachedDebianPythonImage();
   // converted on the host for this run (test/support/converted-images.ts), or here
-  const pyNydus = preparedConvertedImages()?.python ?? join(dir, 'nydus-python');
-  if (!preparedConvertedImages()) await runOk(process.execPath, [CLI, 'convert', `oci:${dp.layoutDir}:${dp.ref}`, `oci:${pyNydus}:1`], { timeoutMs: 600_000 });
+  const prepared = preparedConvertedImages()?.python;
+  const pyNydus = prepared ?? join(dir, 'nydus-python');
+  if (!prepared) await runOk(process.execPath, [CLI, 'convert', `oci:${dp.layoutDir}:${dp.ref}`, `oci:${pyNydus}:1`], { timeoutMs: 600_000 });
   await pushOciLayout(pyNydus, '1', registry.url, 'test/debian-python:1');
   pyRef = `${registry.host}/test/debian-python:1`;
   const pause = await buildPauseImage(join(dir, 'pause'));

@@ -71,8 +71,3 @@ export function preparedConvertedImages(): ConvertedImages | undefined {
   const dir = process.env[CONVERTED_IMAGES_ENV];
   return dir ? (JSON.parse(fs.readFileSync(join(dir, 'images.json'), 'utf8')) as ConvertedImages) : undefined;
 }
-
-/** The prepared images, or ones made now in `dir`. */
-export async function convertedImages(dir: string): Promise<ConvertedImages> {
-  return preparedConvertedImages() ?? makeConvertedImages(dir);
-}
