@@ -99,6 +99,23 @@ interface ReaderResult {
   errors: string[];
 }
 
+const freeBytes = (dir: string) => {
+  const s = fs.statfsSync(dir);
+  return s.bavail * s.bsize;
+};
+
+/**
+ * The cache files every unmounted pass left behind, once given 15 s to go: each pass's volume is dropped at its
+ * umount, and a file cachefiles links in late (it does once the kernel lets go) must not stay and fill the cache.
+ */
+async function volumesLeft(cacheDir: string): Promise<string[]> {
+  if (!cacheDir) return [];
+  const left = () => (fs.existsSync(cacheDir) ? fs.readdirSync(cacheDir).filter((e) => e.startsWith('Ierofs,failover-')) : []);
+  const end = Date.now() + 15_000;
+  while (left().length && Date.now() < end) await new Promise((r) => setTimeout(r, 250));
+  return left();
+}
+
 /** One cold pass in a child process, so a stalled read never blocks the killer; it ends early once `stop` exists. */
 function readPass(mnt: string, src: string, stop: string): Promise<ReaderResult> {
   return new Promise((resolve, reject) => {
@@ -184,6 +201,7 @@ async function main() {
 
   const total: ReaderResult = { files: 0, bytes: 0, readsFailed: 0, mismatchedBytes: 0, worstStallMs: 0, stopped: false, errors: [] };
   let health: { hangsHealed: number; worstSilenceMs: number; worstLoopStallMs: number } | undefined;
+  let leftover: string[] = [];
   const started = Date.now();
   try {
     while (kills < MIN_KILLS || passes === 0) {
@@ -201,11 +219,13 @@ async function main() {
       total.worstStallMs = Math.max(total.worstStallMs, r.worstStallMs);
       total.errors.push(...r.errors);
       total.stopped = r.stopped;
-      process.stderr.write(`pass ${passes}: ${r.files} files, ${(r.bytes / 2 ** 20).toFixed(0)} MiB${r.stopped ? ' (ended early: the kills were in)' : ''}, kills so far ${kills}\n`);
+      const free = fanotify ? '' : `, cache fs ${(freeBytes(fscacheDir) / 2 ** 20).toFixed(0)} MiB free`;
+      process.stderr.write(`pass ${passes}: ${r.files} files, ${(r.bytes / 2 ** 20).toFixed(0)} MiB${r.stopped ? ' (ended early: the kills were in)' : ''}, kills so far ${kills}${free}\n`);
       if (Date.now() - started > 40 * 60_000) throw new Error('failover test ran over 40 minutes');
     }
     // Killed workers are crashes: under this load no healthy worker may be judged hung.
     health = JSON.parse(await cli('status', '--json')).worker;
+    leftover = await volumesLeft(fanotify ? '' : path.join(fscacheDir, 'failover', 'cache'));
   } finally {
     done = true;
     await killer;
@@ -223,9 +243,10 @@ async function main() {
     `failover: passes=${passes} files=${total.files} MiB=${(total.bytes / 2 ** 20).toFixed(0)} image_MiB=${imageMiB.toFixed(0)} last_pass_ended_early=${total.stopped}\n` +
       `failover: kills_without_a_loaded_standby=${standbyWaits} workers_failed=${workersFailed.length}\n` +
       `failover: kills=${kills} reads_failed=${total.readsFailed} mismatched_bytes=${total.mismatchedBytes} worst_stall_ms=${total.worstStallMs.toFixed(0)}\n` +
+      `failover: cache_volumes_left=${leftover.length}${leftover.length ? ` (${leftover.slice(0, 5).join(' ')})` : ''}\n` +
       `failover: hangs_healed=${health?.hangsHealed} worst_silence_ms=${health?.worstSilenceMs} worst_loop_stall_ms=${health?.worstLoopStallMs}\n`,
   );
-  const ok = kills >= MIN_KILLS && total.readsFailed === 0 && total.mismatchedBytes === 0 && health?.hangsHealed === 0 && workersFailed.length === 0;
+  const ok = kills >= MIN_KILLS && total.readsFailed === 0 && total.mismatchedBytes === 0 && health?.hangsHealed === 0 && workersFailed.length === 0 && leftover.length === 0;
   process.exit(ok ? 0 : 1);
 }
 
