@@ -48,6 +48,29 @@ export class ReadaheadStreams {
   constructor(private readonly size: number, private readonly o: ReadaheadOptions = DEFAULT_READAHEAD) {}
 
   /**
+   * Streams taken up from what the cache file holds, for a worker that did
+   * not see the READs that filled it (a successor after a failover, a
+   * restart): each run of present bytes at least a first window long that
+   * ends before the blob does is a reader's trail, the longest first, up to
+   * the bound. A READ at a run's end gets its first window at once, where a
+   * fresh stream waits for a second READ. The first window, not the largest:
+   * with 16 MiB at once, bench/fanotify's failover stall rose from p50
+   * 66-88 to 141 ms (reads in a window wait for its part, and four parts
+   * decoding at once finish later than one).
+   */
+  seed(extents: [number, number][]): void {
+    if (this.o.max <= 0) return;
+    const trails = extents.filter(([off, len]) => len >= this.o.initial && off + len < this.size)
+      .sort((a, b) => b[1] - a[1]).slice(0, Math.max(1, this.o.streams));
+    for (const [off, len] of trails) {
+      const end = off + len;
+      if (this.streams.some((x) => end >= x.lo && end <= x.next + this.o.gap)) continue; // a stream already knows it
+      if (this.streams.length >= Math.max(1, this.o.streams)) break;
+      this.streams.push({ lo: off, trigger: end, next: end, size: 0, used: ++this.tick });
+    }
+  }
+
+  /**
    * A READ of [start, end): the window to fetch ahead now, or null. A READ
    * that starts nowhere near a known stream begins one (nothing ahead yet: a
    * single read is not a stream). One that continues a stream past its

@@ -165,6 +165,7 @@ export class FscacheDaemon {
       let chunks = 0;
       for (const [off, len] of extents) chunks += content.markPresent!(off, len);
       if (chunks > 0) this.log.info({ objectId: obj.objectId, blob: content.name, chunks }, 'chunks already in the cache');
+      this.streamsOf(obj)?.seed(extents);
       obj.presence = 'known';
     } catch (err) {
       const notYet = (err as NodeJS.ErrnoException).code === 'ENOBUFS';
@@ -291,11 +292,7 @@ export class FscacheDaemon {
    * would reach the cache unrecorded.
    */
   private readAhead(obj: CacheObject, m: ReadMsg): void {
-    const ra = this.opts.readahead ?? DEFAULT_READAHEAD;
-    if (ra.max <= 0 || obj.closed) return;
-    if (this.opts.recorder?.learning(obj.volume, obj.cookie)) return;
-    obj.readahead ??= new ReadaheadStreams(obj.content.size, ra);
-    const win = obj.readahead.observe(m.off, Math.min(m.off + m.readLen, obj.content.size));
+    const win = this.streamsOf(obj)?.observe(m.off, Math.min(m.off + m.readLen, obj.content.size));
     if (!win) return;
     const ms = this.opts.readDeadlineMs;
     const c = obj.content;
@@ -310,6 +307,13 @@ export class FscacheDaemon {
           if (!obj.closed) this.log.debug({ objectId: obj.objectId, blob: c.name, ...part, err: err.message }, 'readahead failed');
         });
     }
+  }
+
+  /** The object's sequential streams, or undefined where it gets no readahead (off, closed, a start being recorded). */
+  private streamsOf(obj: CacheObject): ReadaheadStreams | undefined {
+    const ra = this.opts.readahead ?? DEFAULT_READAHEAD;
+    if (ra.max <= 0 || obj.closed || this.opts.recorder?.learning(obj.volume, obj.cookie)) return undefined;
+    return (obj.readahead ??= new ReadaheadStreams(obj.content.size, ra));
   }
 
   /** Never rejects; stops (false) once signal aborts, without logging: read() reports that. */

@@ -363,6 +363,34 @@ test('a remote blob is filled ahead by fillAhead, one call per window, doubling;
   }
 });
 
+test('after a failover, a blob file that holds a reader\'s trail is filled ahead from the successor\'s first fill there', async () => {
+  const M = 1 << 20;
+  const calls: Array<[number, number]> = [];
+  const size = 64 * M;
+  const content = async (): Promise<BlobContent> => ({
+    name: 'remote',
+    size,
+    fill: async (off, len, sink, alloc) => sink(off - (off % 4096), alloc(4096)),
+    fillAhead: async (off, len) => {
+      calls.push([off, len]);
+      return 0;
+    },
+  });
+  for (const trail of [true, false]) {
+    calls.length = 0;
+    const { g, d } = setup(size, content, { readahead: { initial: 4 * M, max: 8 * M, streams: 4, gap: 4 * M } });
+    // what the predecessor's reader left: [0, 20 MiB) filled
+    if (trail) for (let p = 0; p < (20 * M) / 4096; p++) g.files.get('/blobs/vol/b1')!.filled.add(p);
+    d.openBlobs([{ file: '/blobs/vol/b1', size }]);
+    await settle(d);
+    g.event(90, '/blobs/vol/b1', 20 * M, 128 * 1024);
+    d.drain();
+    await settle(d);
+    assert.deepEqual(g.responses, [[90, 'allow']]);
+    assert.deepEqual(calls, trail ? [[20 * M + 128 * 1024, 4 * M]] : [], trail ? 'the first window at once' : 'a fresh file: a lone read, nothing ahead');
+  }
+});
+
 test('writes a fill goes on with after it returns (a remote blob\'s widened chunks) keep the event\'s fd open until they end', async () => {
   const size = 64 * 4096;
   const src = crypto.randomBytes(size);

@@ -418,6 +418,40 @@ test('readahead: a sequential stream of READs fetches windows ahead through the 
   assert.deepEqual(dev.closed, [7], 'the fd closed once, after CLOSE');
 });
 
+test('readahead after a failover: a re-OPENed object whose cache file holds a reader\'s trail fetches ahead from its first READ there', async () => {
+  const M = 1 << 20;
+  const aheads: Array<[number, number]> = [];
+  const content = (): BlobContent => ({
+    name: 'seq',
+    size: 256 * M,
+    fill: async (off, len, sink, alloc) => sink(off - (off % 4096), alloc(4096)),
+    fillAhead: async (off, len) => {
+      aheads.push([off, len]);
+      return 0;
+    },
+    markPresent: () => 1,
+  });
+  class TrailDevice extends FakeDevice {
+    // the predecessor's reader got to 40 MiB; a stray chunk at 100 MiB (a random read)
+    dataExtents(): [number, number][] {
+      return [[0, 40 * M], [100 * M, M]];
+    }
+  }
+  const ra = { initial: 2 * M, max: 8 * M, streams: 4, gap: 2 * M };
+  const d = new FscacheDaemon(new TrailDevice(), { resolve: async () => content() }, log, { readAttempts: 1, retryDelayMs: 1, readahead: ra });
+  await d.handle(open(1, 1, 'v', 'seq', 7));
+  await d.handle(read(2, 1, 40 * M, 128 * 1024));
+  assert.deepEqual(aheads, [[40 * M + 128 * 1024, 2 * M]], 'the first window, from the first READ');
+  await d.handle(read(3, 1, 101 * M, 128 * 1024));
+  assert.equal(aheads.length, 1, 'a short run is no trail');
+  // the same READ on a fresh file (no extents): a lone READ, nothing ahead
+  const fresh = new FscacheDaemon(new FakeDevice(), { resolve: async () => content() }, log, { readAttempts: 1, retryDelayMs: 1, readahead: ra });
+  aheads.length = 0;
+  await fresh.handle(open(1, 1, 'v', 'seq', 7));
+  await fresh.handle(read(2, 1, 40 * M, 128 * 1024));
+  assert.deepEqual(aheads, []);
+});
+
 test('readahead of a local blob (no fillAhead): the window is filled in 4 MiB parts, each a fill of its own', async () => {
   const M = 1 << 20;
   const fills: Array<[number, number]> = [];

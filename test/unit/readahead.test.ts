@@ -80,3 +80,24 @@ test('aheadParts: a remote blob\'s window is one fill, a local one\'s 4 MiB part
   assert.deepEqual(aheadParts(win, false), [{ start: M, end: 5 * M }, { start: 5 * M, end: 9 * M }, { start: 9 * M, end: 10 * M }]);
   assert.deepEqual(aheadParts({ start: M, end: M }, true), []);
 });
+
+test('seed: a long run of present bytes is a reader\'s trail; a READ at its end gets its first window at once', () => {
+  const r = new ReadaheadStreams(100 * M, opts);
+  r.seed([[0, 30 * M], [40 * M, M], [60 * M, 40 * M]]);
+  // the successor's first READ where the trail ends: without the seed a lone READ, nothing ahead
+  assert.deepEqual(r.observe(30 * M, 30 * M + 128 * K), { start: 30 * M + 128 * K, end: 32 * M + 128 * K });
+  assert.equal(r.observe(41 * M, 41 * M + 128 * K), null, 'a short run (random reads) is no trail');
+  const fresh = new ReadaheadStreams(100 * M, opts);
+  assert.equal(fresh.observe(30 * M, 30 * M + 128 * K), null, 'unseeded: a lone READ');
+});
+
+test('seed: runs that reach the blob end are no trail, the longest are kept up to the bound, and max 0 seeds none', () => {
+  const r = new ReadaheadStreams(100 * M, opts); // streams: 2
+  r.seed([[0, 3 * M], [10 * M, 5 * M], [20 * M, 4 * M], [90 * M, 10 * M]]);
+  assert.ok(r.observe(15 * M, 15 * M + K), 'the longest');
+  assert.ok(r.observe(24 * M, 24 * M + K), 'the second longest');
+  assert.equal(r.observe(3 * M, 3 * M + K), null, 'beyond the bound: not seeded');
+  const off = new ReadaheadStreams(100 * M, { ...opts, max: 0 });
+  off.seed([[0, 30 * M]]);
+  assert.equal(off.observe(30 * M, 30 * M + K), null);
+});

@@ -314,7 +314,8 @@ export class FanotifyDaemon {
     if (!ok) return { deny: EIO };
     this.stats.fills++;
     this.unmarkIfComplete(blob, ev.fd, file);
-    const ahead = this.aheadOf(blob, start, end);
+    // a filled range [start, end) that continues a sequential stream: the window to fill ahead of its reader
+    const ahead = this.streamsOf(blob)?.observe(start, end);
     if (ahead) this.fillAhead(blob, content, ev.fd, file, ahead, size, hold);
     return 'allow';
   }
@@ -335,15 +336,13 @@ export class FanotifyDaemon {
   }
 
   /**
-   * The window to fill ahead of a reader whose filled range [start, end)
-   * continues a sequential stream, or null. None for a start being recorded:
-   * bytes filled ahead raise no events, so they would go unrecorded.
+   * The blob's sequential streams, or undefined where it gets no readahead (off, complete, a start being recorded:
+   * bytes filled ahead raise no events, so they would go unrecorded).
    */
-  private aheadOf(blob: Blob, start: number, end: number): Window | null {
+  private streamsOf(blob: Blob): ReadaheadStreams | undefined {
     const ra = this.opts.readahead ?? DEFAULT_READAHEAD;
-    if (ra.max <= 0 || blob.complete || this.opts.recorder?.learning(blob.volume, blob.cookie)) return null;
-    blob.streams ??= new ReadaheadStreams(blob.size, ra);
-    return blob.streams.observe(start, end);
+    if (ra.max <= 0 || blob.complete || this.opts.recorder?.learning(blob.volume, blob.cookie)) return undefined;
+    return (blob.streams ??= new ReadaheadStreams(blob.size, ra));
   }
 
   /**
@@ -418,7 +417,10 @@ export class FanotifyDaemon {
     b.opened = true;
     b.content.then((c) => {
       // what the file holds already (a worker that took over from one that died) is not fetched again
-      if (c.markPresent) for (const [off, len] of this.io.dataRanges(file, b.size)) c.markPresent(off, len);
+      const ranges = this.io.dataRanges(file, b.size);
+      if (c.markPresent) for (const [off, len] of ranges) c.markPresent(off, len);
+      // a reader's trail in what it holds: its next read gets a window at once
+      this.streamsOf(b)?.seed(ranges);
       this.askReplay(b, file, c);
     }, (err) => {
       if (this.blobs.get(b.rel) === b) this.blobs.delete(b.rel);
