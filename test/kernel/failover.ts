@@ -107,10 +107,10 @@ const freeBytes = (dir: string) => {
 /**
  * The cache files every unmounted pass left behind, once given 15 s to go: each pass's volume is dropped at its
  * umount, and a file cachefiles links in late (it does once the kernel lets go) must not stay and fill the cache.
+ * fscache: <cache_dir>/cache/Ierofs,<fsid>; fanotify: <root>/cache/<fsid>.
  */
-async function volumesLeft(cacheDir: string): Promise<string[]> {
-  if (!cacheDir) return [];
-  const left = () => (fs.existsSync(cacheDir) ? fs.readdirSync(cacheDir).filter((e) => e.startsWith('Ierofs,failover-')) : []);
+async function volumesLeft(dir: string, prefix: string): Promise<string[]> {
+  const left = () => (fs.existsSync(dir) ? fs.readdirSync(dir).filter((e) => e.startsWith(prefix)) : []);
   const end = Date.now() + 15_000;
   while (left().length && Date.now() < end) await new Promise((r) => setTimeout(r, 250));
   return left();
@@ -225,7 +225,7 @@ async function main() {
     }
     // Killed workers are crashes: under this load no healthy worker may be judged hung.
     health = JSON.parse(await cli('status', '--json')).worker;
-    leftover = await volumesLeft(fanotify ? '' : path.join(fscacheDir, 'failover', 'cache'));
+    leftover = fanotify ? await volumesLeft(path.join(root, 'cache'), 'failover-') : await volumesLeft(path.join(fscacheDir, 'failover', 'cache'), 'Ierofs,failover-');
   } finally {
     done = true;
     await killer;
