@@ -54,8 +54,8 @@ export class ReadaheadStreams {
    * ends before the blob does is a reader's trail, the longest first, up to
    * the bound. A READ at a run's end gets its first window at once, where a
    * fresh stream waits for a second READ. The first window, not the largest:
-   * with 16 MiB at once, bench/fanotify's failover stall rose from p50
-   * 66-88 to 141 ms (reads in a window wait for its part, and four parts
+   * with 16 MiB at once, bench/fanotify's failover stall was p50 141 ms
+   * against 70-84 (reads in a window wait for its part, and four parts
    * decoding at once finish later than one).
    */
   seed(extents: [number, number][]): void {
