@@ -47,6 +47,11 @@ export class ReadaheadStreams {
 
   constructor(private readonly size: number, private readonly o: ReadaheadOptions = DEFAULT_READAHEAD) {}
 
+  /** streams followed at once (at least one) */
+  private get bound(): number {
+    return Math.max(1, this.o.streams);
+  }
+
   /**
    * Streams taken up from what the cache file holds, for a worker that did
    * not see the READs that filled it (a successor after a failover, a
@@ -61,11 +66,11 @@ export class ReadaheadStreams {
   seed(extents: [number, number][]): void {
     if (this.o.max <= 0) return;
     const trails = extents.filter(([off, len]) => len >= this.o.initial && off + len < this.size)
-      .sort((a, b) => b[1] - a[1]).slice(0, Math.max(1, this.o.streams));
+      .sort((a, b) => b[1] - a[1]).slice(0, this.bound);
     for (const [off, len] of trails) {
       const end = off + len;
       if (this.streams.some((x) => end >= x.lo && end <= x.next + this.o.gap)) continue; // a stream already knows it
-      if (this.streams.length >= Math.max(1, this.o.streams)) break;
+      if (this.streams.length >= this.bound) break;
       this.streams.push({ lo: off, trigger: end, next: end, size: 0, used: ++this.tick });
     }
   }
@@ -81,7 +86,7 @@ export class ReadaheadStreams {
     this.tick++;
     const s = this.streams.find((x) => start >= x.lo && start <= x.next + this.o.gap);
     if (!s) {
-      if (this.streams.length >= Math.max(1, this.o.streams)) {
+      if (this.streams.length >= this.bound) {
         let old = 0;
         for (let i = 1; i < this.streams.length; i++) if (this.streams[i].used < this.streams[old].used) old = i;
         this.streams.splice(old, 1);

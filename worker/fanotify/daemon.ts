@@ -417,10 +417,11 @@ export class FanotifyDaemon {
     b.opened = true;
     b.content.then((c) => {
       // what the file holds already (a worker that took over from one that died) is not fetched again
-      const ranges = this.io.dataRanges(file, b.size);
+      // and a reader's trail in it (readahead) gets a window at its next read; read only if one of them asks
+      const streams = this.streamsOf(b);
+      const ranges = c.markPresent || streams ? this.io.dataRanges(file, b.size) : [];
       if (c.markPresent) for (const [off, len] of ranges) c.markPresent(off, len);
-      // a reader's trail in what it holds: its next read gets a window at once
-      this.streamsOf(b)?.seed(ranges);
+      streams?.seed(ranges);
       this.askReplay(b, file, c);
     }, (err) => {
       if (this.blobs.get(b.rel) === b) this.blobs.delete(b.rel);
