@@ -107,7 +107,6 @@ const freeBytes = (dir: string) => {
 /**
  * The cache files every unmounted pass left behind, once given 15 s to go: each pass's volume is dropped at its
  * umount, and a file cachefiles links in late (it does once the kernel lets go) must not stay and fill the cache.
- * fscache: <cache_dir>/cache/Ierofs,<fsid>; fanotify: <root>/cache/<fsid>.
  */
 async function volumesLeft(dir: string, prefix: string): Promise<string[]> {
   const left = () => (fs.existsSync(dir) ? fs.readdirSync(dir).filter((e) => e.startsWith(prefix)) : []);
@@ -139,6 +138,10 @@ async function main() {
   // fanotify: on the host's disk (blob files need a filesystem that takes pre-content marks; not tmpfs)
   const dir = fanotify ? fs.mkdtempSync(path.join(WORK, 'run-')) : guestDir('failover');
   const root = path.join(dir, 'root');
+  // where each pass's volume gets a directory of cache files: lazysnapd's default cache dir for fanotify (<root>/cache,
+  // one <fsid> dir per volume), the configured one for fscache (cachefiles' cache/Ierofs,<fsid>)
+  const cacheDir = fanotify ? path.join(root, 'cache') : path.join(fscacheDir, 'failover');
+  const [volumesDir, volumePrefix] = fanotify ? [cacheDir, 'failover-'] : [path.join(cacheDir, 'cache'), 'Ierofs,failover-'];
   // The log goes to the host's disk, so it survives the guest for a post-mortem.
   const logPath = path.join(WORK, BACKEND === 'fscache' ? 'lazysnapd.log' : `lazysnapd-${BACKEND}.log`);
   fs.rmSync(logPath, { force: true });
@@ -149,7 +152,7 @@ async function main() {
     address: path.join(dir, 'snap.sock'),
     config: fanotify
       ? `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\nbackend = "fanotify"\n[admin]\nmount_dirs = ["${dir}"]\n`
-      : `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\ncache_dir = "${path.join(fscacheDir, 'failover')}"\n${GUEST_MOUNT_DIRS}`,
+      : `root = "${root}"\n[log]\nlevel = "info"\n[fscache]\nenabled = true\ncache_dir = "${cacheDir}"\n${GUEST_MOUNT_DIRS}`,
   });
   const cli = async (...a: string[]) => (await runOk(process.execPath, [CLI, ...a, '--address', d.address], { timeoutMs: 300_000 })).stdout;
   // Asked in-process: a CLI start costs seconds in the guest.
@@ -225,7 +228,7 @@ async function main() {
     }
     // Killed workers are crashes: under this load no healthy worker may be judged hung.
     health = JSON.parse(await cli('status', '--json')).worker;
-    leftover = fanotify ? await volumesLeft(path.join(root, 'cache'), 'failover-') : await volumesLeft(path.join(fscacheDir, 'failover', 'cache'), 'Ierofs,failover-');
+    leftover = await volumesLeft(volumesDir, volumePrefix);
   } finally {
     done = true;
     await killer;
