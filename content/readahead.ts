@@ -20,6 +20,8 @@ export interface ReadaheadOptions {
    * where those bytes end.
    */
   gap: number;
+  /** parts of local blobs' windows filled at once (PartQueue; default: the machine's cores) */
+  partsAtOnce?: number;
 }
 
 export const DEFAULT_READAHEAD: ReadaheadOptions = { initial: 4 << 20, max: 16 << 20, streams: 4, gap: 4 << 20 };

@@ -9,6 +9,7 @@ import { CacheObject, ObjectClosedError, ObjectTable } from './objects';
 import { Message, Opcode, OpenMsg, ReadMsg, CloseMsg, cmd, volumeName } from './protocol';
 import type { TraceRecorder } from './learn/trace-recorder';
 import { DEFAULT_READAHEAD, ReadaheadOptions, ReadaheadStreams, aheadParts } from '../content/readahead';
+import { PartQueue } from '../content/part-queue';
 
 const ENOENT = 2;
 const EIO = 5;
@@ -87,6 +88,12 @@ export class FscacheDaemon {
 
   get pending(): number {
     return this.inflight;
+  }
+
+  private partQueue?: PartQueue;
+  /** local windows' parts, in order, as many at once as there are cores */
+  private get parts(): PartQueue {
+    return (this.partQueue ??= new PartQueue(this.opts.readahead?.partsAtOnce));
   }
 
   /** How long the oldest READ in flight has waited, ms (0: none). */
@@ -298,9 +305,13 @@ export class FscacheDaemon {
     const c = obj.content;
     for (const part of aheadParts(win, !!c.fillAhead)) {
       this.stats.fillsAhead++;
-      const signal = ms ? AbortSignal.timeout(ms) : undefined;
       const len = part.end - part.start;
-      (c.fillAhead ? c.fillAhead(part.start, len, this.sinkOf(obj), this.io.alloc, signal) : c.fill(part.start, len, this.sinkOf(obj), this.io.alloc, signal))
+      const signal = () => (ms ? AbortSignal.timeout(ms) : undefined); // from its start: a local part may wait its turn
+      (c.fillAhead
+        ? c.fillAhead(part.start, len, this.sinkOf(obj), this.io.alloc, signal())
+        : this.parts.run(async () => {
+          if (!obj.closed) await c.fill(part.start, len, this.sinkOf(obj), this.io.alloc, signal());
+        }))
         .catch((err: Error) => {
           this.stats.fillsAheadFailed++;
           // nobody waits for it: a READ of these bytes fetches them again, and says so if that fails

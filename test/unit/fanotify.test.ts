@@ -363,6 +363,51 @@ test('a remote blob is filled ahead by fillAhead, one call per window, doubling;
   }
 });
 
+test('a local blob\'s window is filled in parts, in order, partsAtOnce at a time; a read in a part waits for that part', async () => {
+  const M = 1 << 20;
+  const fills: number[] = [];
+  const gates = new Map<number, () => void>();
+  const size = 64 * M;
+  const content = async (): Promise<BlobContent> => ({
+    name: 'local',
+    size,
+    fill: async (off, len, sink, alloc) => {
+      fills.push(off / M);
+      if (len === 4 * M) await new Promise<void>((r) => gates.set(off / M, r));
+      await sink(off, alloc(len));
+    },
+  });
+  const { g, d } = setup(size, content, { readahead: { initial: 16 * M, max: 16 * M, streams: 4, gap: 4 * M, partsAtOnce: 2 } });
+  const until = async (n: number) => {
+    for (let i = 0; i < 40 && fills.length < n; i++) await new Promise((r) => setTimeout(r, 2));
+  };
+  for (const [i, off] of [0, 1].entries()) {
+    g.event(110 + i, '/blobs/vol/b1', off * M, M);
+    d.drain();
+    await settle(d);
+  }
+  await until(4);
+  assert.deepEqual(fills, [0, 1, 2, 6], 'the two reads, then the window [2, 18) MiB two parts at a time');
+  g.event(112, '/blobs/vol/b1', 11 * M, 4096); // in the third part, not begun
+  d.drain();
+  await settle(d);
+  assert.deepEqual(fills, [0, 1, 2, 6], 'waits for its part, which waits its turn');
+  gates.get(6)!();
+  await until(5);
+  assert.deepEqual(fills, [0, 1, 2, 6, 10]);
+  assert.equal(g.responses.length, 2);
+  gates.get(10)!();
+  await until(6);
+  await settle(d);
+  assert.deepEqual(g.responses.map((r) => r[0]), [110, 111, 112], 'answered once its part is written');
+  assert.deepEqual(fills, [0, 1, 2, 6, 10, 14]);
+  gates.get(2)!();
+  gates.get(14)!();
+  await settle(d);
+  assert.equal(d.stats.fillsAhead, 4);
+  assert.equal(d.stats.fills, 2, 'no fill of its own for the read that waited');
+});
+
 test('after a failover, a blob file that holds a reader\'s trail is filled ahead from the successor\'s first fill there', async () => {
   const M = 1 << 20;
   const calls: Array<[number, number]> = [];

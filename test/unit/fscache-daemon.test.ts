@@ -452,6 +452,42 @@ test('readahead after a failover: a re-OPENed object whose cache file holds a re
   assert.deepEqual(aheads, []);
 });
 
+test('readahead of a local blob: a window\'s parts are filled in order, partsAtOnce at a time (the first, which the reader needs next, is not left to share the cores)', async () => {
+  const M = 1 << 20;
+  const fills: number[] = [];
+  const gates = new Map<number, () => void>();
+  const local: BlobContent = {
+    name: 'local',
+    size: 256 * M,
+    fill: async (off, len, sink, alloc) => {
+      fills.push(off / M);
+      if (len === 4 * M) await new Promise<void>((r) => gates.set(off / M, r)); // the parts ahead wait to be let go
+      await sink(off - (off % 4096), alloc(4096));
+    },
+  };
+  const dev = new FakeDevice();
+  const d = new FscacheDaemon(dev, { resolve: async () => local }, log, {
+    readAttempts: 1, retryDelayMs: 1, readahead: { initial: 16 * M, max: 16 * M, streams: 4, gap: 4 * M, partsAtOnce: 1 },
+  });
+  await d.handle(open(1, 1, 'v', 'local', 7));
+  await d.handle(read(2, 1, 0, M));
+  await d.handle(read(3, 1, M, M)); // its window: [2, 18) MiB in four parts
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(fills, [0, 1, 2], 'the READs, then the first part alone');
+  gates.get(2)!();
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(fills, [0, 1, 2, 6], 'the second once the first is done');
+  gates.get(6)!();
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  gates.get(10)!();
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(fills, [0, 1, 2, 6, 10, 14]);
+  await d.handle(close(4, 1)); // the last part ends after CLOSE: its write is refused, nothing breaks
+  gates.get(14)!();
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(d.stats.fillsAhead, 4);
+});
+
 test('readahead of a local blob (no fillAhead): the window is filled in 4 MiB parts, each a fill of its own', async () => {
   const M = 1 << 20;
   const fills: Array<[number, number]> = [];

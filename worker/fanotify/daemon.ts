@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { Allocator, BlobContent, ContentResolver, RangeSink, ReadObserver, ReadResult, UnknownBlobError, clipToSize, fillRetryable } from '../../content/content';
 import type { TraceRecorder } from '../learn/trace-recorder';
 import { DEFAULT_READAHEAD, ReadaheadOptions, ReadaheadStreams, Window, aheadParts } from '../../content/readahead';
+import { PartQueue } from '../../content/part-queue';
 import { FAN, FanEvent, parseEvent } from './events';
 import { EventJournal, JournalEntry } from './journal';
 
@@ -146,6 +147,12 @@ export class FanotifyDaemon {
 
   get pending(): number {
     return this.live.size;
+  }
+
+  private partQueue?: PartQueue;
+  /** local windows' parts, in order, as many at once as there are cores */
+  private get parts(): PartQueue {
+    return (this.partQueue ??= new PartQueue(this.opts.readahead?.partsAtOnce));
   }
 
   oldestReadMs(now = Date.now()): number {
@@ -359,7 +366,7 @@ export class FanotifyDaemon {
       const filling = content.fillAhead
         ? content.fillAhead(from, to - from, this.sinkOf(blob, fd, size), this.io.alloc, ms ? AbortSignal.timeout(ms) : undefined)
           .then(() => true, () => false) // no reader waits on it: a read of these bytes fills them, and says so if that fails
-        : this.fill(blob, content, fd, from, to - from, size, hold, true);
+        : this.parts.run(() => this.fill(blob, content, fd, from, to - from, size, hold, true));
       const done = this.tracked(blob, from, to, filling);
       hold.push(done.then((ok) => ok && this.unmarkIfComplete(blob, fd, file)));
     }
