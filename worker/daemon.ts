@@ -79,21 +79,20 @@ export class FscacheDaemon {
   /** arrival times of the READs in flight, oldest first (a Map keeps insertion order) */
   private readonly readsSince = new Map<object, number>();
 
+  /** local windows' parts, in order, as many at once as there are cores */
+  private readonly parts: PartQueue;
+
   constructor(
     private readonly io: DeviceIO,
     private readonly resolver: ContentResolver,
     private readonly log: Logger,
     private readonly opts: DaemonOptions = { readAttempts: 4, retryDelayMs: 50 },
-  ) {}
+  ) {
+    this.parts = new PartQueue(opts.readahead?.partsAtOnce);
+  }
 
   get pending(): number {
     return this.inflight;
-  }
-
-  private partQueue?: PartQueue;
-  /** local windows' parts, in order, as many at once as there are cores */
-  private get parts(): PartQueue {
-    return (this.partQueue ??= new PartQueue(this.opts.readahead?.partsAtOnce));
   }
 
   /** How long the oldest READ in flight has waited, ms (0: none). */

@@ -137,22 +137,21 @@ export class FanotifyDaemon {
   private readonly live = new Set<number>();
   private readonly since = new Map<number, number>();
 
+  /** local windows' parts, in order, as many at once as there are cores */
+  private readonly parts: PartQueue;
+
   constructor(
     private readonly io: FanotifyIO,
     private readonly journal: EventJournal,
     private readonly resolver: ContentResolver,
     private readonly log: Logger,
     private readonly opts: FanotifyDaemonOptions,
-  ) {}
+  ) {
+    this.parts = new PartQueue(opts.readahead?.partsAtOnce);
+  }
 
   get pending(): number {
     return this.live.size;
-  }
-
-  private partQueue?: PartQueue;
-  /** local windows' parts, in order, as many at once as there are cores */
-  private get parts(): PartQueue {
-    return (this.partQueue ??= new PartQueue(this.opts.readahead?.partsAtOnce));
   }
 
   oldestReadMs(now = Date.now()): number {
