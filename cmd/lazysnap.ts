@@ -215,7 +215,7 @@ function convertOptions(c: Command): Command {
   return c
     .option('--chunk-size <size>', 'chunk size, a power of two from 4KiB to 16MiB', '1MiB')
     .option('--level <n>', 'zstd level for chunks', '3')
-    .option('--jobs <n>', 'chunks zstd-compressing at once on the threadpool', String(DEFAULT_JOBS))
+    .option('--jobs <n>', 'batches of chunks (up to a chunk size of bytes each) zstd-compressing at once on the threadpool', String(DEFAULT_JOBS))
     .option('--user <user:pass>', "registry credentials for SRC's and DST's registries (Basic, or for a Bearer token); default: docker's config.json")
     .option('--plain-http', 'use http:// for registries without a hosts.toml (automatic for localhost and 127.0.0.1)')
     .option('--hosts-dir <dir>', "containerd's hosts.toml directory (mirrors, CAs, capabilities; push goes only to hosts with \"push\")", DEFAULT_HOSTS_DIR)

@@ -75,7 +75,7 @@ interface Binding {
   FD_KEEPER_COMM: string;
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
   decodeChunk(compressor: number, src: Uint8Array | readonly Uint8Array[], dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string>;
-  compressChunk(src: Uint8Array, dst: Uint8Array, level: number): Promise<number>;
+  compressChunks(src: Uint8Array, lengths: Uint32Array, dst: Uint8Array, sizes: Uint32Array, level: number): Promise<void>;
   blake3(data: Uint8Array): Buffer;
   MS_RDONLY: number;
   MS_NOSUID: number;
@@ -340,12 +340,14 @@ export function mountFs(source: string, target: string, fstype: string, flags: n
 }
 
 /**
- * zstd-compresses `src` at `level` into one frame in `dst`, on the libuv
- * threadpool. Resolves with the frame's size, or 0 if it does not fit in
- * dst. Neither buffer may be touched until it settles.
+ * zstd-compresses a batch of chunks on the libuv threadpool, one frame each.
+ * The chunks lie back to back in `src` (`lengths[i]` bytes each); chunk i's
+ * frame is written to `dst` at the offset of its bytes in `src`, and
+ * `sizes[i]` is its size, or 0 if it did not fit in as many bytes (store the
+ * chunk raw). `src`, `dst` and `sizes` may not be touched until it settles.
  */
-export function compressChunk(src: Uint8Array, dst: Uint8Array, level: number): Promise<number> {
-  return native.compressChunk(src, dst, level);
+export function compressChunks(src: Uint8Array, lengths: Uint32Array, dst: Uint8Array, sizes: Uint32Array, level: number): Promise<void> {
+  return native.compressChunks(src, lengths, dst, sizes, level);
 }
 
 /** blake3 of `data` (32 bytes), BLAKE3's C implementation with the CPU's SIMD. */

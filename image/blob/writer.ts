@@ -7,13 +7,14 @@
 // Chunks are deduplicated by blake3 digest, all-zero chunks become holes (no
 // data at all), and each chunk is stored raw when zstd does not shrink it.
 // Chunks compress on the libuv threadpool (the addon's zstd), on every core
-// while the caller reads ahead; writes still happen in chunk order. Chunk
-// buffers are reused: a fresh 1 MiB buffer per chunk cost more in GC and
-// page faults than the copy into one.
+// while the caller reads ahead; writes still happen in chunk order. Small
+// chunks (the ends of files) go in batches of up to a chunk size of bytes,
+// one threadpool job each. Batch buffers are reused: a fresh 1 MiB buffer
+// per chunk cost more in GC and page faults than the copy into one.
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import * as zstd from 'zstd-napi';
-import { compressChunk } from '../../native';
+import { compressChunks } from '../../native';
 import { CI_HEADER_SIZE, CI_MAGIC, CI_V2_SIZE, encodeChunkInfosV2 } from './chunkinfo';
 import { TAR_BLOCK, makeTarHeader } from './tar';
 import { TOC_ENTRY_SIZE, TOC_FLAG_OF, TOC_NAME } from './toc';
@@ -27,6 +28,8 @@ const MAX_CHUNKS = 1 << 24;
 const MAX_UNCOMPRESSED = 2 ** 44;
 const MAX_COMPRESSED = 2 ** 40;
 const OUT_BUFFER = 4 << 20;
+/** chunks in one compression job at most (a batch also holds at most a chunk size of bytes) */
+const MAX_BATCH = 256;
 
 /** The features every blob written here has. */
 export const WRITER_BLOB_FEATURES =
@@ -177,19 +180,24 @@ export function encodeTocEntry(e: TocEntryOut): Buffer {
   return b;
 }
 
-interface Pending {
-  index: number;
-  data: Buffer;
-  z: Buffer;
-  /** the frame's size, 0 if zstd does not shrink the chunk */
-  zSize: Promise<number>;
+/** Consecutive chunks compressed by one threadpool job: their bytes back to back in src, their frames at the same offsets in dst. */
+interface Batch {
+  /** chunk info index of the first */
+  first: number;
+  src: Buffer;
+  dst: Buffer;
+  lengths: number[];
+  used: number;
+  /** each frame's size, 0 if zstd does not shrink the chunk; set once sealed */
+  sizes: Uint32Array | null;
+  compressed: Promise<void> | null;
 }
 
 export interface BlobWriterOptions {
   chunkSize: number;
   /** zstd level */
   level?: number;
-  /** how many chunks may be compressing at once (memory: this × chunk size × 2) */
+  /** how many batches of chunks (each at most a chunk size of bytes) may be compressing at once (memory: this × chunk size × 2) */
   inflight?: number;
   /** name for errors */
   name?: string;
@@ -199,8 +207,11 @@ export class BlobWriter {
   private readonly chunks: WrittenChunk[] = [];
   private readonly digests: Buffer[] = [];
   private readonly seen = new Map<string, number>();
-  private readonly pending: Pending[] = [];
-  /** chunk-sized buffers whose write has settled, for the next chunks */
+  /** sealed batches, compressing or compressed, oldest first */
+  private readonly pending: Batch[] = [];
+  /** the batch that takes the next chunks */
+  private open: Batch | null = null;
+  /** chunk-sized buffers whose write has settled, for the next batches */
   private readonly spare: Buffer[] = [];
   private nextUOffset = 0;
   private finished = false;
@@ -253,11 +264,13 @@ export class BlobWriter {
     this.seen.set(key, index);
     this.stats.chunks++;
     // the caller reuses its buffer: compress a copy, into a frame no larger than the chunk
-    const copy = this.buffer().subarray(0, data.length);
-    data.copy(copy);
-    const z = this.buffer().subarray(0, data.length);
-    this.pending.push({ index, data: copy, z, zSize: compressChunk(copy, z, this.opts.level) });
-    while (this.pending.length >= this.opts.inflight) await this.writeOldest();
+    let b = this.open;
+    if (b && (b.used + data.length > this.opts.chunkSize || b.lengths.length === MAX_BATCH)) b = await this.seal();
+    b ??= this.open = { first: index, src: this.buffer(), dst: this.buffer(), lengths: [], used: 0, sizes: null, compressed: null };
+    data.copy(b.src, b.used);
+    b.used += data.length;
+    b.lengths.push(data.length);
+    if (b.used === this.opts.chunkSize) await this.seal();
     return index;
   }
 
@@ -265,27 +278,47 @@ export class BlobWriter {
     return this.spare.pop() ?? Buffer.allocUnsafeSlow(this.opts.chunkSize);
   }
 
-  /** Writes the oldest compressed chunk, keeping chunk order = file order = CI order. */
+  /** Starts compressing the open batch; waits while too many are under way. Returns null: no batch is open now. */
+  private async seal(): Promise<null> {
+    const b = this.open;
+    this.open = null;
+    if (b) {
+      b.sizes = new Uint32Array(b.lengths.length);
+      b.compressed = compressChunks(b.src, Uint32Array.from(b.lengths), b.dst, b.sizes, this.opts.level);
+      this.pending.push(b);
+    }
+    while (this.pending.length >= this.opts.inflight) await this.writeOldest();
+    return null;
+  }
+
+  /** Writes the oldest batch's chunks, keeping chunk order = file order = CI order. */
   private async writeOldest(): Promise<void> {
-    const p = this.pending.shift()!;
-    const zSize = await p.zSize;
-    const c = this.chunks[p.index];
-    const raw = zSize === 0 || zSize >= p.data.length;
-    const bytes = raw ? p.data : p.z.subarray(0, zSize);
-    c.cOffset = this.out.position;
-    c.cSize = bytes.length;
-    c.compressed = !raw;
-    if (raw) this.stats.rawChunks++;
-    if (c.cOffset + c.cSize > MAX_COMPRESSED) throw new RangeError(`${this.opts.name}: compressed size exceeds 2^40 bytes`);
-    await this.out.write(bytes);
-    // out.write has copied it or written it by now: both buffers are free (whole again: they were cut to the chunk)
-    this.spare.push(Buffer.from(p.data.buffer), Buffer.from(p.z.buffer));
+    const b = this.pending.shift()!;
+    await b.compressed;
+    let off = 0;
+    for (let k = 0; k < b.lengths.length; k++) {
+      const n = b.lengths[k];
+      const zSize = b.sizes![k];
+      const c = this.chunks[b.first + k];
+      const raw = zSize === 0 || zSize >= n;
+      const bytes = raw ? b.src.subarray(off, off + n) : b.dst.subarray(off, off + zSize);
+      off += n;
+      c.cOffset = this.out.position;
+      c.cSize = bytes.length;
+      c.compressed = !raw;
+      if (raw) this.stats.rawChunks++;
+      if (c.cOffset + c.cSize > MAX_COMPRESSED) throw new RangeError(`${this.opts.name}: compressed size exceeds 2^40 bytes`);
+      await this.out.write(bytes);
+    }
+    // out.write has copied each chunk or written it by now: both buffers are free
+    this.spare.push(b.src, b.dst);
   }
 
   /** Writes the metadata sections and closes the file. Returns null (and deletes the file) if no chunk was written. */
   async finish(): Promise<BlobResult | null> {
     this.finished = true;
     try {
+      await this.seal();
       while (this.pending.length) await this.writeOldest();
       if (this.chunks.length === 0) {
         await this.out.abort();
@@ -302,8 +335,9 @@ export class BlobWriter {
   async abort(): Promise<void> {
     this.finished = true;
     // let in-flight compressions settle so no promise rejects unobserved
-    await Promise.allSettled(this.pending.map((p) => p.zSize));
+    await Promise.allSettled(this.pending.map((b) => b.compressed));
     this.pending.length = 0;
+    this.open = null;
     await this.out.abort();
     await fs.rm(this.path, { force: true });
   }

@@ -30,7 +30,7 @@ export interface ConvertOptions extends RegistryOptions {
   chunkSize?: number;
   /** zstd level for chunks */
   level?: number;
-  /** chunks compressing at once on the threadpool */
+  /** batches of chunks (up to a chunk size of bytes each) compressing at once on the threadpool */
   jobs?: number;
   /** os/arch[/variant] to pick from an index */
   platform?: string;

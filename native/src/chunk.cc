@@ -251,22 +251,25 @@ static Napi::Value DecodeChunk(const Napi::CallbackInfo& info) {
   return p;
 }
 
-// compressChunk(src, dst, level) -> Promise<number>: zstd (one frame, content
-// size recorded, no checksum: the chunk's digest covers it) of src into dst
-// on the libuv threadpool. Resolves with the frame's size, or 0 when it does
-// not fit in dst: a dst of src's size thus answers "does zstd shrink it?"
-// without a bound-sized buffer. Both are referenced until it settles.
+// compressChunks(src, lengths, dst, sizes, level) -> Promise<void>: zstd, one
+// frame per chunk. The chunks lie back to back in src (lengths[i] bytes each);
+// chunk i's frame goes to dst at the same offset as its bytes in src, and must
+// fit in as many bytes, else sizes[i] = 0 ("store it raw"). One job for a batch
+// of chunks: a layer of small files has tens of thousands of them, and a job
+// each cost more than compressing them (a call, a pool hand-off, a promise).
 class CompressWorker : public Napi::AsyncWorker {
  public:
-  CompressWorker(Napi::Env env, Napi::Uint8Array src, Napi::Uint8Array dst, int level)
-      : Napi::AsyncWorker(env, "lazysnap.compressChunk"),
+  CompressWorker(Napi::Env env, Napi::Uint8Array src, Napi::Uint32Array lengths, Napi::Uint8Array dst,
+                 Napi::Uint32Array sizes, int level)
+      : Napi::AsyncWorker(env, "lazysnap.compressChunks"),
         deferred_(Napi::Promise::Deferred::New(env)),
         src_ref_(Napi::Persistent(static_cast<Napi::Object>(src))),
         dst_ref_(Napi::Persistent(static_cast<Napi::Object>(dst))),
+        sizes_ref_(Napi::Persistent(static_cast<Napi::Object>(sizes))),
         src_(src.Data()),
-        src_len_(src.ByteLength()),
         dst_(dst.Data()),
-        dst_len_(dst.ByteLength()),
+        sizes_(sizes.Data()),
+        lengths_(lengths.Data(), lengths.Data() + lengths.ElementLength()),
         level_(level) {}
 
   Napi::Promise Promise() { return deferred_.Promise(); }
@@ -278,32 +281,54 @@ class CompressWorker : public Napi::AsyncWorker {
     if (cctx == nullptr) return SetError("zstd: out of memory");
     ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
     size_t r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level_);
-    if (!ZSTD_isError(r)) r = ZSTD_compress2(cctx, dst_, dst_len_, src_, src_len_);
-    if (ZSTD_isError(r)) {
-      if (ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall) r = 0;
-      else return SetError(std::string("zstd: ") + ZSTD_getErrorName(r));
+    if (ZSTD_isError(r)) return SetError(std::string("zstd: ") + ZSTD_getErrorName(r));
+    size_t off = 0;
+    for (size_t i = 0; i < lengths_.size(); i++) {
+      size_t n = lengths_[i];
+      ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
+      r = ZSTD_compress2(cctx, dst_ + off, n, src_ + off, n);
+      if (ZSTD_isError(r)) {
+        if (ZSTD_getErrorCode(r) != ZSTD_error_dstSize_tooSmall) return SetError(std::string("zstd: ") + ZSTD_getErrorName(r));
+        r = 0;
+      }
+      sizes_[i] = static_cast<uint32_t>(r);
+      off += n;
     }
-    out_len_ = r;
   }
-  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), static_cast<double>(out_len_))); }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
   Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference src_ref_, dst_ref_;
+  Napi::ObjectReference src_ref_, dst_ref_, sizes_ref_;
   const uint8_t* src_;
-  size_t src_len_;
   uint8_t* dst_;
-  size_t dst_len_;
+  uint32_t* sizes_;
+  std::vector<uint32_t> lengths_;  // copied: the caller may reuse its array at once
   int level_;
-  size_t out_len_ = 0;
 };
 
-static Napi::Value CompressChunk(const Napi::CallbackInfo& info) {
+static Napi::Uint32Array ArgU32s(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  Napi::Value v = info[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+    throw Napi::TypeError::New(info.Env(), std::string("The \"") + name + "\" argument must be a Uint32Array");
+  }
+  return v.As<Napi::Uint32Array>();
+}
+
+static Napi::Value CompressChunks(const Napi::CallbackInfo& info) {
   Napi::Uint8Array src = ArgBytes(info, 0, "src");
-  Napi::Uint8Array dst = ArgBytes(info, 1, "dst");
-  int level = static_cast<int>(ArgInt(info, 2, "level", ZSTD_minCLevel(), ZSTD_maxCLevel()));
-  auto* w = new CompressWorker(info.Env(), src, dst, level);  // deletes itself when done
+  Napi::Uint32Array lengths = ArgU32s(info, 1, "lengths");
+  Napi::Uint8Array dst = ArgBytes(info, 2, "dst");
+  Napi::Uint32Array sizes = ArgU32s(info, 3, "sizes");
+  int level = static_cast<int>(ArgInt(info, 4, "level", ZSTD_minCLevel(), ZSTD_maxCLevel()));
+  size_t total = 0;
+  for (size_t i = 0; i < lengths.ElementLength(); i++) total += lengths[i];
+  if (total > src.ByteLength() || total > dst.ByteLength()) {
+    throw Napi::RangeError::New(info.Env(), "the lengths add up to more than src or dst holds");
+  }
+  if (sizes.ElementLength() < lengths.ElementLength()) throw Napi::RangeError::New(info.Env(), "sizes is shorter than lengths");
+  auto* w = new CompressWorker(info.Env(), src, lengths, dst, sizes, level);  // deletes itself when done
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
@@ -319,7 +344,7 @@ static Napi::Value Blake3Digest(const Napi::CallbackInfo& info) {
 
 void InitChunk(Napi::Env env, Napi::Object exports) {
   exports.Set("decodeChunk", Napi::Function::New(env, DecodeChunk, "decodeChunk"));
-  exports.Set("compressChunk", Napi::Function::New(env, CompressChunk, "compressChunk"));
+  exports.Set("compressChunks", Napi::Function::New(env, CompressChunks, "compressChunks"));
   exports.Set("blake3", Napi::Function::New(env, Blake3Digest, "blake3"));
 }
 

@@ -3,11 +3,12 @@
 // decodeChunk on zstd, lz4_block and stored chunks, whole or in pieces (a
 // response body as the socket delivered it): good chunks fill dst exactly,
 // every corruption comes back as a reason, never as a good result, and bad
-// arguments throw.
+// arguments throw. And the converter's side: compressChunks, a batch of
+// chunks in one job, each frame decoding back to its chunk.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { blake3, decodeChunk } from '../../native';
+import { blake3, compressChunks, decodeChunk } from '../../native';
 import { compress } from '../../image/codec/decompress';
 import { Compressor, DigestAlgo } from '../../image/rafs/bootstrap';
 import { asParts } from '../support/fixtures';
@@ -117,4 +118,50 @@ test('many decodes in flight at once all come back right', async () => {
   const why = await Promise.all(outs.map((o, i) => decodeChunk(Compressor.Zstd, i % 2 ? asParts(z) : z, o, DigestAlgo.Blake3, want)));
   assert.deepEqual(new Set(why), new Set(['']));
   for (const o of outs) assert.ok(o.equals(data));
+});
+
+test('compressChunks: a batch of chunks back to back, one frame each at its chunk\'s offset; what does not shrink gets 0', async () => {
+  const chunks = [
+    Buffer.from('compressible text '.repeat(3000)),
+    crypto.randomBytes(5000), // does not shrink: stored raw
+    Buffer.from('x'),
+    pattern(70000),
+    Buffer.alloc(4096, 7),
+  ];
+  const src = Buffer.concat([...chunks, Buffer.alloc(100, 0xaa)]); // room left over: not part of any chunk
+  const dst = Buffer.alloc(src.length, 0xee);
+  const sizes = new Uint32Array(chunks.length);
+  await compressChunks(src, Uint32Array.from(chunks.map((c) => c.length)), dst, sizes, 3);
+  let off = 0;
+  chunks.forEach((c, i) => {
+    if (i === 1 || i === 2) assert.equal(sizes[i], 0, `chunk ${i} does not shrink`);
+    else assert.ok(sizes[i] > 0 && sizes[i] < c.length, `chunk ${i} shrinks`);
+    off += c.length;
+  });
+  off = 0;
+  for (let i = 0; i < chunks.length; i++) {
+    if (sizes[i]) {
+      const out = Buffer.alloc(chunks[i].length);
+      assert.equal(await decodeChunk(Compressor.Zstd, dst.subarray(off, off + sizes[i]), out, DigestAlgo.Blake3, blake3(chunks[i])), '', `chunk ${i}`);
+      assert.ok(out.equals(chunks[i]));
+    }
+    off += chunks[i].length;
+  }
+  // a batch of one is the same frame as that chunk compressed in a batch of many
+  const one = Buffer.alloc(chunks[3].length);
+  const oneSize = new Uint32Array(1);
+  await compressChunks(chunks[3], Uint32Array.of(chunks[3].length), one, oneSize, 3);
+  const at = chunks[0].length + chunks[1].length + chunks[2].length;
+  assert.ok(one.subarray(0, oneSize[0]).equals(dst.subarray(at, at + sizes[3])));
+});
+
+test('compressChunks checks its arguments', () => {
+  const b = Buffer.alloc(10);
+  const sizes = new Uint32Array(2);
+  assert.throws(() => compressChunks(b, Uint32Array.of(6, 5), b, sizes, 3), RangeError, 'lengths past src');
+  assert.throws(() => compressChunks(b, Uint32Array.of(5, 5), Buffer.alloc(9), sizes, 3), RangeError, 'lengths past dst');
+  assert.throws(() => compressChunks(b, Uint32Array.of(5, 5), b, new Uint32Array(1), 3), RangeError, 'sizes too short');
+  assert.throws(() => compressChunks(b, [5, 5] as unknown as Uint32Array, b, sizes, 3), TypeError);
+  assert.throws(() => compressChunks(b, Uint32Array.of(5, 5), b, new Int32Array(2) as unknown as Uint32Array, 3), TypeError);
+  assert.throws(() => compressChunks(b, Uint32Array.of(5, 5), b, sizes, 1000), RangeError);
 });

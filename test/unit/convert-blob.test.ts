@@ -136,6 +136,49 @@ test('blob writer: reused chunk buffers never mix chunks (many chunks of many si
   }
 });
 
+test('blob writer: small chunks compress in batches (by bytes and by count) and each reads back as put', async () => {
+  const dir = tmp();
+  try {
+    const w = await BlobWriter.create(path.join(dir, 'blob'), { chunkSize: 64 << 10, inflight: 2 });
+    const caller = Buffer.alloc(64 << 10);
+    const chunks: Buffer[] = [];
+    // 700 tiny chunks (more than one batch holds by count), then a run that fills batches by bytes, then full chunks
+    const sizes = [
+      ...Array.from({ length: 700 }, (_, i) => 4 + ((i * 37) % 200)),
+      ...Array.from({ length: 40 }, (_, i) => 5000 + i * 1000),
+      64 << 10,
+      64 << 10,
+      5,
+    ];
+    for (const [i, n] of sizes.entries()) {
+      const c = i % 2 ? rand(n, `s${i}`) : Buffer.from(`small chunk ${i} `.repeat(n)).subarray(0, n);
+      c.writeUInt32LE(i + 1, 0); // no two alike (none deduplicated), none all zeros (no holes)
+      chunks.push(c);
+      c.copy(caller);
+      assert.equal(await w.put(caller.subarray(0, n)), i);
+      caller.fill(0xee);
+    }
+    const r = (await w.finish())!;
+    assert.equal(r.stats.chunks, sizes.length);
+    assert.ok(r.stats.rawChunks > 0 && r.stats.rawChunks < sizes.length, 'both raw and compressed chunks');
+    const src = await FileSource.open(r.path);
+    try {
+      const blob = await DataBlob.open({ ...r.entry, blobIndex: 0 }, src);
+      let cOffset = 0;
+      for (let i = 0; i < sizes.length; i++) {
+        const c = blob.chunks[i];
+        assert.equal(c.cOffset, cOffset, `chunk ${i} follows the one before`);
+        cOffset += c.cSize;
+        assert.ok((await blob.readChunk(c)).equals(chunks[i]), `chunk ${i}`);
+      }
+    } finally {
+      await src.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('blob writer: a blob without data is not written; chunker cuts files at chunk boundaries', async () => {
   const dir = tmp();
   try {
