@@ -67,11 +67,16 @@ export interface ApplyOptions {
 }
 
 /** Hashes and counts what passes through. */
-class Tap extends Transform {
+export class Tap extends Transform {
   readonly sha = crypto.createHash('sha256');
   bytes = 0;
-  constructor(private readonly onBytes?: (n: number) => void) {
-    super({ highWaterMark: 4 << 20 });
+  /**
+   * `pieces`: hand the buffers on as they came. A byte-mode readable's async
+   * iterator joins all it holds into one new buffer at each step: a copy of
+   * the whole layer, and garbage for the GC.
+   */
+  constructor(private readonly onBytes?: (n: number) => void, pieces = false) {
+    super(pieces ? { writableHighWaterMark: 4 << 20, readableObjectMode: true, readableHighWaterMark: 16 } : { highWaterMark: 4 << 20 });
   }
   _transform(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null, d?: Buffer) => void): void {
     this.sha.update(chunk);
@@ -103,7 +108,7 @@ export async function applyLayer(
 ): Promise<LayerStats> {
   const compression = layerCompression(desc.mediaType, desc.digest);
   const raw = new Tap(opts.onBytes);
-  const plain = new Tap();
+  const plain = new Tap(undefined, true); // read by readTar's async iteration
   let streamErr: Error | null = null;
   const out = pipeline(Readable.from(source, { objectMode: false }), raw, decompressor(compression), plain, (e) => {
     if (e) streamErr = e;

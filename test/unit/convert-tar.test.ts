@@ -2,9 +2,11 @@
 // mtimes, long paths), GNU long names, tar-stream's output, corruption.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import * as tarStream from 'tar-stream';
 import { readTar, TarHeader, TarFormatError } from '../../image/convert/tar';
 import { TruncatedError } from '../../image/convert/bytereader';
+import { Tap } from '../../image/convert/layer';
 import { tarBuffer, tarHeader } from '../support/oci-layout';
 
 async function* pieces(b: Buffer, size = 777): AsyncGenerator<Buffer> {
@@ -116,4 +118,21 @@ test('tar reader: truncation and corruption are errors, a missing end marker is 
   await assert.rejects(readAll(noEnd.subarray(0, 512 + 100)), TruncatedError, 'partial padding is truncation');
   const sparse = tarHeader(Buffer.from('s'), 'S', 0, {});
   await assert.rejects(readAll(Buffer.concat([sparse, Buffer.alloc(1024)])), /GNU sparse/);
+});
+
+test('the layer stream\'s tap hands its buffers on as they came, hashed and counted (a byte stream\'s iterator would join them)', async () => {
+  const bufs = [Buffer.alloc(1000, 1), Buffer.alloc(3000, 2), Buffer.alloc(10, 3)];
+  for (const pieces of [true, false]) {
+    const t = new Tap(undefined, pieces);
+    for (const b of bufs) t.write(b);
+    t.end();
+    await new Promise((resolve) => setImmediate(resolve)); // all three are buffered before the first read
+    const got: Buffer[] = [];
+    for await (const b of t) got.push(b as Buffer);
+    assert.deepEqual(Buffer.concat(got), Buffer.concat(bufs));
+    assert.equal(t.bytes, 4010);
+    assert.equal(t.sha.digest('hex'), createHash('sha256').update(Buffer.concat(bufs)).digest('hex'));
+    if (pieces) assert.deepEqual(got.map((b) => b.length), [1000, 3000, 10]);
+    else assert.deepEqual(got.map((b) => b.length), [4010], 'byte mode joins them: what pieces mode avoids');
+  }
 });
