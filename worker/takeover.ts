@@ -89,6 +89,6 @@ export async function retireWorkers(pids: number[], log: Logger): Promise<void> 
       continue;
     }
     for (let i = 0; i < 300 && fs.existsSync(`/proc/${pid}`) && !isZombie(pid); i++) await new Promise((r) => setTimeout(r, 10));
-    log.info({ pid }, 'retired a fscache worker of the previous lazysnapd');
+    log.info({ pid }, 'retired a worker of the previous lazysnapd');
   }
 }
