@@ -12,7 +12,9 @@
 // - mkfs.erofs 1.5 (Debian bookworm's) on the unpacked tree (minbase only:
 //   1.5 has no --tar).
 // Every rate divides the image's uncompressed tar bytes by wall time, so a
-// ratio of rates is a ratio of times. Peak RSS is GNU time's. lazysnap also
+// ratio of rates is a ratio of times. Peak RSS and CPU (user + system, all
+// processes of the command) are GNU time's: CPU against wall says how much
+// of the two cores a tool keeps busy. lazysnap also
 // gunzips, checks sha256 (layer digest and diff_id), blake3s every chunk
 // and names its blobs by sha256.
 import fs from 'node:fs';
@@ -31,16 +33,17 @@ const ROUNDS = Number(process.env.CONVERT_ROUNDS ?? 3);
 interface Measure {
   wallS: number;
   peakMiB: number;
+  cpuS: number;
 }
 
-/** Runs a shell command under GNU time: wall seconds (our clock) and peak RSS (the largest process). */
+/** Runs a shell command under GNU time: wall seconds (our clock), peak RSS (the largest process) and CPU seconds (all of them). */
 async function measure(script: string): Promise<Measure> {
   const t0 = process.hrtime.bigint();
-  const r = await runOk('/usr/bin/time', ['-f', 'peak-kib %M', 'bash', '-o', 'pipefail', '-c', script], { timeoutMs: 1_800_000 });
+  const r = await runOk('/usr/bin/time', ['-f', 'peak-kib %M cpu %U %S', 'bash', '-o', 'pipefail', '-c', script], { timeoutMs: 1_800_000 });
   const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
-  const m = /peak-kib (\d+)/.exec(r.stderr);
-  if (!m) throw new Error(`no peak RSS from GNU time in: ${r.stderr.slice(-300)}`);
-  return { wallS, peakMiB: Number(m[1]) / 1024 };
+  const m = /peak-kib (\d+) cpu ([\d.]+) ([\d.]+)/.exec(r.stderr);
+  if (!m) throw new Error(`no peak RSS and CPU from GNU time in: ${r.stderr.slice(-300)}`);
+  return { wallS, peakMiB: Number(m[1]) / 1024, cpuS: Number(m[2]) + Number(m[3]) };
 }
 
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -102,14 +105,15 @@ async function benchImage(img: Image, dir: string, mkfs194: string): Promise<str
   const lines = [
     `#### ${img.name}: ${img.layers.length} gzip layer(s), ${(first.inputBytes / 1e6).toFixed(1)} MB in, ${(bytes / 1e6).toFixed(1)} MB of tar`,
     '',
-    '| tool | wall (median) | MB/s | peak RSS | lazysnap ÷ it (speed, median of pairs) |',
-    '| --- | --- | --- | --- | --- |',
+    '| tool | wall (median) | MB/s | CPU, user + system (median) | peak RSS | lazysnap ÷ it (speed, median of pairs) |',
+    '| --- | --- | --- | --- | --- | --- |',
   ];
   const wall = median(lz.map((m) => m.wallS));
-  lines.push(`| lazysnap convert (zstd level 3, 1 MiB chunks) | ${wall.toFixed(2)} s | ${mbs(wall)} | ${median(lz.map((m) => m.peakMiB)).toFixed(0)} MiB | 1.00 |`);
+  const cpu = (ms: Measure[]) => `${median(ms.map((m) => m.cpuS)).toFixed(2)} s`;
+  lines.push(`| lazysnap convert (zstd level 3, 1 MiB chunks) | ${wall.toFixed(2)} s | ${mbs(wall)} | ${cpu(lz)} | ${median(lz.map((m) => m.peakMiB)).toFixed(0)} MiB | 1.00 |`);
   rivals.forEach((rv, i) => {
     const w = median(results[i].runs.map((m) => m.wallS));
-    lines.push(`| ${rv.label} | ${w.toFixed(2)} s | ${mbs(w)} | ${median(results[i].runs.map((m) => m.peakMiB)).toFixed(0)} MiB | ${median(results[i].ratios).toFixed(2)} |`);
+    lines.push(`| ${rv.label} | ${w.toFixed(2)} s | ${mbs(w)} | ${cpu(results[i].runs)} | ${median(results[i].runs.map((m) => m.peakMiB)).toFixed(0)} MiB | ${median(results[i].ratios).toFixed(2)} |`);
   });
   return lines.join('\n') + '\n';
 }
