@@ -285,6 +285,8 @@ export class BlobWriter {
     if (b) {
       b.sizes = new Uint32Array(b.lengths.length);
       b.compressed = compressChunks(b.src, Uint32Array.from(b.lengths), b.dst, b.sizes, this.opts.level);
+      // seen when its turn to be written comes; a failure before that must not count as unhandled
+      b.compressed.catch(() => undefined);
       this.pending.push(b);
     }
     while (this.pending.length >= this.opts.inflight) await this.writeOldest();

@@ -76,7 +76,7 @@ export class Tap extends Transform {
    * the whole layer, and garbage for the GC.
    */
   constructor(private readonly onBytes?: (n: number) => void, pieces = false) {
-    super(pieces ? { writableHighWaterMark: 4 << 20, readableObjectMode: true, readableHighWaterMark: 16 } : { highWaterMark: 4 << 20 });
+    super(pieces ? { writableHighWaterMark: 4 << 20, readableObjectMode: true, readableHighWaterMark: 4 } : { highWaterMark: 4 << 20 });
   }
   _transform(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null, d?: Buffer) => void): void {
     this.sha.update(chunk);
