@@ -264,9 +264,8 @@ export class BlobWriter {
     this.seen.set(key, index);
     this.stats.chunks++;
     // the caller reuses its buffer: compress a copy, into a frame no larger than the chunk
-    let b = this.open;
-    if (b && (b.used + data.length > this.opts.chunkSize || b.lengths.length === MAX_BATCH)) b = await this.seal();
-    b ??= this.open = { first: index, src: this.buffer(), dst: this.buffer(), lengths: [], used: 0, sizes: null, compressed: null };
+    if (this.open && (this.open.used + data.length > this.opts.chunkSize || this.open.lengths.length === MAX_BATCH)) await this.seal();
+    const b = (this.open ??= { first: index, src: this.buffer(), dst: this.buffer(), lengths: [], used: 0, sizes: null, compressed: null });
     data.copy(b.src, b.used);
     b.used += data.length;
     b.lengths.push(data.length);
@@ -278,8 +277,8 @@ export class BlobWriter {
     return this.spare.pop() ?? Buffer.allocUnsafeSlow(this.opts.chunkSize);
   }
 
-  /** Starts compressing the open batch; waits while too many are under way. Returns null: no batch is open now. */
-  private async seal(): Promise<null> {
+  /** Starts compressing the open batch (none is open after it); waits while too many are under way. */
+  private async seal(): Promise<void> {
     const b = this.open;
     this.open = null;
     if (b) {
@@ -290,7 +289,6 @@ export class BlobWriter {
       this.pending.push(b);
     }
     while (this.pending.length >= this.opts.inflight) await this.writeOldest();
-    return null;
   }
 
   /** Writes the oldest batch's chunks, keeping chunk order = file order = CI order. */
