@@ -141,7 +141,11 @@ export class FscacheSupervisor {
   /** told of workers' metric reports, ends and failovers (lazysnapd's metrics), once set */
   events?: SupervisorEvents;
 
+  /** what its log lines and errors call a worker: "fscache worker" or "fanotify worker" */
+  private readonly name: string;
+
   constructor(private readonly o: SupervisorOptions) {
+    this.name = `${o.worker.backend} worker`;
     // LAZYSNAP_FSCACHE_WORKER overrides the entry point (tests use it for a worker that cannot start).
     this.workerJs = o.workerJs ?? process.env.LAZYSNAP_FSCACHE_WORKER ?? path.resolve(__dirname, '../cmd/lazysnap-fscache-worker.js');
   }
@@ -181,7 +185,7 @@ export class FscacheSupervisor {
     w.hung = v.reason;
     this.hangsHealed++;
     this.o.log.warn({ pid: w.proc.pid, reason: v.reason, hangTimeoutMs: this.o.hangTimeoutMs, hangsHealed: this.hangsHealed },
-      `${this.o.worker.backend} worker hung; killing it and failing over`);
+      `${this.name} hung; killing it and failing over`);
     // SIGKILL also ends a stopped process; its exit takes the crash path (it had loaded, so no crash-loop backoff).
     w.proc.kill('SIGKILL');
   }
@@ -233,7 +237,7 @@ export class FscacheSupervisor {
     try {
       if (proc.pid) pidfd = pidfdOpen(proc.pid);
     } catch (err) {
-      this.o.log.warn({ err: (err as Error).message }, `no pidfd for the ${this.o.worker.backend} worker; its standby will wait to be handed the device`);
+      this.o.log.warn({ err: (err as Error).message }, `no pidfd for the ${this.name}; its standby will wait to be handed the device`);
     }
     const control = new net.Socket({ fd: mine, readable: true, writable: true });
     let resolveReady!: () => void;
@@ -273,10 +277,10 @@ export class FscacheSupervisor {
           w.pending.delete(msg.id);
         }
       },
-      (line) => this.o.log.warn({ line: line.slice(0, 200) }, `malformed message from the ${this.o.worker.backend} worker`),
+      (line) => this.o.log.warn({ line: line.slice(0, 200) }, `malformed message from the ${this.name}`),
     );
     control.on('error', () => {});
-    proc.on('error', (err) => this.o.log.error({ err: err.message }, `cannot start the ${this.o.worker.backend} worker`));
+    proc.on('error', (err) => this.o.log.error({ err: err.message }, `cannot start the ${this.name}`));
     proc.on('exit', (code, signal) => {
       this.pids.delete(proc.pid!);
       this.writePids();
@@ -322,7 +326,7 @@ export class FscacheSupervisor {
         // Handed over on the raw fd before libuv reads from it: the worker is blocked in recvmsg.
         sendFds(w.ctrlFd, HANDOVER_BYTE, [this.o.devFd]);
       } catch (err) {
-        this.o.log.error({ err: (err as Error).message, pid: w.proc.pid }, `handover to the ${this.o.worker.backend} worker failed`);
+        this.o.log.error({ err: (err as Error).message, pid: w.proc.pid }, `handover to the ${this.name} failed`);
         w.proc.kill('SIGKILL');
       }
     }
@@ -342,7 +346,7 @@ export class FscacheSupervisor {
       sendFds(w.ctrlFd, ARM_BYTE, [this.o.devFd, a.pidfd]);
       w.armed = true;
     } catch (err) {
-      this.o.log.warn({ err: (err as Error).message, pid: w.proc.pid }, `cannot arm the standby ${this.o.worker.backend} worker; it will be handed the device`);
+      this.o.log.warn({ err: (err as Error).message, pid: w.proc.pid }, `cannot arm the standby ${this.name}; it will be handed the device`);
     }
   }
 
@@ -368,7 +372,7 @@ export class FscacheSupervisor {
     if (this.stopping) return;
     if (w === this.standby) {
       this.standby = undefined;
-      this.o.log.warn({ pid: w.proc.pid, code, signal }, `standby ${this.o.worker.backend} worker exited; starting another`);
+      this.o.log.warn({ pid: w.proc.pid, code, signal }, `standby ${this.name} exited; starting another`);
       if (!w.loaded) this.failedStarts++;
       this.schedule(() => this.refillStandby(), w.loaded ? 0 : this.backoff());
       return;
@@ -380,7 +384,7 @@ export class FscacheSupervisor {
     if (!w.loaded) this.failedStarts++;
     this.active = undefined;
     this.lastEndAt = Date.now();
-    this.o.log.warn({ pid: w.proc.pid, code, signal, livedMs: lived, ...(w.hung ? { hung: w.hung } : {}) }, `${this.o.worker.backend} worker exited; failing over`);
+    this.o.log.warn({ pid: w.proc.pid, code, signal, livedMs: lived, ...(w.hung ? { hung: w.hung } : {}) }, `${this.name} exited; failing over`);
     const next = this.standby;
     this.standby = undefined;
     // an armed standby serves already (or is about to): no backoff holds it
@@ -403,7 +407,7 @@ export class FscacheSupervisor {
 
   private schedule(fn: () => void, ms: number): void {
     if (ms <= 0) return fn();
-    this.o.log.warn({ delayMs: ms }, `${this.o.worker.backend} workers keep crashing; backing off`);
+    this.o.log.warn({ delayMs: ms }, `${this.name}s keep crashing; backing off`);
     clearTimeout(this.timer);
     this.timer = setTimeout(fn, ms);
   }
@@ -466,17 +470,17 @@ export class FscacheSupervisor {
   /** The active worker's status, or an error: at once when it has gone silent (asking a hung worker only waits). */
   status(timeoutMs = 2000): Promise<WorkerStatus> {
     const w = this.active;
-    if (!w) return Promise.reject(new Error(`no ${this.o.worker.backend} worker is running`));
+    if (!w) return Promise.reject(new Error(`no ${this.name} is running`));
     const h = this.health();
-    if (h.hung) return Promise.reject(new Error(`the ${this.o.worker.backend} worker hung and is being replaced`));
+    if (h.hung) return Promise.reject(new Error(`the ${this.name} hung and is being replaced`));
     if (w.loaded && h.silentMs !== null && h.silentMs > Math.min(4 * this.o.worker.heartbeatMs + 500, this.o.hangTimeoutMs / 2)) {
-      return Promise.reject(new Error(`the ${this.o.worker.backend} worker has sent no heartbeat for ${h.silentMs} ms`));
+      return Promise.reject(new Error(`the ${this.name} has sent no heartbeat for ${h.silentMs} ms`));
     }
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
         w.pending.delete(id);
-        reject(new Error(`the ${this.o.worker.backend} worker did not answer`));
+        reject(new Error(`the ${this.name} did not answer`));
       }, timeoutMs);
       w.pending.set(id, (r) => {
         clearTimeout(t);
