@@ -308,14 +308,6 @@ class CompressWorker : public Napi::AsyncWorker {
   int level_;
 };
 
-static Napi::Uint32Array ArgU32s(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  Napi::Value v = info[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
-    throw Napi::TypeError::New(info.Env(), std::string("The \"") + name + "\" argument must be a Uint32Array");
-  }
-  return v.As<Napi::Uint32Array>();
-}
-
 static Napi::Value CompressChunks(const Napi::CallbackInfo& info) {
   Napi::Uint8Array src = ArgBytes(info, 0, "src");
   Napi::Uint32Array lengths = ArgU32s(info, 1, "lengths");

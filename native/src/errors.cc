@@ -65,4 +65,12 @@ Napi::Uint8Array ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* 
   return v.As<Napi::Uint8Array>();
 }
 
+Napi::Uint32Array ArgU32s(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  Napi::Value v = info[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+    throw Napi::TypeError::New(info.Env(), std::string("The \"") + name + "\" argument must be a Uint32Array");
+  }
+  return v.As<Napi::Uint32Array>();
+}
+
 }  // namespace lazysnap

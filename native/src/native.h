@@ -20,6 +20,8 @@ int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* name, int64
 bool IsBytes(const Napi::Value& v);
 // A Uint8Array (Buffer) argument: pointer and length.
 Napi::Uint8Array ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* name);
+// A Uint32Array argument.
+Napi::Uint32Array ArgU32s(const Napi::CallbackInfo& info, size_t i, const char* name);
 
 void InitIo(Napi::Env env, Napi::Object exports);
 void InitPoller(Napi::Env env, Napi::Object exports);
