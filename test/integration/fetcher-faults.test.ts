@@ -238,13 +238,17 @@ test('chunk fetcher under random faults: every fill is right or fails cleanly, n
   };
   let ok = 0;
   let failed = 0;
+  // widened chunks are written after their fill resolves; their GET (and its retries) must end within this test,
+  // or a late retry lands in the next test's proxy log
+  const background: Promise<void>[] = [];
+  const hints = { background: (w: Promise<void>) => void background.push(w) };
   try {
     for (let round = 0; round < 6; round++) {
       content.resetPresence();
       const reads = Array.from({ length: 8 }, () => [Math.floor(rand() * content.size), 1 + Math.floor(rand() * 600_000)] as const);
       await Promise.all(reads.map(async ([o, l]) => {
         try {
-          await content.fill(o, l, sink, (n) => Buffer.alloc(n));
+          await content.fill(o, l, sink, (n) => Buffer.alloc(n), undefined, hints);
           const s = Math.floor(o / PAGE) * PAGE;
           const e = Math.min(Math.ceil((o + l) / PAGE) * PAGE, file.length);
           assert.ok(file.subarray(s, e).equals(blob.uncompressed.subarray(s, e)), 'window not filled');
@@ -256,6 +260,7 @@ test('chunk fetcher under random faults: every fill is right or fails cleanly, n
       }));
     }
   } finally {
+    await Promise.all(background); // never rejects
     proxy.clear();
   }
   t.diagnostic(`fills ok ${ok}, failed ${failed}; faults injected ${injected.length}: ${injected.join(',')}; ` +
