@@ -75,6 +75,7 @@ interface Binding {
   FD_KEEPER_COMM: string;
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
   decodeChunk(compressor: number, src: Uint8Array | readonly Uint8Array[], dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string>;
+  decodeChunkSync(compressor: number, src: Uint8Array | readonly Uint8Array[], dst: Uint8Array, digestAlgo: number, want: Uint8Array): string;
   compressChunks(src: Uint8Array, lengths: Uint32Array, dst: Uint8Array, sizes: Uint32Array, level: number): Promise<void>;
   blake3(data: Uint8Array): Buffer;
   MS_RDONLY: number;
@@ -365,4 +366,9 @@ export function blake3(data: Uint8Array): Buffer {
  */
 export function decodeChunk(compressor: number, src: Uint8Array | readonly Uint8Array[], dst: Uint8Array, digestAlgo: number, want: Uint8Array): Promise<string> {
   return native.decodeChunk(compressor, src, dst, digestAlgo, want);
+}
+
+/** decodeChunk on the calling thread: for chunks so small that the threadpool's hand-off costs more than decoding them. */
+export function decodeChunkSync(compressor: number, src: Uint8Array | readonly Uint8Array[], dst: Uint8Array, digestAlgo: number, want: Uint8Array): string {
+  return native.decodeChunkSync(compressor, src, dst, digestAlgo, want);
 }

@@ -6,10 +6,12 @@
 // 200 Mbit/s). Also a READ-driven pass: sequential 128 KiB fills with 8 in
 // flight, as kernel readahead would issue them, with the worker's readahead. And the same work with no
 // network: every chunk decoded, verified and written (the floor), and the
-// chunk fetcher reading the blob from memory.
+// chunk fetcher reading the blob from memory; and the floor again with every
+// chunk on the threadpool, as small chunks were before they decoded inline.
 //
 // Env: BENCH_REPS (default 2) repetitions per measurement, alternating;
-// BENCH_MIB (default 256) target compressed size.
+// BENCH_MIB (default 256) target compressed size; BENCH_CHUNK_KIB (default
+// 1024) the chunk size (a layer of small files has chunks of tens of KiB).
 import { spawn, ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -21,8 +23,10 @@ import { buildSyntheticBlob, uploadBlob } from '../../test/support/testblob';
 import { startRegistry } from '../../test/support/registry';
 import { asParts, memorySource } from '../../test/support/fixtures';
 import { makeTempDir, removeTempDir } from '../../test/support/tmp';
-import type { BlobEntry } from '../../image/rafs/bootstrap';
-import { DataBlob } from '../../image/blob/datablob';
+import { DataBlob, INLINE_DECODE_MAX } from '../../image/blob/datablob';
+import type { ChunkInfo } from '../../image/blob/chunkinfo';
+import { Compressor, type BlobEntry } from '../../image/rafs/bootstrap';
+import { decodeChunk } from '../../native';
 import type { RangeReader } from '../../content/remote/source';
 import { alignUp } from '../../content/content';
 import { BufferPool } from '../../content/buffer-pool';
@@ -34,6 +38,7 @@ import { ReadaheadStreams } from '../../content/readahead';
 const MiB = 1 << 20;
 const REPS = Number(process.env.BENCH_REPS ?? 2);
 const TARGET_MIB = Number(process.env.BENCH_MIB ?? 256);
+const CHUNK = Number(process.env.BENCH_CHUNK_KIB ?? 1024) * 1024;
 
 interface Target {
   name: string;
@@ -65,8 +70,19 @@ function memoryReader(data: Buffer): RangeReader {
   return { name: src.name, size: src.size, readRange: async (off, len) => asParts(await src.read(off, len)) };
 }
 
-/** The work without the fetcher: every chunk decoded and verified on the threadpool (2 per core in flight) and pwritten. */
-async function decodeFloor(blob: DataBlob, data: Buffer, file: string): Promise<number> {
+type Decode = (c: ChunkInfo, compressed: Buffer, dst: Buffer) => Promise<unknown>;
+
+/** Every chunk on the threadpool, the small ones too (as before INLINE_DECODE_MAX): to show what decoding those inline saves. */
+function onPool(blob: DataBlob): Decode {
+  return async (c, compressed, dst) => {
+    const why = await decodeChunk(c.compressed ? blob.entry.compressor : Compressor.None, compressed, dst.subarray(0, c.uSize),
+      blob.entry.digester, blob.digests![c.index]);
+    if (why) throw new Error(`chunk ${c.index}: ${why}`);
+  };
+}
+
+/** The work without the fetcher: every chunk decoded and verified (2 per core in flight) and pwritten. */
+async function decodeFloor(blob: DataBlob, data: Buffer, file: string, decode: Decode = (c, z, d) => blob.decodeChunk(c, z, d)): Promise<number> {
   const cf = await cacheFile(file);
   const t0 = process.hrtime.bigint();
   let next = 0;
@@ -74,7 +90,7 @@ async function decodeFloor(blob: DataBlob, data: Buffer, file: string): Promise<
     for (let i = next++; i < blob.chunks.length; i = next++) {
       const c = blob.chunks[i];
       const dst = cf.alloc(alignUp(c.uSize));
-      await blob.decodeChunk(c, data.subarray(c.cOffset, c.cOffset + c.cSize), dst);
+      await decode(c, data.subarray(c.cOffset, c.cOffset + c.cSize), dst);
       await cf.sink(c.uOffset, dst);
     }
   };
@@ -171,10 +187,10 @@ async function main(): Promise<void> {
   const reg = await startRegistry();
   let shaper: ChildProcess | undefined;
   try {
-    process.stderr.write(`building a ~${TARGET_MIB} MiB blob (1 MiB chunks, zstd, blake3)...\n`);
-    // entropy 0.66 compresses 1 MiB chunks to about 2/3
-    const chunks = Math.round((TARGET_MIB * 3) / 2);
-    const b = await buildSyntheticBlob({ chunkSizes: new Array(chunks).fill(MiB), entropy: 0.66, seed: 'bench' });
+    process.stderr.write(`building a ~${TARGET_MIB} MiB blob (${CHUNK / 1024} KiB chunks, zstd, blake3)...\n`);
+    // entropy 0.66 compresses chunks to about 2/3
+    const chunks = Math.round((TARGET_MIB * MiB * 3) / 2 / CHUNK);
+    const b = await buildSyntheticBlob({ chunkSizes: new Array(chunks).fill(CHUNK), entropy: 0.66, seed: 'bench' });
     const size = b.data.length;
     await uploadBlob(reg.url, 'bench/blob', b.data);
     const entry = b.entry;
@@ -185,13 +201,17 @@ async function main(): Promise<void> {
     const file0 = path.join(dir, 'cache-file');
     const blob = await DataBlob.open(entry, memorySource(b.data), null);
     const floorS: number[] = [];
+    const poolS: number[] = [];
     const memS: number[] = [];
     for (let i = 0; i < REPS; i++) {
       floorS.push(await decodeFloor(blob, b.data, file0));
+      poolS.push(await decodeFloor(blob, b.data, file0, onPool(blob)));
       memS.push(await fetcherFromMemory(entry, b.data, file0));
-      process.stderr.write(`  no network rep ${i + 1}: decode+write ${floorS[i].toFixed(2)} s, chunk fetcher from memory ${memS[i].toFixed(2)} s\n`);
+      process.stderr.write(`  no network rep ${i + 1}: decode+write ${floorS[i].toFixed(2)} s (all on the threadpool ${poolS[i].toFixed(2)} s), ` +
+        `chunk fetcher from memory ${memS[i].toFixed(2)} s\n`);
     }
     const floor = median(floorS);
+    const pool = median(poolS);
 
     const sh = await startShaperProcess(reg.host);
     shaper = sh.child;
@@ -234,10 +254,12 @@ async function main(): Promise<void> {
     const load = (await fs.readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
     process.stdout.write(
       `blob: ${(size / MiB).toFixed(1)} MiB compressed, ${(uncompressed.length / MiB).toFixed(0)} MiB uncompressed, ` +
-      `${chunks} × 1 MiB chunks (zstd, blake3); median of ${REPS}; MB/s = compressed MB / s\n` +
+      `${chunks} × ${CHUNK / 1024} KiB chunks (zstd, blake3); median of ${REPS}; MB/s = compressed MB / s\n` +
       `no network (the blob in memory):\n` +
-      `  decode+write floor (every chunk decoded and verified on the threadpool, ${2 * os.cpus().length} in flight, pwritten): ` +
-      `${floor.toFixed(2)} s  ${(size / 1e6 / floor).toFixed(0)} MB/s   [${floorS.map((x) => x.toFixed(2)).join(', ')}]\n` +
+      `  decode+write floor (every chunk decoded and verified, on the threadpool or inline up to ${INLINE_DECODE_MAX / 1024} KiB, ` +
+      `${2 * os.cpus().length} in flight, pwritten): ${floor.toFixed(2)} s  ${(size / 1e6 / floor).toFixed(0)} MB/s   [${floorS.map((x) => x.toFixed(2)).join(', ')}]\n` +
+      `  the same with every chunk on the threadpool: ${pool.toFixed(2)} s   [${poolS.map((x) => x.toFixed(2)).join(', ')}]` +
+      `   ratio to the floor: ${(pool / floor).toFixed(2)}\n` +
       `  chunk fetcher prefetch from memory:  ${median(memS).toFixed(2)} s   [${memS.map((x) => x.toFixed(2)).join(', ')}]` +
       `   ratio to the floor: ${(median(memS) / floor).toFixed(2)}\n` +
       lines.join('') +

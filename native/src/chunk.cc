@@ -251,6 +251,14 @@ static Napi::Value DecodeChunk(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// decodeChunkSync(compressor, src, dst, digestAlgo, want) -> "" or why not, on
+// the calling thread. For small chunks: handing one to the pool (a futex wake,
+// the waker preempted, a promise) cost more than decoding it.
+static Napi::Value DecodeChunkSync(const Napi::CallbackInfo& info) {
+  DecodeArgs a = ArgsDecode(info);
+  return Napi::String::New(info.Env(), Decode(a.compressor, a.src, a.src_len, a.dst.Data(), a.dst.ByteLength(), a.algo, a.want.Data()));
+}
+
 // compressChunks(src, lengths, dst, sizes, level) -> Promise<void>: zstd, one
 // frame per chunk. The chunks lie back to back in src (lengths[i] bytes each);
 // chunk i's frame goes to dst at the same offset as its bytes in src, and must
@@ -336,6 +344,7 @@ static Napi::Value Blake3Digest(const Napi::CallbackInfo& info) {
 
 void InitChunk(Napi::Env env, Napi::Object exports) {
   exports.Set("decodeChunk", Napi::Function::New(env, DecodeChunk, "decodeChunk"));
+  exports.Set("decodeChunkSync", Napi::Function::New(env, DecodeChunkSync, "decodeChunkSync"));
   exports.Set("compressChunks", Napi::Function::New(env, CompressChunks, "compressChunks"));
   exports.Set("blake3", Napi::Function::New(env, Blake3Digest, "blake3"));
 }

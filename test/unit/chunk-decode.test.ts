@@ -1,14 +1,15 @@
 // The addon's chunk decoding (native/src/chunk.cc): blake3 against the BLAKE3
 // project's published test vectors (input byte i is i % 251), and
 // decodeChunk on zstd, lz4_block and stored chunks, whole or in pieces (a
-// response body as the socket delivered it): good chunks fill dst exactly,
-// every corruption comes back as a reason, never as a good result, and bad
+// response body as the socket delivered it), on the threadpool and inline
+// (decodeChunkSync, for small chunks): good chunks fill dst exactly, every
+// corruption comes back as a reason, never as a good result, and bad
 // arguments throw. And the converter's side: compressChunks, a batch of
 // chunks in one job, each frame decoding back to its chunk.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { blake3, compressChunks, decodeChunk } from '../../native';
+import { blake3, compressChunks, decodeChunk as decodeOnPool, decodeChunkSync } from '../../native';
 import { compress } from '../../image/codec/decompress';
 import { Compressor, DigestAlgo } from '../../image/rafs/bootstrap';
 import { asParts } from '../support/fixtures';
@@ -40,74 +41,88 @@ const cases: Array<[string, number, Buffer]> = [
   ['stored', Compressor.None, data],
 ];
 
-for (const [name, comp, z] of cases) {
-  for (const algo of [DigestAlgo.Blake3, DigestAlgo.Sha256]) {
-    const want = algo === DigestAlgo.Blake3 ? blake3(data) : crypto.createHash('sha256').update(data).digest();
-    test(`${name}, ${DigestAlgo[algo]}: good, corrupt, wrong size, wrong digest`, async () => {
-      const dst = Buffer.alloc(data.length);
-      assert.equal(await decodeChunk(comp, z, dst, algo, want), '');
-      assert.ok(dst.equals(data));
+type Decode = typeof decodeOnPool;
+/** the same decoder on the threadpool and on the calling thread: every case runs through both */
+const decoders: Array<[string, Decode]> = [
+  ['threadpool', decodeOnPool],
+  ['inline', (...a: Parameters<Decode>) => Promise.resolve(decodeChunkSync(...a))],
+];
 
-      const wrongDigest = Buffer.from(want);
-      wrongDigest[7] ^= 1;
-      assert.match(await decodeChunk(comp, z, Buffer.alloc(data.length), algo, wrongDigest), /^digest mismatch: got [0-9a-f]{64}, want [0-9a-f]{64}$/);
+for (const [where, decodeChunk] of decoders) {
+  for (const [name, comp, z] of cases) {
+    for (const algo of [DigestAlgo.Blake3, DigestAlgo.Sha256]) {
+      const want = algo === DigestAlgo.Blake3 ? blake3(data) : crypto.createHash('sha256').update(data).digest();
+      test(`${name}, ${DigestAlgo[algo]}, ${where}: good, corrupt, wrong size, wrong digest`, async () => {
+        const dst = Buffer.alloc(data.length);
+        assert.equal(await decodeChunk(comp, z, dst, algo, want), '');
+        assert.ok(dst.equals(data));
 
-      // one flipped byte in the middle of the compressed bytes: never a good result
-      const bent = Buffer.from(z);
-      bent[bent.length >> 1] ^= 0x55;
-      assert.notEqual(await decodeChunk(comp, bent, Buffer.alloc(data.length), algo, want), '');
+        const wrongDigest = Buffer.from(want);
+        wrongDigest[7] ^= 1;
+        assert.match(await decodeChunk(comp, z, Buffer.alloc(data.length), algo, wrongDigest), /^digest mismatch: got [0-9a-f]{64}, want [0-9a-f]{64}$/);
 
-      // a dst of another size than the chunk inflates to
-      assert.match(await decodeChunk(comp, z, Buffer.alloc(data.length + 1), algo, want), /wrong size|does not decompress|stored chunk is/);
-      assert.notEqual(await decodeChunk(comp, z, Buffer.alloc(data.length - 1), algo, want), '');
-      // truncated input
-      assert.notEqual(await decodeChunk(comp, z.subarray(0, z.length - 3), Buffer.alloc(data.length), algo, want), '');
+        // one flipped byte in the middle of the compressed bytes: never a good result
+        const bent = Buffer.from(z);
+        bent[bent.length >> 1] ^= 0x55;
+        assert.notEqual(await decodeChunk(comp, bent, Buffer.alloc(data.length), algo, want), '');
+
+        // a dst of another size than the chunk inflates to
+        assert.match(await decodeChunk(comp, z, Buffer.alloc(data.length + 1), algo, want), /wrong size|does not decompress|stored chunk is/);
+        assert.notEqual(await decodeChunk(comp, z, Buffer.alloc(data.length - 1), algo, want), '');
+        // truncated input
+        assert.notEqual(await decodeChunk(comp, z.subarray(0, z.length - 3), Buffer.alloc(data.length), algo, want), '');
+      });
+    }
+  }
+
+  /** One buffer cut in several ways: socket-sized pieces, tiny ones, a cut after the first byte, empty pieces among them. */
+  function cuts(z: Buffer): Array<[string, Buffer[]]> {
+    const tiny: Buffer[] = [];
+    for (let at = 0; at < z.length; at += 997) tiny.push(z.subarray(at, at + 997));
+    return [
+      ['socket reads', asParts(z)],
+      ['997-byte pieces', tiny],
+      ['1 + rest, empty pieces between', [Buffer.alloc(0), z.subarray(0, 1), Buffer.alloc(0), z.subarray(1), Buffer.alloc(0)]],
+    ];
+  }
+
+  for (const [name, comp, z] of cases) {
+    const want = blake3(data);
+    test(`${name} in pieces, ${where}: good, corrupt, wrong size, truncated, too long`, async () => {
+      for (const [how, parts] of cuts(z)) {
+        const dst = Buffer.alloc(data.length);
+        assert.equal(await decodeChunk(comp, parts, dst, DigestAlgo.Blake3, want), '', how);
+        assert.ok(dst.equals(data), how);
+
+        const bent = Buffer.from(z);
+        bent[bent.length >> 1] ^= 0x55;
+        assert.notEqual(await decodeChunk(comp, cuts(bent).find(([h]) => h === how)![1], Buffer.alloc(data.length), DigestAlgo.Blake3, want), '', how);
+        assert.notEqual(await decodeChunk(comp, parts, Buffer.alloc(data.length + 1), DigestAlgo.Blake3, want), '', `${how}: dst too long`);
+        assert.notEqual(await decodeChunk(comp, parts, Buffer.alloc(data.length - 1), DigestAlgo.Blake3, want), '', `${how}: dst too short`);
+        const short = cuts(z.subarray(0, z.length - 3)).find(([h]) => h === how)![1];
+        assert.notEqual(await decodeChunk(comp, short, Buffer.alloc(data.length), DigestAlgo.Blake3, want), '', `${how}: truncated`);
+        assert.notEqual(await decodeChunk(comp, [...parts, Buffer.from('xyz')], Buffer.alloc(data.length), DigestAlgo.Blake3, want), '', `${how}: bytes after the chunk`);
+        // and after each failure, the thread's decoder still decodes a good chunk right
+        const again = Buffer.alloc(data.length);
+        assert.equal(await decodeChunk(comp, parts, again, DigestAlgo.Blake3, want), '', `${how}: after failures`);
+        assert.ok(again.equals(data), how);
+      }
     });
   }
 }
 
-/** One buffer cut in several ways: socket-sized pieces, tiny ones, a cut after the first byte, empty pieces among them. */
-function cuts(z: Buffer): Array<[string, Buffer[]]> {
-  const tiny: Buffer[] = [];
-  for (let at = 0; at < z.length; at += 997) tiny.push(z.subarray(at, at + 997));
-  return [
-    ['socket reads', asParts(z)],
-    ['997-byte pieces', tiny],
-    ['1 + rest, empty pieces between', [Buffer.alloc(0), z.subarray(0, 1), Buffer.alloc(0), z.subarray(1), Buffer.alloc(0)]],
-  ];
-}
+const decodeChunk = decodeOnPool;
 
-for (const [name, comp, z] of cases) {
-  const want = blake3(data);
-  test(`${name} in pieces: good, corrupt, wrong size, truncated, too long`, async () => {
-    for (const [how, parts] of cuts(z)) {
-      const dst = Buffer.alloc(data.length);
-      assert.equal(await decodeChunk(comp, parts, dst, DigestAlgo.Blake3, want), '', how);
-      assert.ok(dst.equals(data), how);
-
-      const bent = Buffer.from(z);
-      bent[bent.length >> 1] ^= 0x55;
-      assert.notEqual(await decodeChunk(comp, cuts(bent).find(([h]) => h === how)![1], Buffer.alloc(data.length), DigestAlgo.Blake3, want), '', how);
-      assert.notEqual(await decodeChunk(comp, parts, Buffer.alloc(data.length + 1), DigestAlgo.Blake3, want), '', `${how}: dst too long`);
-      assert.notEqual(await decodeChunk(comp, parts, Buffer.alloc(data.length - 1), DigestAlgo.Blake3, want), '', `${how}: dst too short`);
-      const short = cuts(z.subarray(0, z.length - 3)).find(([h]) => h === how)![1];
-      assert.notEqual(await decodeChunk(comp, short, Buffer.alloc(data.length), DigestAlgo.Blake3, want), '', `${how}: truncated`);
-      assert.notEqual(await decodeChunk(comp, [...parts, Buffer.from('xyz')], Buffer.alloc(data.length), DigestAlgo.Blake3, want), '', `${how}: bytes after the chunk`);
-      // and after each failure, the thread's decoder still decodes a good chunk right
-      const again = Buffer.alloc(data.length);
-      assert.equal(await decodeChunk(comp, parts, again, DigestAlgo.Blake3, want), '', `${how}: after failures`);
-      assert.ok(again.equals(data), how);
-    }
-  });
-}
-
-test('decodeChunk checks its arguments', () => {
+test('decodeChunk and decodeChunkSync check their arguments', () => {
   const d = Buffer.alloc(10);
   assert.throws(() => decodeChunk(Compressor.Gzip, d, d, 0, Buffer.alloc(32)), RangeError);
   assert.throws(() => decodeChunk(Compressor.Zstd, d, d, 0, Buffer.alloc(31)), RangeError);
   assert.throws(() => decodeChunk(Compressor.Zstd, d, d, 2, Buffer.alloc(32)), RangeError);
   assert.throws(() => decodeChunk(Compressor.Zstd, 'x' as unknown as Buffer, d, 0, Buffer.alloc(32)), TypeError);
   assert.throws(() => decodeChunk(Compressor.Zstd, [d, 'x' as unknown as Buffer], d, 0, Buffer.alloc(32)), TypeError);
+  assert.throws(() => decodeChunkSync(Compressor.Gzip, d, d, 0, Buffer.alloc(32)), RangeError);
+  assert.throws(() => decodeChunkSync(Compressor.Zstd, d, d, 0, Buffer.alloc(31)), RangeError);
+  assert.throws(() => decodeChunkSync(Compressor.Zstd, [d, 'x' as unknown as Buffer], d, 0, Buffer.alloc(32)), TypeError);
 });
 
 test('many decodes in flight at once all come back right', async () => {

@@ -4,14 +4,15 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { Bootstrap, Compressor, DigestAlgo, deviceTableEnd, deviceTags } from '../../image/rafs/bootstrap';
 import { Bytes } from '../../image/bytes';
-import { DataBlob, readSection } from '../../image/blob/datablob';
+import { DataBlob, INLINE_DECODE_MAX, readSection } from '../../image/blob/datablob';
 import { parseToc } from '../../image/blob/toc';
 import { chunksCovering, ChunkInfo, encodeChunkInfosV2, parseChunkInfos } from '../../image/blob/chunkinfo';
 import { ErofsImage } from '../../image/erofs/image';
 import { superblockChecksum, updateSuperblockChecksum } from '../../image/erofs/superblock';
 import { decompress, compress } from '../../image/codec/decompress';
 import { FormatError } from '../../image/errors';
-import { FIXTURE_BLOB_ID, memorySource, nydusFixtures } from '../support/fixtures';
+import { FIXTURE_BLOB_ID, asParts, memorySource, nydusFixtures } from '../support/fixtures';
+import { buildSyntheticBlob } from '../support/testblob';
 
 const fx = nydusFixtures();
 const sha256 = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
@@ -83,6 +84,27 @@ test('fixture blob: chunk infos, ToC, digests; every chunk decompresses and veri
   assert.match(data[0].toString('utf8', 0, 20), /^\/\/ Copyright/);
   // the chunk table of the bootstrap carries the same digests as the blob
   assert.deepEqual(bs.chunkTableDigests(0), blob.digests);
+});
+
+test('small chunks decode on the calling thread, bigger ones on the threadpool; both verify and refuse a bent chunk', async () => {
+  const sizes = [4096, 30_001, INLINE_DECODE_MAX, INLINE_DECODE_MAX + 1, 1 << 20];
+  const b = await buildSyntheticBlob({ chunkSizes: sizes, seed: 'inline-decode' });
+  const blob = await DataBlob.open(b.entry, memorySource(b.data));
+  for (const c of blob.chunks) {
+    const want = b.uncompressed.subarray(c.uOffset, c.uOffset + c.uSize);
+    const bytes = b.data.subarray(c.cOffset, c.cOffset + c.cSize);
+    for (const compressed of [bytes, asParts(bytes)]) {
+      const dst = Buffer.alloc(c.uSize);
+      const p = blob.decodeChunk(c, compressed, dst);
+      // inline: written before decodeChunk returns (whether a pool decode is done by now is a race: not checked)
+      if (c.uSize <= INLINE_DECODE_MAX) assert.ok(dst.equals(want), `chunk of ${c.uSize}: decoded before it returned`);
+      await p;
+      assert.ok(dst.equals(want), `chunk of ${c.uSize}`);
+    }
+    const bent = Buffer.from(bytes);
+    bent[bent.length >> 1] ^= 0x20;
+    await assert.rejects(blob.decodeChunk(c, bent, Buffer.alloc(c.uSize)), FormatError, `bent chunk of ${c.uSize}`);
+  }
 });
 
 test('chunk lookup: the kernel READ(0, 4096) maps to chunk 0; ranges in gaps and past the end', async () => {
