@@ -232,6 +232,29 @@ test('cache: an idle blob lets its cached chunks go (cacheIdleMs), and a use kee
   assert.equal(kept.reader.calls.length, 1, 'cacheIdleMs 0 keeps them');
 });
 
+test('cache: cacheBytes bounds it, the least recently used chunk goes first, and a chunk larger than it is not kept', T, async () => {
+  const C = 256 * K;
+  const b = await buildSyntheticBlob({ chunkSizes: [C, C, C, C], entropy: 1, seed: 'lru' }); // stored raw: each C bytes
+  assert.ok(b.chunks.every((c) => c.cSize === C));
+  const x = await setup(b, { amplify: 0, cacheBytes: 2 * C + C / 2 }); // room for two
+  const read = (i: number) => x.content.fill(i * C, PAGE, x.sink.sink, x.sink.alloc);
+  await read(0);
+  await read(1);
+  await read(0); // from the cache: 0 is now the most recently used
+  await read(2); // evicts 1, not 0
+  assert.deepEqual(chunksOf(b, x.reader.calls), [0, 1, 2]);
+  await read(0);
+  await read(2);
+  assert.deepEqual(chunksOf(b, x.reader.calls), [0, 1, 2], '0 and 2 were kept');
+  await read(1);
+  assert.deepEqual(chunksOf(b, x.reader.calls), [0, 1, 2, 1], '1 was evicted');
+
+  const small = await setup(b, { amplify: 0, cacheBytes: C - 1 });
+  await small.content.fill(0, PAGE, small.sink.sink, small.sink.alloc);
+  await small.content.fill(0, PAGE, small.sink.sink, small.sink.alloc);
+  assert.deepEqual(chunksOf(b, small.reader.calls), [0, 0], 'a chunk larger than the cache is fetched each time');
+});
+
 test('presence: a present chunk in the window is re-delivered (from the cache, or refetched without one); trustPresence skips it', T, async () => {
   const b = await buildSyntheticBlob({ chunkSizes: [M, M], seed: 'presence' });
   const cached = await setup(b, { amplify: 0 });
