@@ -4,7 +4,9 @@
 // parts of a 16 MiB window shared the cores, and the first, the one the reader
 // waits on, often ended last (bench/fanotify, traced after a failover: the
 // first of four 4 MiB parts took 150 ms, the third 113). Queued, the first
-// ends first, and the cores stay busy.
+// ends first, and the cores stay busy. (A blob of small chunks, up to
+// INLINE_DECODE_MAX, decodes them on the event loop: its parts then take
+// turns on one core, which costs less than a pool hand-off per chunk.)
 import os from 'node:os';
 import PQueue from 'p-queue';
 

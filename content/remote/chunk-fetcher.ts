@@ -168,12 +168,13 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
   readonly opts: Required<Omit<ChunkFetcherOptions, 'scheduler' | 'hostKey' | 'presence' | 'log'>>;
   /** chunks that kept failing verification, each with its cool-down */
   readonly bad: BadChunks;
-  /** every chunk's piece, in flight or arrived */
+  /** each chunk's piece: in flight, or arrived and still in `cached` */
   private readonly pieces = new Map<number, Piece>();
   /**
    * The arrived ones, up to cacheBytes, least recently used out first (none
-   * kept with 0). A Map evicting from its front cost 3 µs a chunk: its
-   * deleted entries stay as holes that each walk from the front steps over.
+   * kept with 0). Evicting by walking the Map of all pieces cost 3 µs a
+   * chunk: each walk stepped over the in-flight pieces at its front, and over
+   * the holes a Map keeps where entries were deleted.
    */
   private readonly cached: LRUCache<number, Piece> | undefined;
   /** chunks being written by some fill: resolves true once written, false if that failed */
@@ -631,7 +632,7 @@ export class RemoteBlobContent implements BlobContent, PrefetchTarget {
         for (const c of inside) {
           if (chunkSpan(c).end > piece.end) throw new Error(`internal: chunk ${c.index} crosses piece [${piece.start}, ${piece.end})`);
         }
-        // Each chunk decodes (on the threadpool) as soon as its own bytes are in, while the rest of its GET arrives.
+        // Each chunk decodes (on the threadpool; up to INLINE_DECODE_MAX inline) as soon as its own bytes are in, while the rest of its GET arrives.
         // The buffer is taken when the first one is in: a piece whose GET is still queued holds none.
         let taken: Buffer | undefined;
         const bufOf = () => (taken ??= alloc(piece.end - piece.start));

@@ -14,9 +14,12 @@ import { Toc, TocEntry, parseToc } from './toc';
 const DIGEST_SIZE = 32;
 const TOC_PROBE = 4096;
 /**
- * Chunks up to this size decode on the calling thread. Handing one to the
- * threadpool (a futex wake, the waker preempted, a promise) cost 15-55 µs here,
- * more than decoding 32 KiB; from 64 KiB up the hand-off no longer showed.
+ * Chunks up to this size (and as many compressed bytes, which a hostile chunk
+ * table could make large) decode on the calling thread. Handing one to the
+ * threadpool (a futex wake, the event loop preempted by the thread it woke, a
+ * promise) cost 5-16 µs for an empty job and 56 µs a chunk in a profile of the
+ * fetcher on this 2-core VM: more than decoding 32 KiB. From 64 KiB up the
+ * hand-off no longer showed.
  */
 export const INLINE_DECODE_MAX = 64 * 1024;
 
@@ -101,7 +104,7 @@ export class DataBlob {
   async decodeChunk(c: ChunkInfo, compressed: Buffer | readonly Buffer[], dst?: Buffer): Promise<Buffer> {
     const { what, out, want, compressor } = this.decodeSetup(c, compressed, dst);
     if (compressor === Compressor.Gzip) return this.decodeInJs(c, Array.isArray(compressed) ? Buffer.concat(compressed) : compressed as Buffer, out, what, want);
-    const why = c.uSize <= INLINE_DECODE_MAX
+    const why = c.uSize <= INLINE_DECODE_MAX && c.cSize <= INLINE_DECODE_MAX
       ? decodeChunkSync(compressor, compressed, out, this.entry.digester, want)
       : await decodeChunkNative(compressor, compressed, out, this.entry.digester, want);
     if (why) throw new FormatError(what, why);

@@ -1,7 +1,7 @@
-// Chunk decoding off the event loop: decompress a nydus chunk into the
-// caller's (aligned) buffer and check its digest, on the libuv threadpool,
-// so a READ's chunks decode on every core and the loop keeps serving the
-// kernel. blake3 is the BLAKE3 team's C implementation (SIMD chosen by
+// Chunk decoding: decompress a nydus chunk into the caller's (aligned)
+// buffer and check its digest, on the libuv threadpool, so a READ's chunks
+// decode on every core and the loop keeps serving the kernel; small chunks
+// on the calling thread, where the hand-off would cost more than the work. blake3 is the BLAKE3 team's C implementation (SIMD chosen by
 // cpuid), sha256 is OpenSSL's (the copy Node links), zstd and lz4 are the
 // system's libzstd and liblz4. Gzip chunks stay in JS (zlib). The converter's
 // zstd compression runs here too, for the same reason: every core.
@@ -98,7 +98,8 @@ static std::string ZstdSpans(ZSTD_DCtx* dctx, const std::vector<Span>& src, uint
 // Decodes src (its pieces in order, src_len bytes in all) into dst (exactly
 // dst_len bytes) and checks the digest. Returns "" when the chunk is good,
 // else why not: the caller turns it into a FormatError naming the chunk. Runs
-// on a threadpool thread: no N-API here.
+// on a pool thread, or on the JS thread for decodeChunkSync: no N-API here
+// either way (each thread has its own decoder contexts).
 static std::string Decode(int compressor, const std::vector<Span>& src, size_t src_len, uint8_t* dst, size_t dst_len,
                           int algo, const uint8_t* want) {
   size_t n = 0;
@@ -163,8 +164,9 @@ struct DecodeArgs {
   int algo;
 };
 
-// src: a Uint8Array, or an array of them (the pieces in order).
-static void ArgSpans(const Napi::CallbackInfo& info, size_t i, DecodeArgs* a) {
+// src: a Uint8Array, or an array of them (the pieces in order). `hold`: keep
+// a private copy of the list for a decode that outlives the call.
+static void ArgSpans(const Napi::CallbackInfo& info, size_t i, DecodeArgs* a, bool hold) {
   Napi::Value v = info[i];
   auto add = [a](Napi::Uint8Array b) {
     a->src.push_back({b.Data(), b.ByteLength()});
@@ -173,26 +175,26 @@ static void ArgSpans(const Napi::CallbackInfo& info, size_t i, DecodeArgs* a) {
   if (!v.IsArray()) {
     Napi::Uint8Array b = ArgBytes(info, i, "src");
     add(b);
-    a->src_holder = b;
+    if (hold) a->src_holder = b;
     return;
   }
   Napi::Array list = v.As<Napi::Array>();
-  Napi::Array own = Napi::Array::New(info.Env(), list.Length());
+  Napi::Array own = hold ? Napi::Array::New(info.Env(), list.Length()) : Napi::Array();
   for (uint32_t k = 0; k < list.Length(); k++) {
     Napi::Value e = list.Get(k);
     if (!IsBytes(e)) {
       throw Napi::TypeError::New(info.Env(), "The \"src\" argument must be a Buffer or an array of Buffers");
     }
     add(e.As<Napi::Uint8Array>());
-    own.Set(k, e);
+    if (hold) own.Set(k, e);
   }
-  a->src_holder = own;
+  if (hold) a->src_holder = own;
 }
 
-static DecodeArgs ArgsDecode(const Napi::CallbackInfo& info) {
+static DecodeArgs ArgsDecode(const Napi::CallbackInfo& info, bool hold) {
   DecodeArgs a;
   a.compressor = static_cast<int>(ArgInt(info, 0, "compressor", 0, 255));
-  ArgSpans(info, 1, &a);
+  ArgSpans(info, 1, &a, hold);
   a.dst = ArgBytes(info, 2, "dst");
   a.algo = static_cast<int>(ArgInt(info, 3, "digestAlgo", kBlake3, kSha256));
   a.want = ArgBytes(info, 4, "want");
@@ -245,7 +247,7 @@ class DecodeWorker : public Napi::AsyncWorker {
 };
 
 static Napi::Value DecodeChunk(const Napi::CallbackInfo& info) {
-  auto* w = new DecodeWorker(info.Env(), ArgsDecode(info));  // deletes itself when done
+  auto* w = new DecodeWorker(info.Env(), ArgsDecode(info, true));  // deletes itself when done
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
@@ -253,9 +255,10 @@ static Napi::Value DecodeChunk(const Napi::CallbackInfo& info) {
 
 // decodeChunkSync(compressor, src, dst, digestAlgo, want) -> "" or why not, on
 // the calling thread. For small chunks: handing one to the pool (a futex wake,
-// the waker preempted, a promise) cost more than decoding it.
+// the waker preempted by the thread it woke, a promise) cost more than
+// decoding it.
 static Napi::Value DecodeChunkSync(const Napi::CallbackInfo& info) {
-  DecodeArgs a = ArgsDecode(info);
+  DecodeArgs a = ArgsDecode(info, false);
   return Napi::String::New(info.Env(), Decode(a.compressor, a.src, a.src_len, a.dst.Data(), a.dst.ByteLength(), a.algo, a.want.Data()));
 }
 

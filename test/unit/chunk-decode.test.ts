@@ -122,6 +122,8 @@ test('decodeChunk and decodeChunkSync check their arguments', () => {
   assert.throws(() => decodeChunk(Compressor.Zstd, [d, 'x' as unknown as Buffer], d, 0, Buffer.alloc(32)), TypeError);
   assert.throws(() => decodeChunkSync(Compressor.Gzip, d, d, 0, Buffer.alloc(32)), RangeError);
   assert.throws(() => decodeChunkSync(Compressor.Zstd, d, d, 0, Buffer.alloc(31)), RangeError);
+  assert.throws(() => decodeChunkSync(Compressor.Zstd, d, d, 2, Buffer.alloc(32)), RangeError);
+  assert.throws(() => decodeChunkSync(Compressor.Zstd, 'x' as unknown as Buffer, d, 0, Buffer.alloc(32)), TypeError);
   assert.throws(() => decodeChunkSync(Compressor.Zstd, [d, 'x' as unknown as Buffer], d, 0, Buffer.alloc(32)), TypeError);
 });
 

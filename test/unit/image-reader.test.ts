@@ -93,7 +93,10 @@ test('small chunks decode on the calling thread, bigger ones on the threadpool; 
   for (const c of blob.chunks) {
     const want = b.uncompressed.subarray(c.uOffset, c.uOffset + c.uSize);
     const bytes = b.data.subarray(c.cOffset, c.cOffset + c.cSize);
-    for (const compressed of [bytes, asParts(bytes)]) {
+    // whole, as a socket's reads, and in 997-byte pieces (what asParts gives a small chunk is one piece)
+    const pieces: Buffer[] = [];
+    for (let at = 0; at < bytes.length; at += 997) pieces.push(bytes.subarray(at, at + 997));
+    for (const compressed of [bytes, asParts(bytes), pieces]) {
       const dst = Buffer.alloc(c.uSize);
       const p = blob.decodeChunk(c, compressed, dst);
       // inline: written before decodeChunk returns (whether a pool decode is done by now is a race: not checked)
