@@ -1,10 +1,11 @@
 // Chunk decoding: decompress a nydus chunk into the caller's (aligned)
 // buffer and check its digest, on the libuv threadpool, so a READ's chunks
 // decode on every core and the loop keeps serving the kernel; small chunks
-// on the calling thread, where the hand-off would cost more than the work. blake3 is the BLAKE3 team's C implementation (SIMD chosen by
-// cpuid), sha256 is OpenSSL's (the copy Node links), zstd and lz4 are the
-// system's libzstd and liblz4. Gzip chunks stay in JS (zlib). The converter's
-// zstd compression runs here too, for the same reason: every core.
+// on the calling thread, where the hand-off would cost more than the work.
+// blake3 is the BLAKE3 team's C implementation (SIMD chosen by cpuid),
+// sha256 is OpenSSL's (the copy Node links), zstd and lz4 are the system's
+// libzstd and liblz4. Gzip chunks stay in JS (zlib). The converter's zstd
+// compression runs here too, for the same reason: every core.
 //
 // A chunk's compressed bytes may come as a list of pieces: the response
 // body's buffers as the socket delivered them, so a Range GET is never

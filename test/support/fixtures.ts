@@ -36,6 +36,17 @@ export function asParts(buf: Buffer): Buffer[] {
   return parts;
 }
 
+/** One buffer cut in several ways: socket-sized pieces, tiny ones, a cut after the first byte with empty pieces among them. */
+export function cutsOf(buf: Buffer): Array<[string, Buffer[]]> {
+  const tiny: Buffer[] = [];
+  for (let at = 0; at < buf.length; at += 997) tiny.push(buf.subarray(at, at + 997));
+  return [
+    ['socket reads', asParts(buf)],
+    ['997-byte pieces', tiny],
+    ['1 + rest, empty pieces between', [Buffer.alloc(0), buf.subarray(0, 1), Buffer.alloc(0), buf.subarray(1), Buffer.alloc(0)]],
+  ];
+}
+
 /** A BlobSource over a buffer. */
 export function memorySource(buf: Buffer, name = 'memory') {
   return {

@@ -12,7 +12,7 @@ import crypto from 'node:crypto';
 import { blake3, compressChunks, decodeChunk as decodeOnPool, decodeChunkSync } from '../../native';
 import { compress } from '../../image/codec/decompress';
 import { Compressor, DigestAlgo } from '../../image/rafs/bootstrap';
-import { asParts } from '../support/fixtures';
+import { asParts, cutsOf } from '../support/fixtures';
 
 const pattern = (len: number) => Buffer.from(Array.from({ length: len }, (_, i) => i % 251));
 
@@ -75,31 +75,20 @@ for (const [where, decodeChunk] of decoders) {
     }
   }
 
-  /** One buffer cut in several ways: socket-sized pieces, tiny ones, a cut after the first byte, empty pieces among them. */
-  function cuts(z: Buffer): Array<[string, Buffer[]]> {
-    const tiny: Buffer[] = [];
-    for (let at = 0; at < z.length; at += 997) tiny.push(z.subarray(at, at + 997));
-    return [
-      ['socket reads', asParts(z)],
-      ['997-byte pieces', tiny],
-      ['1 + rest, empty pieces between', [Buffer.alloc(0), z.subarray(0, 1), Buffer.alloc(0), z.subarray(1), Buffer.alloc(0)]],
-    ];
-  }
-
   for (const [name, comp, z] of cases) {
     const want = blake3(data);
     test(`${name} in pieces, ${where}: good, corrupt, wrong size, truncated, too long`, async () => {
-      for (const [how, parts] of cuts(z)) {
+      for (const [how, parts] of cutsOf(z)) {
         const dst = Buffer.alloc(data.length);
         assert.equal(await decodeChunk(comp, parts, dst, DigestAlgo.Blake3, want), '', how);
         assert.ok(dst.equals(data), how);
 
         const bent = Buffer.from(z);
         bent[bent.length >> 1] ^= 0x55;
-        assert.notEqual(await decodeChunk(comp, cuts(bent).find(([h]) => h === how)![1], Buffer.alloc(data.length), DigestAlgo.Blake3, want), '', how);
+        assert.notEqual(await decodeChunk(comp, cutsOf(bent).find(([h]) => h === how)![1], Buffer.alloc(data.length), DigestAlgo.Blake3, want), '', how);
         assert.notEqual(await decodeChunk(comp, parts, Buffer.alloc(data.length + 1), DigestAlgo.Blake3, want), '', `${how}: dst too long`);
         assert.notEqual(await decodeChunk(comp, parts, Buffer.alloc(data.length - 1), DigestAlgo.Blake3, want), '', `${how}: dst too short`);
-        const short = cuts(z.subarray(0, z.length - 3)).find(([h]) => h === how)![1];
+        const short = cutsOf(z.subarray(0, z.length - 3)).find(([h]) => h === how)![1];
         assert.notEqual(await decodeChunk(comp, short, Buffer.alloc(data.length), DigestAlgo.Blake3, want), '', `${how}: truncated`);
         assert.notEqual(await decodeChunk(comp, [...parts, Buffer.from('xyz')], Buffer.alloc(data.length), DigestAlgo.Blake3, want), '', `${how}: bytes after the chunk`);
         // and after each failure, the thread's decoder still decodes a good chunk right

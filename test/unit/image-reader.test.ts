@@ -11,7 +11,7 @@ import { ErofsImage } from '../../image/erofs/image';
 import { superblockChecksum, updateSuperblockChecksum } from '../../image/erofs/superblock';
 import { decompress, compress } from '../../image/codec/decompress';
 import { FormatError } from '../../image/errors';
-import { FIXTURE_BLOB_ID, asParts, memorySource, nydusFixtures } from '../support/fixtures';
+import { FIXTURE_BLOB_ID, cutsOf, memorySource, nydusFixtures } from '../support/fixtures';
 import { buildSyntheticBlob } from '../support/testblob';
 
 const fx = nydusFixtures();
@@ -93,16 +93,14 @@ test('small chunks decode on the calling thread, bigger ones on the threadpool; 
   for (const c of blob.chunks) {
     const want = b.uncompressed.subarray(c.uOffset, c.uOffset + c.uSize);
     const bytes = b.data.subarray(c.cOffset, c.cOffset + c.cSize);
-    // whole, as a socket's reads, and in 997-byte pieces (what asParts gives a small chunk is one piece)
-    const pieces: Buffer[] = [];
-    for (let at = 0; at < bytes.length; at += 997) pieces.push(bytes.subarray(at, at + 997));
-    for (const compressed of [bytes, asParts(bytes), pieces]) {
+    // whole, and in pieces (what asParts gives a small chunk is one piece; cutsOf also cuts it small)
+    for (const [how, compressed] of [['whole', bytes] as [string, Buffer], ...cutsOf(bytes)]) {
       const dst = Buffer.alloc(c.uSize);
       const p = blob.decodeChunk(c, compressed, dst);
       // inline: written before decodeChunk returns (whether a pool decode is done by now is a race: not checked)
-      if (c.uSize <= INLINE_DECODE_MAX) assert.ok(dst.equals(want), `chunk of ${c.uSize}: decoded before it returned`);
+      if (c.uSize <= INLINE_DECODE_MAX) assert.ok(dst.equals(want), `chunk of ${c.uSize}, ${how}: decoded before it returned`);
       await p;
-      assert.ok(dst.equals(want), `chunk of ${c.uSize}`);
+      assert.ok(dst.equals(want), `chunk of ${c.uSize}, ${how}`);
     }
     const bent = Buffer.from(bytes);
     bent[bent.length >> 1] ^= 0x20;
